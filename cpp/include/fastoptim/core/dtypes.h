@@ -1,0 +1,47 @@
+// Storage types the kernels read and write, and their exact scalar conversions to the compute type.
+// bf16 rounds to nearest even exactly as c10::BFloat16 does, so fastoptim and torch agree bit for bit
+// on what a float becomes when it is stored.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+namespace fastoptim::core {
+
+struct bf16 { std::uint16_t bits; };
+struct f16 { std::uint16_t bits; };
+
+// Arithmetic happens in double for double storage and in float for everything else.
+template <class S> using compute_t = std::conditional_t<std::is_same_v<S, double>, double, float>;
+
+inline float bf16_to_float(bf16 x) {
+  std::uint32_t u = std::uint32_t(x.bits) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+inline bf16 float_to_bf16(float f) {
+  if (f != f) return bf16{0x7FC0};
+  std::uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  const std::uint32_t rounding_bias = ((u >> 16) & 1u) + 0x7FFFu;
+  return bf16{static_cast<std::uint16_t>((u + rounding_bias) >> 16)};
+}
+
+// _Float16 conversions are IEEE round-to-nearest-even, the same as F16C's vcvtps2ph with
+// _MM_FROUND_TO_NEAREST_INT, so the scalar tail and the SIMD body store identical bits.
+inline float f16_to_float(f16 x) {
+  _Float16 h;
+  std::memcpy(&h, &x.bits, sizeof h);
+  return static_cast<float>(h);
+}
+
+inline f16 float_to_f16(float f) {
+  _Float16 h = static_cast<_Float16>(f);
+  f16 out;
+  std::memcpy(&out.bits, &h, sizeof h);
+  return out;
+}
+
+}  // namespace fastoptim::core

@@ -1,0 +1,72 @@
+// Hyperparameters of a rule, declared once as a field list. The list generates the struct the
+// math reads, the defaults, the validation, and the metadata the Python and libtorch front ends
+// read (names, defaults, order of the flat vector the ops take).
+#pragma once
+#include <cmath>
+#include <cstddef>
+#include <string>
+
+namespace fastoptim::core {
+
+// What a field accepts. Flags are stored as 0/1 in the flat vector.
+enum class Check : int {
+  any,           // any finite value
+  non_negative,  // 0 <= x
+  unit_interval, // 0 <= x < 1 (betas, decay rates)
+  flag,          // 0 or 1
+};
+
+struct Field {
+  const char* name;
+  double default_value;
+  Check check;
+};
+
+inline bool field_accepts(Check c, double x) {
+  switch (c) {
+    case Check::any: return !std::isnan(x);
+    case Check::non_negative: return x >= 0.0;  // false for NaN
+    case Check::unit_interval: return x >= 0.0 && x < 1.0;
+    case Check::flag: return x == 0.0 || x == 1.0;
+  }
+  return false;
+}
+
+inline const char* check_text(Check c) {
+  switch (c) {
+    case Check::any: return "a number";
+    case Check::non_negative: return ">= 0";
+    case Check::unit_interval: return "in [0, 1)";
+    case Check::flag: return "0 or 1 (a bool)";
+  }
+  return "";
+}
+
+// Index of the first field of `values` that its check rejects, or -1 when all are valid.
+template <class Hyper>
+inline int first_invalid_field(const double* values) {
+  for (std::size_t i = 0; i < Hyper::kFieldCount; ++i)
+    if (!field_accepts(Hyper::kFields[i].check, values[i])) return int(i);
+  return -1;
+}
+
+}  // namespace fastoptim::core
+
+// FASTOPTIM_HYPER(LIST) defines `struct Hyper` from an X-macro list of
+// F(name, default, check) entries: one double member per field, the field table, and
+// `from(values)` which reads the flat vector in declaration order.
+#define FASTOPTIM_HYPER_MEMBER(name, def, check) double name = def;
+#define FASTOPTIM_HYPER_ENTRY(name, def, check) ::fastoptim::core::Field{#name, def, ::fastoptim::core::Check::check},
+#define FASTOPTIM_HYPER_READ(name, def, check) h.name = values[i++];
+#define FASTOPTIM_HYPER(LIST)                                                         \
+  struct Hyper {                                                                      \
+    LIST(FASTOPTIM_HYPER_MEMBER)                                                      \
+    static constexpr ::fastoptim::core::Field kFields[] = {LIST(FASTOPTIM_HYPER_ENTRY)}; \
+    static constexpr std::size_t kFieldCount = sizeof(kFields) / sizeof(kFields[0]);  \
+    static Hyper from(const double* values) {                                         \
+      Hyper h;                                                                        \
+      std::size_t i = 0;                                                              \
+      LIST(FASTOPTIM_HYPER_READ)                                                      \
+      return h;                                                                       \
+    }                                                                                 \
+  };

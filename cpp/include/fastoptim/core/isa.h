@@ -1,0 +1,45 @@
+// The boundary between per-ISA kernel code and everything else. Each per-ISA translation unit is
+// compiled with its own target flags and with the `fastoptim` namespace renamed (see CMakeLists),
+// so its inline functions can never be merged with another ISA's by the linker; what crosses the
+// boundary is only the plain data and function pointers declared here, in a namespace of its own.
+#pragma once
+#include <cstdint>
+
+#include "fastoptim/rules/list.h"
+
+namespace fastoptim_isa {
+
+enum class Dtype : int { f32 = 0, f64 = 1, bf16 = 2, f16 = 3 };
+
+constexpr int kMaxStateSlots = 4;
+
+// One tensor of a call: raw pointers into contiguous memory of one storage dtype. A state slot
+// the configuration does not use is nullptr.
+struct TensorSlots {
+  void* param;
+  const void* grad;
+  void* state[kMaxStateSlots];
+  std::int64_t numel;
+};
+
+// Runs one element-wise rule over `count` tensors of storage dtype `dtype`. `coeffs` points at
+// `count` Rule::Coeffs<T> (T = double for f64 storage, float otherwise), one per tensor.
+using ElementwiseKernel = void (*)(const TensorSlots* tensors, std::int64_t count, const void* coeffs, Dtype dtype);
+
+struct KernelTable {
+  const char* isa;
+#define FASTOPTIM_TABLE_ENTRY(Type, name) ElementwiseKernel name;
+  FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_TABLE_ENTRY)
+#undef FASTOPTIM_TABLE_ENTRY
+};
+
+// The tables this build has, best last; "scalar" (one lane, the reference path) is always there.
+int table_count();
+const KernelTable& table(int index);
+// The table the ops use: the best one this CPU supports, unless FASTOPTIM_ISA or set_active() chose.
+const KernelTable& active();
+// Chooses a table by name; false (and nothing changed) when the name is unknown or the CPU lacks it.
+bool set_active(const char* isa);
+bool cpu_supports(const char* isa);
+
+}  // namespace fastoptim_isa

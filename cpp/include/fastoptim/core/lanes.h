@@ -1,0 +1,169 @@
+// The lane type: W values of T processed together. Built on GCC/Clang vector extensions, so the
+// same rule code compiles to AVX-512, AVX2, SSE2 or NEON depending on the translation unit's
+// target flags, and to plain scalar code for W == 1 (the tail). Every operation is an IEEE
+// operation with one rounding (no FMA contraction: kernels build with -ffp-contract=off), so the
+// SIMD body and the scalar tail give bit-identical results.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "fastoptim/core/dtypes.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
+namespace fastoptim::core {
+
+// Bytes of one SIMD register in the current translation unit. A per-ISA kernel file sets
+// FASTOPTIM_VECTOR_BYTES; 0 means "scalar only" (the reference path the tests compare against).
+#ifndef FASTOPTIM_VECTOR_BYTES
+#if defined(__AVX512F__)
+#define FASTOPTIM_VECTOR_BYTES 64
+#elif defined(__AVX2__)
+#define FASTOPTIM_VECTOR_BYTES 32
+#elif defined(__SSE2__) || defined(__aarch64__)
+#define FASTOPTIM_VECTOR_BYTES 16
+#else
+#define FASTOPTIM_VECTOR_BYTES 0
+#endif
+#endif
+
+template <class T>
+constexpr int kLanes = FASTOPTIM_VECTOR_BYTES == 0 ? 1 : int(FASTOPTIM_VECTOR_BYTES / sizeof(T));
+
+template <class T, int W>
+struct Vec {
+  typedef T native __attribute__((vector_size(sizeof(T) * W)));
+  native v;
+
+  Vec() = default;
+  Vec(native x) : v(x) {}
+  static Vec broadcast(T x) { return Vec(native{} + x); }
+
+  friend Vec operator+(Vec a, Vec b) { return a.v + b.v; }
+  friend Vec operator-(Vec a, Vec b) { return a.v - b.v; }
+  friend Vec operator*(Vec a, Vec b) { return a.v * b.v; }
+  friend Vec operator/(Vec a, Vec b) { return a.v / b.v; }
+  friend Vec operator+(Vec a, T b) { return a.v + b; }
+  friend Vec operator-(Vec a, T b) { return a.v - b; }
+  friend Vec operator*(Vec a, T b) { return a.v * b; }
+  friend Vec operator/(Vec a, T b) { return a.v / b; }
+  friend Vec operator*(T a, Vec b) { return a * b.v; }
+  friend Vec operator-(Vec a) { return -a.v; }
+};
+
+// Correctly rounded square root, lane-wise.
+template <class T, int W>
+inline Vec<T, W> sqrt(Vec<T, W> a) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float> && W == 16) return (typename Vec<T, W>::native)_mm512_sqrt_ps((__m512)a.v);
+  if constexpr (std::is_same_v<T, double> && W == 8) return (typename Vec<T, W>::native)_mm512_sqrt_pd((__m512d)a.v);
+#endif
+#if defined(__AVX__)
+  if constexpr (std::is_same_v<T, float> && W == 8) return (typename Vec<T, W>::native)_mm256_sqrt_ps((__m256)a.v);
+  if constexpr (std::is_same_v<T, double> && W == 4) return (typename Vec<T, W>::native)_mm256_sqrt_pd((__m256d)a.v);
+#endif
+#if defined(__SSE2__)
+  if constexpr (std::is_same_v<T, float> && W == 4) return (typename Vec<T, W>::native)_mm_sqrt_ps((__m128)a.v);
+  if constexpr (std::is_same_v<T, double> && W == 2) return (typename Vec<T, W>::native)_mm_sqrt_pd((__m128d)a.v);
+#endif
+#if defined(__aarch64__)
+  if constexpr (std::is_same_v<T, float> && W == 4) return (typename Vec<T, W>::native)vsqrtq_f32((float32x4_t)a.v);
+  if constexpr (std::is_same_v<T, double> && W == 2) return (typename Vec<T, W>::native)vsqrtq_f64((float64x2_t)a.v);
+#endif
+  Vec<T, W> r;
+  for (int i = 0; i < W; ++i) r.v[i] = std::sqrt(a.v[i]);
+  return r;
+}
+
+// Lane-wise maximum that propagates NaN from either side, as torch.maximum does.
+template <class T, int W>
+inline Vec<T, W> maximum(Vec<T, W> a, Vec<T, W> b) {
+  return (a.v > b.v) | (a.v != a.v) ? a.v : b.v;
+}
+
+// torch's lerp: self + w * (end - self) for |w| < 0.5, end - (end - self) * (1 - w) otherwise.
+// The branch is on a scalar, so every lane takes the same one.
+template <class T, int W>
+inline Vec<T, W> lerp(Vec<T, W> self, Vec<T, W> end, T weight) {
+  if (std::abs(weight) < T(0.5)) return self + weight * (end - self);
+  return end - (end - self) * (T(1) - weight);
+}
+
+// ---- loads and stores: storage type S <-> compute lanes of T ---------------------------------
+
+template <int W, class S, class T = compute_t<S>>
+inline Vec<T, W> load(const S* src) {
+  Vec<T, W> r;
+  if constexpr (std::is_same_v<S, T>) {
+    std::memcpy(&r.v, src, sizeof(r.v));
+  } else if constexpr (std::is_same_v<S, bf16> && W == 1) {
+    r.v[0] = bf16_to_float(*src);
+  } else if constexpr (std::is_same_v<S, bf16>) {
+    using u16v = typename Vec<std::uint16_t, W>::native;
+    using u32v = typename Vec<std::uint32_t, W>::native;
+    u16v h;
+    std::memcpy(&h, src, sizeof h);
+    u32v wide = __builtin_convertvector(h, u32v) << 16;
+    std::memcpy(&r.v, &wide, sizeof r.v);
+  } else {
+    static_assert(std::is_same_v<S, f16>);
+#if defined(__AVX512F__)
+    if constexpr (W == 16) {
+      r.v = (typename Vec<T, W>::native)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)src));
+      return r;
+    }
+#endif
+#if defined(__F16C__)
+    if constexpr (W == 8) {
+      r.v = (typename Vec<T, W>::native)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)src));
+      return r;
+    }
+#endif
+    for (int i = 0; i < W; ++i) r.v[i] = f16_to_float(src[i]);
+  }
+  return r;
+}
+
+template <int W, class S, class T>
+inline void store(S* dst, Vec<T, W> x) {
+  if constexpr (std::is_same_v<S, T>) {
+    std::memcpy(dst, &x.v, sizeof(x.v));
+  } else if constexpr (std::is_same_v<S, bf16> && W == 1) {
+    *dst = float_to_bf16(x.v[0]);
+  } else if constexpr (std::is_same_v<S, bf16>) {
+    // float_to_bf16's rounding, lane-wise.
+    using u16v = typename Vec<std::uint16_t, W>::native;
+    using u32v = typename Vec<std::uint32_t, W>::native;
+    using i32v = typename Vec<std::int32_t, W>::native;
+    u32v u;
+    std::memcpy(&u, &x.v, sizeof u);
+    u32v rounded = (u + (((u >> 16) & 1u) + 0x7FFFu)) >> 16;
+    i32v is_nan = x.v != x.v;
+    u32v out = is_nan ? u32v{} + 0x7FC0u : rounded;
+    u16v h = __builtin_convertvector(out, u16v);
+    std::memcpy(dst, &h, sizeof h);
+  } else {
+    static_assert(std::is_same_v<S, f16>);
+#if defined(__AVX512F__)
+    if constexpr (W == 16) {
+      _mm256_storeu_si256((__m256i*)dst, _mm512_cvtps_ph((__m512)x.v, _MM_FROUND_TO_NEAREST_INT));
+      return;
+    }
+#endif
+#if defined(__F16C__)
+    if constexpr (W == 8) {
+      _mm_storeu_si128((__m128i*)dst, _mm256_cvtps_ph((__m256)x.v, _MM_FROUND_TO_NEAREST_INT));
+      return;
+    }
+#endif
+    for (int i = 0; i < W; ++i) dst[i] = float_to_f16(x.v[i]);
+  }
+}
+
+}  // namespace fastoptim::core

@@ -1,0 +1,67 @@
+// Adam and AdamW (one rule; decoupled_weight_decay is the flag) with amsgrad and maximize:
+// torch.optim.Adam's math, bias corrections in double on the host as torch computes them.
+#pragma once
+#include "fastoptim/rules/rule.h"
+
+namespace fastoptim::rules {
+
+struct Adam {
+  static constexpr const char* kName = "adam";
+#define FASTOPTIM_ADAM_FIELDS(F)                                                                   \
+  F(lr, 1e-3, non_negative) F(beta1, 0.9, unit_interval) F(beta2, 0.999, unit_interval)           \
+  F(eps, 1e-8, non_negative) F(weight_decay, 0.0, non_negative) F(amsgrad, 0, flag)              \
+  F(maximize, 0, flag) F(decoupled_weight_decay, 0, flag)
+  FASTOPTIM_HYPER(FASTOPTIM_ADAM_FIELDS)
+
+  enum Slot { kExpAvg, kExpAvgSq, kMaxExpAvgSq };
+  static constexpr const char* kStateNames[] = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
+  static constexpr int kStateSlots = 3;
+  static constexpr bool kCountsSteps = true;
+  static bool uses_state(const Hyper& h, int slot) { return slot != kMaxExpAvgSq || h.amsgrad != 0; }
+  static const char* invalid_combination(const Hyper&) { return nullptr; }
+
+  template <class T>
+  struct Coeffs {
+    T one_minus_beta1, beta2, one_minus_beta2, bias_correction2_sqrt, neg_step_size, eps;
+    T weight_decay, decay_factor;  // L2 coefficient, or the decoupled factor 1 - lr * weight_decay
+    bool maximize, amsgrad, has_weight_decay, decoupled;
+  };
+
+  template <class T>
+  static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
+    const double bias_correction1 = 1 - std::pow(h.beta1, s.step);
+    const double bias_correction2 = 1 - std::pow(h.beta2, s.step);
+    const double step_size = h.lr / bias_correction1;
+    return {T(1 - h.beta1),
+            T(h.beta2),
+            T(1 - h.beta2),
+            T(std::pow(bias_correction2, 0.5)),
+            T(-step_size),
+            T(h.eps),
+            T(h.weight_decay),
+            T(1 - h.lr * h.weight_decay),
+            h.maximize != 0,
+            h.amsgrad != 0,
+            h.weight_decay != 0,
+            h.decoupled_weight_decay != 0};
+  }
+
+  template <class T, int W>
+  static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
+    if (k.maximize) g = -g;
+    if (k.has_weight_decay) {
+      if (k.decoupled) p = p * k.decay_factor;
+      else g = g + k.weight_decay * p;
+    }
+    Vec<T, W>& exp_avg = state[kExpAvg];
+    Vec<T, W>& exp_avg_sq = state[kExpAvgSq];
+    exp_avg = core::lerp(exp_avg, g, k.one_minus_beta1);
+    exp_avg_sq = exp_avg_sq * k.beta2 + (k.one_minus_beta2 * g) * g;
+    Vec<T, W> second_moment = exp_avg_sq;
+    if (k.amsgrad) second_moment = state[kMaxExpAvgSq] = core::maximum(state[kMaxExpAvgSq], exp_avg_sq);
+    const Vec<T, W> denom = sqrt(second_moment) / k.bias_correction2_sqrt + k.eps;
+    p = p + (k.neg_step_size * exp_avg) / denom;
+  }
+};
+
+}  // namespace fastoptim::rules

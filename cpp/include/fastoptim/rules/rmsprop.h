@@ -1,0 +1,63 @@
+// RMSprop with momentum, centering, L2 weight decay and maximize: torch.optim.RMSprop's math.
+#pragma once
+#include "fastoptim/rules/rule.h"
+
+namespace fastoptim::rules {
+
+struct RMSprop {
+  static constexpr const char* kName = "rmsprop";
+#define FASTOPTIM_RMSPROP_FIELDS(F)                                                   \
+  F(lr, 1e-2, non_negative) F(alpha, 0.99, non_negative) F(eps, 1e-8, non_negative)  \
+  F(weight_decay, 0.0, non_negative) F(momentum, 0.0, non_negative)                  \
+  F(centered, 0, flag) F(maximize, 0, flag)
+  FASTOPTIM_HYPER(FASTOPTIM_RMSPROP_FIELDS)
+
+  enum Slot { kSquareAvg, kMomentumBuffer, kGradAvg };
+  static constexpr const char* kStateNames[] = {"square_avg", "momentum_buffer", "grad_avg"};
+  static constexpr int kStateSlots = 3;
+  static constexpr bool kCountsSteps = true;
+  static bool uses_state(const Hyper& h, int slot) {
+    if (slot == kMomentumBuffer) return h.momentum > 0;
+    if (slot == kGradAvg) return h.centered != 0;
+    return true;
+  }
+  static const char* invalid_combination(const Hyper&) { return nullptr; }
+
+  template <class T>
+  struct Coeffs {
+    T neg_lr, alpha, one_minus_alpha, eps, weight_decay, momentum;
+    bool maximize, has_weight_decay, centered, has_momentum;
+  };
+
+  template <class T>
+  static Coeffs<T> prepare(const Hyper& h, const StepInfo&) {
+    return {T(-h.lr),         T(h.alpha),          T(1.0 - h.alpha), T(h.eps),     T(h.weight_decay),
+            T(h.momentum),    h.maximize != 0,     h.weight_decay != 0, h.centered != 0, h.momentum > 0};
+  }
+
+  template <class T, int W>
+  static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
+    if (k.maximize) g = -g;
+    if (k.has_weight_decay) g = g + k.weight_decay * p;
+    Vec<T, W>& square_avg = state[kSquareAvg];
+    square_avg = square_avg * k.alpha + (k.one_minus_alpha * g) * g;
+    Vec<T, W> avg;
+    if (k.centered) {
+      Vec<T, W>& grad_avg = state[kGradAvg];
+      grad_avg = core::lerp(grad_avg, g, k.one_minus_alpha);
+      avg = sqrt(square_avg + (T(-1) * grad_avg) * grad_avg);
+    } else {
+      avg = sqrt(square_avg);
+    }
+    avg = avg + k.eps;
+    if (k.has_momentum) {
+      Vec<T, W>& buf = state[kMomentumBuffer];
+      buf = buf * k.momentum + g / avg;
+      p = p + k.neg_lr * buf;
+    } else {
+      p = p + (k.neg_lr * g) / avg;
+    }
+  }
+};
+
+}  // namespace fastoptim::rules

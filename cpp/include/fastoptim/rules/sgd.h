@@ -1,0 +1,50 @@
+// SGD with momentum, dampening, Nesterov, L2 weight decay and maximize: torch.optim.SGD's math.
+#pragma once
+#include "fastoptim/rules/rule.h"
+
+namespace fastoptim::rules {
+
+struct SGD {
+  static constexpr const char* kName = "sgd";
+#define FASTOPTIM_SGD_FIELDS(F)                                                         \
+  F(lr, 1e-3, non_negative) F(momentum, 0.0, non_negative) F(dampening, 0.0, any)      \
+  F(weight_decay, 0.0, non_negative) F(nesterov, 0, flag) F(maximize, 0, flag)
+  FASTOPTIM_HYPER(FASTOPTIM_SGD_FIELDS)
+
+  static constexpr const char* kStateNames[] = {"momentum_buffer"};
+  static constexpr int kStateSlots = 1;
+  static constexpr bool kCountsSteps = false;
+  static bool uses_state(const Hyper& h, int) { return h.momentum != 0; }
+  static const char* invalid_combination(const Hyper& h) {
+    if (h.nesterov != 0 && (h.momentum <= 0 || h.dampening != 0))
+      return "Nesterov momentum requires a momentum and zero dampening";
+    return nullptr;
+  }
+
+  template <class T>
+  struct Coeffs {
+    T neg_lr, momentum, one_minus_dampening, weight_decay;
+    bool maximize, has_weight_decay, has_momentum, nesterov, fresh;
+  };
+
+  template <class T>
+  static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
+    return {T(-h.lr), T(h.momentum), T(1.0 - h.dampening), T(h.weight_decay), h.maximize != 0,
+            h.weight_decay != 0, h.momentum != 0, h.nesterov != 0, s.fresh};
+  }
+
+  template <class T, int W>
+  static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
+    if (k.maximize) g = -g;
+    if (k.has_weight_decay) g = g + k.weight_decay * p;
+    if (k.has_momentum) {
+      Vec<T, W>& buf = state[0];
+      // torch starts the buffer as a copy of the first gradient, without dampening.
+      buf = k.fresh ? g : buf * k.momentum + k.one_minus_dampening * g;
+      g = k.nesterov ? g + k.momentum * buf : buf;
+    }
+    p = p + k.neg_lr * g;
+  }
+};
+
+}  // namespace fastoptim::rules
