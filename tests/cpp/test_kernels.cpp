@@ -137,7 +137,8 @@ static std::vector<typename Rule::Hyper> configurations() {
 }
 
 template <class Rule>
-static void test_simd_matches_scalar(fastoptim_isa::ElementwiseKernel fastoptim_isa::KernelTable::*entry) {
+static void test_simd_matches_scalar() {
+  constexpr auto entry = rules::KernelEntry<Rule>::member;
   const auto& scalar = fastoptim_isa::table(0);
   const std::vector<std::int64_t> sizes = {0, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100003};
   const auto configs = configurations<Rule>();
@@ -225,7 +226,7 @@ int main() {
   for (int i = 0; i < fastoptim_isa::table_count(); ++i)
     std::printf(" %s%s", fastoptim_isa::table(i).isa, fastoptim_isa::cpu_supports(fastoptim_isa::table(i).isa) ? "" : "(unsupported here)");
   std::printf("; active: %s\n", fastoptim_isa::active().isa);
-#define FASTOPTIM_TEST_RULE(Type, name) test_simd_matches_scalar<rules::Type>(&fastoptim_isa::KernelTable::name);
+#define FASTOPTIM_TEST_RULE(Type, name) test_simd_matches_scalar<rules::Type>();
   FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_TEST_RULE)
 #undef FASTOPTIM_TEST_RULE
   test_parallel_coverage();

@@ -1,8 +1,9 @@
 // The lane type: W values of T processed together. Built on GCC/Clang vector extensions, so the
 // same rule code compiles to AVX-512, AVX2, SSE2 or NEON depending on the translation unit's
-// target flags, and to plain scalar code for W == 1 (the tail). Every operation is an IEEE
-// operation with one rounding (no FMA contraction: kernels build with -ffp-contract=off), so the
-// SIMD body and the scalar tail give bit-identical results.
+// target flags, and to plain scalar code for W == 1 (the tail). Every operation rounds once: the
+// compiler may not contract a * b + c on its own (kernels build with -ffp-contract=off), and the
+// explicit mul_add is a true fused multiply-add in every path, so the SIMD body and the scalar
+// tail give bit-identical results.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -81,18 +82,47 @@ inline Vec<T, W> sqrt(Vec<T, W> a) {
   return r;
 }
 
+// a * b + c rounded once (fused multiply-add), lane-wise. torch's CPU kernels fuse add(alpha),
+// addcmul and lerp this way, so the rules do too where torch does; unfused everywhere else.
+template <class T, int W>
+inline Vec<T, W> mul_add(Vec<T, W> a, Vec<T, W> b, Vec<T, W> c) {
+  using N = typename Vec<T, W>::native;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float> && W == 16) return (N)_mm512_fmadd_ps((__m512)a.v, (__m512)b.v, (__m512)c.v);
+  if constexpr (std::is_same_v<T, double> && W == 8) return (N)_mm512_fmadd_pd((__m512d)a.v, (__m512d)b.v, (__m512d)c.v);
+#endif
+#if defined(__FMA__)
+  if constexpr (std::is_same_v<T, float> && W == 8) return (N)_mm256_fmadd_ps((__m256)a.v, (__m256)b.v, (__m256)c.v);
+  if constexpr (std::is_same_v<T, double> && W == 4) return (N)_mm256_fmadd_pd((__m256d)a.v, (__m256d)b.v, (__m256d)c.v);
+  if constexpr (std::is_same_v<T, float> && W == 4) return (N)_mm_fmadd_ps((__m128)a.v, (__m128)b.v, (__m128)c.v);
+  if constexpr (std::is_same_v<T, double> && W == 2) return (N)_mm_fmadd_pd((__m128d)a.v, (__m128d)b.v, (__m128d)c.v);
+#endif
+#if defined(__aarch64__)
+  if constexpr (std::is_same_v<T, float> && W == 4) return (N)vfmaq_f32((float32x4_t)c.v, (float32x4_t)a.v, (float32x4_t)b.v);
+  if constexpr (std::is_same_v<T, double> && W == 2) return (N)vfmaq_f64((float64x2_t)c.v, (float64x2_t)a.v, (float64x2_t)b.v);
+#endif
+  Vec<T, W> r;
+  for (int i = 0; i < W; ++i) r.v[i] = std::fma(a.v[i], b.v[i], c.v[i]);
+  return r;
+}
+
+template <class T, int W>
+inline Vec<T, W> mul_add(Vec<T, W> a, T b, Vec<T, W> c) {
+  return mul_add(a, Vec<T, W>::broadcast(b), c);
+}
+
 // Lane-wise maximum that propagates NaN from either side, as torch.maximum does.
 template <class T, int W>
 inline Vec<T, W> maximum(Vec<T, W> a, Vec<T, W> b) {
   return (a.v > b.v) | (a.v != a.v) ? a.v : b.v;
 }
 
-// torch's lerp: self + w * (end - self) for |w| < 0.5, end - (end - self) * (1 - w) otherwise.
+// torch's lerp: fma(w, end - self, self) for |w| < 0.5, fma(w - 1, end - self, end) otherwise.
 // The branch is on a scalar, so every lane takes the same one.
 template <class T, int W>
 inline Vec<T, W> lerp(Vec<T, W> self, Vec<T, W> end, T weight) {
-  if (std::abs(weight) < T(0.5)) return self + weight * (end - self);
-  return end - (end - self) * (T(1) - weight);
+  if (std::abs(weight) < T(0.5)) return mul_add(end - self, weight, self);
+  return mul_add(end - self, weight - T(1), end);
 }
 
 // ---- loads and stores: storage type S <-> compute lanes of T ---------------------------------

@@ -33,9 +33,9 @@ struct Adagrad {
   template <class T, int W>
   static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
     if (k.maximize) g = -g;
-    if (k.has_weight_decay) g = g + k.weight_decay * p;
+    if (k.has_weight_decay) g = core::mul_add(p, k.weight_decay, g);
     Vec<T, W>& sum = state[0];
-    sum = sum + g * g;
+    sum = core::mul_add(g, g, sum);
     const Vec<T, W> std_dev = sqrt(sum) + k.eps;
     p = p + (k.neg_clr * g) / std_dev;
   }

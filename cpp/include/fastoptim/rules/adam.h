@@ -51,12 +51,12 @@ struct Adam {
     if (k.maximize) g = -g;
     if (k.has_weight_decay) {
       if (k.decoupled) p = p * k.decay_factor;
-      else g = g + k.weight_decay * p;
+      else g = core::mul_add(p, k.weight_decay, g);
     }
     Vec<T, W>& exp_avg = state[kExpAvg];
     Vec<T, W>& exp_avg_sq = state[kExpAvgSq];
     exp_avg = core::lerp(exp_avg, g, k.one_minus_beta1);
-    exp_avg_sq = exp_avg_sq * k.beta2 + (k.one_minus_beta2 * g) * g;
+    exp_avg_sq = core::mul_add(k.one_minus_beta2 * g, g, exp_avg_sq * k.beta2);
     Vec<T, W> second_moment = exp_avg_sq;
     if (k.amsgrad) second_moment = state[kMaxExpAvgSq] = core::maximum(state[kMaxExpAvgSq], exp_avg_sq);
     const Vec<T, W> denom = sqrt(second_moment) / k.bias_correction2_sqrt + k.eps;

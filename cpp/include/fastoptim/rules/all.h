@@ -5,3 +5,20 @@
 #include "fastoptim/rules/list.h"
 #include "fastoptim/rules/rmsprop.h"
 #include "fastoptim/rules/sgd.h"
+
+#include "fastoptim/core/isa.h"
+
+namespace fastoptim::rules {
+
+// KernelEntry<Rule>::member: the rule's entry in a fastoptim_isa::KernelTable.
+template <class Rule>
+struct KernelEntry;
+#define FASTOPTIM_KERNEL_ENTRY(Type, name)                                  \
+  template <>                                                               \
+  struct KernelEntry<Type> {                                                \
+    static constexpr auto member = &fastoptim_isa::KernelTable::name;       \
+  };
+FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_KERNEL_ENTRY)
+#undef FASTOPTIM_KERNEL_ENTRY
+
+}  // namespace fastoptim::rules

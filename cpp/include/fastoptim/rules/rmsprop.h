@@ -38,14 +38,14 @@ struct RMSprop {
   template <class T, int W>
   static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
     if (k.maximize) g = -g;
-    if (k.has_weight_decay) g = g + k.weight_decay * p;
+    if (k.has_weight_decay) g = core::mul_add(p, k.weight_decay, g);
     Vec<T, W>& square_avg = state[kSquareAvg];
-    square_avg = square_avg * k.alpha + (k.one_minus_alpha * g) * g;
+    square_avg = core::mul_add(k.one_minus_alpha * g, g, square_avg * k.alpha);
     Vec<T, W> avg;
     if (k.centered) {
       Vec<T, W>& grad_avg = state[kGradAvg];
       grad_avg = core::lerp(grad_avg, g, k.one_minus_alpha);
-      avg = sqrt(square_avg + (T(-1) * grad_avg) * grad_avg);
+      avg = sqrt(core::mul_add(-grad_avg, grad_avg, square_avg));
     } else {
       avg = sqrt(square_avg);
     }
@@ -53,7 +53,7 @@ struct RMSprop {
     if (k.has_momentum) {
       Vec<T, W>& buf = state[kMomentumBuffer];
       buf = buf * k.momentum + g / avg;
-      p = p + k.neg_lr * buf;
+      p = core::mul_add(buf, k.neg_lr, p);
     } else {
       p = p + (k.neg_lr * g) / avg;
     }

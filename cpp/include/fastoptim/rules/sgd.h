@@ -36,14 +36,14 @@ struct SGD {
   template <class T, int W>
   static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
     if (k.maximize) g = -g;
-    if (k.has_weight_decay) g = g + k.weight_decay * p;
+    if (k.has_weight_decay) g = core::mul_add(p, k.weight_decay, g);
     if (k.has_momentum) {
       Vec<T, W>& buf = state[0];
       // torch starts the buffer as a copy of the first gradient, without dampening.
-      buf = k.fresh ? g : buf * k.momentum + k.one_minus_dampening * g;
-      g = k.nesterov ? g + k.momentum * buf : buf;
+      buf = k.fresh ? g : core::mul_add(g, k.one_minus_dampening, buf * k.momentum);
+      g = k.nesterov ? core::mul_add(buf, k.momentum, g) : buf;
     }
-    p = p + k.neg_lr * g;
+    p = core::mul_add(g, k.neg_lr, p);
   }
 };
 

@@ -1,0 +1,87 @@
+// fastoptim._C: the pybind11 module. The optimizer steps are torch custom ops (torch.ops.fastoptim.*,
+// registered from cpp/src/aten when this module loads); what is not an op lives here: the rules'
+// metadata the Python classes read, and the choice of kernel ISA.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+#include <vector>
+
+#include "fastoptim/core/isa.h"
+#include "fastoptim/core/parallel.h"
+#include "fastoptim/rules/all.h"
+
+namespace py = pybind11;
+using namespace fastoptim;
+
+namespace {
+
+template <class Rule>
+py::dict describe() {
+  using Hyper = typename Rule::Hyper;
+  py::list fields;
+  for (const auto& f : Hyper::kFields)
+    fields.append(py::make_tuple(f.name, f.default_value, f.check == core::Check::flag));
+  py::list state;
+  for (const char* name : Rule::kStateNames) state.append(name);
+  py::dict d;
+  d["fields"] = fields;
+  d["state"] = state;
+  d["counts_steps"] = Rule::kCountsSteps;
+  return d;
+}
+
+template <class Rule>
+std::vector<std::string> used_state(const std::vector<double>& hyper) {
+  using Hyper = typename Rule::Hyper;
+  if (hyper.size() != Hyper::kFieldCount)
+    throw py::value_error(std::string(Rule::kName) + ": expected " + std::to_string(Hyper::kFieldCount) +
+                          " hyperparameters, got " + std::to_string(hyper.size()));
+  const Hyper h = Hyper::from(hyper.data());
+  std::vector<std::string> names;
+  for (int j = 0; j < Rule::kStateSlots; ++j)
+    if (Rule::uses_state(h, j)) names.push_back(Rule::kStateNames[j]);
+  return names;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "fastoptim's compiled core: rule metadata and kernel selection; steps are torch.ops.fastoptim.*";
+
+  py::dict rules_dict;
+#define FASTOPTIM_DESCRIBE(Type, name) rules_dict[#name] = describe<rules::Type>();
+  FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_DESCRIBE)
+#undef FASTOPTIM_DESCRIBE
+  m.attr("rules") = rules_dict;
+
+  m.def(
+      "used_state",
+      [](const std::string& rule, const std::vector<double>& hyper) -> std::vector<std::string> {
+#define FASTOPTIM_USED_STATE(Type, name) \
+  if (rule == #name) return used_state<rules::Type>(hyper);
+        FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_USED_STATE)
+#undef FASTOPTIM_USED_STATE
+        throw py::value_error("unknown rule: " + rule);
+      },
+      py::arg("rule"), py::arg("hyper"), "Names of the state tensors the rule uses with these hyperparameters.");
+
+  m.def("isa", [] { return std::string(fastoptim_isa::active().isa); }, "The kernel ISA the ops run.");
+  m.def(
+      "available_isas",
+      [] {
+        std::vector<std::string> names;
+        for (int i = 0; i < fastoptim_isa::table_count(); ++i)
+          if (fastoptim_isa::cpu_supports(fastoptim_isa::table(i).isa)) names.push_back(fastoptim_isa::table(i).isa);
+        return names;
+      },
+      "Kernel ISAs this build has and this CPU runs, scalar first.");
+  m.def(
+      "set_isa",
+      [](const std::string& isa) {
+        if (!fastoptim_isa::set_active(isa.c_str()))
+          throw py::value_error("ISA '" + isa + "' is not built in or not supported by this CPU");
+      },
+      py::arg("isa"), "Chooses the kernel ISA (also settable with the FASTOPTIM_ISA environment variable).");
+  m.def("max_threads", &core::max_threads, "Threads the kernels use (torch.set_num_threads bounds it).");
+}

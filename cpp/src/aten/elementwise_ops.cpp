@@ -1,0 +1,194 @@
+// The ATen layer for element-wise rules: one custom op per rule, fastoptim::<name>_step_, taking
+// a param group's tensor lists. It checks everything (hyperparameters, list lengths, dtype, device,
+// layout, shape, contiguity) before it touches any tensor, then computes each tensor's coefficients
+// in double on the host and runs the CPU driver over all tensors of one storage dtype in one call.
+#include <ATen/core/Tensor.h>
+#include <torch/library.h>
+
+#include <array>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fastoptim/core/isa.h"
+#include "fastoptim/rules/all.h"
+
+namespace fastoptim::aten {
+namespace {
+
+using fastoptim_isa::Dtype;
+using fastoptim_isa::TensorSlots;
+
+std::optional<Dtype> storage_dtype(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return Dtype::f32;
+    case at::kDouble: return Dtype::f64;
+    case at::kBFloat16: return Dtype::bf16;
+    case at::kHalf: return Dtype::f16;
+    default: return std::nullopt;
+  }
+}
+
+// Reads a one-element CPU floating tensor (a step counter or a tensor lr) as double.
+double read_scalar(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return *static_cast<const float*>(t.const_data_ptr());
+    case at::kDouble: return *static_cast<const double*>(t.const_data_ptr());
+    default: TORCH_CHECK_TYPE(false, "expected a float32 or float64 scalar tensor, got ", t.scalar_type());
+  }
+}
+
+void write_scalar(const at::Tensor& t, double value) {
+  if (t.scalar_type() == at::kFloat) *static_cast<float*>(t.data_ptr()) = float(value);
+  else *static_cast<double*>(t.data_ptr()) = value;
+}
+
+void check_scalar_tensor(const at::Tensor& t, const std::string& what) {
+  TORCH_CHECK_VALUE(t.defined() && t.numel() == 1, what, " must be a 1-element tensor");
+  TORCH_CHECK_VALUE(t.device().is_cpu(), what, " must be on the CPU, got ", t.device());
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, what,
+                   " must be float32 or float64, got ", t.scalar_type());
+}
+
+// A tensor that travels with params[i] (its grad or a state tensor) must match it exactly.
+void check_matches_param(const at::Tensor& t, const at::Tensor& param, const std::string& what, size_t i,
+                         const std::string& op) {
+  TORCH_CHECK_VALUE(t.defined(), op, ": ", what, " is undefined");
+  TORCH_CHECK_TYPE(t.layout() == at::kStrided, op, ": ", what, " has layout ", t.layout(),
+                   "; only dense (strided) tensors are supported (sparse gradients are not)");
+  TORCH_CHECK_TYPE(t.scalar_type() == param.scalar_type(), op, ": ", what, " has dtype ", t.scalar_type(),
+                   " but params[", i, "] has dtype ", param.scalar_type());
+  TORCH_CHECK_VALUE(t.device() == param.device(), op, ": ", what, " is on ", t.device(), " but params[", i,
+                    "] is on ", param.device());
+  TORCH_CHECK_VALUE(t.sizes() == param.sizes(), op, ": ", what, " has shape ", t.sizes(), " but params[", i,
+                    "] has shape ", param.sizes());
+  TORCH_CHECK_VALUE(t.is_contiguous(), op, ": ", what, " must be contiguous");
+}
+
+template <class Rule>
+typename Rule::Hyper checked_hyper(const std::string& op, c10::ArrayRef<double> values,
+                                   const std::optional<at::Tensor>& lr) {
+  using Hyper = typename Rule::Hyper;
+  if (values.size() != Hyper::kFieldCount) {
+    std::string names;
+    for (const auto& f : Hyper::kFields) names += std::string(names.empty() ? "" : ", ") + f.name;
+    TORCH_CHECK_VALUE(false, op, ": hyper has ", values.size(), " values, expected ", Hyper::kFieldCount, " (",
+                      names, ")");
+  }
+  const int bad = core::first_invalid_field<Hyper>(values.data());
+  TORCH_CHECK_VALUE(bad < 0, op, ": invalid ", Hyper::kFields[bad].name, " value: ", values[size_t(bad)],
+                    " (must be ", core::check_text(Hyper::kFields[bad].check), ")");
+  Hyper h = Hyper::from(values.data());
+  if (lr.has_value()) {
+    check_scalar_tensor(*lr, op + ": lr");
+    h.lr = read_scalar(*lr);
+    TORCH_CHECK_VALUE(h.lr >= 0.0, op, ": invalid learning rate: ", h.lr);
+  }
+  const char* conflict = Rule::invalid_combination(h);
+  TORCH_CHECK_VALUE(conflict == nullptr, op, ": ", conflict);
+  return h;
+}
+
+// The tensors and coefficients of one storage dtype, ready for one kernel call.
+template <class Rule>
+struct DtypeBatch {
+  std::vector<TensorSlots> tensors;
+  std::vector<typename Rule::template Coeffs<float>> coeffs_float;
+  std::vector<typename Rule::template Coeffs<double>> coeffs_double;
+};
+
+template <class Rule>
+void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorList state, at::TensorList steps,
+                      const c10::List<bool>& fresh, c10::ArrayRef<double> hyper, const std::optional<at::Tensor>& lr) {
+  const std::string op = std::string("fastoptim::") + Rule::kName + "_step_";
+  const auto h = checked_hyper<Rule>(op, hyper, lr);
+  const size_t n = params.size();
+
+  std::vector<int> slots;
+  for (int j = 0; j < Rule::kStateSlots; ++j)
+    if (Rule::uses_state(h, j)) slots.push_back(j);
+  TORCH_CHECK_VALUE(grads.size() == n, op, ": got ", n, " params but ", grads.size(), " grads");
+  TORCH_CHECK_VALUE(state.size() == slots.size() * n, op, ": expected ", slots.size(), " state tensors per param (",
+                    slots.size() * n, " in all) but got ", state.size());
+  const size_t expected_steps = Rule::kCountsSteps ? n : 0;
+  TORCH_CHECK_VALUE(steps.size() == expected_steps, op, ": expected ", expected_steps, " step tensors, got ",
+                    steps.size());
+  TORCH_CHECK_VALUE(fresh.size() == 0 || fresh.size() == n, op, ": fresh must be empty or have one flag per param");
+
+  for (size_t i = 0; i < n; ++i) {
+    const at::Tensor& p = params[i];
+    TORCH_CHECK_VALUE(p.defined(), op, ": params[", i, "] is undefined");
+    TORCH_CHECK_TYPE(storage_dtype(p.scalar_type()).has_value(), op, ": params[", i, "] has dtype ",
+                     p.scalar_type(), "; supported: float32, float64, bfloat16, float16");
+    TORCH_CHECK_VALUE(p.device().is_cpu(), op, ": params[", i, "] is on ", p.device(),
+                      "; this build of fastoptim runs on the CPU only");
+    TORCH_CHECK_TYPE(p.layout() == at::kStrided, op, ": params[", i, "] has layout ", p.layout());
+    TORCH_CHECK_VALUE(p.is_contiguous(), op, ": params[", i, "] must be contiguous");
+    check_matches_param(grads[i], p, "grads[" + std::to_string(i) + "]", i, op);
+    for (size_t s = 0; s < slots.size(); ++s)
+      check_matches_param(state[s * n + i], p,
+                          std::string(Rule::kStateNames[slots[s]]) + " of params[" + std::to_string(i) + "]", i, op);
+    if (Rule::kCountsSteps) check_scalar_tensor(steps[i], op + ": steps[" + std::to_string(i) + "]");
+  }
+
+  // Every check has passed: from here on, tensors change.
+  std::array<DtypeBatch<Rule>, 4> batches;
+  for (size_t i = 0; i < n; ++i) {
+    rules::StepInfo info{0.0, fresh.size() == n && fresh.get(i)};
+    if (Rule::kCountsSteps) {
+      info.step = read_scalar(steps[i]) + 1;
+      write_scalar(steps[i], info.step);
+      info.step = read_scalar(steps[i]);  // the value as stored (float32 in torch.optim's state)
+    }
+    const at::Tensor& p = params[i];
+    if (p.numel() == 0) continue;
+    auto& batch = batches[size_t(*storage_dtype(p.scalar_type()))];
+    TensorSlots t{};
+    t.param = p.data_ptr();
+    t.grad = grads[i].const_data_ptr();
+    for (size_t s = 0; s < slots.size(); ++s) t.state[slots[s]] = state[s * n + i].data_ptr();
+    t.numel = p.numel();
+    batch.tensors.push_back(t);
+    if (p.scalar_type() == at::kDouble) batch.coeffs_double.push_back(Rule::template prepare<double>(h, info));
+    else batch.coeffs_float.push_back(Rule::template prepare<float>(h, info));
+  }
+
+  const fastoptim_isa::ElementwiseKernel kernel = fastoptim_isa::active().*rules::KernelEntry<Rule>::member;
+  for (size_t d = 0; d < batches.size(); ++d) {
+    auto& b = batches[d];
+    if (b.tensors.empty()) continue;
+    const void* coeffs = Dtype(d) == Dtype::f64 ? static_cast<const void*>(b.coeffs_double.data())
+                                                 : static_cast<const void*>(b.coeffs_float.data());
+    kernel(b.tensors.data(), std::int64_t(b.tensors.size()), coeffs, Dtype(d));
+  }
+}
+
+// Shape inference for torch.compile: the ops mutate their inputs in place and return nothing.
+void elementwise_step_meta(at::TensorList, at::TensorList, at::TensorList, at::TensorList, const c10::List<bool>&,
+                           c10::ArrayRef<double>, const std::optional<at::Tensor>&) {}
+
+}  // namespace
+
+#define FASTOPTIM_OP_SCHEMA(name)                                                                      \
+  #name "_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] state, Tensor(c!)[] steps, bool[] fresh, " \
+        "float[] hyper, Tensor? lr=None) -> ()"
+
+TORCH_LIBRARY(fastoptim, m) {
+#define FASTOPTIM_DEF(Type, name) m.def(FASTOPTIM_OP_SCHEMA(name));
+  FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_DEF)
+#undef FASTOPTIM_DEF
+}
+
+TORCH_LIBRARY_IMPL(fastoptim, CPU, m) {
+#define FASTOPTIM_IMPL(Type, name) m.impl(#name "_step_", &elementwise_step<rules::Type>);
+  FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_IMPL)
+#undef FASTOPTIM_IMPL
+}
+
+TORCH_LIBRARY_IMPL(fastoptim, Meta, m) {
+#define FASTOPTIM_IMPL_META(Type, name) m.impl(#name "_step_", &elementwise_step_meta);
+  FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_IMPL_META)
+#undef FASTOPTIM_IMPL_META
+}
+
+}  // namespace fastoptim::aten

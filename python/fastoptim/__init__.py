@@ -1,0 +1,9 @@
+"""fastoptim: training optimizers written once in C++, served as drop-in torch.optim classes."""
+
+import torch  # noqa: F401  (torch must be loaded before the extension: it provides libtorch and libgomp)
+
+from . import _C
+from .optimizers import SGD, Adagrad, Adam, AdamW, RMSprop
+
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW"]
+__version__ = "0.1.0"
