@@ -1,0 +1,109 @@
+"""What the Python tests share: the optimizer configurations that change the math, the tensor
+shapes that exercise SIMD tails, and a runner that steps fastoptim and torch.optim side by side."""
+
+from __future__ import annotations
+
+import torch
+
+import fastoptim
+
+# Each option that changes the math, alone and combined, per optimizer.
+CONFIGS: dict[str, list[dict]] = {
+    "SGD": [
+        dict(lr=0.05),
+        dict(lr=0.05, momentum=0.9),
+        dict(lr=0.05, momentum=0.9, dampening=0.3),
+        dict(lr=0.05, momentum=0.9, nesterov=True),
+        dict(lr=0.05, momentum=0.5, weight_decay=0.1),
+        dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01, maximize=True),
+    ],
+    "Adagrad": [
+        dict(),
+        dict(lr_decay=0.01),
+        dict(weight_decay=0.1),
+        dict(initial_accumulator_value=0.5),
+        dict(lr=0.05, eps=1e-6, maximize=True, lr_decay=0.001, weight_decay=0.01),
+    ],
+    "RMSprop": [
+        dict(),
+        dict(momentum=0.9),
+        dict(centered=True),
+        dict(weight_decay=0.1),
+        dict(alpha=0.9, eps=1e-6, centered=True, momentum=0.8, weight_decay=0.01, maximize=True),
+    ],
+    "Adam": [
+        dict(),
+        dict(amsgrad=True),
+        dict(weight_decay=0.1),
+        dict(maximize=True),
+        dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, amsgrad=True, weight_decay=0.05, maximize=True),
+    ],
+    "AdamW": [
+        dict(),
+        dict(amsgrad=True),
+        dict(lr=1e-2, weight_decay=0.1, maximize=True),
+    ],
+}
+
+# Sizes around every SIMD width (4, 8, 16 floats), a large odd size, 2-D and 0-d.
+SHAPES = [(0,), (1,), (15,), (16,), (17,), (1023,), (100003,), (33, 65), ()]
+
+CONFIG_CASES = [(name, cfg) for name, cfgs in CONFIGS.items() for cfg in cfgs]
+
+
+def case_id(case) -> str:
+    name, cfg = case
+    return name + "-" + ("-".join(f"{k}={v}" for k, v in cfg.items()) or "defaults")
+
+
+def make_params(shapes, dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=gen, dtype=torch.float64).to(dtype).requires_grad_() for s in shapes]
+
+
+def clone_params(params):
+    return [p.detach().clone().requires_grad_() for p in params]
+
+
+def set_grads(param_lists, step, dtype):
+    """The same gradients for every list of parameters: noise, with a few exact zeros."""
+    gen = torch.Generator().manual_seed(1000 + step)
+    grads = []
+    for p in param_lists[0]:
+        g = torch.randn(p.shape, generator=gen, dtype=torch.float64)
+        g[torch.rand(p.shape, generator=gen) < 0.05] = 0.0
+        grads.append(g.to(dtype))
+    for params in param_lists:
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+
+
+def assert_close_rel(actual, expected, rtol, what=""):
+    """Element-wise |actual - expected| <= rtol * (|expected| + scale), where scale is the tensor's
+    largest magnitude: relative agreement, with elements that pass near zero (where a relative
+    error means nothing) held to the same fraction of the tensor's scale. NaNs must sit in the
+    same places (fp16 RMSprop makes them where torch does)."""
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape, what
+    nan = expected.isnan()
+    assert torch.equal(actual.isnan(), nan), f"{what}: NaNs in different places"
+    a, e = actual[~nan].double(), expected[~nan].double()
+    if e.numel() == 0:
+        return
+    scale = e.abs().max()
+    err = (a - e).abs()
+    bound = rtol * (e.abs() + scale)
+    worst = (err / bound.clamp_min(torch.finfo(torch.float64).tiny)).max().item()
+    assert bool((err <= bound).all()), f"{what}: worst error is {worst:.3g}x the bound (rtol={rtol})"
+
+
+def run_side_by_side(name, cfg, shapes, dtype, steps, torch_kwargs=None, seed=0):
+    """Steps fastoptim.<name> and torch.optim.<name> on identical parameters and gradients."""
+    params = make_params(shapes, dtype, seed)
+    ref_params = clone_params(params)
+    ours = getattr(fastoptim, name)(params, **cfg)
+    ref = getattr(torch.optim, name)(ref_params, **cfg, **(torch_kwargs or dict(foreach=False)))
+    for step in range(steps):
+        set_grads([params, ref_params], step, dtype)
+        ours.step()
+        ref.step()
+    return ours, ref, params, ref_params
