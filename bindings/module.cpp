@@ -23,25 +23,13 @@ py::dict describe() {
   for (const auto& f : Hyper::kFields)
     fields.append(py::make_tuple(f.name, f.default_value, f.check == core::Check::flag));
   py::list state;
-  for (const char* name : Rule::kStateNames) state.append(name);
+  for (const auto& slot : Rule::kState)
+    state.append(py::make_tuple(slot.name, slot.needs_field ? py::object(py::str(slot.needs_field)) : py::object(py::none())));
   py::dict d;
   d["fields"] = fields;
   d["state"] = state;
   d["counts_steps"] = Rule::kCountsSteps;
   return d;
-}
-
-template <class Rule>
-std::vector<std::string> used_state(const std::vector<double>& hyper) {
-  using Hyper = typename Rule::Hyper;
-  if (hyper.size() != Hyper::kFieldCount)
-    throw py::value_error(std::string(Rule::kName) + ": expected " + std::to_string(Hyper::kFieldCount) +
-                          " hyperparameters, got " + std::to_string(hyper.size()));
-  const Hyper h = Hyper::from(hyper.data());
-  std::vector<std::string> names;
-  for (int j = 0; j < Rule::kStateSlots; ++j)
-    if (Rule::uses_state(h, j)) names.push_back(Rule::kStateNames[j]);
-  return names;
 }
 
 }  // namespace
@@ -54,17 +42,6 @@ PYBIND11_MODULE(_C, m) {
   FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_DESCRIBE)
 #undef FASTOPTIM_DESCRIBE
   m.attr("rules") = rules_dict;
-
-  m.def(
-      "used_state",
-      [](const std::string& rule, const std::vector<double>& hyper) -> std::vector<std::string> {
-#define FASTOPTIM_USED_STATE(Type, name) \
-  if (rule == #name) return used_state<rules::Type>(hyper);
-        FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_USED_STATE)
-#undef FASTOPTIM_USED_STATE
-        throw py::value_error("unknown rule: " + rule);
-      },
-      py::arg("rule"), py::arg("hyper"), "Names of the state tensors the rule uses with these hyperparameters.");
 
   m.def("isa", [] { return std::string(fastoptim_isa::active().isa); }, "The kernel ISA the ops run.");
   m.def(

@@ -41,7 +41,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         super().__init__(params, defaults)
         meta = _C.rules[self.rule]
         self._fields = [name for name, _, _ in meta["fields"]]
-        self._state_names = list(meta["state"])
+        # (state name, field that must be nonzero for it to exist, or None)
+        self._state_slots = [(name, needs) for name, needs in meta["state"]]
         self._counts_steps = bool(meta["counts_steps"])
         self._op = getattr(torch.ops.fastoptim, f"{self.rule}_step_")
 
@@ -63,6 +64,10 @@ class FusedOptimizer(torch.optim.Optimizer):
             values.append(0.0 if name == "lr" and isinstance(value, Tensor) else to_float(value))
         return values
 
+    def _used_state(self, hyper: list[float]) -> list[str]:
+        values = dict(zip(self._fields, hyper))
+        return [name for name, needs in self._state_slots if needs is None or values[needs] != 0]
+
     def _param_label(self, group: dict[str, Any], index: int, param: Tensor) -> str:
         names = group.get("param_names")
         name = f"'{names[index]}'" if names else f"#{index}"
@@ -70,7 +75,7 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     def _step_group(self, group: dict[str, Any]) -> None:
         hyper = self._hyper(group)
-        used = _C.used_state(self.rule, hyper)
+        used = self._used_state(hyper)
         params: list[Tensor] = []
         grads: list[Tensor] = []
         state_lists: list[list[Tensor]] = [[] for _ in used]

@@ -87,7 +87,8 @@ struct Problem {
 };
 
 template <class Rule>
-static void run_steps(fastoptim_isa::ElementwiseKernel kernel, Problem& pr, const typename Rule::Hyper& h, int steps) {
+static void run_steps(fastoptim_isa::ElementwiseKernel kernel, Problem& pr, const std::vector<double>& values, int steps) {
+  const auto h = Rule::Hyper::from(values.data());
   for (int step = 1; step <= steps; ++step) {
     pr.regrad(1000u + unsigned(step));
     std::vector<TensorSlots> slots;
@@ -97,7 +98,7 @@ static void run_steps(fastoptim_isa::ElementwiseKernel kernel, Problem& pr, cons
       TensorSlots s{};
       s.param = pr.params[t].data();
       s.grad = pr.grads[t].data();
-      for (int j = 0; j < Rule::kStateSlots; ++j) s.state[j] = Rule::uses_state(h, j) ? pr.state[t][std::size_t(j)].data() : nullptr;
+      for (int j = 0; j < Rule::kStateSlots; ++j) s.state[j] = core::uses_state<Rule>(values.data(), j) ? pr.state[t][std::size_t(j)].data() : nullptr;
       s.numel = pr.sizes[t];
       slots.push_back(s);
       const rules::StepInfo info{double(step), step == 1};
@@ -112,12 +113,12 @@ static void run_steps(fastoptim_isa::ElementwiseKernel kernel, Problem& pr, cons
 // Hyperparameter sets exercising every branch: each flag combination, with the fields that
 // default to zero left at zero, all set, or all set but the unchecked ones (dampening).
 template <class Rule>
-static std::vector<typename Rule::Hyper> configurations() {
+static std::vector<std::vector<double>> configurations() {
   using H = typename Rule::Hyper;
   std::vector<int> flags;
   for (std::size_t i = 0; i < H::kFieldCount; ++i)
     if (H::kFields[i].check == core::Check::flag) flags.push_back(int(i));
-  std::vector<H> out;
+  std::vector<std::vector<double>> out;
   for (int fill = 0; fill < 3; ++fill) {
     for (unsigned mask = 0; mask < (1u << flags.size()); ++mask) {
       std::vector<double> v(H::kFieldCount);
@@ -129,8 +130,7 @@ static std::vector<typename Rule::Hyper> configurations() {
       }
       for (std::size_t b = 0; b < flags.size(); ++b) v[std::size_t(flags[b])] = (mask >> b) & 1u;
       if (std::string(Rule::kName) != "sgd") v[0] = 0.1;  // larger lr: more of the update is visible in low precision
-      H h = H::from(v.data());
-      if (core::first_invalid_field<H>(v.data()) < 0 && !Rule::invalid_combination(h)) out.push_back(h);
+      if (core::first_invalid_field<H>(v.data()) < 0 && !Rule::invalid_combination(H::from(v.data()))) out.push_back(v);
     }
   }
   return out;

@@ -106,7 +106,7 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
 
   std::vector<int> slots;
   for (int j = 0; j < Rule::kStateSlots; ++j)
-    if (Rule::uses_state(h, j)) slots.push_back(j);
+    if (core::uses_state<Rule>(hyper.data(), j)) slots.push_back(j);
   TORCH_CHECK_VALUE(grads.size() == n, op, ": got ", n, " params but ", grads.size(), " grads");
   TORCH_CHECK_VALUE(state.size() == slots.size() * n, op, ": expected ", slots.size(), " state tensors per param (",
                     slots.size() * n, " in all) but got ", state.size());
@@ -127,7 +127,7 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
     check_matches_param(grads[i], p, "grads[" + std::to_string(i) + "]", i, op);
     for (size_t s = 0; s < slots.size(); ++s)
       check_matches_param(state[s * n + i], p,
-                          std::string(Rule::kStateNames[slots[s]]) + " of params[" + std::to_string(i) + "]", i, op);
+                          std::string(Rule::kState[slots[s]].name) + " of params[" + std::to_string(i) + "]", i, op);
     if (Rule::kCountsSteps) check_scalar_tensor(steps[i], op + ": steps[" + std::to_string(i) + "]");
   }
 
@@ -163,9 +163,21 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
   }
 }
 
-// Shape inference for torch.compile: the ops mutate their inputs in place and return nothing.
-void elementwise_step_meta(at::TensorList, at::TensorList, at::TensorList, at::TensorList, const c10::List<bool>&,
-                           c10::ArrayRef<double>, const std::optional<at::Tensor>&) {}
+// Shape inference for torch.compile: the ops mutate their inputs in place and return nothing. The
+// dispatcher also lands here when any one tensor is on the meta device, so every tensor must be.
+void elementwise_step_meta(at::TensorList params, at::TensorList grads, at::TensorList state, at::TensorList steps,
+                           const c10::List<bool>&, c10::ArrayRef<double>, const std::optional<at::Tensor>& lr) {
+  auto check = [](at::TensorList list, const char* name) {
+    for (size_t i = 0; i < list.size(); ++i)
+      TORCH_CHECK_VALUE(list[i].is_meta(), "fastoptim: ", name, "[", i, "] is on ", list[i].device(),
+                        " while other tensors of the call are on the meta device");
+  };
+  check(params, "params");
+  check(grads, "grads");
+  check(state, "state");
+  (void)steps;  // step counters live on the CPU, as torch.optim keeps them
+  (void)lr;
+}
 
 }  // namespace
 
@@ -179,7 +191,9 @@ TORCH_LIBRARY(fastoptim, m) {
 #undef FASTOPTIM_DEF
 }
 
-TORCH_LIBRARY_IMPL(fastoptim, CPU, m) {
+// Registered for every backend, not just CPU, so that a sparse or CUDA tensor reaches the checks
+// above and gets a clear TypeError/ValueError instead of the dispatcher's "could not run".
+TORCH_LIBRARY_IMPL(fastoptim, CompositeExplicitAutograd, m) {
 #define FASTOPTIM_IMPL(Type, name) m.impl(#name "_step_", &elementwise_step<rules::Type>);
   FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_IMPL)
 #undef FASTOPTIM_IMPL

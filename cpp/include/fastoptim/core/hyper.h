@@ -42,6 +42,28 @@ inline const char* check_text(Check c) {
   return "";
 }
 
+// A state tensor of a rule, under torch.optim's name. It exists when `needs_field` is nullptr or
+// that field is nonzero (amsgrad, momentum, centered): a plain condition that the C++ layers and
+// the Python front end evaluate alike.
+struct StateSlot {
+  const char* name;
+  const char* needs_field;
+};
+
+template <class Hyper>
+inline int field_index(const char* name) {
+  for (std::size_t i = 0; i < Hyper::kFieldCount; ++i)
+    if (std::string(Hyper::kFields[i].name) == name) return int(i);
+  return -1;
+}
+
+// Whether state slot `slot` of Rule exists for the flat hyperparameter vector `values`.
+template <class Rule>
+inline bool uses_state(const double* values, int slot) {
+  const char* needs = Rule::kState[slot].needs_field;
+  return needs == nullptr || values[field_index<typename Rule::Hyper>(needs)] != 0;
+}
+
 // Index of the first field of `values` that its check rejects, or -1 when all are valid.
 template <class Hyper>
 inline int first_invalid_field(const double* values) {

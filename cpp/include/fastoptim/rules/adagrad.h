@@ -12,10 +12,9 @@ struct Adagrad {
   F(eps, 1e-10, non_negative) F(maximize, 0, flag)
   FASTOPTIM_HYPER(FASTOPTIM_ADAGRAD_FIELDS)
 
-  static constexpr const char* kStateNames[] = {"sum"};
+  static constexpr core::StateSlot kState[] = {{"sum", nullptr}};
   static constexpr int kStateSlots = 1;
   static constexpr bool kCountsSteps = true;
-  static bool uses_state(const Hyper&, int) { return true; }
   static const char* invalid_combination(const Hyper&) { return nullptr; }
 
   template <class T>

@@ -14,10 +14,9 @@ struct Adam {
   FASTOPTIM_HYPER(FASTOPTIM_ADAM_FIELDS)
 
   enum Slot { kExpAvg, kExpAvgSq, kMaxExpAvgSq };
-  static constexpr const char* kStateNames[] = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
+  static constexpr core::StateSlot kState[] = {{"exp_avg", nullptr}, {"exp_avg_sq", nullptr}, {"max_exp_avg_sq", "amsgrad"}};
   static constexpr int kStateSlots = 3;
   static constexpr bool kCountsSteps = true;
-  static bool uses_state(const Hyper& h, int slot) { return slot != kMaxExpAvgSq || h.amsgrad != 0; }
   static const char* invalid_combination(const Hyper&) { return nullptr; }
 
   template <class T>

@@ -13,14 +13,11 @@ struct RMSprop {
   FASTOPTIM_HYPER(FASTOPTIM_RMSPROP_FIELDS)
 
   enum Slot { kSquareAvg, kMomentumBuffer, kGradAvg };
-  static constexpr const char* kStateNames[] = {"square_avg", "momentum_buffer", "grad_avg"};
+  // momentum is validated >= 0, so "nonzero" is torch's "momentum > 0".
+  static constexpr core::StateSlot kState[] = {
+      {"square_avg", nullptr}, {"momentum_buffer", "momentum"}, {"grad_avg", "centered"}};
   static constexpr int kStateSlots = 3;
   static constexpr bool kCountsSteps = true;
-  static bool uses_state(const Hyper& h, int slot) {
-    if (slot == kMomentumBuffer) return h.momentum > 0;
-    if (slot == kGradAvg) return h.centered != 0;
-    return true;
-  }
   static const char* invalid_combination(const Hyper&) { return nullptr; }
 
   template <class T>

@@ -1,9 +1,9 @@
 // What every rule header provides (see sgd.h for a short complete example):
 //   kName                     snake_case name; the op is fastoptim::<kName>_step_
 //   Hyper                     FASTOPTIM_HYPER(field list): names, defaults and checks of the hyperparameters
-//   kStateNames, kStateSlots  the state tensors, under torch.optim's names
+//   kState, kStateSlots       the state tensors under torch.optim's names, each with the field
+//                             that must be nonzero for it to exist (core::StateSlot)
 //   kCountsSteps              whether the state holds a per-parameter `step` counter
-//   uses_state(h, slot)       which state tensors this configuration needs
 //   invalid_combination(h)    a message when fields are valid alone but not together, else nullptr
 //   Coeffs<T>, prepare<T>()   per-tensor scalars, computed in double on the host and stored as T
 //   apply<T, W>()             the per-element update over lanes; the SIMD body and the scalar tail

@@ -11,10 +11,9 @@ struct SGD {
   F(weight_decay, 0.0, non_negative) F(nesterov, 0, flag) F(maximize, 0, flag)
   FASTOPTIM_HYPER(FASTOPTIM_SGD_FIELDS)
 
-  static constexpr const char* kStateNames[] = {"momentum_buffer"};
+  static constexpr core::StateSlot kState[] = {{"momentum_buffer", "momentum"}};
   static constexpr int kStateSlots = 1;
   static constexpr bool kCountsSteps = false;
-  static bool uses_state(const Hyper& h, int) { return h.momentum != 0; }
   static const char* invalid_combination(const Hyper& h) {
     if (h.nesterov != 0 && (h.momentum <= 0 || h.dampening != 0))
       return "Nesterov momentum requires a momentum and zero dampening";
