@@ -8,6 +8,7 @@ param group per step.
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import torch
@@ -76,12 +77,22 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _step_group(self, group: dict[str, Any]) -> None:
         hyper = self._hyper(group)
         used = self._used_state(hyper)
+        keys = used + ["step"] if self._counts_steps else used
+        if not keys:  # e.g. SGD without momentum: no state at all
+            rows_of = None
+        elif len(keys) == 1:
+            only = keys[0]
+            rows_of = lambda state: (state[only],)  # noqa: E731
+        else:
+            rows_of = operator.itemgetter(*keys)
+        all_state = self.state
         params: list[Tensor] = []
         grads: list[Tensor] = []
-        state_lists: list[list[Tensor]] = [[] for _ in used]
-        steps: list[Tensor] = []
-        fresh: list[bool] = []
-        created: dict[Tensor, dict[str, Tensor]] = {}
+        rows: list[tuple[Tensor, ...]] = []  # per parameter: its state tensors in `keys` order
+        fresh_indices: list[int] = []
+        created: list[tuple[Tensor, dict[str, Tensor]]] = []
+        # This loop runs once per parameter per step: plain lookups and appends only; the state
+        # lists are built from `rows` afterwards.
         for index, p in enumerate(group["params"]):
             grad = p.grad
             if grad is None:
@@ -91,31 +102,46 @@ class FusedOptimizer(torch.optim.Optimizer):
                     f"{type(self).__name__} got a sparse gradient for {self._param_label(group, index, p)}; "
                     "fastoptim does not support sparse gradients yet"
                 )
-            state = self.state.get(p, {})
-            new: dict[str, Tensor] = {}
-            if self._counts_steps and "step" not in state:
-                new["step"] = torch.tensor(0.0, dtype=torch.float32)
-            for name in used:
-                if name not in state:
-                    new[name] = self._initial_state(name, p, group)
-            if new:
-                created[p] = new
+            if rows_of is not None:
+                try:
+                    row = rows_of(all_state[p]) if p in all_state else None
+                except KeyError:
+                    row = None
+                if row is None:
+                    row, is_fresh = self._state_with_missing(p, group, all_state.get(p, {}), used, keys, created)
+                    if is_fresh:
+                        fresh_indices.append(len(params))
+                rows.append(row)
             params.append(p)
             grads.append(grad if grad.is_contiguous() else grad.contiguous())
-            for slot, name in zip(state_lists, used):
-                slot.append(new[name] if name in new else state[name])
-            if self._counts_steps:
-                steps.append(new["step"] if "step" in new else state["step"])
-            fresh.append(any(name in new for name in used))
         if not params:
             return
+        columns = list(zip(*rows)) if rows else []
+        state_lists = columns[: len(used)]
+        steps = list(columns[len(used)]) if self._counts_steps else []
+        flat_state = [t for column in state_lists for t in column]
+        fresh = [False] * len(params)
+        for i in fresh_indices:
+            fresh[i] = True
         lr = group["lr"]
-        flat_state = [t for slot in state_lists for t in slot]
-        self._op(params, grads, flat_state, steps, fresh, hyper, lr if isinstance(lr, Tensor) else None)
+        self._op(params, grads, flat_state, steps, fresh if fresh_indices else [], hyper,
+                 lr if isinstance(lr, Tensor) else None)
         # State created for this step joins the optimizer only once the step has succeeded, so a
         # rejected step leaves the optimizer exactly as it was.
-        for p, new in created.items():
-            self.state[p].update(new)
+        for p, new in created:
+            all_state[p].update(new)
+
+    def _state_with_missing(self, p, group, state, used, keys, created):
+        """The row of state tensors (in `keys` order) for `p`, with new tensors for what `state`
+        lacks; the new ones are recorded in `created`. Also returns whether any of them is new."""
+        new: dict[str, Tensor] = {}
+        if self._counts_steps and "step" not in state:
+            new["step"] = torch.tensor(0.0, dtype=torch.float32)
+        for name in used:
+            if name not in state:
+                new[name] = self._initial_state(name, p, group)
+        created.append((p, new))
+        return tuple(new[k] if k in new else state[k] for k in keys), any(name in new for name in used)
 
     @torch.no_grad()
     def step(self, closure=None):

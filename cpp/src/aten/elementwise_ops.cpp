@@ -7,6 +7,7 @@
 
 #include <array>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -43,30 +44,44 @@ void write_scalar(const at::Tensor& t, double value) {
   else *static_cast<double*>(t.data_ptr()) = value;
 }
 
-void check_scalar_tensor(const at::Tensor& t, const std::string& what) {
-  TORCH_CHECK_VALUE(t.defined() && t.numel() == 1, what, " must be a 1-element tensor");
-  TORCH_CHECK_VALUE(t.device().is_cpu(), what, " must be on the CPU, got ", t.device());
-  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, what,
+template <class What>
+void check_scalar_tensor(const at::Tensor& t, const What& what) {
+  TORCH_CHECK_VALUE(t.defined() && t.numel() == 1, "fastoptim: ", what, " must be a 1-element tensor");
+  TORCH_CHECK_VALUE(t.device().is_cpu(), "fastoptim: ", what, " must be on the CPU, got ", t.device());
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, "fastoptim: ", what,
                    " must be float32 or float64, got ", t.scalar_type());
 }
 
+// Names a tensor of the call in messages: list[index], or "<state name> of params[index]". Built
+// only when a check fails, so the happy path allocates no strings.
+struct TensorName {
+  const char* list;
+  size_t index;
+  const char* state = nullptr;
+};
+
+std::ostream& operator<<(std::ostream& out, const TensorName& n) {
+  if (n.state) return out << n.state << " of params[" << n.index << "]";
+  return out << n.list << "[" << n.index << "]";
+}
+
 // A tensor that travels with params[i] (its grad or a state tensor) must match it exactly.
-void check_matches_param(const at::Tensor& t, const at::Tensor& param, const std::string& what, size_t i,
-                         const std::string& op) {
-  TORCH_CHECK_VALUE(t.defined(), op, ": ", what, " is undefined");
-  TORCH_CHECK_TYPE(t.layout() == at::kStrided, op, ": ", what, " has layout ", t.layout(),
+void check_matches_param(const at::Tensor& t, const at::Tensor& param, const TensorName& name, const char* op) {
+  const size_t i = name.index;
+  TORCH_CHECK_VALUE(t.defined(), op, ": ", name, " is undefined");
+  TORCH_CHECK_TYPE(t.layout() == at::kStrided, op, ": ", name, " has layout ", t.layout(),
                    "; only dense (strided) tensors are supported (sparse gradients are not)");
-  TORCH_CHECK_TYPE(t.scalar_type() == param.scalar_type(), op, ": ", what, " has dtype ", t.scalar_type(),
+  TORCH_CHECK_TYPE(t.scalar_type() == param.scalar_type(), op, ": ", name, " has dtype ", t.scalar_type(),
                    " but params[", i, "] has dtype ", param.scalar_type());
-  TORCH_CHECK_VALUE(t.device() == param.device(), op, ": ", what, " is on ", t.device(), " but params[", i,
+  TORCH_CHECK_VALUE(t.device() == param.device(), op, ": ", name, " is on ", t.device(), " but params[", i,
                     "] is on ", param.device());
-  TORCH_CHECK_VALUE(t.sizes() == param.sizes(), op, ": ", what, " has shape ", t.sizes(), " but params[", i,
+  TORCH_CHECK_VALUE(t.sizes() == param.sizes(), op, ": ", name, " has shape ", t.sizes(), " but params[", i,
                     "] has shape ", param.sizes());
-  TORCH_CHECK_VALUE(t.is_contiguous(), op, ": ", what, " must be contiguous");
+  TORCH_CHECK_VALUE(t.is_contiguous(), op, ": ", name, " must be contiguous");
 }
 
 template <class Rule>
-typename Rule::Hyper checked_hyper(const std::string& op, c10::ArrayRef<double> values,
+typename Rule::Hyper checked_hyper(const char* op, c10::ArrayRef<double> values,
                                    const std::optional<at::Tensor>& lr) {
   using Hyper = typename Rule::Hyper;
   if (values.size() != Hyper::kFieldCount) {
@@ -80,7 +95,7 @@ typename Rule::Hyper checked_hyper(const std::string& op, c10::ArrayRef<double> 
                     " (must be ", core::check_text(Hyper::kFields[bad].check), ")");
   Hyper h = Hyper::from(values.data());
   if (lr.has_value()) {
-    check_scalar_tensor(*lr, op + ": lr");
+    check_scalar_tensor(*lr, std::string(op) + ": lr");
     h.lr = read_scalar(*lr);
     TORCH_CHECK_VALUE(h.lr >= 0.0, op, ": invalid learning rate: ", h.lr);
   }
@@ -100,7 +115,8 @@ struct DtypeBatch {
 template <class Rule>
 void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorList state, at::TensorList steps,
                       const c10::List<bool>& fresh, c10::ArrayRef<double> hyper, const std::optional<at::Tensor>& lr) {
-  const std::string op = std::string("fastoptim::") + Rule::kName + "_step_";
+  const std::string op_name = std::string("fastoptim::") + Rule::kName + "_step_";
+  const char* op = op_name.c_str();
   const auto h = checked_hyper<Rule>(op, hyper, lr);
   const size_t n = params.size();
 
@@ -124,11 +140,10 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
                       "; this build of fastoptim runs on the CPU only");
     TORCH_CHECK_TYPE(p.layout() == at::kStrided, op, ": params[", i, "] has layout ", p.layout());
     TORCH_CHECK_VALUE(p.is_contiguous(), op, ": params[", i, "] must be contiguous");
-    check_matches_param(grads[i], p, "grads[" + std::to_string(i) + "]", i, op);
+    check_matches_param(grads[i], p, TensorName{"grads", i}, op);
     for (size_t s = 0; s < slots.size(); ++s)
-      check_matches_param(state[s * n + i], p,
-                          std::string(Rule::kState[slots[s]].name) + " of params[" + std::to_string(i) + "]", i, op);
-    if (Rule::kCountsSteps) check_scalar_tensor(steps[i], op + ": steps[" + std::to_string(i) + "]");
+      check_matches_param(state[s * n + i], p, TensorName{"state", i, Rule::kState[slots[s]].name}, op);
+    if (Rule::kCountsSteps) check_scalar_tensor(steps[i], TensorName{"steps", i});
   }
 
   // Every check has passed: from here on, tensors change.
