@@ -1,0 +1,162 @@
+"""fastoptim against torch.optim (foreach=False, foreach=True, fused=True) on three workloads.
+
+  (A) one 16M-element tensor   (B) 2000 tensors of 4096   (C) GPT-2-small-like: 148 tensors, 124.4M elements
+
+Reports per optimizer and implementation: ms/step (median over interleaved rounds), GB/s under the
+byte model below, the fraction of two ceilings measured in the same rounds by ceiling.c (a STREAM
+triad and the in-place 7-stream pattern an optimizer step has), and fastoptim's speed-up over the
+best torch peer.
+
+Byte model (per element, fp32 params; bf16 params and state halve it): every array the step reads
+plus every array it writes. AdamW/Adam: read p, g, m, v; write p, m, v = 28 B. SGD (momentum, Nesterov),
+Adagrad, RMSprop: read p, g, one state; write p, state = 20 B.
+
+Each round runs the ceiling program, then every implementation, so a drift in the machine's
+bandwidth hits all of them alike.
+
+    python bench/bench.py                      # everything (tens of minutes on 2 cores)
+    python bench/bench.py --workloads A B --optimizers AdamW --dtypes fp32 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import fastoptim
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+
+STREAMS = {"AdamW": 7, "Adam": 7, "SGD": 5, "Adagrad": 5, "RMSprop": 5}
+CONFIG = {
+    "AdamW": dict(lr=1e-3),
+    "Adam": dict(lr=1e-3),
+    "SGD": dict(lr=1e-3, momentum=0.9, nesterov=True),
+    "Adagrad": dict(lr=1e-2),
+    "RMSprop": dict(lr=1e-2),
+}
+HAS_FUSED = {"AdamW", "Adam", "SGD", "Adagrad"}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def gpt2_small_shapes():
+    d, vocab, ctx, layers = 768, 50257, 1024, 12
+    shapes = [(vocab, d), (ctx, d)]
+    for _ in range(layers):
+        shapes += [(d,), (d,), (d, 3 * d), (3 * d,), (d, d), (d,), (d,), (d,), (d, 4 * d), (4 * d,), (4 * d, d), (d,)]
+    return shapes + [(d,), (d,)]
+
+
+WORKLOADS = {
+    "A": ("one 16M-element tensor", [(16 * 1024 * 1024,)]),
+    "B": ("2000 tensors of 4096", [(4096,)] * 2000),
+    "C": ("GPT-2-small-like, 148 tensors", gpt2_small_shapes()),
+}
+
+
+def build_ceiling() -> Path:
+    OUT.mkdir(exist_ok=True)
+    exe = OUT / "ceiling"
+    if not exe.exists() or exe.stat().st_mtime < (HERE / "ceiling.c").stat().st_mtime:
+        subprocess.run(["cc", "-O3", "-march=native", "-fopenmp", "-o", str(exe), str(HERE / "ceiling.c")], check=True)
+    return exe
+
+
+def measure_ceiling(exe: Path, threads: int) -> tuple[float, float]:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    # 16M elements per array, the size of workload (A); larger arrays measured lower here (44 vs 51 GB/s).
+    out = subprocess.run([str(exe), str(1 << 24), "5"], capture_output=True, text=True, check=True, env=env).stdout
+    triad, inplace = map(float, out.split()[:2])
+    return triad, inplace
+
+
+def implementations(name: str, params):
+    impls = {"fastoptim": getattr(fastoptim, name)(params, **CONFIG[name])}
+    cls = getattr(torch.optim, name)
+    impls["torch foreach=False"] = cls(params, **CONFIG[name], foreach=False)
+    impls["torch foreach=True"] = cls(params, **CONFIG[name], foreach=True)
+    if name in HAS_FUSED:
+        impls["torch fused=True"] = cls(params, **CONFIG[name], fused=True)
+    return impls
+
+
+def time_steps(opt, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        opt.step()
+    return (time.perf_counter() - start) / steps
+
+
+def machine_line(threads: int) -> str:
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, {threads} threads; torch {torch.__version__}; "
+            f"fastoptim kernels: {fastoptim._C.isa()}; {datetime.date.today()}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    ap.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
+    ap.add_argument("--optimizers", nargs="+", default=list(STREAMS), choices=list(STREAMS))
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=0.4, help="time per implementation per round")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    exe = build_ceiling()
+    print(f"machine: {machine_line(args.threads)}", flush=True)
+    print("| workload | dtype | optimizer | implementation | ms/step | GB/s | of triad | of in-place | fastoptim speed-up |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|")
+    for wl in args.workloads:
+        _, shapes = WORKLOADS[wl]
+        for dtype_name in args.dtypes:
+            dtype = DTYPES[dtype_name]
+            params = [torch.nn.Parameter(torch.randn(s, dtype=dtype)) for s in shapes]
+            for p in params:
+                p.grad = torch.randn_like(p) * 1e-3
+            elements = sum(p.numel() for p in params)
+            for name in args.optimizers:
+                impls = implementations(name, params)
+                steps = {}
+                for label, opt in impls.items():  # warm-up: creates state, sizes each round
+                    opt.step()
+                    steps[label] = max(2, min(50, round(args.seconds / max(time_steps(opt, 1), 1e-6))))
+                times = {label: [] for label in impls}
+                ceilings = []
+                for _ in range(args.rounds):
+                    ceilings.append(measure_ceiling(exe, args.threads))
+                    for label, opt in impls.items():
+                        times[label].append(time_steps(opt, steps[label]))
+                triad = statistics.median(c[0] for c in ceilings)
+                inplace = statistics.median(c[1] for c in ceilings)
+                nbytes = STREAMS[name] * elements * params[0].element_size()
+                ms = {label: statistics.median(t) * 1e3 for label, t in times.items()}
+                best_peer = min(v for k, v in ms.items() if k != "fastoptim")
+                for label, value in ms.items():
+                    gbs = nbytes / value / 1e6
+                    ratio = f"{best_peer / value:.2f}x" if label == "fastoptim" else ""
+                    print(f"| {wl} | {dtype_name} | {name} | {label} | {value:.2f} | {gbs:.1f} | "
+                          f"{gbs / triad:.2f} | {gbs / inplace:.2f} | {ratio} |", flush=True)
+                print(f"| {wl} | {dtype_name} | {name} | ceilings (median) | | triad {triad:.1f}, in-place {inplace:.1f} | | | |",
+                      flush=True)
+                del impls
+            del params
+
+
+if __name__ == "__main__":
+    sys.exit(main())
