@@ -1,12 +1,14 @@
 // fastoptim._C: the pybind11 module. The optimizer steps are torch custom ops (torch.ops.fastoptim.*,
 // registered from cpp/src/aten when this module loads); what is not an op lives here: the rules'
 // metadata the Python classes read, and the choice of kernel ISA.
-#include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
+#include <torch/csrc/utils/pybind.h>  // pybind11 with torch's Tensor caster
+
+#include <memory>
 
 #include <string>
 #include <vector>
 
+#include "aten/elementwise_ops.h"
 #include "fastoptim/core/isa.h"
 #include "fastoptim/core/parallel.h"
 #include "fastoptim/rules/all.h"
@@ -32,6 +34,20 @@ py::dict describe() {
   return d;
 }
 
+// Runs f, raising c10's typed errors as the Python exceptions torch.ops raises for them.
+template <class F>
+void translating_errors(F&& f) {
+  try {
+    f();
+  } catch (const c10::TypeError& e) {
+    throw py::type_error(e.what_without_backtrace());
+  } catch (const c10::ValueError& e) {
+    throw py::value_error(e.what_without_backtrace());
+  } catch (const c10::Error& e) {
+    throw std::runtime_error(e.what_without_backtrace());
+  }
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -42,6 +58,26 @@ PYBIND11_MODULE(_C, m) {
   FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_DESCRIBE)
 #undef FASTOPTIM_DESCRIBE
   m.attr("rules") = rules_dict;
+
+  // Direct entries to the same C++ step as torch.ops.fastoptim.<name>_step_: the Python classes
+  // call these in eager mode, where they cost half a custom-op call, and the ops under torch.compile.
+#define FASTOPTIM_DIRECT(Type, name)                                                                         \
+  m.def(                                                                                                     \
+      #name "_step_",                                                                                        \
+      [](const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads,                         \
+         const std::vector<at::Tensor>& state, const std::vector<at::Tensor>& steps, const std::vector<bool>& fresh, \
+         const std::vector<double>& hyper, const std::optional<at::Tensor>& lr) {                            \
+        std::unique_ptr<bool[]> flags(new bool[fresh.size()]);                                               \
+        std::copy(fresh.begin(), fresh.end(), flags.get());                                                  \
+        translating_errors([&] {                                                                             \
+          aten::elementwise_step<rules::Type>(params, grads, state, steps,                                   \
+                                              c10::ArrayRef<bool>(flags.get(), fresh.size()), hyper, lr);    \
+        });                                                                                                  \
+      },                                                                                                     \
+      py::arg("params"), py::arg("grads"), py::arg("state"), py::arg("steps"), py::arg("fresh"),              \
+      py::arg("hyper"), py::arg("lr") = py::none());
+  FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_DIRECT)
+#undef FASTOPTIM_DIRECT
 
   m.def("isa", [] { return std::string(fastoptim_isa::active().isa); }, "The kernel ISA the ops run.");
   m.def(

@@ -45,7 +45,10 @@ class FusedOptimizer(torch.optim.Optimizer):
         # (state name, field that must be nonzero for it to exist, or None)
         self._state_slots = [(name, needs) for name, needs in meta["state"]]
         self._counts_steps = bool(meta["counts_steps"])
+        # The same C++ step two ways: the custom op (traceable by torch.compile) and a direct
+        # pybind11 entry with half the call overhead for eager steps.
         self._op = getattr(torch.ops.fastoptim, f"{self.rule}_step_")
+        self._direct = getattr(_C, f"{self.rule}_step_")
 
     # ---- what a subclass may override -------------------------------------------------------
     def _field_value(self, group: dict[str, Any], name: str) -> Any:
@@ -124,8 +127,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         for i in fresh_indices:
             fresh[i] = True
         lr = group["lr"]
-        self._op(params, grads, flat_state, steps, fresh if fresh_indices else [], hyper,
-                 lr if isinstance(lr, Tensor) else None)
+        step = self._op if torch.compiler.is_compiling() else self._direct
+        step(params, grads, flat_state, steps, fresh if fresh_indices else [], hyper, lr if isinstance(lr, Tensor) else None)
         # State created for this step joins the optimizer only once the step has succeeded, so a
         # rejected step leaves the optimizer exactly as it was.
         for p, new in created:

@@ -290,12 +290,14 @@ ADAM_HYPER = [1e-3, 0.9, 0.999, 1e-8, 0.0, 0.0, 0.0, 0.0]
     ],
     ids=["shape", "contiguity", "device", "layout", "dtype"],
 )
-def test_op_rejects_bad_grads_before_touching_anything(corrupt, error, message):
+@pytest.mark.parametrize("entry", ["op", "direct"])
+def test_op_rejects_bad_grads_before_touching_anything(corrupt, error, message, entry):
+    step = torch.ops.fastoptim.adam_step_ if entry == "op" else fastoptim._C.adam_step_
     params, grads, state, steps = adam_lists()
     corrupt(grads)
     before = [t.clone() for t in params + state + steps]
     with pytest.raises(error, match=message):
-        torch.ops.fastoptim.adam_step_(params, grads, state, steps, [], ADAM_HYPER, None)
+        step(params, grads, state, steps, [], ADAM_HYPER, None)
     for x, y in zip(before, params + state + steps):
         assert torch.equal(x, y)
 
@@ -356,6 +358,18 @@ def test_first_step_failure_leaves_no_state_behind():
     torch.optim.SGD(ref_params, lr=0.1, momentum=0.9, dampening=0.5, foreach=False).step()
     for p, q in zip(params, ref_params):
         assert torch.equal(p, q)
+
+
+def test_op_and_direct_entry_step_identically():
+    a, b = adam_lists(), adam_lists()
+    with torch.no_grad():
+        for x, y in zip(sum(b, []), sum(a, [])):
+            x.copy_(y)
+    hyper = [1e-2, 0.8, 0.99, 1e-6, 0.1, 0.0, 0.0, 1.0]
+    torch.ops.fastoptim.adam_step_(*a, [], hyper, None)
+    fastoptim._C.adam_step_(*b, [], hyper, None)
+    for x, y in zip(sum(a, []), sum(b, [])):
+        assert torch.equal(x, y)
 
 
 def test_op_rejects_mismatched_lists_directly():

@@ -5,12 +5,15 @@
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <array>
+#include <memory>
 #include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
 
+#include "aten/elementwise_ops.h"
 #include "fastoptim/core/isa.h"
 #include "fastoptim/rules/all.h"
 
@@ -112,9 +115,11 @@ struct DtypeBatch {
   std::vector<typename Rule::template Coeffs<double>> coeffs_double;
 };
 
+}  // namespace
+
 template <class Rule>
 void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorList state, at::TensorList steps,
-                      const c10::List<bool>& fresh, c10::ArrayRef<double> hyper, const std::optional<at::Tensor>& lr) {
+                      c10::ArrayRef<bool> fresh, c10::ArrayRef<double> hyper, const std::optional<at::Tensor>& lr) {
   const std::string op_name = std::string("fastoptim::") + Rule::kName + "_step_";
   const char* op = op_name.c_str();
   const auto h = checked_hyper<Rule>(op, hyper, lr);
@@ -149,7 +154,7 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
   // Every check has passed: from here on, tensors change.
   std::array<DtypeBatch<Rule>, 4> batches;
   for (size_t i = 0; i < n; ++i) {
-    rules::StepInfo info{0.0, fresh.size() == n && fresh.get(i)};
+    rules::StepInfo info{0.0, fresh.size() == n && fresh[i]};
     if (Rule::kCountsSteps) {
       info.step = read_scalar(steps[i]) + 1;
       write_scalar(steps[i], info.step);
@@ -176,6 +181,26 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
                                                  : static_cast<const void*>(b.coeffs_float.data());
     kernel(b.tensors.data(), std::int64_t(b.tensors.size()), coeffs, Dtype(d));
   }
+}
+
+#define FASTOPTIM_INSTANTIATE(Type, name)                                                                      \
+  template void elementwise_step<rules::Type>(at::TensorList, at::TensorList, at::TensorList, at::TensorList,     \
+                                              c10::ArrayRef<bool>, c10::ArrayRef<double>,                        \
+                                              const std::optional<at::Tensor>&);
+FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_INSTANTIATE)
+#undef FASTOPTIM_INSTANTIATE
+
+namespace {
+
+// The op's entry: the schema's bool[] arrives as a c10::List.
+template <class Rule>
+void elementwise_step_op(at::TensorList params, at::TensorList grads, at::TensorList state, at::TensorList steps,
+                         const c10::List<bool>& fresh, c10::ArrayRef<double> hyper,
+                         const std::optional<at::Tensor>& lr) {
+  const std::vector<bool> flags(fresh.begin(), fresh.end());
+  std::unique_ptr<bool[]> plain(new bool[flags.size()]);
+  std::copy(flags.begin(), flags.end(), plain.get());
+  elementwise_step<Rule>(params, grads, state, steps, c10::ArrayRef<bool>(plain.get(), flags.size()), hyper, lr);
 }
 
 // Shape inference for torch.compile: the ops mutate their inputs in place and return nothing. The
@@ -209,7 +234,7 @@ TORCH_LIBRARY(fastoptim, m) {
 // Registered for every backend, not just CPU, so that a sparse or CUDA tensor reaches the checks
 // above and gets a clear TypeError/ValueError instead of the dispatcher's "could not run".
 TORCH_LIBRARY_IMPL(fastoptim, CompositeExplicitAutograd, m) {
-#define FASTOPTIM_IMPL(Type, name) m.impl(#name "_step_", &elementwise_step<rules::Type>);
+#define FASTOPTIM_IMPL(Type, name) m.impl(#name "_step_", &elementwise_step_op<rules::Type>);
   FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_IMPL)
 #undef FASTOPTIM_IMPL
 }
