@@ -11,8 +11,8 @@ Byte model (per element, fp32 params; bf16 params and state halve it): every arr
 plus every array it writes. AdamW/Adam: read p, g, m, v; write p, m, v = 28 B. SGD (momentum, Nesterov),
 Adagrad, RMSprop: read p, g, one state; write p, state = 20 B.
 
-Each round runs the ceiling program, then every implementation, so a drift in the machine's
-bandwidth hits all of them alike.
+Each round runs the ceiling program, then every implementation (in an order rotated each round), so
+a drift in the machine's bandwidth hits all of them alike.
 
     python bench/bench.py                      # everything (tens of minutes on 2 cores)
     python bench/bench.py --workloads A B --optimizers AdamW --dtypes fp32 --rounds 5
@@ -138,10 +138,14 @@ def main() -> None:
                     steps[label] = max(2, min(50, round(args.seconds / max(time_steps(opt, 1), 1e-6))))
                 times = {label: [] for label in impls}
                 ceilings = []
-                for _ in range(args.rounds):
+                labels = list(impls)
+                for round_index in range(args.rounds):
                     ceilings.append(measure_ceiling(exe, args.threads))
-                    for label, opt in impls.items():
-                        times[label].append(time_steps(opt, steps[label]))
+                    # Rotate who goes first: the first runner after the ceiling program measured
+                    # slower here (the kernel reclaiming its pages), and that must not favour anyone.
+                    shift = round_index % len(labels)
+                    for label in labels[shift:] + labels[:shift]:
+                        times[label].append(time_steps(impls[label], steps[label]))
                 triad = statistics.median(c[0] for c in ceilings)
                 inplace = statistics.median(c[1] for c in ceilings)
                 nbytes = STREAMS[name] * elements * params[0].element_size()

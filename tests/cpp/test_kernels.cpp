@@ -12,6 +12,7 @@
 #include "fastoptim/core/dtypes.h"
 #include "fastoptim/core/isa.h"
 #include "fastoptim/core/parallel.h"
+#include "fastoptim/core/reduce.h"
 #include "fastoptim/rules/all.h"
 
 #if defined(_OPENMP)
@@ -189,6 +190,42 @@ static void test_parallel_coverage() {
   }
 }
 
+// Per-tensor squared norms: close to a long-double reference, and the same bits for any thread count.
+template <class T>
+static void test_reductions() {
+  constexpr int W = core::kLanes<T>;
+  const std::vector<std::int64_t> sizes = {0, 1, W - 1, W, W + 1, core::kReduceBlock - 1, core::kReduceBlock + 1, 100003, 1 << 20};
+  std::mt19937 rng(3);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  std::vector<std::vector<T>> data;
+  for (auto n : sizes) {
+    std::vector<T> x(static_cast<std::size_t>(n));
+    for (auto& v : x) v = T(normal(rng));
+    data.push_back(std::move(x));
+  }
+  auto numel = [&](std::int64_t t) { return sizes[std::size_t(t)]; };
+  auto term = [&](std::int64_t t) { return core::SquaredNorm<T>{data[std::size_t(t)].data()}; };
+  std::vector<std::vector<T>> results;
+  for (int threads : {1, 2, 5}) {
+#if defined(_OPENMP)
+    omp_set_num_threads(threads);
+#endif
+    std::vector<T> out(sizes.size());
+    core::per_tensor_sums<T, W>(std::int64_t(sizes.size()), numel, term, out.data());
+    results.push_back(out);
+  }
+  bool close = true;
+  for (std::size_t t = 0; t < sizes.size(); ++t) {
+    long double ref = 0;
+    for (T v : data[t]) ref += (long double)v * v;
+    const long double tol = (std::is_same_v<T, float> ? 1e-5L : 1e-13L) * (ref + 1);
+    close &= std::fabs((long double)results[0][t] - ref) <= tol;
+  }
+  const char* label = std::is_same_v<T, float> ? "float" : "double";
+  expect(close, std::string("squared norms (") + label + ") match a long double reference");
+  expect(results[0] == results[1] && results[0] == results[2], std::string("squared norms (") + label + ") do not depend on the thread count");
+}
+
 static void test_validation() {
   using H = rules::Adam::Hyper;
   std::vector<double> v;
@@ -230,6 +267,8 @@ int main() {
   FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_TEST_RULE)
 #undef FASTOPTIM_TEST_RULE
   test_parallel_coverage();
+  test_reductions<float>();
+  test_reductions<double>();
   test_validation();
   test_bf16_rounding();
   std::printf("%d passed, %d failed\n", g_passed, g_failed);

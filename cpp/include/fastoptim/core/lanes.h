@@ -86,7 +86,7 @@ inline Vec<T, W> sqrt(Vec<T, W> a) {
 // addcmul and lerp this way, so the rules do too where torch does; unfused everywhere else.
 template <class T, int W>
 inline Vec<T, W> mul_add(Vec<T, W> a, Vec<T, W> b, Vec<T, W> c) {
-  using N = typename Vec<T, W>::native;
+  using N [[maybe_unused]] = typename Vec<T, W>::native;
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<T, float> && W == 16) return (N)_mm512_fmadd_ps((__m512)a.v, (__m512)b.v, (__m512)c.v);
   if constexpr (std::is_same_v<T, double> && W == 8) return (N)_mm512_fmadd_pd((__m512d)a.v, (__m512d)b.v, (__m512d)c.v);
