@@ -22,6 +22,15 @@ def check_tensor_lr(lr: Any) -> None:
         raise ValueError("Tensor lr must be 1-element")
 
 
+def check_non_negative(**values: Any) -> None:
+    """Raises torch.optim's ValueError for the first negative (or NaN) value, in the order given:
+    "Invalid learning rate: -1", "Invalid epsilon value: ...", "Invalid <name> value: ..."."""
+    for name, value in values.items():
+        if not 0.0 <= value:
+            label = {"lr": "learning rate", "eps": "epsilon value"}.get(name, f"{name} value")
+            raise ValueError(f"Invalid {label}: {value}")
+
+
 def to_float(value: Any) -> float:
     """A hyperparameter as a float; 1-element tensors (as torch allows for betas) too."""
     return float(value.detach().cpu()) if isinstance(value, Tensor) else float(value)
