@@ -98,6 +98,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         else:
             rows_of = operator.itemgetter(*keys)
         all_state = self.state
+        get_state = all_state.get
         params: list[Tensor] = []
         grads: list[Tensor] = []
         rows: list[tuple[Tensor, ...]] = []  # per parameter: its state tensors in `keys` order
@@ -115,12 +116,13 @@ class FusedOptimizer(torch.optim.Optimizer):
                     "fastoptim does not support sparse gradients yet"
                 )
             if rows_of is not None:
+                state = get_state(p)  # one lookup: hashing a tensor is a Python-level call
                 try:
-                    row = rows_of(all_state[p]) if p in all_state else None
-                except KeyError:
+                    row = rows_of(state)
+                except (KeyError, TypeError):  # TypeError: no state yet (None)
                     row = None
                 if row is None:
-                    row, is_fresh = self._state_with_missing(p, group, all_state.get(p, {}), used, keys, created)
+                    row, is_fresh = self._state_with_missing(p, group, state or {}, used, keys, created)
                     if is_fresh:
                         fresh_indices.append(len(params))
                 rows.append(row)
