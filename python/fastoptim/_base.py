@@ -84,9 +84,12 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _param_label(self, group: dict[str, Any], index: int, param: Tensor) -> str:
         names = group.get("param_names")
         name = f"'{names[index]}'" if names else f"#{index}"
-        return f"parameter {name} (shape {tuple(param.shape)}) of param group {self.param_groups.index(group)}"
+        group_index = next(i for i, g in enumerate(self.param_groups) if g is group)  # by identity: == compares tensors
+        return f"parameter {name} (shape {tuple(param.shape)}) of param group {group_index}"
 
-    def _step_group(self, group: dict[str, Any]) -> None:
+    def _gather(self, group: dict[str, Any]):
+        """The arguments of this group's C++ step, and the state it would create: (args, created),
+        or None when no parameter of the group has a gradient. Changes nothing."""
         hyper = self._hyper(group)
         used = self._used_state(hyper)
         keys = used + ["step"] if self._counts_steps else used
@@ -110,10 +113,10 @@ class FusedOptimizer(torch.optim.Optimizer):
             grad = p.grad
             if grad is None:
                 continue
-            if grad.is_sparse:
+            if grad.layout != torch.strided:
                 raise TypeError(
-                    f"{type(self).__name__} got a sparse gradient for {self._param_label(group, index, p)}; "
-                    "fastoptim does not support sparse gradients yet"
+                    f"{type(self).__name__} got a sparse gradient ({grad.layout}) for "
+                    f"{self._param_label(group, index, p)}; fastoptim does not support sparse gradients yet"
                 )
             if rows_of is not None:
                 state = get_state(p)  # one lookup: hashing a tensor is a Python-level call
@@ -129,7 +132,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             params.append(p)
             grads.append(grad if grad.is_contiguous() else grad.contiguous())
         if not params:
-            return
+            return None
         columns = list(zip(*rows)) if rows else []
         state_lists = columns[: len(used)]
         steps = list(columns[len(used)]) if self._counts_steps else []
@@ -138,12 +141,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         for i in fresh_indices:
             fresh[i] = True
         lr = group["lr"]
-        step = self._op if torch.compiler.is_compiling() else self._direct
-        step(params, grads, flat_state, steps, fresh if fresh_indices else [], hyper, lr if isinstance(lr, Tensor) else None)
-        # State created for this step joins the optimizer only once the step has succeeded, so a
-        # rejected step leaves the optimizer exactly as it was.
-        for p, new in created:
-            all_state[p].update(new)
+        args = (params, grads, flat_state, steps, fresh if fresh_indices else [], hyper, lr if isinstance(lr, Tensor) else None)
+        return args, created
 
     def _state_with_missing(self, p, group, state, used, keys, created):
         """The row of state tensors (in `keys` order) for `p`, with new tensors for what `state`
@@ -168,6 +167,22 @@ class FusedOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            self._step_group(group)
+        work = [w for w in map(self._gather, self.param_groups) if w is not None]
+        if torch.compiler.is_compiling():
+            for args, created in work:
+                self._op(*args)
+                self._commit(created)
+            return loss
+        # Every group is checked before any changes: the first inside its own step, the others first.
+        for args, _ in work[1:]:
+            self._direct(*args, check_only=True)
+        for args, created in work:
+            self._direct(*args)
+            self._commit(created)
         return loss
+
+    def _commit(self, created) -> None:
+        # State created for a step joins the optimizer only once the step has succeeded, so a
+        # rejected step leaves the optimizer exactly as it was.
+        for p, new in created:
+            self.state[p].update(new)

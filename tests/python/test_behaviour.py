@@ -316,8 +316,33 @@ def test_sparse_grad_raises_naming_the_parameter():
     model = torch.nn.Embedding(10, 3, sparse=True)
     opt = fastoptim.SGD(model.named_parameters(), lr=0.1)
     model(torch.tensor([1, 2])).sum().backward()
-    with pytest.raises(TypeError, match=r"SGD got a sparse gradient for parameter 'weight' \(shape \(10, 3\)\) of param group 0"):
+    with pytest.raises(TypeError, match=r"SGD got a sparse gradient \(torch.sparse_coo\) for parameter 'weight' \(shape \(10, 3\)\) of param group 0"):
         opt.step()
+
+
+def test_sparse_grad_in_a_second_group_names_that_group():
+    dense = torch.nn.Parameter(torch.zeros(3))
+    embedding = torch.nn.Embedding(4, 2, sparse=True)
+    opt = fastoptim.Adagrad([{"params": [dense]}, {"params": embedding.parameters(), "lr": 0.1}])
+    dense.grad = torch.ones(3)
+    embedding(torch.tensor([1, 3])).sum().backward()
+    with pytest.raises(TypeError, match=r"sparse gradient \(torch.sparse_coo\) for parameter #0 \(shape \(4, 2\)\) of param group 1"):
+        opt.step()
+    assert torch.equal(dense, torch.zeros(3)) and len(opt.state[dense]) == 2  # group 0 untouched too
+
+
+def test_invalid_second_group_leaves_the_first_unchanged():
+    opt, params = trained("AdamW")
+    extra = torch.nn.Parameter(torch.randn(5))
+    opt.add_param_group({"params": [extra], "lr": 1e-2})
+    extra.grad = torch.randn(5)
+    set_grads([params], 2, torch.float32)
+    opt.param_groups[1]["betas"] = (0.9, 1.0)
+    before = snapshot(opt, params)
+    with pytest.raises(ValueError, match=r"invalid beta2 value: 1"):
+        opt.step()
+    assert_same_snapshot(before, snapshot(opt, params))
+    assert extra not in opt.state
 
 
 def test_hyperparameter_made_invalid_after_construction_raises_and_changes_nothing():

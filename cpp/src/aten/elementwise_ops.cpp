@@ -119,7 +119,8 @@ struct DtypeBatch {
 
 template <class Rule>
 void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorList state, at::TensorList steps,
-                      c10::ArrayRef<bool> fresh, c10::ArrayRef<double> hyper, const std::optional<at::Tensor>& lr) {
+                      c10::ArrayRef<bool> fresh, c10::ArrayRef<double> hyper, const std::optional<at::Tensor>& lr,
+                      bool check_only) {
   const std::string op_name = std::string("fastoptim::") + Rule::kName + "_step_";
   const char* op = op_name.c_str();
   const auto h = checked_hyper<Rule>(op, hyper, lr);
@@ -151,6 +152,7 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
     if (Rule::kCountsSteps) check_scalar_tensor(steps[i], TensorName{"steps", i});
   }
 
+  if (check_only) return;
   // Every check has passed: from here on, tensors change.
   std::array<DtypeBatch<Rule>, 4> batches;
   for (size_t i = 0; i < n; ++i) {
@@ -186,7 +188,7 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
 #define FASTOPTIM_INSTANTIATE(Type, name)                                                                      \
   template void elementwise_step<rules::Type>(at::TensorList, at::TensorList, at::TensorList, at::TensorList,     \
                                               c10::ArrayRef<bool>, c10::ArrayRef<double>,                        \
-                                              const std::optional<at::Tensor>&);
+                                              const std::optional<at::Tensor>&, bool);
 FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_INSTANTIATE)
 #undef FASTOPTIM_INSTANTIATE
 
