@@ -98,9 +98,13 @@ typename Rule::Hyper checked_hyper(const char* op, c10::ArrayRef<double> values,
                     " (must be ", core::check_text(Hyper::kFields[bad].check), ")");
   Hyper h = Hyper::from(values.data());
   if (lr.has_value()) {
-    check_scalar_tensor(*lr, std::string(op) + ": lr");
-    h.lr = read_scalar(*lr);
-    TORCH_CHECK_VALUE(h.lr >= 0.0, op, ": invalid learning rate: ", h.lr);
+    if constexpr (requires { h.lr; }) {
+      check_scalar_tensor(*lr, std::string(op) + ": lr");
+      h.lr = read_scalar(*lr);
+      TORCH_CHECK_VALUE(h.lr >= 0.0, op, ": invalid learning rate: ", h.lr);
+    } else {
+      TORCH_CHECK_VALUE(false, op, ": this rule has no learning rate, but a tensor lr was given");
+    }
   }
   const char* conflict = Rule::invalid_combination(h);
   TORCH_CHECK_VALUE(conflict == nullptr, op, ": ", conflict);
@@ -129,7 +133,9 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
   std::vector<int> slots;
   for (int j = 0; j < Rule::kStateSlots; ++j)
     if (core::uses_state<Rule>(hyper.data(), j)) slots.push_back(j);
-  TORCH_CHECK_VALUE(grads.size() == n, op, ": got ", n, " params but ", grads.size(), " grads");
+  const size_t expected_grads = rules::reads_grad<Rule>::value ? n : 0;
+  TORCH_CHECK_VALUE(grads.size() == expected_grads, op, ": got ", n, " params but ", grads.size(), " grads (expected ",
+                    expected_grads, ")");
   TORCH_CHECK_VALUE(state.size() == slots.size() * n, op, ": expected ", slots.size(), " state tensors per param (",
                     slots.size() * n, " in all) but got ", state.size());
   const size_t expected_steps = Rule::kCountsSteps ? n : 0;
@@ -146,7 +152,7 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
                       "; this build of fastoptim runs on the CPU only");
     TORCH_CHECK_TYPE(p.layout() == at::kStrided, op, ": params[", i, "] has layout ", p.layout());
     TORCH_CHECK_VALUE(p.is_contiguous(), op, ": params[", i, "] must be contiguous");
-    check_matches_param(grads[i], p, TensorName{"grads", i}, op);
+    if (rules::reads_grad<Rule>::value) check_matches_param(grads[i], p, TensorName{"grads", i}, op);
     for (size_t s = 0; s < slots.size(); ++s)
       check_matches_param(state[s * n + i], p, TensorName{"state", i, Rule::kState[slots[s]].name}, op);
     if (Rule::kCountsSteps) check_scalar_tensor(steps[i], TensorName{"steps", i});
@@ -167,7 +173,7 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
     auto& batch = batches[size_t(*storage_dtype(p.scalar_type()))];
     TensorSlots t{};
     t.param = p.data_ptr();
-    t.grad = grads[i].const_data_ptr();
+    t.grad = rules::reads_grad<Rule>::value ? grads[i].const_data_ptr() : nullptr;
     for (size_t s = 0; s < slots.size(); ++s) t.state[slots[s]] = state[s * n + i].data_ptr();
     t.numel = p.numel();
     batch.tensors.push_back(t);

@@ -9,6 +9,7 @@
 #include "fastoptim/core/isa.h"
 #include "fastoptim/core/lanes.h"
 #include "fastoptim/core/parallel.h"
+#include "fastoptim/rules/rule.h"
 
 namespace fastoptim::core {
 
@@ -19,12 +20,13 @@ inline void update_lanes(const TensorSlots& t, const typename Rule::template Coe
   constexpr int kSlots = Rule::kStateSlots;
   S* param = static_cast<S*>(t.param) + i;
   Vec<T, W> p = load<W>(param);
-  const Vec<T, W> g = load<W>(static_cast<const S*>(t.grad) + i);
+  Vec<T, W> g = {};
+  if constexpr (rules::reads_grad<Rule>::value) g = load<W>(static_cast<const S*>(t.grad) + i);
   Vec<T, W> state[kSlots] = {};
   for (int j = 0; j < kSlots; ++j)
     if (t.state[j]) state[j] = load<W>(static_cast<const S*>(t.state[j]) + i);
   Rule::apply(p, g, state, k);
-  store<W>(param, p);
+  if (rules::writes_param<Rule>(k)) store<W>(param, p);
   for (int j = 0; j < kSlots; ++j)
     if (t.state[j]) store<W>(static_cast<S*>(t.state[j]) + i, state[j]);
 }

@@ -13,6 +13,7 @@ enum class Check : int {
   any,           // any finite value
   non_negative,  // 0 <= x
   unit_interval, // 0 <= x < 1 (betas, decay rates)
+  unit_closed,   // 0 <= x <= 1 (interpolation weights)
   flag,          // 0 or 1
 };
 
@@ -27,6 +28,7 @@ inline bool field_accepts(Check c, double x) {
     case Check::any: return !std::isnan(x);
     case Check::non_negative: return x >= 0.0;  // false for NaN
     case Check::unit_interval: return x >= 0.0 && x < 1.0;
+    case Check::unit_closed: return x >= 0.0 && x <= 1.0;
     case Check::flag: return x == 0.0 || x == 1.0;
   }
   return false;
@@ -37,6 +39,7 @@ inline const char* check_text(Check c) {
     case Check::any: return "a number";
     case Check::non_negative: return ">= 0";
     case Check::unit_interval: return "in [0, 1)";
+    case Check::unit_closed: return "in [0, 1]";
     case Check::flag: return "0 or 1 (a bool)";
   }
   return "";

@@ -4,12 +4,17 @@
 //   kState, kStateSlots       the state tensors under torch.optim's names, each with the field
 //                             that must be nonzero for it to exist (core::StateSlot)
 //   kCountsSteps              whether the state holds a per-parameter `step` counter
+// and, optionally (see reads_grad / writes_param below):
+//   kReadsGrad = false        the rule takes no gradient (weight averaging)
+//   writes_param(k)           false when this step leaves the parameter as it is
 //   invalid_combination(h)    a message when fields are valid alone but not together, else nullptr
 //   Coeffs<T>, prepare<T>()   per-tensor scalars, computed in double on the host and stored as T
 //   apply<T, W>()             the per-element update over lanes; the SIMD body and the scalar tail
 //                             (and later CUDA and edge loops) all run this one function
 #pragma once
 #include <cmath>
+#include <type_traits>
+#include <utility>
 
 #include "fastoptim/core/hyper.h"
 #include "fastoptim/core/lanes.h"
@@ -23,5 +28,24 @@ struct StepInfo {
   double step;  // the step count after this step's increment (1 on the first step)
   bool fresh;   // the state tensors were created for this step (never updated before)
 };
+
+// Whether a rule reads a gradient (true unless it says kReadsGrad = false).
+template <class Rule, class = void>
+struct reads_grad : std::true_type {};
+template <class Rule>
+struct reads_grad<Rule, std::void_t<decltype(Rule::kReadsGrad)>> : std::bool_constant<Rule::kReadsGrad> {};
+
+// Whether a step with coefficients k writes the parameter (true unless the rule says otherwise).
+template <class Rule, class Coeffs, class = void>
+struct has_writes_param : std::false_type {};
+template <class Rule, class Coeffs>
+struct has_writes_param<Rule, Coeffs, std::void_t<decltype(Rule::writes_param(std::declval<const Coeffs&>()))>>
+    : std::true_type {};
+
+template <class Rule, class Coeffs>
+inline bool writes_param(const Coeffs& k) {
+  if constexpr (has_writes_param<Rule, Coeffs>::value) return Rule::writes_param(k);
+  else return true;
+}
 
 }  // namespace fastoptim::rules

@@ -1,0 +1,270 @@
+"""Weight-averaging wrappers around any optimizer (fastoptim's or torch's): Lookahead, EMA, SWA.
+
+Each wrapper is a real torch.optim.Optimizer:
+- its ``param_groups`` is the base optimizer's own list, so an lr scheduler attached to the wrapper
+  drives the base, and ``add_param_group`` adds to the base;
+- its hyperparameters and step counters live in those param groups (``sync_rate``,
+  ``lookahead_step``, ``ema_decay``, ...), as Python numbers, so they are per group and saved exactly;
+- its buffers (slow or averaged weights) live in its own per-parameter ``state`` under its own key
+  (``slow_param``, ``ema_param``, ``swa_param``); ``state_dict()`` is the base's state dict with those
+  buffers added to each parameter's entry, and ``load_state_dict()`` hands the rest back to the base;
+- wrappers nest (``Lookahead(EMA(AdamW(...)))``), as long as no two of the same kind nest.
+
+The averaging itself is fastoptim's C++ rule ``average`` (a lerp, as torch's AveragedModel does it),
+run over all tensors of a group in one call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterable
+
+import torch
+from torch import Tensor
+
+from . import _C
+
+
+class OptimizerWrapper(torch.optim.Optimizer):
+    """Base of the wrappers: shares the base optimizer's param groups and merges state dicts.
+
+    A subclass sets ``buffer_key`` (its per-parameter state key), puts its hyperparameters and
+    counters in ``defaults`` (they go into every param group), and implements ``_after_base_step``.
+    """
+
+    buffer_key: str
+
+    def __init__(self, base_optimizer: torch.optim.Optimizer, defaults: dict[str, Any]) -> None:
+        if not isinstance(base_optimizer, torch.optim.Optimizer):
+            raise TypeError(f"base_optimizer must be a torch.optim.Optimizer, got {type(base_optimizer).__name__}")
+        self.base_optimizer = base_optimizer
+        self._shares_groups = False
+        # Optimizer.__init__ sets up hooks and state, and writes `defaults` into each of the base's
+        # group dicts; the wrapper then takes the base's list itself, so the two never diverge.
+        super().__init__(base_optimizer.param_groups, defaults)
+        self.param_groups = base_optimizer.param_groups
+        self._shares_groups = True
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if not self._shares_groups:  # during __init__: torch's bookkeeping over the base's groups
+            super().add_param_group(param_group)
+            return
+        self.base_optimizer.add_param_group(param_group)
+        for key, value in self.defaults.items():
+            self.param_groups[-1].setdefault(key, value)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.base_optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure=None):
+        loss = self.base_optimizer.step(closure)
+        with torch.no_grad():
+            for group in self.param_groups:
+                self._after_base_step(group)
+        return loss
+
+    def _after_base_step(self, group: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    # ---- averaged weights ---------------------------------------------------------------------
+    def _params(self) -> list[Tensor]:
+        return [p for group in self.param_groups for p in group["params"]]
+
+    def _buffers(self, params: list[Tensor]) -> list[Tensor]:
+        return [self.state[p][self.buffer_key] for p in params]
+
+    def _average_into_buffers(self, params: list[Tensor], weight: float = 0.0, count: int = 0, copy_back: bool = False) -> None:
+        """For every param, in one C++ call: buffer <- lerp(buffer, param, weight), or with count > 0
+        the running mean buffer <- buffer + (param - buffer) / count; then param <- buffer if copy_back."""
+        if params:
+            hyper = [float(weight), float(count), float(copy_back)]
+            _C.average_step_(params, [], self._buffers(params), [], [], hyper, None)
+
+    def averaged_parameters(self) -> list[Tensor]:
+        """The averaged (or slow) weights, in the order of the param groups' parameters. Parameters
+        that have none yet (before the first average) are left out."""
+        return [self.state[p][self.buffer_key] for p in self._params() if self.buffer_key in self.state[p]]
+
+    @contextlib.contextmanager
+    def swapped_in(self):
+        """Within the block the parameters hold the averaged weights (e.g. to evaluate); on exit
+        they get their own weights back."""
+        params = [p for p in self._params() if self.buffer_key in self.state[p]]
+        with torch.no_grad():
+            for p in params:
+                _swap(p, self.state[p][self.buffer_key])
+        try:
+            yield self
+        finally:
+            with torch.no_grad():
+                for p in params:
+                    _swap(p, self.state[p][self.buffer_key])
+
+    @torch.no_grad()
+    def copy_averaged_to(self, target: torch.nn.Module | Iterable[Tensor]) -> None:
+        """Copies the averaged weights into another model with the same parameters (for instance a
+        deepcopy to run torch.optim.swa_utils.update_bn on)."""
+        targets = list(target.parameters()) if isinstance(target, torch.nn.Module) else list(target)
+        params = self._params()
+        if len(targets) != len(params):
+            raise ValueError(f"target has {len(targets)} parameters, the optimizer has {len(params)}")
+        for dst, p in zip(targets, params):
+            dst.copy_(self.state[p].get(self.buffer_key, p))
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        merged = self.base_optimizer.state_dict()
+        own = super().state_dict()  # the same groups, so the same parameter indices
+        state = dict(merged["state"])
+        for index, entries in own["state"].items():
+            state[index] = {**state.get(index, {}), **entries}
+        merged["state"] = state
+        return merged
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        base_state, own_state = {}, {}
+        for index, entries in state_dict["state"].items():
+            mine = {k: v for k, v in entries.items() if k == self.buffer_key}
+            rest = {k: v for k, v in entries.items() if k != self.buffer_key}
+            if mine:
+                own_state[index] = mine
+            if rest:
+                base_state[index] = rest
+        self.base_optimizer.load_state_dict({"state": base_state, "param_groups": state_dict["param_groups"]})
+        super().load_state_dict({"state": own_state, "param_groups": state_dict["param_groups"]})
+        self.param_groups = self.base_optimizer.param_groups  # load_state_dict made new group dicts
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.base_optimizer!r})"
+
+
+def _swap(a: Tensor, b: Tensor) -> None:
+    tmp = a.clone()
+    a.copy_(b)
+    b.copy_(tmp)
+
+
+def _check_sync(sync_rate: float, sync_period: int) -> None:
+    if not 0.0 <= sync_rate <= 1.0:
+        raise ValueError(f"Invalid sync_rate value: {sync_rate} (expected a float in [0, 1])")
+    if isinstance(sync_period, bool) or not isinstance(sync_period, int) or sync_period < 1:
+        raise ValueError(f"Invalid sync_period value: {sync_period!r} (expected an integer >= 1)")
+
+
+class Lookahead(OptimizerWrapper):
+    """Lookahead (Zhang et al., 2019) around any optimizer, with holocron.optim's signature.
+
+    Every ``sync_period`` base steps: ``slow <- slow + sync_rate * (fast - slow)``, then ``fast <- slow``.
+    The slow weights start as the parameters at construction (the paper's phi_0 = theta_0) and are
+    saved in the state dict under ``slow_param`` (holocron's wrapper never saved them, and raised
+    on ``state_dict()`` with torch >= 2.1). Every parameter of a group is synced, with or without a grad.
+    """
+
+    buffer_key = "slow_param"
+
+    def __init__(self, base_optimizer: torch.optim.Optimizer, sync_rate: float = 0.5, sync_period: int = 6) -> None:
+        _check_sync(sync_rate, sync_period)
+        super().__init__(base_optimizer, dict(sync_rate=sync_rate, sync_period=sync_period, lookahead_step=0))
+        self._init_slow()
+
+    @torch.no_grad()
+    def _init_slow(self) -> None:
+        for p in self._params():
+            if self.buffer_key not in self.state[p]:
+                self.state[p][self.buffer_key] = p.detach().clone()
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        if self._shares_groups:
+            self._init_slow()
+
+    def _after_base_step(self, group: dict[str, Any]) -> None:
+        group["lookahead_step"] += 1
+        if group["lookahead_step"] % group["sync_period"] == 0:
+            self._average_into_buffers(list(group["params"]), weight=group["sync_rate"], copy_back=True)
+
+
+class EMA(OptimizerWrapper):
+    """An exponential moving average of the weights, updated after the base optimizer's steps.
+
+    Every ``update_every`` steps: the first time ``ema <- theta``, then ``ema <- ema + (1 - d)(theta - ema)``,
+    which is torch.optim.swa_utils.AveragedModel with ``get_ema_multi_avg_fn(decay)`` called after
+    those steps. ``d`` is ``decay``, or with ``warmup_power`` set, ``min(decay, 1 - (1 + n / warmup_gamma)
+    ** -warmup_power)`` for the n-th update (the warm-up of timm's ModelEmaV3), so early averages
+    are not dominated by the random initialisation. Use ``swapped_in()`` to evaluate the averaged
+    weights and ``copy_averaged_to(model)`` to copy them out.
+    """
+
+    buffer_key = "ema_param"
+
+    def __init__(
+        self,
+        base_optimizer: torch.optim.Optimizer,
+        decay: float = 0.999,
+        update_every: int = 1,
+        warmup_power: float | None = None,
+        warmup_gamma: float = 1.0,
+    ) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"Invalid decay value: {decay} (expected a float in [0, 1))")
+        if isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1:
+            raise ValueError(f"Invalid update_every value: {update_every!r} (expected an integer >= 1)")
+        if warmup_power is not None and not warmup_power > 0:
+            raise ValueError(f"Invalid warmup_power value: {warmup_power} (expected a float > 0 or None)")
+        if not warmup_gamma > 0:
+            raise ValueError(f"Invalid warmup_gamma value: {warmup_gamma} (expected a float > 0)")
+        defaults = dict(ema_decay=decay, ema_update_every=update_every, ema_warmup_power=warmup_power,
+                        ema_warmup_gamma=warmup_gamma, ema_step=0, ema_updates=0)
+        super().__init__(base_optimizer, defaults)
+
+    @staticmethod
+    def decay_at(group: dict[str, Any], updates: int) -> float:
+        """The decay of the update after `updates` earlier ones."""
+        decay = group["ema_decay"]
+        if group["ema_warmup_power"] is None:
+            return decay
+        return min(decay, 1.0 - (1.0 + updates / group["ema_warmup_gamma"]) ** -group["ema_warmup_power"])
+
+    def _after_base_step(self, group: dict[str, Any]) -> None:
+        group["ema_step"] += 1
+        if group["ema_step"] % group["ema_update_every"] != 0:
+            return
+        params = list(group["params"])
+        if group["ema_updates"] == 0:
+            for p in params:
+                self.state[p][self.buffer_key] = p.detach().clone()
+        else:
+            self._average_into_buffers(params, weight=1.0 - self.decay_at(group, group["ema_updates"]))
+        group["ema_updates"] += 1
+
+
+class SWA(OptimizerWrapper):
+    """Stochastic weight averaging (Izmailov et al., 2018): an equal-weight running mean of the
+    weights after every ``swa_freq``-th step from step ``swa_start`` on (steps count from 1):
+    ``avg <- avg + (theta - avg) / (n + 1)``, the first time ``avg <- theta`` - AveragedModel's default
+    average on the CPU (its get_swa_avg_fn; bit for bit). Pair it with torch.optim.swa_utils.SWALR for the SWA learning rate, and run
+    ``torch.optim.swa_utils.update_bn`` on a model that ``copy_averaged_to`` filled.
+    """
+
+    buffer_key = "swa_param"
+
+    def __init__(self, base_optimizer: torch.optim.Optimizer, swa_start: int = 0, swa_freq: int = 1) -> None:
+        if isinstance(swa_start, bool) or not isinstance(swa_start, int) or swa_start < 0:
+            raise ValueError(f"Invalid swa_start value: {swa_start!r} (expected an integer >= 0)")
+        if isinstance(swa_freq, bool) or not isinstance(swa_freq, int) or swa_freq < 1:
+            raise ValueError(f"Invalid swa_freq value: {swa_freq!r} (expected an integer >= 1)")
+        super().__init__(base_optimizer, dict(swa_start=swa_start, swa_freq=swa_freq, swa_step=0, swa_n_averaged=0))
+
+    def _after_base_step(self, group: dict[str, Any]) -> None:
+        group["swa_step"] += 1
+        step = group["swa_step"]
+        if step < group["swa_start"] or (step - group["swa_start"]) % group["swa_freq"] != 0:
+            return
+        params = list(group["params"])
+        n = group["swa_n_averaged"]
+        if n == 0:
+            for p in params:
+                self.state[p][self.buffer_key] = p.detach().clone()
+        else:
+            self._average_into_buffers(params, count=n + 1)
+        group["swa_n_averaged"] = n + 1
