@@ -31,6 +31,7 @@ py::dict describe() {
   d["fields"] = fields;
   d["state"] = state;
   d["counts_steps"] = Rule::kCountsSteps;
+  d["reads_grad"] = rules::reads_grad<Rule>::value;
   return d;
 }
 

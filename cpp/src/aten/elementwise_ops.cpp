@@ -134,8 +134,8 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
   for (int j = 0; j < Rule::kStateSlots; ++j)
     if (core::uses_state<Rule>(hyper.data(), j)) slots.push_back(j);
   const size_t expected_grads = rules::reads_grad<Rule>::value ? n : 0;
-  TORCH_CHECK_VALUE(grads.size() == expected_grads, op, ": got ", n, " params but ", grads.size(), " grads (expected ",
-                    expected_grads, ")");
+  TORCH_CHECK_VALUE(grads.size() == expected_grads, op, ": expected ", expected_grads, " grads for ", n, " params",
+                    rules::reads_grad<Rule>::value ? "" : " (this rule takes no gradient)", ", got ", grads.size());
   TORCH_CHECK_VALUE(state.size() == slots.size() * n, op, ": expected ", slots.size(), " state tensors per param (",
                     slots.size() * n, " in all) but got ", state.size());
   const size_t expected_steps = Rule::kCountsSteps ? n : 0;
