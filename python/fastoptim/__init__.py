@@ -4,7 +4,7 @@ import torch  # noqa: F401  (torch must be loaded before the extension: it provi
 
 from . import _C
 from .optimizers import SGD, Adagrad, Adam, AdamW, RMSprop
-from .wrappers import EMA, SWA, Lookahead, OptimizerWrapper
+from .wrappers import EMA, SWA, Lookahead, OptimizerWrapper, Scout
 
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Lookahead", "EMA", "SWA", "OptimizerWrapper"]
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Lookahead", "Scout", "EMA", "SWA", "OptimizerWrapper"]
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""Weight-averaging wrappers around any optimizer (fastoptim's or torch's): Lookahead, EMA, SWA.
+"""Weight-averaging wrappers around any optimizer (fastoptim's or torch's): Lookahead, Scout, EMA, SWA.
 
 Each wrapper is a real torch.optim.Optimizer:
 - its ``param_groups`` is the base optimizer's own list, so an lr scheduler attached to the wrapper
@@ -28,11 +28,17 @@ from . import _C
 class OptimizerWrapper(torch.optim.Optimizer):
     """Base of the wrappers: shares the base optimizer's param groups and merges state dicts.
 
-    A subclass sets ``buffer_key`` (its per-parameter state key), puts its hyperparameters and
-    counters in ``defaults`` (they go into every param group), and implements ``_after_base_step``.
+    A subclass sets ``buffer_key`` (the per-parameter state key of its averaged weights) and, if it
+    keeps more, ``own_keys``; puts its hyperparameters and counters in ``defaults`` (they go into
+    every param group); and implements ``_after_base_step``.
     """
 
     buffer_key: str
+    own_keys: tuple[str, ...] = ()
+
+    @classmethod
+    def _owned(cls) -> tuple[str, ...]:
+        return cls.own_keys or (cls.buffer_key,)
 
     def __init__(self, base_optimizer: torch.optim.Optimizer, defaults: dict[str, Any]) -> None:
         if not isinstance(base_optimizer, torch.optim.Optimizer):
@@ -124,8 +130,9 @@ class OptimizerWrapper(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         base_state, own_state = {}, {}
         for index, entries in state_dict["state"].items():
-            mine = {k: v for k, v in entries.items() if k == self.buffer_key}
-            rest = {k: v for k, v in entries.items() if k != self.buffer_key}
+            owned = self._owned()
+            mine = {k: v for k, v in entries.items() if k in owned}
+            rest = {k: v for k, v in entries.items() if k not in owned}
             if mine:
                 own_state[index] = mine
             if rest:
@@ -182,6 +189,91 @@ class Lookahead(OptimizerWrapper):
         group["lookahead_step"] += 1
         if group["lookahead_step"] % group["sync_period"] == 0:
             self._average_into_buffers(list(group["params"]), weight=group["sync_rate"], copy_back=True)
+
+
+class Scout(OptimizerWrapper):
+    """holocron.optim's Scout: Lookahead whose sync rate adapts to how coherent the last
+    ``sync_period`` updates were, with holocron's signature.
+
+    At a sync, for each element, over the k = sync_period updates d_1..d_k since the last sync:
+    ``ratio = std(d) / max_i |d_i - mean(d)|`` (std with Bessel's correction, as torch.std);
+    a tensor's coherence is the mean ratio over its elements, the group's the mean over its tensors,
+    and the sync uses ``max(1 - coherence, sync_rate)`` as Lookahead's rate.
+
+    Differences from holocron's code, all deliberate:
+    - elements (and tensors) that did not move are left out of the means, where holocron gets 0/0 =
+      NaN, which makes ``max`` return NaN and its sync reset the weights without moving them: a
+      frozen or unused parameter stalls all of training there;
+    - constant memory: running statistics (sum of squared updates, smallest and largest update,
+      previous weights) instead of all k + 1 snapshots; the mean update is (fast - slow) / k, so
+      the statistics are exact, not approximated;
+    - the coherence and the rate are computed per param group (holocron: over all groups at once)
+      and stay tensors: no ``.item()`` per tensor; with sync_period = 1 (no spread to measure)
+      the rate is ``sync_rate``.
+
+    Known limit: the running statistics are stored in the parameter's dtype (the C++ driver keeps
+    state in the parameter's dtype), so for bf16/fp16 parameters they accumulate in that precision;
+    the coherence itself is computed in fp32.
+    """
+
+    buffer_key = "slow_param"
+    own_keys = ("slow_param", "scout_previous", "scout_sum_sq", "scout_min_delta", "scout_max_delta")
+    _tracked = own_keys[1:]
+
+    def __init__(self, base_optimizer: torch.optim.Optimizer, sync_rate: float = 0.5, sync_period: int = 6) -> None:
+        _check_sync(sync_rate, sync_period)
+        super().__init__(base_optimizer, dict(sync_rate=sync_rate, sync_period=sync_period, scout_step=0))
+        self._init_buffers()
+
+    @torch.no_grad()
+    def _init_buffers(self) -> None:
+        for p in self._params():
+            state = self.state[p]
+            if self.buffer_key not in state:
+                state[self.buffer_key] = p.detach().clone()
+                state["scout_previous"] = p.detach().clone()
+                for key in self._tracked[1:]:
+                    state[key] = torch.zeros_like(p)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        if self._shares_groups:
+            self._init_buffers()
+
+    def _after_base_step(self, group: dict[str, Any]) -> None:
+        params = list(group["params"])
+        k = group["sync_period"]
+        window_start = group["scout_step"] % k == 0
+        tracked = [self.state[p][key] for key in self._tracked for p in params]
+        _C.scout_track_step_(params, [], tracked, [], [], [float(window_start)], None)
+        group["scout_step"] += 1
+        if group["scout_step"] % k == 0:
+            rate = self._sync_rate(group, params)
+            _C.average_step_(params, [], self._buffers(params), [], [], [0.0, 0.0, 1.0], rate)
+            torch._foreach_copy_([self.state[p]["scout_previous"] for p in params], params)
+
+    def _sync_rate(self, group: dict[str, Any], params: list[Tensor]) -> Tensor:
+        """max(1 - coherence, sync_rate) as a 0-d CPU tensor."""
+        k = group["sync_period"]
+        floor = torch.tensor(float(group["sync_rate"]), dtype=torch.float64)
+        if k < 2:
+            return floor
+        coherence_sum = torch.zeros((), dtype=torch.float64)
+        moving_tensors = torch.zeros((), dtype=torch.float64)
+        for p in params:
+            state = self.state[p]
+            wide = torch.promote_types(p.dtype, torch.float32)  # statistics in fp32 at least
+            mean = (p.to(wide) - state[self.buffer_key].to(wide)) / k
+            variance = (state["scout_sum_sq"].to(wide) - k * mean * mean) / (k - 1)
+            std = variance.clamp_min(0).sqrt()
+            deviation = torch.maximum(state["scout_max_delta"].to(wide) - mean, mean - state["scout_min_delta"].to(wide))
+            moving = deviation > 0
+            count = moving.sum()
+            ratio_sum = torch.where(moving, std / torch.where(moving, deviation, 1), 0).sum()
+            coherence_sum += torch.where(count > 0, ratio_sum / count.clamp_min(1), 0).double()
+            moving_tensors += (count > 0).double()
+        coherence = coherence_sum / moving_tensors.clamp_min(1)
+        return torch.maximum(1 - coherence, floor)
 
 
 class EMA(OptimizerWrapper):

@@ -107,3 +107,19 @@ def run_side_by_side(name, cfg, shapes, dtype, steps, torch_kwargs=None, seed=0)
         ours.step()
         ref.step()
     return ours, ref, params, ref_params
+
+
+def load_holocron_optim():
+    """holocron.optim from pylocron 0.3.0 without running holocron/__init__.py, which imports
+    torchvision (no CPU build of it is installable here; holocron.optim itself needs only torch)."""
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    if "holocron.optim" not in sys.modules:
+        spec = importlib.util.find_spec("holocron")
+        package = types.ModuleType("holocron")
+        package.__path__ = list(spec.submodule_search_locations)
+        sys.modules["holocron"] = package
+    return importlib.import_module("holocron.optim")

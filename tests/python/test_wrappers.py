@@ -9,7 +9,7 @@ from pytorch_optimizer import Lookahead as ReferenceLookahead
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 import fastoptim
-from reference import assert_close_rel, clone_params, make_params, set_grads
+from reference import assert_close_rel, clone_params, load_holocron_optim, make_params, set_grads
 
 SHAPES = [(17,), (33, 65), (), (1023,)]
 
@@ -111,8 +111,43 @@ def test_swa_matches_averaged_model(base, swa_start, swa_freq):
         assert torch.equal(ours, ref.detach())
 
 
+@pytest.mark.parametrize("sync_rate", [0.2, 0.5])
+def test_scout_matches_holocron_scout_when_every_element_moves(sync_rate):
+    holocron = load_holocron_optim()
+    params = make_params(SHAPES, torch.float64)
+    ref_params = clone_params(params)
+    ours = fastoptim.Scout(torch.optim.AdamW(params, lr=1e-2, foreach=False), sync_rate=sync_rate, sync_period=5)
+    ref = holocron.Scout(torch.optim.AdamW(ref_params, lr=1e-2, foreach=False), sync_rate=sync_rate, sync_period=5)
+    for step in range(30):
+        set_grads([params, ref_params], step, torch.float64)
+        ours.step()
+        ref.step()
+    moved = [not torch.equal(p, q) for p, q in zip(params, make_params(SHAPES, torch.float64))]
+    assert all(moved)
+    for p, q in zip(params, ref_params):
+        assert_close_rel(p, q, 1e-10, "params")
+
+
+def test_scout_keeps_training_with_a_frozen_tensor_where_holocron_stalls():
+    holocron = load_holocron_optim()
+    initial = make_params([(17,), (5,)], torch.float32)
+    outcomes = {}
+    for name, wrap in [("fastoptim", fastoptim.Scout), ("holocron", holocron.Scout)]:
+        params = clone_params(initial)
+        opt = wrap(torch.optim.SGD(params, lr=0.1), sync_period=6)
+        for step in range(12):
+            params[0].grad = torch.randn(17, generator=torch.Generator().manual_seed(step))
+            params[1].grad = None  # frozen: never gets a gradient, never moves
+            opt.step()
+        outcomes[name] = params[0].detach().clone()
+    assert torch.equal(holocron_result := outcomes["holocron"], initial[0].detach())  # holocron: NaN rate, stalled
+    assert not torch.equal(outcomes["fastoptim"], initial[0].detach()) and not torch.equal(outcomes["fastoptim"], holocron_result)
+    assert torch.isfinite(outcomes["fastoptim"]).all()
+
+
 WRAPPERS = {
     "Lookahead": lambda base: fastoptim.Lookahead(base, sync_rate=0.6, sync_period=4),
+    "Scout": lambda base: fastoptim.Scout(base, sync_rate=0.3, sync_period=4),
     "EMA": lambda base: fastoptim.EMA(base, decay=0.8, update_every=2),
     "SWA": lambda base: fastoptim.SWA(base, swa_start=5, swa_freq=2),
     "Lookahead(EMA)": lambda base: fastoptim.Lookahead(fastoptim.EMA(base, decay=0.8), sync_period=3),
@@ -208,6 +243,8 @@ def test_swapped_in_evaluates_the_averaged_weights_and_restores():
         (lambda b: fastoptim.Lookahead(b, sync_rate=1.5), "Invalid sync_rate value: 1.5"),
         (lambda b: fastoptim.Lookahead(b, sync_period=0), "Invalid sync_period value: 0"),
         (lambda b: fastoptim.Lookahead(b, sync_period=2.5), "Invalid sync_period value: 2.5"),
+        (lambda b: fastoptim.Scout(b, sync_rate=2.0), "Invalid sync_rate value: 2.0"),
+        (lambda b: fastoptim.Scout(b, sync_period=True), "Invalid sync_period value: True"),
         (lambda b: fastoptim.EMA(b, decay=1.0), "Invalid decay value: 1.0"),
         (lambda b: fastoptim.EMA(b, decay=-0.5), "Invalid decay value: -0.5"),
         (lambda b: fastoptim.EMA(b, update_every=0), "Invalid update_every value: 0"),

@@ -98,12 +98,17 @@ typename Rule::Hyper checked_hyper(const char* op, c10::ArrayRef<double> values,
                     " (must be ", core::check_text(Hyper::kFields[bad].check), ")");
   Hyper h = Hyper::from(values.data());
   if (lr.has_value()) {
+    // The tensor gives the learning rate, or for weight averaging (which has none) the weight,
+    // so a value computed on the device (Scout's sync rate) needs no host round trip.
+    check_scalar_tensor(*lr, std::string(op) + ": lr");
     if constexpr (requires { h.lr; }) {
-      check_scalar_tensor(*lr, std::string(op) + ": lr");
       h.lr = read_scalar(*lr);
       TORCH_CHECK_VALUE(h.lr >= 0.0, op, ": invalid learning rate: ", h.lr);
+    } else if constexpr (requires { h.weight; }) {
+      h.weight = read_scalar(*lr);
+      TORCH_CHECK_VALUE(h.weight >= 0.0 && h.weight <= 1.0, op, ": invalid weight: ", h.weight, " (must be in [0, 1])");
     } else {
-      TORCH_CHECK_VALUE(false, op, ": this rule has no learning rate, but a tensor lr was given");
+      TORCH_CHECK_VALUE(false, op, ": this rule takes no tensor scalar, but one was given");
     }
   }
   const char* conflict = Rule::invalid_combination(h);

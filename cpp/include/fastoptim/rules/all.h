@@ -5,6 +5,7 @@
 #include "fastoptim/rules/average.h"
 #include "fastoptim/rules/list.h"
 #include "fastoptim/rules/rmsprop.h"
+#include "fastoptim/rules/scout_track.h"
 #include "fastoptim/rules/sgd.h"
 
 #include "fastoptim/core/isa.h"
