@@ -50,6 +50,7 @@ class OptimizerWrapper(torch.optim.Optimizer):
         super().__init__(base_optimizer.param_groups, defaults)
         self.param_groups = base_optimizer.param_groups
         self._shares_groups = True
+        self._add_buffers()
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if not self._shares_groups:  # during __init__: torch's bookkeeping over the base's groups
@@ -58,6 +59,20 @@ class OptimizerWrapper(torch.optim.Optimizer):
         self.base_optimizer.add_param_group(param_group)
         for key, value in self.defaults.items():
             self.param_groups[-1].setdefault(key, value)
+        self._add_buffers()
+
+    def _new_buffers(self, p: Tensor) -> dict[str, Tensor]:
+        """Buffers a parameter gets as soon as the wrapper sees it; none by default (an average
+        starts at its first update)."""
+        return {}
+
+    @torch.no_grad()
+    def _add_buffers(self) -> None:
+        for p in self._params():
+            if self.buffer_key not in self.state.get(p, {}):
+                new = self._new_buffers(p)
+                if new:
+                    self.state[p].update(new)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.base_optimizer.zero_grad(set_to_none=set_to_none)
@@ -172,18 +187,9 @@ class Lookahead(OptimizerWrapper):
     def __init__(self, base_optimizer: torch.optim.Optimizer, sync_rate: float = 0.5, sync_period: int = 6) -> None:
         _check_sync(sync_rate, sync_period)
         super().__init__(base_optimizer, dict(sync_rate=sync_rate, sync_period=sync_period, lookahead_step=0))
-        self._init_slow()
 
-    @torch.no_grad()
-    def _init_slow(self) -> None:
-        for p in self._params():
-            if self.buffer_key not in self.state[p]:
-                self.state[p][self.buffer_key] = p.detach().clone()
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        if self._shares_groups:
-            self._init_slow()
+    def _new_buffers(self, p: Tensor) -> dict[str, Tensor]:
+        return {self.buffer_key: p.detach().clone()}
 
     def _after_base_step(self, group: dict[str, Any]) -> None:
         group["lookahead_step"] += 1
@@ -191,7 +197,7 @@ class Lookahead(OptimizerWrapper):
             self._average_into_buffers(list(group["params"]), weight=group["sync_rate"], copy_back=True)
 
 
-class Scout(OptimizerWrapper):
+class Scout(Lookahead):
     """holocron.optim's Scout: Lookahead whose sync rate adapts to how coherent the last
     ``sync_period`` updates were, with holocron's signature.
 
@@ -216,38 +222,21 @@ class Scout(OptimizerWrapper):
     the coherence itself is computed in fp32.
     """
 
-    buffer_key = "slow_param"
     own_keys = ("slow_param", "scout_previous", "scout_sum_sq", "scout_min_delta", "scout_max_delta")
     _tracked = own_keys[1:]
 
-    def __init__(self, base_optimizer: torch.optim.Optimizer, sync_rate: float = 0.5, sync_period: int = 6) -> None:
-        _check_sync(sync_rate, sync_period)
-        super().__init__(base_optimizer, dict(sync_rate=sync_rate, sync_period=sync_period, scout_step=0))
-        self._init_buffers()
-
-    @torch.no_grad()
-    def _init_buffers(self) -> None:
-        for p in self._params():
-            state = self.state[p]
-            if self.buffer_key not in state:
-                state[self.buffer_key] = p.detach().clone()
-                state["scout_previous"] = p.detach().clone()
-                for key in self._tracked[1:]:
-                    state[key] = torch.zeros_like(p)
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        if self._shares_groups:
-            self._init_buffers()
+    def _new_buffers(self, p: Tensor) -> dict[str, Tensor]:
+        zeros = {key: torch.zeros_like(p) for key in self._tracked[1:]}
+        return {self.buffer_key: p.detach().clone(), "scout_previous": p.detach().clone(), **zeros}
 
     def _after_base_step(self, group: dict[str, Any]) -> None:
         params = list(group["params"])
         k = group["sync_period"]
-        window_start = group["scout_step"] % k == 0
+        window_start = group["lookahead_step"] % k == 0
         tracked = [self.state[p][key] for key in self._tracked for p in params]
         _C.scout_track_step_(params, [], tracked, [], [], [float(window_start)], None)
-        group["scout_step"] += 1
-        if group["scout_step"] % k == 0:
+        group["lookahead_step"] += 1
+        if group["lookahead_step"] % k == 0:
             rate = self._sync_rate(group, params)
             _C.average_step_(params, [], self._buffers(params), [], [], [0.0, 0.0, 1.0], rate)
             torch._foreach_copy_([self.state[p]["scout_previous"] for p in params], params)

@@ -3,6 +3,8 @@ shapes that exercise SIMD tails, and a runner that steps fastoptim and torch.opt
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 import fastoptim
@@ -107,6 +109,28 @@ def run_side_by_side(name, cfg, shapes, dtype, steps, torch_kwargs=None, seed=0)
         ours.step()
         ref.step()
     return ours, ref, params, ref_params
+
+
+def assert_resumes_bit_identically(make_optimizer, shapes, save_at, until, dtype=torch.float32):
+    """Steps make_optimizer(params) from 0 to `until`; and again, saving parameters and optimizer
+    at `save_at` and loading them into fresh ones; both runs must agree bit for bit. Returns the
+    uninterrupted and the resumed optimizer."""
+    params = make_params(shapes, dtype)
+    opt = make_optimizer(params)
+    for step in range(save_at):
+        set_grads([params], step, dtype)
+        opt.step()
+    checkpoint = copy.deepcopy({"params": [p.detach() for p in params], "optimizer": opt.state_dict()})
+    resumed_params = [p.clone().requires_grad_() for p in checkpoint["params"]]
+    resumed = make_optimizer(resumed_params)
+    resumed.load_state_dict(checkpoint["optimizer"])
+    for step in range(save_at, until):
+        set_grads([params, resumed_params], step, dtype)
+        opt.step()
+        resumed.step()
+    for p, q in zip(params, resumed_params):
+        assert torch.equal(p, q)
+    return opt, resumed
 
 
 def load_holocron_optim():

@@ -8,7 +8,15 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import fastoptim
-from reference import CONFIG_CASES, assert_close_rel, case_id, clone_params, make_params, set_grads
+from reference import (
+    CONFIG_CASES,
+    assert_close_rel,
+    assert_resumes_bit_identically,
+    case_id,
+    clone_params,
+    make_params,
+    set_grads,
+)
 
 SHAPES = [(17,), (33, 65), ()]
 
@@ -57,24 +65,7 @@ def test_state_dict_interchange_with_torch(case, direction):
 @pytest.mark.parametrize("case", CONFIG_CASES, ids=case_id)
 def test_state_dict_round_trip_mid_training_is_bit_identical(case):
     name, cfg = case
-    params = make_params(SHAPES, torch.float32)
-    resumed = clone_params(params)
-    opt = getattr(fastoptim, name)(params, **cfg)
-    for step in range(7):
-        set_grads([params, resumed], step, torch.float32)
-        opt.step()
-    saved = copy.deepcopy(opt.state_dict())
-    with torch.no_grad():
-        for p, q in zip(resumed, params):
-            p.copy_(q)
-    other = getattr(fastoptim, name)(resumed, **cfg)
-    other.load_state_dict(saved)
-    for step in range(7, 20):
-        set_grads([params, resumed], step, torch.float32)
-        opt.step()
-        other.step()
-    for p, q in zip(params, resumed):
-        assert torch.equal(p, q)
+    assert_resumes_bit_identically(lambda params: getattr(fastoptim, name)(params, **cfg), SHAPES, save_at=7, until=20)
 
 
 def test_state_names_and_step_dtype_match_torch():

@@ -1,15 +1,20 @@
 """The weight-averaging wrappers: parity with the paper's Lookahead, pytorch_optimizer's Lookahead
 and torch's AveragedModel; checkpoints that resume bit for bit; schedulers, hooks, nesting, bad input."""
 
-import copy
-
 import pytest
 import torch
 from pytorch_optimizer import Lookahead as ReferenceLookahead
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 import fastoptim
-from reference import assert_close_rel, clone_params, load_holocron_optim, make_params, set_grads
+from reference import (
+    assert_close_rel,
+    assert_resumes_bit_identically,
+    clone_params,
+    load_holocron_optim,
+    make_params,
+    set_grads,
+)
 
 SHAPES = [(17,), (33, 65), (), (1023,)]
 
@@ -157,24 +162,11 @@ WRAPPERS = {
 @pytest.mark.parametrize("base", ["fastoptim.AdamW", "torch.AdamW"])
 @pytest.mark.parametrize("wrapper", list(WRAPPERS))
 def test_save_at_step_13_and_resume_is_bit_identical(wrapper, base):
-    params = make_params(SHAPES, torch.float32)
-    opt = WRAPPERS[wrapper](BASES[base](params))
-    for step in range(13):
-        set_grads([params], step, torch.float32)
-        opt.step()
-    checkpoint = copy.deepcopy({"params": [p.detach() for p in params], "opt": opt.state_dict()})
-    resumed = [p.clone().requires_grad_() for p in checkpoint["params"]]
-    fresh = WRAPPERS[wrapper](BASES[base](resumed))
-    fresh.load_state_dict(checkpoint["opt"])
-    for step in range(13, 30):
-        set_grads([params, resumed], step, torch.float32)
-        opt.step()
-        fresh.step()
-    for p, q in zip(params, resumed):
-        assert torch.equal(p, q)
-    for a, b in zip(opt.averaged_parameters(), fresh.averaged_parameters()):
+    make = lambda params: WRAPPERS[wrapper](BASES[base](params))  # noqa: E731
+    opt, resumed = assert_resumes_bit_identically(make, SHAPES, save_at=13, until=30)
+    for a, b in zip(opt.averaged_parameters(), resumed.averaged_parameters()):
         assert torch.equal(a, b)
-    assert opt.state_dict()["param_groups"] == fresh.state_dict()["param_groups"]
+    assert opt.state_dict()["param_groups"] == resumed.state_dict()["param_groups"]
 
 
 def test_state_dict_holds_the_base_state_and_the_wrapper_buffers_under_torch_indices():
