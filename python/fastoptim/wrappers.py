@@ -104,13 +104,17 @@ class OptimizerWrapper(torch.optim.Optimizer):
     def averaged_parameters(self) -> list[Tensor]:
         """The averaged (or slow) weights, in the order of the param groups' parameters. Parameters
         that have none yet (before the first average) are left out."""
-        return [self.state[p][self.buffer_key] for p in self._params() if self.buffer_key in self.state[p]]
+        return [self.state[p][self.buffer_key] for p in self._averaged()]
+
+    def _averaged(self) -> list[Tensor]:
+        """The parameters that have averaged weights (self.state is a defaultdict: look, don't create)."""
+        return [p for p in self._params() if self.buffer_key in self.state.get(p, {})]
 
     @contextlib.contextmanager
     def swapped_in(self):
         """Within the block the parameters hold the averaged weights (e.g. to evaluate); on exit
         they get their own weights back."""
-        params = [p for p in self._params() if self.buffer_key in self.state[p]]
+        params = self._averaged()
         with torch.no_grad():
             for p in params:
                 _swap(p, self.state[p][self.buffer_key])
@@ -130,7 +134,7 @@ class OptimizerWrapper(torch.optim.Optimizer):
         if len(targets) != len(params):
             raise ValueError(f"target has {len(targets)} parameters, the optimizer has {len(params)}")
         for dst, p in zip(targets, params):
-            dst.copy_(self.state[p].get(self.buffer_key, p))
+            dst.copy_(self.state.get(p, {}).get(self.buffer_key, p))
 
     # ---- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import torch
 import fastoptim
 from reference import (
     CONFIG_CASES,
+    CONFIGS,
     SHAPES,
     assert_close_rel,
     case_id,
@@ -139,3 +140,31 @@ def test_low_precision_step_is_the_float32_step_rounded_once(case, dtype):
         ulp = 2.0**-7 if dtype == torch.bfloat16 else 2.0**-10
         for p, q in zip(params, wide):
             assert_close_rel(p.float(), q.to(dtype).float(), ulp, f"step {step} shape {tuple(q.shape)}")
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW"])
+def test_every_kernel_isa_gives_the_same_bits(name):
+    """The ISA chosen at run time (or forced with FASTOPTIM_ISA / set_isa) changes speed, never results."""
+    cfg = dict(CONFIGS[name][-1])
+    results = {}
+    active = fastoptim._C.isa()
+    try:
+        for isa in fastoptim._C.available_isas():
+            fastoptim._C.set_isa(isa)
+            params = make_params(SHAPES, torch.float32)
+            opt = getattr(fastoptim, name)(params, **cfg)
+            for step in range(5):
+                set_grads([params], step, torch.float32)
+                opt.step()
+            results[isa] = params
+    finally:
+        fastoptim._C.set_isa(active)
+    assert "scalar" in results and len(results) >= 2
+    for isa, params in results.items():
+        for p, q in zip(params, results["scalar"]):
+            assert torch.equal(p, q), isa
+
+
+def test_unknown_isa_is_refused():
+    with pytest.raises(ValueError, match="ISA 'avx9000' is not built in or not supported by this CPU"):
+        fastoptim._C.set_isa("avx9000")

@@ -249,6 +249,18 @@ def test_bad_wrapper_arguments_raise_value_error_naming_them(make, message):
         make(fastoptim.SGD(make_params(SHAPES, torch.float32), lr=0.1))
 
 
+def test_asking_for_averages_before_there_are_any_creates_no_state():
+    params = make_params(SHAPES, torch.float32)
+    wrapped = fastoptim.EMA(fastoptim.SGD(params, lr=0.1))
+    assert wrapped.averaged_parameters() == []
+    with wrapped.swapped_in():
+        pass
+    model = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros_like(p)) for p in params])
+    wrapped.copy_averaged_to(model)  # no averages yet: the parameters themselves
+    assert all(torch.equal(m, p) for m, p in zip(model, params))
+    assert len(wrapped.state) == 0 and wrapped.state_dict()["state"] == {}
+
+
 def test_wrapping_something_else_raises_type_error():
     with pytest.raises(TypeError, match="base_optimizer must be a torch.optim.Optimizer"):
         fastoptim.Lookahead([torch.zeros(2)])
