@@ -242,3 +242,67 @@ class AdamW(Adam):
         super().__setstate__(state)
         for group in self.param_groups:
             group["decoupled_weight_decay"] = True
+
+
+class AdEMAMix(FusedOptimizer):
+    r"""AdEMAMix (Pagliardini et al., 2024) with holocron.optim's signature and defaults:
+
+    .. math::
+        m_1 \leftarrow \beta_1 m_1 + (1-\beta_1) g,\quad
+        m_2 \leftarrow \beta_3(t) m_2 + (1-\beta_3(t)) g,\quad
+        v \leftarrow \beta_2 v + (1-\beta_2) g^2
+
+        u = \frac{m_1/(1-\beta_1^t) + \alpha(t)\, m_2}{\sqrt{v}/\sqrt{1-\beta_2^t} + \epsilon},\qquad
+        \theta \leftarrow \theta - \mathrm{lr}\,(u + \lambda\theta)
+
+    ``m_2`` is not bias-corrected (as the paper). ``t_alpha`` / ``t_beta3`` switch on the official
+    warm-up schedulers: alpha(t) rises linearly from 0 to ``alpha`` over ``t_alpha`` steps, and the
+    half-life of beta3(t) rises linearly from beta1's to beta3's over ``t_beta3`` steps (paper and
+    apple/ml-ademamix use one T for both; pass the same value twice for that). ``betas[0] = 0``
+    keeps no ``exp_avg`` and uses the gradient itself.
+
+    Differences from holocron's code: weight decay is decoupled as in the paper
+    (``weight_decouple=False`` gives holocron's L2 ``g + wd*theta``); the schedulers exist; ``alpha``
+    is validated; ``maximize`` is offered. With ``weight_decay=0`` and the schedulers off it computes
+    what holocron computes. State: ``step``, ``exp_avg``, ``exp_avg_slow``, ``exp_avg_sq``.
+    """
+
+    rule = "ademamix"
+
+    def __init__(
+        self,
+        params,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float, float] = (0.9, 0.999, 0.9999),
+        alpha: float = 5.0,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        *,
+        t_alpha: int | None = None,
+        t_beta3: int | None = None,
+        weight_decouple: bool = True,
+        maximize: bool = False,
+    ) -> None:
+        check_tensor_lr(lr)
+        check_non_negative(lr=lr, eps=eps)
+        if len(betas) != 3:
+            raise ValueError(f"Invalid betas: {betas} (expected three values)")
+        for index, beta in enumerate(betas):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
+        check_non_negative(alpha=alpha, weight_decay=weight_decay)
+        for name, steps in (("t_alpha", t_alpha), ("t_beta3", t_beta3)):
+            if steps is not None and not steps > 0:
+                raise ValueError(f"Invalid {name} value: {steps} (expected a number of steps > 0, or None)")
+        defaults = dict(
+            lr=lr, betas=tuple(betas), alpha=alpha, eps=eps, weight_decay=weight_decay, t_alpha=t_alpha,
+            t_beta3=t_beta3, weight_decouple=weight_decouple, maximize=maximize,
+        )
+        super().__init__(params, defaults)
+
+    def _field_value(self, group: dict[str, Any], name: str) -> Any:
+        if name in ("beta1", "beta2", "beta3"):
+            return group["betas"][int(name[-1]) - 1]
+        if name in ("t_alpha", "t_beta3"):
+            return group[name] or 0  # None (off) is 0 for the kernel
+        return group[name]

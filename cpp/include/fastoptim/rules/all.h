@@ -2,6 +2,7 @@
 #pragma once
 #include "fastoptim/rules/adagrad.h"
 #include "fastoptim/rules/adam.h"
+#include "fastoptim/rules/ademamix.h"
 #include "fastoptim/rules/average.h"
 #include "fastoptim/rules/list.h"
 #include "fastoptim/rules/rmsprop.h"
