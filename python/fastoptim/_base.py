@@ -31,6 +31,13 @@ def check_non_negative(**values: Any) -> None:
             raise ValueError(f"Invalid {label}: {value}")
 
 
+def check_betas(betas) -> None:
+    """torch.optim's message for a beta outside [0, 1)."""
+    for index, beta in enumerate(betas):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
+
+
 def to_float(value: Any) -> float:
     """A hyperparameter as a float; 1-element tensors (as torch allows for betas) too."""
     return float(value.detach().cpu()) if isinstance(value, Tensor) else float(value)
@@ -61,7 +68,10 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     # ---- what a subclass may override -------------------------------------------------------
     def _field_value(self, group: dict[str, Any], name: str) -> Any:
-        """The value of rule field `name` in `group`; torch's group keys by default."""
+        """The value of rule field `name` in `group`: torch's group keys, with the rules' beta1,
+        beta2, ... read from the group's `betas` tuple."""
+        if name.startswith("beta") and name[4:].isdigit():
+            return group["betas"][int(name[4:]) - 1]
         return group[name]
 
     def _initial_state(self, name: str, param: Tensor, group: dict[str, Any]) -> Tensor:

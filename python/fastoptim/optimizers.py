@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import FusedOptimizer, check_non_negative, check_tensor_lr, to_float
+from ._base import FusedOptimizer, check_betas, check_non_negative, check_tensor_lr, to_float
 
 
 class SGD(FusedOptimizer):
@@ -182,9 +182,7 @@ class Adam(FusedOptimizer):
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
-        for index, beta in enumerate(betas):
-            if not 0.0 <= beta < 1.0:
-                raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
+        check_betas(betas)
         check_non_negative(weight_decay=weight_decay)
         for index, beta in enumerate(betas):
             if isinstance(beta, Tensor) and beta.numel() != 1:
@@ -195,13 +193,6 @@ class Adam(FusedOptimizer):
             fused=fused, decoupled_weight_decay=decoupled_weight_decay,
         )
         super().__init__(params, defaults)
-
-    def _field_value(self, group: dict[str, Any], name: str) -> Any:
-        if name == "beta1":
-            return group["betas"][0]
-        if name == "beta2":
-            return group["betas"][1]
-        return group[name]
 
     def __setstate__(self, state):
         super().__setstate__(state)
@@ -287,9 +278,7 @@ class AdEMAMix(FusedOptimizer):
         check_non_negative(lr=lr, eps=eps)
         if len(betas) != 3:
             raise ValueError(f"Invalid betas: {betas} (expected three values)")
-        for index, beta in enumerate(betas):
-            if not 0.0 <= beta < 1.0:
-                raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
+        check_betas(betas)
         check_non_negative(alpha=alpha, weight_decay=weight_decay)
         for name, steps in (("t_alpha", t_alpha), ("t_beta3", t_beta3)):
             if steps is not None and not steps > 0:
@@ -301,8 +290,52 @@ class AdEMAMix(FusedOptimizer):
         super().__init__(params, defaults)
 
     def _field_value(self, group: dict[str, Any], name: str) -> Any:
-        if name in ("beta1", "beta2", "beta3"):
-            return group["betas"][int(name[-1]) - 1]
         if name in ("t_alpha", "t_beta3"):
             return group[name] or 0  # None (off) is 0 for the kernel
-        return group[name]
+        return super()._field_value(group, name)
+
+
+class AdaBelief(FusedOptimizer):
+    r"""AdaBelief (Zhuang et al., 2020) with holocron.optim's signature and defaults:
+
+    .. math::
+        m \leftarrow \beta_1 m + (1-\beta_1) g,\qquad
+        s \leftarrow \beta_2 s + (1-\beta_2)(g - m)^2 + \epsilon
+
+        \theta \leftarrow \theta - \frac{\mathrm{lr}}{1-\beta_1^t}\,
+            \frac{m}{\sqrt{s}/\sqrt{1-\beta_2^t} + \epsilon}
+
+    with the new m in the residual; amsgrad keeps the running maximum of s.
+
+    Differences from holocron's code: the epsilon inside s is there, as holocron's docs and the paper
+    write it and the official package (adabelief-pytorch) computes it; ``eps_inside=False`` gives
+    holocron's code. ``weight_decouple=True`` decouples the weight decay as the official package does
+    by default (the default here keeps holocron's L2); ``maximize`` is offered. The official package's
+    rectification (``rectify``) is not offered yet. State: ``step``, ``exp_avg``, ``exp_avg_sq`` (holds
+    s, under holocron's and torch's name), ``max_exp_avg_sq`` with amsgrad.
+    """
+
+    rule = "adabelief"
+
+    def __init__(
+        self,
+        params,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        eps_inside: bool = True,
+        weight_decouple: bool = False,
+        maximize: bool = False,
+    ) -> None:
+        check_tensor_lr(lr)
+        check_non_negative(lr=lr, eps=eps)
+        check_betas(betas)
+        check_non_negative(weight_decay=weight_decay)
+        defaults = dict(
+            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, eps_inside=eps_inside,
+            weight_decouple=weight_decouple, maximize=maximize,
+        )
+        super().__init__(params, defaults)

@@ -133,6 +133,29 @@ def assert_resumes_bit_identically(make_optimizer, shapes, save_at, until, dtype
     return opt, resumed
 
 
+def assert_low_precision_steps_round_once(make_optimizer, dtype, steps=4, make_reference=None):
+    """Each step of make_optimizer on bf16/fp16 params equals the float32 step of make_reference
+    (by default the same optimizer) from the same state widened, rounded to the storage dtype:
+    within one of its ulps."""
+    make_reference = make_reference or make_optimizer
+    params = make_params(SHAPES, dtype)
+    ours = make_optimizer(params)
+    ulp = 2.0**-7 if dtype == torch.bfloat16 else 2.0**-10
+    for step in range(steps):
+        wide = [p.detach().float().requires_grad_() for p in params]
+        ref = make_reference(wide)
+        for p, q in zip(params, wide):
+            for key, value in ours.state[p].items():
+                ref.state[q][key] = value.clone() if key == "step" else value.float()
+        set_grads([params], step, dtype)
+        for p, q in zip(params, wide):
+            q.grad = p.grad.float()
+        ours.step()
+        ref.step()
+        for p, q in zip(params, wide):
+            assert_close_rel(p.float(), q.to(dtype).float(), ulp, f"step {step} shape {tuple(q.shape)}")
+
+
 def load_holocron_optim():
     """holocron.optim from pylocron 0.3.0 without running holocron/__init__.py, which imports
     torchvision (no CPU build of it is installable here; holocron.optim itself needs only torch)."""

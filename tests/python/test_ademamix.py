@@ -11,6 +11,7 @@ import fastoptim
 from reference import (
     SHAPES,
     assert_close_rel,
+    assert_low_precision_steps_round_once,
     assert_resumes_bit_identically,
     clone_params,
     load_holocron_optim,
@@ -142,20 +143,4 @@ def test_invalid_arguments_raise_value_error_naming_them(kwargs, message):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 def test_low_precision_step_is_the_float32_step_rounded_once(dtype):
-    cfg = dict(lr=1e-2, weight_decay=0.01, t_alpha=5, t_beta3=5)
-    params = make_params(SHAPES, dtype)
-    ours = fastoptim.AdEMAMix(params, **cfg)
-    for step in range(4):
-        wide = [p.detach().float().requires_grad_() for p in params]
-        ref = fastoptim.AdEMAMix(wide, **cfg)
-        for p, q in zip(params, wide):
-            for key, value in ours.state[p].items():
-                ref.state[q][key] = value.clone() if key == "step" else value.float()
-        set_grads([params], step, dtype)
-        for p, q in zip(params, wide):
-            q.grad = p.grad.float()
-        ours.step()
-        ref.step()
-        ulp = 2.0**-7 if dtype == torch.bfloat16 else 2.0**-10
-        for p, q in zip(params, wide):
-            assert_close_rel(p.float(), q.to(dtype).float(), ulp, f"step {step} shape {tuple(q.shape)}")
+    assert_low_precision_steps_round_once(lambda ps: fastoptim.AdEMAMix(ps, lr=1e-2, weight_decay=0.01, t_alpha=5, t_beta3=5), dtype)

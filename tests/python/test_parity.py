@@ -10,6 +10,7 @@ from reference import (
     CONFIGS,
     SHAPES,
     assert_close_rel,
+    assert_low_precision_steps_round_once,
     case_id,
     clone_params,
     make_params,
@@ -119,27 +120,13 @@ def test_adagrad_bf16_differs_from_torch_fused_only_by_its_bf16_coefficients(cfg
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("case", CONFIG_CASES, ids=case_id)
 def test_low_precision_step_is_the_float32_step_rounded_once(case, dtype):
-    """One step from the same state: fastoptim's bf16/fp16 result is torch's float32 result rounded
+    """Each step from the same state: fastoptim's bf16/fp16 result is torch's float32 result rounded
     to the storage dtype (to within one ulp of it, as torch's sqrt is not correctly rounded)."""
     name, cfg = case
-    params = make_params(SHAPES, dtype)
-    ours = getattr(fastoptim, name)(params, **cfg)
-    for step in range(3):
-        wide = [p.detach().float().requires_grad_() for p in params]
-        ref = getattr(torch.optim, name)(wide, **cfg, foreach=False)
-        if ours.state:  # start torch from fastoptim's current state, widened
-            ref.load_state_dict(ours.state_dict())
-            for p, q in zip(params, wide):
-                for key, value in ours.state[p].items():
-                    ref.state[q][key] = value.clone() if key == "step" else value.float()
-        set_grads([params], step, dtype)
-        for p, q in zip(params, wide):
-            q.grad = p.grad.float()
-        ours.step()
-        ref.step()
-        ulp = 2.0**-7 if dtype == torch.bfloat16 else 2.0**-10
-        for p, q in zip(params, wide):
-            assert_close_rel(p.float(), q.to(dtype).float(), ulp, f"step {step} shape {tuple(q.shape)}")
+    assert_low_precision_steps_round_once(
+        lambda ps: getattr(fastoptim, name)(ps, **cfg), dtype, steps=3,
+        make_reference=lambda ps: getattr(torch.optim, name)(ps, **cfg, foreach=False),
+    )
 
 
 @pytest.mark.parametrize("name", ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW"])

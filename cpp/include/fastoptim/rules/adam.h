@@ -22,8 +22,8 @@ struct Adam {
   template <class T>
   struct Coeffs {
     T one_minus_beta1, beta2, one_minus_beta2, bias_correction2_sqrt, neg_step_size, eps;
-    T weight_decay, decay_factor;  // L2 coefficient, or the decoupled factor 1 - lr * weight_decay
-    bool maximize, amsgrad, has_weight_decay, decoupled;
+    parts::WeightDecay<T> decay;
+    bool maximize, amsgrad;
   };
 
   template <class T>
@@ -37,21 +37,15 @@ struct Adam {
             T(std::pow(bias_correction2, 0.5)),
             T(-step_size),
             T(h.eps),
-            T(h.weight_decay),
-            T(1 - h.lr * h.weight_decay),
+            parts::WeightDecay<T>::make(h.lr, h.weight_decay, h.decoupled_weight_decay != 0),
             h.maximize != 0,
-            h.amsgrad != 0,
-            h.weight_decay != 0,
-            h.decoupled_weight_decay != 0};
+            h.amsgrad != 0};
   }
 
   template <class T, int W>
   static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
     if (k.maximize) g = -g;
-    if (k.has_weight_decay) {
-      if (k.decoupled) p = p * k.decay_factor;
-      else g = core::mul_add(p, k.weight_decay, g);
-    }
+    k.decay.apply(p, g);
     Vec<T, W>& exp_avg = state[kExpAvg];
     Vec<T, W>& exp_avg_sq = state[kExpAvgSq];
     exp_avg = core::lerp(exp_avg, g, k.one_minus_beta1);

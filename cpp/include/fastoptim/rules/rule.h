@@ -18,6 +18,7 @@
 
 #include "fastoptim/core/hyper.h"
 #include "fastoptim/core/lanes.h"
+#include "fastoptim/parts/weight_decay.h"
 
 namespace fastoptim::rules {
 

@@ -1,0 +1,98 @@
+"""AdaBelief against holocron's code (pylocron 0.3.0) and the official package (adabelief-pytorch
+0.2.1); the epsilon inside s, which holocron's code leaves out, shown to be the intended difference."""
+
+import pytest
+import torch
+from adabelief_pytorch import AdaBelief as OfficialAdaBelief
+
+import fastoptim
+from reference import (
+    SHAPES,
+    assert_close_rel,
+    assert_low_precision_steps_round_once,
+    assert_resumes_bit_identically,
+    clone_params,
+    load_holocron_optim,
+    make_params,
+    set_grads,
+)
+
+TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-12}
+DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+
+
+def run_pair(make_ours, make_ref, dtype, steps=50):
+    params = make_params(SHAPES, dtype)
+    ref_params = clone_params(params)
+    ours, ref = make_ours(params), make_ref(ref_params)
+    for step in range(steps):
+        set_grads([params, ref_params], step, dtype)
+        ours.step()
+        ref.step()
+    return params, ref_params
+
+
+HOLOCRON_CASES = [dict(), dict(amsgrad=True), dict(weight_decay=0.1), dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, amsgrad=True, weight_decay=0.01)]
+
+
+@DTYPES
+@pytest.mark.parametrize("cfg", HOLOCRON_CASES, ids=str)
+def test_eps_inside_false_is_holocrons_code(cfg, dtype):
+    holocron = load_holocron_optim()
+    params, ref = run_pair(
+        lambda ps: fastoptim.AdaBelief(ps, **cfg, eps_inside=False), lambda ps: holocron.AdaBelief(ps, **cfg), dtype
+    )
+    for p, q in zip(params, ref):
+        assert_close_rel(p, q, TOLERANCE[dtype], f"shape {tuple(q.shape)}")
+
+
+OFFICIAL_CASES = [
+    dict(),
+    dict(amsgrad=True),
+    dict(weight_decay=0.1, weight_decouple=True),
+    dict(weight_decay=0.1, weight_decouple=False),
+    dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-12, amsgrad=True, weight_decay=0.01, weight_decouple=True),
+]
+
+
+@DTYPES
+@pytest.mark.parametrize("cfg", OFFICIAL_CASES, ids=str)
+def test_default_matches_the_official_package_without_rectification(cfg, dtype):
+    official = dict(cfg, eps=cfg.get("eps", 1e-8), weight_decouple=cfg.get("weight_decouple", False))
+    params, ref = run_pair(
+        lambda ps: fastoptim.AdaBelief(ps, **cfg),
+        lambda ps: OfficialAdaBelief(ps, **official, rectify=False, print_change_log=False),
+        dtype,
+    )
+    for p, q in zip(params, ref):
+        assert_close_rel(p, q, TOLERANCE[dtype], f"shape {tuple(q.shape)}")
+
+
+def test_eps_inside_is_the_intended_difference_from_holocron():
+    holocron = load_holocron_optim()
+    params, ref = run_pair(lambda ps: fastoptim.AdaBelief(ps, eps=1e-4), lambda ps: holocron.AdaBelief(ps, eps=1e-4), torch.float64)
+    big = SHAPES.index((100003,))
+    assert (params[big] - ref[big]).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_low_precision_step_is_the_float32_step_rounded_once(dtype):
+    assert_low_precision_steps_round_once(lambda ps: fastoptim.AdaBelief(ps, lr=1e-2, amsgrad=True, weight_decay=0.01), dtype)
+
+
+def test_state_dict_round_trip_is_bit_identical():
+    assert_resumes_bit_identically(lambda ps: fastoptim.AdaBelief(ps, amsgrad=True, weight_decay=0.01), SHAPES, save_at=7, until=25)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(lr=-1.0), "Invalid learning rate: -1.0"),
+        (dict(betas=(1.0, 0.999)), "Invalid beta parameter at index 0: 1.0"),
+        (dict(eps=-1.0), "Invalid epsilon value: -1.0"),
+        (dict(weight_decay=-1.0), "Invalid weight_decay value: -1.0"),
+    ],
+)
+def test_invalid_arguments_raise_value_error_naming_them(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fastoptim.AdaBelief(make_params(SHAPES, torch.float32), **kwargs)
