@@ -339,3 +339,54 @@ class AdaBelief(FusedOptimizer):
             weight_decouple=weight_decouple, maximize=maximize,
         )
         super().__init__(params, defaults)
+
+
+class Adan(FusedOptimizer):
+    r"""Adan (Xie et al., 2022) with holocron.optim's signature and defaults, computing the official
+    algorithm (sail-sg) with the betas in its code convention:
+
+    .. math::
+        \Delta = g_t - g_{t-1}\ (0\text{ at the first step}),\quad
+        m \leftarrow \beta_1 m + (1-\beta_1) g,\quad
+        d \leftarrow \beta_2 d + (1-\beta_2)\Delta,\quad
+        n \leftarrow \beta_3 n + (1-\beta_3)(g + \beta_2\Delta)^2
+
+        u = \frac{m/(1-\beta_1^t) + \beta_2\, d/(1-\beta_2^t)}{\sqrt{n}/\sqrt{1-\beta_3^t} + \epsilon},\qquad
+        \theta \leftarrow \frac{\theta - \mathrm{lr}\,u}{1 + \mathrm{lr}\,\lambda}
+
+    (``no_prox=True``: :math:`\theta \leftarrow \theta(1 - \mathrm{lr}\lambda) - \mathrm{lr}\,u`).
+    ``amsgrad`` keeps the running maximum of n, as holocron documents it.
+
+    Differences from holocron's code: holocron never updates its previous gradient (it stays 0, so
+    its "difference" is the gradient itself and d is a second average of g) and applies L2 decay on
+    top of the proximal step; fastoptim keeps the previous gradient (state ``prev_grad``) and uses
+    the proximal decay alone, as the paper and the official code do. ``maximize`` is offered;
+    the official ``max_grad_norm`` (a global reduction) is not offered yet.
+    State: ``step``, ``exp_avg``, ``exp_avg_diff``, ``exp_avg_sq``, ``prev_grad``, ``max_exp_avg_sq`` (amsgrad).
+    """
+
+    rule = "adan"
+
+    def __init__(
+        self,
+        params,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float, float] = (0.98, 0.92, 0.99),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        no_prox: bool = False,
+        maximize: bool = False,
+    ) -> None:
+        check_tensor_lr(lr)
+        check_non_negative(lr=lr, eps=eps)
+        if len(betas) != 3:
+            raise ValueError(f"Invalid betas: {betas} (expected three values)")
+        check_betas(betas)
+        check_non_negative(weight_decay=weight_decay)
+        defaults = dict(
+            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, no_prox=no_prox,
+            maximize=maximize,
+        )
+        super().__init__(params, defaults)

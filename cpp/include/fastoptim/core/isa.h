@@ -11,7 +11,7 @@ namespace fastoptim_isa {
 
 enum class Dtype : int { f32 = 0, f64 = 1, bf16 = 2, f16 = 3 };
 
-constexpr int kMaxStateSlots = 4;
+constexpr int kMaxStateSlots = 5;
 
 // One tensor of a call: raw pointers into contiguous memory of one storage dtype. A state slot
 // the configuration does not use is nullptr.

@@ -4,6 +4,7 @@
 #include "fastoptim/rules/adagrad.h"
 #include "fastoptim/rules/adam.h"
 #include "fastoptim/rules/ademamix.h"
+#include "fastoptim/rules/adan.h"
 #include "fastoptim/rules/average.h"
 #include "fastoptim/rules/list.h"
 #include "fastoptim/rules/rmsprop.h"
