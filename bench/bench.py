@@ -9,8 +9,13 @@ runs, the table the median over rounds), and fastoptim's speed-up over the best 
 Patterns with fewer write streams (SGD, Adagrad, RMSprop: 5 streams) can exceed the 7-stream ceiling.
 
 Byte model (per element, fp32 params; bf16 params and state halve it): every array the step reads
-plus every array it writes. AdamW/Adam: read p, g, m, v; write p, m, v = 28 B. SGD (momentum, Nesterov),
-Adagrad, RMSprop: read p, g, one state; write p, state = 20 B.
+plus every array it writes. AdamW/Adam/AdaBelief: read p, g, m, v; write p, m, v = 28 B. SGD
+(momentum, Nesterov), Adagrad, RMSprop: read p, g, one state; write p, state = 20 B. AdEMAMix: read
+p, g, m1, m2, v; write p, m1, m2, v = 36 B. Adan: read p, g, m, d, n, g_prev; write all but g = 44 B.
+
+Peers: torch.optim's implementations for the classic five; for holocron's set, holocron.optim
+(pylocron), pytorch_optimizer with and without foreach, and the official package where there is
+one (adabelief-pytorch), each in its closest configuration to fastoptim's.
 
 Each round runs the ceiling program, then every implementation (in an order rotated each round), so
 a drift in the machine's bandwidth hits all of them alike.
@@ -38,14 +43,18 @@ import fastoptim
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 
-STREAMS = {"AdamW": 7, "Adam": 7, "SGD": 5, "Adagrad": 5, "RMSprop": 5}
+STREAMS = {"AdamW": 7, "Adam": 7, "SGD": 5, "Adagrad": 5, "RMSprop": 5, "AdaBelief": 7, "AdEMAMix": 9, "Adan": 11}
 CONFIG = {
     "AdamW": dict(lr=1e-3),
     "Adam": dict(lr=1e-3),
     "SGD": dict(lr=1e-3, momentum=0.9, nesterov=True),
     "Adagrad": dict(lr=1e-2),
     "RMSprop": dict(lr=1e-2),
+    "AdaBelief": dict(lr=1e-3),
+    "AdEMAMix": dict(lr=1e-3),
+    "Adan": dict(lr=1e-3),
 }
+HOLOCRON_SET = {"AdaBelief", "AdEMAMix", "Adan"}
 HAS_FUSED = {"AdamW", "Adam", "SGD", "Adagrad"}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -81,8 +90,38 @@ def measure_ceiling(exe: Path, threads: int) -> tuple[float, float]:
     return triad, inplace
 
 
+def holocron_optim():
+    """holocron.optim without holocron/__init__.py (which imports torchvision)."""
+    import importlib
+    import importlib.util
+    import types
+
+    if "holocron.optim" not in sys.modules:
+        package = types.ModuleType("holocron")
+        package.__path__ = list(importlib.util.find_spec("holocron").submodule_search_locations)
+        sys.modules["holocron"] = package
+    return importlib.import_module("holocron.optim")
+
+
+def peer_implementations(name: str, params):
+    import pytorch_optimizer
+
+    cfg = CONFIG[name]
+    peers = {"holocron": getattr(holocron_optim(), name)(params, **cfg)}
+    kozistr = getattr(pytorch_optimizer, name)
+    peers["pytorch_optimizer foreach=False"] = kozistr(params, **cfg, foreach=False)
+    peers["pytorch_optimizer foreach=True"] = kozistr(params, **cfg, foreach=True)
+    if name == "AdaBelief":
+        from adabelief_pytorch import AdaBelief
+
+        peers["adabelief-pytorch"] = AdaBelief(params, **cfg, eps=1e-8, weight_decouple=False, rectify=False, print_change_log=False)
+    return peers
+
+
 def implementations(name: str, params):
     impls = {"fastoptim": getattr(fastoptim, name)(params, **CONFIG[name])}
+    if name in HOLOCRON_SET:
+        return {**impls, **peer_implementations(name, params)}
     cls = getattr(torch.optim, name)
     impls["torch foreach=False"] = cls(params, **CONFIG[name], foreach=False)
     impls["torch foreach=True"] = cls(params, **CONFIG[name], foreach=True)
@@ -113,7 +152,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     ap.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
-    ap.add_argument("--optimizers", nargs="+", default=list(STREAMS), choices=list(STREAMS))
+    ap.add_argument("--optimizers", nargs="+", default=[n for n in STREAMS if n not in HOLOCRON_SET], choices=list(STREAMS),
+                    help="default: the classic five; holocron's set needs requirements-references.txt installed")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=0.4, help="time per implementation per round")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
