@@ -8,7 +8,7 @@ Each wrapper is a real torch.optim.Optimizer:
 - its buffers (slow or averaged weights) live in its own per-parameter ``state`` under its own key
   (``slow_param``, ``ema_param``, ``swa_param``); ``state_dict()`` is the base's state dict with those
   buffers added to each parameter's entry, and ``load_state_dict()`` hands the rest back to the base;
-- wrappers nest (``Lookahead(EMA(AdamW(...)))``), as long as no two of the same kind nest.
+- wrappers nest (``Lookahead(EMA(AdamW(...)))``); two of the same kind cannot (a ValueError says so).
 
 The averaging itself is fastoptim's C++ rule ``average`` (a lerp, as torch's AveragedModel does it),
 run over all tensors of a group in one call.
@@ -43,6 +43,12 @@ class OptimizerWrapper(torch.optim.Optimizer):
     def __init__(self, base_optimizer: torch.optim.Optimizer, defaults: dict[str, Any]) -> None:
         if not isinstance(base_optimizer, torch.optim.Optimizer):
             raise TypeError(f"base_optimizer must be a torch.optim.Optimizer, got {type(base_optimizer).__name__}")
+        clash = next((key for key in defaults for group in base_optimizer.param_groups if key in group), None)
+        if clash is not None:
+            raise ValueError(
+                f"{type(self).__name__} cannot wrap an optimizer whose param groups already have {clash!r}: "
+                "two wrappers of the same kind would share their hyperparameters and counters"
+            )
         self.base_optimizer = base_optimizer
         self._shares_groups = False
         # Optimizer.__init__ sets up hooks and state, and writes `defaults` into each of the base's

@@ -261,6 +261,12 @@ def test_asking_for_averages_before_there_are_any_creates_no_state():
     assert len(wrapped.state) == 0 and wrapped.state_dict()["state"] == {}
 
 
+def test_two_wrappers_of_the_same_kind_cannot_nest():
+    base = fastoptim.SGD(make_params(SHAPES, torch.float32), lr=0.1)
+    with pytest.raises(ValueError, match="Scout cannot wrap an optimizer whose param groups already have 'sync_rate'"):
+        fastoptim.Scout(fastoptim.Lookahead(base))
+
+
 def test_wrapping_something_else_raises_type_error():
     with pytest.raises(TypeError, match="base_optimizer must be a torch.optim.Optimizer"):
         fastoptim.Lookahead([torch.zeros(2)])
