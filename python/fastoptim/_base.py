@@ -48,6 +48,14 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     #: name of the C++ rule (the op is torch.ops.fastoptim.<rule>_step_)
     rule: str
+    #: group keys an older state dict may lack, filled in on load (torch.optim's __setstate__ does the same)
+    setstate_defaults: dict[str, Any] = {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in self.setstate_defaults.items():
+                group.setdefault(key, value)
 
     def __init__(self, params, defaults: dict[str, Any]) -> None:
         if defaults.get("differentiable"):

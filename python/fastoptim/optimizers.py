@@ -54,14 +54,8 @@ class SGD(FusedOptimizer):
         )
         super().__init__(params, defaults)
 
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("nesterov", False)
-            group.setdefault("maximize", False)
-            group.setdefault("foreach", None)
-            group.setdefault("differentiable", False)
-            group.setdefault("fused", False)
+    # Group keys an older state dict may lack, filled in on load as torch.optim does.
+    setstate_defaults = dict(nesterov=False, maximize=False, foreach=None, differentiable=False, fused=False)
 
 
 class Adagrad(FusedOptimizer):
@@ -105,13 +99,8 @@ class Adagrad(FusedOptimizer):
     def _initial_state(self, name: str, param: Tensor, group: dict[str, Any]) -> Tensor:
         return torch.full_like(param, group["initial_accumulator_value"], memory_format=torch.preserve_format)
 
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("foreach", None)
-            group.setdefault("maximize", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("fused", None)
+    # Group keys an older state dict may lack, filled in on load as torch.optim does.
+    setstate_defaults = dict(foreach=None, maximize=False, differentiable=False, fused=None)
 
 
 class RMSprop(FusedOptimizer):
@@ -144,15 +133,10 @@ class RMSprop(FusedOptimizer):
         )
         super().__init__(params, defaults)
 
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("momentum", 0)
-            group.setdefault("centered", False)
-            group.setdefault("foreach", None)
-            group.setdefault("maximize", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("capturable", False)
+    # Group keys an older state dict may lack, filled in on load as torch.optim does.
+    setstate_defaults = dict(
+        momentum=0, centered=False, foreach=None, maximize=False, differentiable=False, capturable=False
+    )
 
 
 class Adam(FusedOptimizer):
@@ -194,16 +178,11 @@ class Adam(FusedOptimizer):
         )
         super().__init__(params, defaults)
 
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("amsgrad", False)
-            group.setdefault("maximize", False)
-            group.setdefault("foreach", None)
-            group.setdefault("capturable", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("decoupled_weight_decay", False)
-            group.setdefault("fused", None)
+    # Group keys an older state dict may lack, filled in on load as torch.optim does.
+    setstate_defaults = dict(
+        amsgrad=False, maximize=False, foreach=None, capturable=False, differentiable=False,
+        decoupled_weight_decay=False, fused=None,
+    )
 
 
 class AdamW(Adam):
