@@ -205,13 +205,26 @@ static void test_reductions() {
   }
   auto numel = [&](std::int64_t t) { return sizes[std::size_t(t)]; };
   auto term = [&](std::int64_t t) { return core::SquaredNorm<T>{data[std::size_t(t)].data()}; };
+  // The same sums through one-lane terms: what any other ISA computes must be these bits.
+  {
+#if defined(_OPENMP)
+    omp_set_num_threads(3);
+#endif
+    std::vector<std::array<T, 1>> wide(sizes.size()), narrow(sizes.size());
+    core::per_tensor_sums<T, W, 1>(std::int64_t(sizes.size()), numel, term, wide.data());
+    core::per_tensor_sums<T, 1, 1>(std::int64_t(sizes.size()), numel, term, narrow.data());
+    expect(wide == narrow, std::string("squared norms (") + (std::is_same_v<T, float> ? "float" : "double") +
+                               ") are the same bits with " + std::to_string(W) + " lanes and with 1");
+  }
   std::vector<std::vector<T>> results;
   for (int threads : {1, 2, 5}) {
 #if defined(_OPENMP)
     omp_set_num_threads(threads);
 #endif
-    std::vector<T> out(sizes.size());
-    core::per_tensor_sums<T, W>(std::int64_t(sizes.size()), numel, term, out.data());
+    std::vector<std::array<T, 1>> sums(sizes.size());
+    core::per_tensor_sums<T, W, 1>(std::int64_t(sizes.size()), numel, term, sums.data());
+    std::vector<T> out;
+    for (auto& s : sums) out.push_back(s[0]);
     results.push_back(out);
   }
   bool close = true;

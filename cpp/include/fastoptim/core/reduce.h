@@ -1,10 +1,11 @@
-// Per-tensor reductions (sums of f(x) over a tensor's elements) for rules that need a norm or a dot
-// product before their element-wise pass. The result does not depend on the thread count: every
-// tensor is cut into fixed blocks of kReduceBlock elements, each block is summed in a fixed order
-// (W lane accumulators, then lanes folded left to right), and a tensor's block sums are added in
-// block order. Different ISAs (different W) may differ in the last bits; one ISA always agrees with itself.
+// Per-tensor reductions (sums of terms over a tensor's elements) for rules that need a norm or a
+// dot product before their element-wise pass. The result is the same bits for any thread count and
+// any ISA: every tensor is cut into fixed blocks of kReduceBlock elements; within a block, element
+// i is added to virtual lane i % kReduceLanes (16, a multiple of every vector width), the lanes are
+// folded left to right, and a tensor's block sums are added in block order.
 #pragma once
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <vector>
 
@@ -14,36 +15,52 @@
 namespace fastoptim::core {
 
 constexpr std::int64_t kReduceBlock = 8192;
+constexpr int kReduceLanes = 16;
 
-template <class T, int W>
-inline T horizontal_sum(Vec<T, W> v) {
-  T sum = v.v[0];
-  for (int i = 1; i < W; ++i) sum += v.v[i];
-  return sum;
-}
-
-// Sum of term(i) for i in [begin, end), where term(i) returns Vec<T, W> for W elements starting
-// at i (and Vec<T, 1> for one): the SIMD body and the tail use the same term.
-template <class T, int W, class Term>
-inline T block_sum(std::int64_t begin, std::int64_t end, Term term) {
-  Vec<T, W> acc = Vec<T, W>::broadcast(T(0));
+// Sums over i in [begin, end) of the N contributions term.at<W>(i, out) writes (out[0..N) are
+// Vec<T, W> for W elements from i, Vec<T, 1> for one). The SIMD body and the tail use the same term.
+template <class T, int W, int N, class Term>
+inline std::array<T, N> block_sums(std::int64_t begin, std::int64_t end, Term& term) {
+  static_assert(kReduceLanes % W == 0, "the vector width must divide the virtual lane count");
+  constexpr int kAccumulators = kReduceLanes / W;
+  Vec<T, W> acc[N][kAccumulators];
+  for (auto& row : acc)
+    for (auto& a : row) a = Vec<T, W>::broadcast(T(0));
   std::int64_t i = begin;
-  for (; i + W <= end; i += W) acc = acc + term.template at<W>(i);
-  T sum = horizontal_sum(acc);
-  for (; i < end; ++i) sum += term.template at<1>(i).v[0];
-  return sum;
+  for (; i + kReduceLanes <= end; i += kReduceLanes) {
+    for (int a = 0; a < kAccumulators; ++a) {
+      Vec<T, W> out[N];
+      term.template at<W>(i + a * W, out);
+      for (int n = 0; n < N; ++n) acc[n][a] = acc[n][a] + out[n];
+    }
+  }
+  T lanes[N][kReduceLanes];
+  for (int n = 0; n < N; ++n)
+    for (int a = 0; a < kAccumulators; ++a)
+      for (int w = 0; w < W; ++w) lanes[n][a * W + w] = acc[n][a].v[w];
+  for (int lane = 0; i < end; ++i, ++lane) {  // the tail: element i is in lane (i - begin) % 16
+    Vec<T, 1> out[N];
+    term.template at<1>(i, out);
+    for (int n = 0; n < N; ++n) lanes[n][lane] = lanes[n][lane] + out[n].v[0];
+  }
+  std::array<T, N> sums;
+  for (int n = 0; n < N; ++n) {
+    sums[n] = lanes[n][0];
+    for (int lane = 1; lane < kReduceLanes; ++lane) sums[n] += lanes[n][lane];
+  }
+  return sums;
 }
 
-// out[t] = sum over the elements of tensor t, for `count` tensors of sizes numel(t); make_term(t)
-// gives tensor t's term object (see block_sum). The blocks of all tensors are summed in parallel,
-// then each tensor's block sums are added in order.
-template <class T, int W, class Numel, class MakeTerm>
-void per_tensor_sums(std::int64_t count, Numel numel, MakeTerm make_term, T* out) {
+// out[t] = the N sums over the elements of tensor t, for `count` tensors of sizes numel(t);
+// make_term(t) gives tensor t's term object (see block_sums). The blocks of all tensors are summed
+// in parallel, then each tensor's block sums are added in order.
+template <class T, int W, int N, class Numel, class MakeTerm>
+void per_tensor_sums(std::int64_t count, Numel numel, MakeTerm make_term, std::array<T, N>* out) {
   std::vector<std::int64_t> first_block(std::size_t(count) + 1, 0);
   for (std::int64_t t = 0; t < count; ++t)
     first_block[std::size_t(t) + 1] = first_block[std::size_t(t)] + (numel(t) + kReduceBlock - 1) / kReduceBlock;
   const std::int64_t blocks = first_block[std::size_t(count)];
-  std::vector<T> block_sums(std::size_t(blocks), T(0));
+  std::vector<std::array<T, N>> block_results(static_cast<std::size_t>(blocks));
   auto tensor_of_block = [&](std::int64_t b) {
     std::int64_t lo = 0, hi = count;  // the last t with first_block[t] <= b
     while (hi - lo > 1) {
@@ -59,13 +76,14 @@ void per_tensor_sums(std::int64_t count, Numel numel, MakeTerm make_term, T* out
     const std::int64_t t = tensor_of_block(b);
     const std::int64_t begin = (b - first_block[std::size_t(t)]) * kReduceBlock;
     const std::int64_t end = std::min(begin + kReduceBlock, numel(t));
-    block_sums[std::size_t(b)] = block_sum<T, W>(begin, end, make_term(t));
+    auto term = make_term(t);
+    block_results[std::size_t(b)] = block_sums<T, W, N>(begin, end, term);
   }
   for (std::int64_t t = 0; t < count; ++t) {
-    T sum = T(0);
+    std::array<T, N> sums{};
     for (std::int64_t b = first_block[std::size_t(t)]; b < first_block[std::size_t(t) + 1]; ++b)
-      sum += block_sums[std::size_t(b)];
-    out[t] = sum;
+      for (int n = 0; n < N; ++n) sums[std::size_t(n)] += block_results[std::size_t(b)][std::size_t(n)];
+    out[t] = sums;
   }
 }
 
@@ -74,9 +92,9 @@ template <class S>
 struct SquaredNorm {
   const S* x;
   template <int W>
-  Vec<compute_t<S>, W> at(std::int64_t i) const {
+  void at(std::int64_t i, Vec<compute_t<S>, W>* out) const {
     const Vec<compute_t<S>, W> v = load<W>(x + i);
-    return v * v;
+    out[0] = v * v;
   }
 };
 
