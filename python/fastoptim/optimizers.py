@@ -369,3 +369,58 @@ class Adan(FusedOptimizer):
             maximize=maximize,
         )
         super().__init__(params, defaults)
+
+
+class LAMB(FusedOptimizer):
+    r"""LAMB (You et al., 2019) with holocron.optim's signature, computing what its docs write:
+
+    .. math::
+        m \leftarrow \beta_1 m + (1-\beta_1) g,\qquad v \leftarrow \beta_2 v + (1-\beta_2) g^2,\qquad
+        u = \frac{m/(1-\beta_1^t)}{\sqrt{v/(1-\beta_2^t)} + \epsilon} + \lambda\theta
+
+        \phi = \mathrm{clamp}(\lVert\theta\rVert, \text{scale\_clip}),\qquad
+        r = \phi / \lVert u\rVert\ (1 \text{ when either norm is } 0),\qquad
+        \theta \leftarrow \theta - \mathrm{lr}\, r\, u
+
+    ``scale_clip=None`` is holocron's (0, 10). The norms are reduced per tensor in fp32 (fp64 for
+    fp64 parameters) inside the C++ step, in two passes over the tensor (moments and sums, then the
+    update), with nothing copied to the host.
+
+    Differences from holocron's code: the moments are bias-corrected, as its docstring writes them
+    (``bias_correction=False`` gives holocron's code); ``scale_clip`` is a param-group
+    hyperparameter (holocron keeps it on the instance, outside the state dict); the trust ratio
+    is not stored in the state (holocron's ``local_lr``); ``maximize`` is offered.
+    State: ``step``, ``exp_avg``, ``exp_avg_sq``.
+    """
+
+    rule = "lamb"
+
+    def __init__(
+        self,
+        params,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        scale_clip: tuple[float, float] | None = None,
+        *,
+        bias_correction: bool = True,
+        maximize: bool = False,
+    ) -> None:
+        check_tensor_lr(lr)
+        check_non_negative(lr=lr, eps=eps)
+        check_betas(betas)
+        check_non_negative(weight_decay=weight_decay)
+        scale_clip = (0.0, 10.0) if scale_clip is None else tuple(scale_clip)
+        if len(scale_clip) != 2 or not 0.0 <= scale_clip[0] <= scale_clip[1]:
+            raise ValueError(f"Invalid scale_clip value: {scale_clip} (expected (low, high) with 0 <= low <= high)")
+        defaults = dict(
+            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, scale_clip=scale_clip,
+            bias_correction=bias_correction, maximize=maximize,
+        )
+        super().__init__(params, defaults)
+
+    def _field_value(self, group: dict[str, Any], name: str) -> Any:
+        if name in ("clip_min", "clip_max"):
+            return group["scale_clip"][name == "clip_max"]
+        return super()._field_value(group, name)

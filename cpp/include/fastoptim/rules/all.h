@@ -6,6 +6,7 @@
 #include "fastoptim/rules/ademamix.h"
 #include "fastoptim/rules/adan.h"
 #include "fastoptim/rules/average.h"
+#include "fastoptim/rules/lamb.h"
 #include "fastoptim/rules/list.h"
 #include "fastoptim/rules/rmsprop.h"
 #include "fastoptim/rules/scout_track.h"

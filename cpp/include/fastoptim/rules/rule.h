@@ -7,6 +7,13 @@
 // and, optionally (see reads_grad / writes_param below):
 //   kReadsGrad = false        the rule takes no gradient (weight averaging)
 //   writes_param(k)           false when this step leaves the parameter as it is
+// A rule that needs per-tensor sums before it can update (a trust ratio: LAMB, LARS) says
+// kSums = N and, instead of apply(p, g, state, k), provides the two passes the driver runs:
+//   advance<T, W>(p, g, state, k)           pass 1: updates the state
+//   contribute<T, W>(p, state, k, out)      pass 1: the N contributions, from the state as stored
+//   finish(k, sums)                         on the host, per tensor: scalars from the N sums
+//   apply<T, W>(p, state, k)                pass 2: updates the parameter (no gradient, state read only)
+// (contribute sees the state as it was stored, rounded for bf16/fp16, so both passes use the same values)
 //   invalid_combination(h)    a message when fields are valid alone but not together, else nullptr
 //   Coeffs<T>, prepare<T>()   per-tensor scalars, computed in double on the host and stored as T
 //   apply<T, W>()             the per-element update over lanes; the SIMD body and the scalar tail
@@ -29,6 +36,12 @@ struct StepInfo {
   double step;  // the step count after this step's increment (1 on the first step)
   bool fresh;   // the state tensors were created for this step (never updated before)
 };
+
+// How many per-tensor sums a rule needs before its update (0: a single element-wise pass).
+template <class Rule, class = void>
+struct sums_of : std::integral_constant<int, 0> {};
+template <class Rule>
+struct sums_of<Rule, std::void_t<decltype(Rule::kSums)>> : std::integral_constant<int, Rule::kSums> {};
 
 // Whether a rule reads a gradient (true unless it says kReadsGrad = false).
 template <class Rule, class = void>

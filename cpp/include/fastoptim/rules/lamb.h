@@ -1,0 +1,95 @@
+// LAMB (You et al., 2019), as holocron.optim documents it:
+//   m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2
+//   u = m_hat / (sqrt(v_hat) + eps) + wd theta      (bias-corrected; bias_correction = 0: holocron's code)
+//   phi = clamp(||theta||, clip_min, clip_max);  r = phi / ||u||, or 1 when either norm is 0
+//   theta <- theta - lr r u
+// Two passes over each tensor: the moments and the sums of u^2 and theta^2, then the update with r.
+#pragma once
+#include <algorithm>
+#include <cmath>
+
+#include "fastoptim/rules/rule.h"
+
+namespace fastoptim::rules {
+
+struct LAMB {
+  static constexpr const char* kName = "lamb";
+#define FASTOPTIM_LAMB_FIELDS(F)                                                                     \
+  F(lr, 1e-3, non_negative) F(beta1, 0.9, unit_interval) F(beta2, 0.999, unit_interval)            \
+  F(eps, 1e-8, non_negative) F(weight_decay, 0.0, non_negative) F(clip_min, 0.0, non_negative)    \
+  F(clip_max, 10.0, non_negative) F(bias_correction, 1, flag) F(maximize, 0, flag)
+  FASTOPTIM_HYPER(FASTOPTIM_LAMB_FIELDS)
+
+  enum Slot { kExpAvg, kExpAvgSq };
+  static constexpr core::StateSlot kState[] = {{"exp_avg", nullptr}, {"exp_avg_sq", nullptr}};
+  static constexpr int kStateSlots = 2;
+  static constexpr bool kCountsSteps = true;
+  static constexpr int kSums = 2;  // sum of u^2, sum of theta^2
+  static const char* invalid_combination(const Hyper& h) {
+    return h.clip_min > h.clip_max ? "scale_clip must be (low, high) with low <= high" : nullptr;
+  }
+
+  template <class T>
+  struct Coeffs {
+    T beta1, one_minus_beta1, beta2, one_minus_beta2, bias_correction1, bias_correction2_sqrt, eps;
+    T weight_decay, neg_lr, clip_min, clip_max;
+    bool maximize, has_weight_decay;
+    T neg_lr_ratio;  // -lr * r, set by finish() from the tensor's sums
+  };
+
+  template <class T>
+  static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
+    const bool corrected = h.bias_correction != 0;
+    return {T(h.beta1),
+            T(1 - h.beta1),
+            T(h.beta2),
+            T(1 - h.beta2),
+            T(corrected ? 1 - std::pow(h.beta1, s.step) : 1.0),
+            T(corrected ? std::sqrt(1 - std::pow(h.beta2, s.step)) : 1.0),
+            T(h.eps),
+            T(h.weight_decay),
+            T(-h.lr),
+            T(h.clip_min),
+            T(h.clip_max),
+            h.maximize != 0,
+            h.weight_decay != 0,
+            T(0)};
+  }
+
+  // u from the updated moments; pass 1 and pass 2 compute it alike.
+  template <class T, int W>
+  static Vec<T, W> update(const Vec<T, W>& p, const Vec<T, W>* state, const Coeffs<T>& k) {
+    Vec<T, W> u = (state[kExpAvg] / k.bias_correction1) / (sqrt(state[kExpAvgSq]) / k.bias_correction2_sqrt + k.eps);
+    if (k.has_weight_decay) u = core::mul_add(p, k.weight_decay, u);
+    return u;
+  }
+
+  template <class T, int W>
+  static void advance(const Vec<T, W>&, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
+    if (k.maximize) g = -g;
+    state[kExpAvg] = core::mul_add(g, k.one_minus_beta1, state[kExpAvg] * k.beta1);
+    state[kExpAvgSq] = core::mul_add(k.one_minus_beta2 * g, g, state[kExpAvgSq] * k.beta2);
+  }
+
+  template <class T, int W>
+  static void contribute(const Vec<T, W>& p, const Vec<T, W>* state, const Coeffs<T>& k, Vec<T, W>* out) {
+    const Vec<T, W> u = update(p, state, k);
+    out[0] = u * u;
+    out[1] = p * p;
+  }
+
+  template <class T>
+  static void finish(Coeffs<T>& k, const T* sums) {
+    const T update_norm = std::sqrt(sums[0]);
+    const T phi = std::clamp(std::sqrt(sums[1]), k.clip_min, k.clip_max);
+    const T ratio = (phi == T(0) || update_norm == T(0)) ? T(1) : phi / update_norm;
+    k.neg_lr_ratio = k.neg_lr * ratio;
+  }
+
+  template <class T, int W>
+  static void apply(Vec<T, W>& p, const Vec<T, W>* state, const Coeffs<T>& k) {
+    p = core::mul_add(update(p, state, k), k.neg_lr_ratio, p);
+  }
+};
+
+}  // namespace fastoptim::rules

@@ -1,0 +1,157 @@
+"""LAMB: holocron's code (pylocron 0.3.0) with bias_correction=False, the documented equations
+(bias-corrected) by default; trust ratio, clipping and the two-pass C++ step."""
+
+import math
+
+import pytest
+import torch
+
+import fastoptim
+from reference import (
+    SHAPES,
+    assert_close_rel,
+    assert_resumes_bit_identically,
+    clone_params,
+    load_holocron_optim,
+    make_params,
+    set_grads,
+)
+
+TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-12}
+DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+CASES = [dict(), dict(weight_decay=0.1), dict(lr=1e-2, scale_clip=(0.0, 1.0)), dict(betas=(0.8, 0.99), eps=1e-6, scale_clip=(0.5, 20.0))]
+
+
+@DTYPES
+@pytest.mark.parametrize("cfg", CASES, ids=str)
+def test_bias_correction_false_is_holocrons_code(cfg, dtype):
+    holocron = load_holocron_optim()
+    params = make_params(SHAPES, dtype)
+    ref_params = clone_params(params)
+    ours, ref = fastoptim.LAMB(params, **cfg, bias_correction=False), holocron.LAMB(ref_params, **cfg)
+    for step in range(50):
+        set_grads([params, ref_params], step, dtype)
+        ours.step()
+        ref.step()
+    for p, q in zip(params, ref_params):
+        assert_close_rel(p, q, TOLERANCE[dtype], f"shape {tuple(q.shape)}")
+
+
+@DTYPES
+@pytest.mark.parametrize("cfg", CASES, ids=str)
+def test_default_follows_the_documented_equations(cfg, dtype):
+    lr, (b1, b2), eps = cfg.get("lr", 1e-3), cfg.get("betas", (0.9, 0.999)), cfg.get("eps", 1e-8)
+    wd, (low, high) = cfg.get("weight_decay", 0.0), cfg.get("scale_clip", (0.0, 10.0))
+    params = make_params(SHAPES, dtype)
+    ref = [p.detach().clone() for p in params]
+    m, v = [torch.zeros_like(p) for p in ref], [torch.zeros_like(p) for p in ref]
+    opt = fastoptim.LAMB(params, **cfg)
+    for step in range(1, 41):
+        set_grads([params], step, dtype)
+        opt.step()
+        for i, p in enumerate(ref):
+            g = params[i].grad
+            m[i] = b1 * m[i] + (1 - b1) * g
+            v[i] = b2 * v[i] + (1 - b2) * g * g
+            u = (m[i] / (1 - b1**step)) / ((v[i] / (1 - b2**step)).sqrt() + eps) + wd * p
+            phi, u_norm = min(max(p.norm().item(), low), high), u.norm().item()
+            ratio = 1.0 if phi == 0 or u_norm == 0 else phi / u_norm
+            ref[i] = p - lr * ratio * u
+    for p, q in zip(params, ref):
+        assert_close_rel(p.detach(), q, TOLERANCE[dtype], f"shape {tuple(q.shape)}")
+
+
+def test_bias_correction_is_the_intended_difference_from_holocron():
+    holocron = load_holocron_optim()
+    params = make_params(SHAPES, torch.float64)
+    ref_params = clone_params(params)
+    ours, ref = fastoptim.LAMB(params, weight_decay=0.1), holocron.LAMB(ref_params, weight_decay=0.1)
+    for step in range(10):
+        set_grads([params, ref_params], step, torch.float64)
+        ours.step()
+        ref.step()
+    big = SHAPES.index((100003,))
+    assert (params[big] - ref_params[big]).abs().max() > 1e-6
+
+
+def test_zero_initialised_tensors_move_with_a_trust_ratio_of_one():
+    bias = torch.nn.Parameter(torch.zeros(7, dtype=torch.float64))
+    opt = fastoptim.LAMB([bias], lr=0.1)
+    bias.grad = torch.ones(7, dtype=torch.float64)
+    opt.step()
+    # ||theta|| = 0 -> r = 1: theta = -lr * m_hat / (sqrt(v_hat) + eps) = -0.1 / (1 + 1e-8)
+    assert torch.allclose(bias.detach(), torch.full((7,), -0.1 / (1 + 1e-8), dtype=torch.float64), rtol=1e-14, atol=0)
+
+
+def test_scale_clip_bounds_the_weight_norm_used_in_the_ratio():
+    results = []
+    for clip in [(0.0, 10.0), (0.0, 1.0)]:
+        params = make_params([(100003,)], torch.float64)  # ||theta|| ~ 316: clipped either way
+        before = params[0].detach().clone()
+        opt = fastoptim.LAMB(params, lr=1e-2, scale_clip=clip)
+        set_grads([params], 0, torch.float64)
+        opt.step()
+        results.append((params[0].detach() - before).norm().item())
+    assert math.isclose(results[0], 1e-2 * 10.0, rel_tol=1e-9) and math.isclose(results[1], 1e-2 * 1.0, rel_tol=1e-9)
+
+
+def test_the_two_passes_agree_for_every_kernel_isa():
+    results = {}
+    active = fastoptim._C.isa()
+    try:
+        for isa in fastoptim._C.available_isas():
+            fastoptim._C.set_isa(isa)
+            params = make_params(SHAPES, torch.float32)
+            opt = fastoptim.LAMB(params, weight_decay=0.01)
+            for step in range(5):
+                set_grads([params], step, torch.float32)
+                opt.step()
+            results[isa] = params
+    finally:
+        fastoptim._C.set_isa(active)
+    for isa, params in results.items():
+        for p, q in zip(params, results["scalar"]):
+            assert torch.equal(p, q), isa
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_low_precision_update_is_float32_math_on_the_stored_moments_rounded_once(dtype):
+    """Two passes: the moments are stored (rounded to the parameter's dtype, as holocron's and
+    pytorch_optimizer's in-place updates leave them) and the update is computed from them in
+    float32, then rounded once when the parameter is stored."""
+    lr, wd = 1e-2, 0.01
+    params = make_params(SHAPES, dtype)
+    opt = fastoptim.LAMB(params, lr=lr, weight_decay=wd)
+    ulp = 2.0**-7 if dtype == torch.bfloat16 else 2.0**-10
+    for step in range(1, 4):
+        set_grads([params], step, dtype)
+        before = [p.detach().float() for p in params]
+        opt.step()
+        for p, p0 in zip(params, before):
+            if p.numel() == 0:
+                continue
+            m, v = (opt.state[p][k].float() for k in ("exp_avg", "exp_avg_sq"))
+            u = (m / (1 - 0.9**step)) / ((v / (1 - 0.999**step)).sqrt() + 1e-8) + wd * p0
+            phi, u_norm = min(max(p0.norm().item(), 0.0), 10.0), u.norm().item()
+            ratio = 1.0 if phi == 0 or u_norm == 0 else phi / u_norm
+            expected = (p0 - lr * ratio * u).to(dtype).float()
+            assert_close_rel(p.float(), expected, ulp, f"step {step} shape {tuple(p.shape)}")
+
+
+def test_state_dict_round_trip_is_bit_identical():
+    assert_resumes_bit_identically(lambda ps: fastoptim.LAMB(ps, weight_decay=0.01, scale_clip=(0.0, 5.0)), SHAPES, save_at=7, until=25)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(lr=-1.0), "Invalid learning rate: -1.0"),
+        (dict(betas=(0.9, 1.0)), "Invalid beta parameter at index 1: 1.0"),
+        (dict(scale_clip=(5.0, 1.0)), r"Invalid scale_clip value: \(5.0, 1.0\)"),
+        (dict(scale_clip=(-1.0, 1.0)), r"Invalid scale_clip value: \(-1.0, 1.0\)"),
+        (dict(weight_decay=-1.0), "Invalid weight_decay value: -1.0"),
+    ],
+)
+def test_invalid_arguments_raise_value_error_naming_them(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fastoptim.LAMB(make_params(SHAPES, torch.float32), **kwargs)
