@@ -12,6 +12,7 @@ Byte model (per element, fp32 params; bf16 params and state halve it): every arr
 plus every array it writes. AdamW/Adam/AdaBelief: read p, g, m, v; write p, m, v = 28 B. SGD
 (momentum, Nesterov), Adagrad, RMSprop: read p, g, one state; write p, state = 20 B. AdEMAMix: read
 p, g, m1, m2, v; write p, m1, m2, v = 36 B. Adan: read p, g, m, d, n, g_prev; write all but g = 44 B.
+LAMB, two passes: read p, g, m, v and write m, v; then read p, m, v and write p = 40 B.
 
 Peers: torch.optim's implementations for the classic five; for holocron's set, holocron.optim
 (pylocron), pytorch_optimizer with and without foreach, and the official package where there is
@@ -43,7 +44,7 @@ import fastoptim
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 
-STREAMS = {"AdamW": 7, "Adam": 7, "SGD": 5, "Adagrad": 5, "RMSprop": 5, "AdaBelief": 7, "AdEMAMix": 9, "Adan": 11}
+STREAMS = {"AdamW": 7, "Adam": 7, "SGD": 5, "Adagrad": 5, "RMSprop": 5, "AdaBelief": 7, "AdEMAMix": 9, "Adan": 11, "LAMB": 10}
 CONFIG = {
     "AdamW": dict(lr=1e-3),
     "Adam": dict(lr=1e-3),
@@ -53,8 +54,10 @@ CONFIG = {
     "AdaBelief": dict(lr=1e-3),
     "AdEMAMix": dict(lr=1e-3),
     "Adan": dict(lr=1e-3),
+    "LAMB": dict(lr=1e-3),
 }
-HOLOCRON_SET = {"AdaBelief", "AdEMAMix", "Adan"}
+HOLOCRON_SET = {"AdaBelief", "AdEMAMix", "Adan", "LAMB"}
+KOZISTR_NAMES = {"LAMB": "Lamb"}  # pytorch_optimizer's spelling where it differs
 HAS_FUSED = {"AdamW", "Adam", "SGD", "Adagrad"}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -108,7 +111,7 @@ def peer_implementations(name: str, params):
 
     cfg = CONFIG[name]
     peers = {"holocron": getattr(holocron_optim(), name)(params, **cfg)}
-    kozistr = getattr(pytorch_optimizer, name)
+    kozistr = getattr(pytorch_optimizer, KOZISTR_NAMES.get(name, name))
     peers["pytorch_optimizer foreach=False"] = kozistr(params, **cfg, foreach=False)
     peers["pytorch_optimizer foreach=True"] = kozistr(params, **cfg, foreach=True)
     if name == "AdaBelief":
