@@ -156,6 +156,30 @@ def assert_low_precision_steps_round_once(make_optimizer, dtype, steps=4, make_r
             assert_close_rel(p.float(), q.to(dtype).float(), ulp, f"step {step} shape {tuple(q.shape)}")
 
 
+def assert_every_isa_gives_the_same_bits(make_optimizer, steps=5):
+    """Runs make_optimizer(params) for `steps` steps under every kernel ISA this CPU has; all must
+    give the parameters the one-lane scalar path gives, bit for bit. The active ISA is restored."""
+    import fastoptim
+
+    results = {}
+    active = fastoptim._C.isa()
+    try:
+        for isa in fastoptim._C.available_isas():
+            fastoptim._C.set_isa(isa)
+            params = make_params(SHAPES, torch.float32)
+            opt = make_optimizer(params)
+            for step in range(steps):
+                set_grads([params], step, torch.float32)
+                opt.step()
+            results[isa] = params
+    finally:
+        fastoptim._C.set_isa(active)
+    assert "scalar" in results and len(results) >= 2
+    for isa, params in results.items():
+        for p, q in zip(params, results["scalar"]):
+            assert torch.equal(p, q), isa
+
+
 def load_holocron_optim():
     """holocron.optim from pylocron 0.3.0 without running holocron/__init__.py, which imports
     torchvision (no CPU build of it is installable here; holocron.optim itself needs only torch)."""

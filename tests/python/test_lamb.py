@@ -10,6 +10,7 @@ import fastoptim
 from reference import (
     SHAPES,
     assert_close_rel,
+    assert_every_isa_gives_the_same_bits,
     assert_resumes_bit_identically,
     clone_params,
     load_holocron_optim,
@@ -96,22 +97,7 @@ def test_scale_clip_bounds_the_weight_norm_used_in_the_ratio():
 
 
 def test_the_two_passes_agree_for_every_kernel_isa():
-    results = {}
-    active = fastoptim._C.isa()
-    try:
-        for isa in fastoptim._C.available_isas():
-            fastoptim._C.set_isa(isa)
-            params = make_params(SHAPES, torch.float32)
-            opt = fastoptim.LAMB(params, weight_decay=0.01)
-            for step in range(5):
-                set_grads([params], step, torch.float32)
-                opt.step()
-            results[isa] = params
-    finally:
-        fastoptim._C.set_isa(active)
-    for isa, params in results.items():
-        for p, q in zip(params, results["scalar"]):
-            assert torch.equal(p, q), isa
+    assert_every_isa_gives_the_same_bits(lambda ps: fastoptim.LAMB(ps, weight_decay=0.01))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])

@@ -10,6 +10,7 @@ from reference import (
     CONFIGS,
     SHAPES,
     assert_close_rel,
+    assert_every_isa_gives_the_same_bits,
     assert_low_precision_steps_round_once,
     case_id,
     clone_params,
@@ -133,23 +134,7 @@ def test_low_precision_step_is_the_float32_step_rounded_once(case, dtype):
 def test_every_kernel_isa_gives_the_same_bits(name):
     """The ISA chosen at run time (or forced with FASTOPTIM_ISA / set_isa) changes speed, never results."""
     cfg = dict(CONFIGS[name][-1])
-    results = {}
-    active = fastoptim._C.isa()
-    try:
-        for isa in fastoptim._C.available_isas():
-            fastoptim._C.set_isa(isa)
-            params = make_params(SHAPES, torch.float32)
-            opt = getattr(fastoptim, name)(params, **cfg)
-            for step in range(5):
-                set_grads([params], step, torch.float32)
-                opt.step()
-            results[isa] = params
-    finally:
-        fastoptim._C.set_isa(active)
-    assert "scalar" in results and len(results) >= 2
-    for isa, params in results.items():
-        for p, q in zip(params, results["scalar"]):
-            assert torch.equal(p, q), isa
+    assert_every_isa_gives_the_same_bits(lambda ps: getattr(fastoptim, name)(ps, **cfg))
 
 
 def test_unknown_isa_is_refused():
