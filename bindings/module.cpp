@@ -24,9 +24,12 @@ py::dict describe() {
   py::list fields;
   for (const auto& f : Hyper::kFields)
     fields.append(py::make_tuple(f.name, f.default_value, f.check == core::Check::flag));
+  // (name, field it needs or None, per-tensor scalar in the compute type rather than shaped like the param)
   py::list state;
+  int index = 0;
   for (const auto& slot : Rule::kState)
-    state.append(py::make_tuple(slot.name, slot.needs_field ? py::object(py::str(slot.needs_field)) : py::object(py::none())));
+    state.append(py::make_tuple(slot.name, slot.needs_field ? py::object(py::str(slot.needs_field)) : py::object(py::none()),
+                                index++ >= Rule::kStateSlots));
   py::dict d;
   d["fields"] = fields;
   d["state"] = state;

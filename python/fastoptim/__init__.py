@@ -3,8 +3,8 @@
 import torch  # noqa: F401  (torch must be loaded before the extension: it provides libtorch and libgomp)
 
 from . import _C
-from .optimizers import LAMB, SGD, AdaBelief, Adagrad, Adam, AdamW, AdEMAMix, Adan, RMSprop
+from .optimizers import LAMB, LARS, SGD, AdaBelief, Adagrad, Adam, AdamP, AdamW, AdEMAMix, Adan, RaLars, RMSprop, TAdam
 from .wrappers import EMA, SWA, Lookahead, OptimizerWrapper, Scout
 
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "AdaBelief", "AdEMAMix", "Adan", "LAMB", "Lookahead", "Scout", "EMA", "SWA", "OptimizerWrapper"]
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "AdaBelief", "AdEMAMix", "Adan", "LAMB", "LARS", "RaLars", "TAdam", "AdamP", "Lookahead", "Scout", "EMA", "SWA", "OptimizerWrapper"]
 __version__ = "0.1.0"

@@ -50,6 +50,9 @@ class FusedOptimizer(torch.optim.Optimizer):
     rule: str
     #: group keys an older state dict may lack, filled in on load (torch.optim's __setstate__ does the same)
     setstate_defaults: dict[str, Any] = {}
+    #: rule fields this class pins instead of reading them from the param group (e.g. LAMB's rule
+    #: also serves RaLars, whose rectification LAMB switches off)
+    fixed_fields: dict[str, float] = {}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -67,7 +70,11 @@ class FusedOptimizer(torch.optim.Optimizer):
         meta = _C.rules[self.rule]
         self._fields = [name for name, _, _ in meta["fields"]]
         # (state name, field that must be nonzero for it to exist, or None)
-        self._state_slots = [(name, needs) for name, needs in meta["state"]]
+        self._state_slots = [(name, needs) for name, needs, _ in meta["state"]]
+        # per-tensor scalar state, kept in the compute type: float32, or float64 for float64 params
+        self._scalar_state = [name for name, _, scalar in meta["state"] if scalar]
+        if self._scalar_state:
+            self.register_load_state_dict_post_hook(FusedOptimizer._scalar_state_to_compute_dtype)
         self._counts_steps = bool(meta["counts_steps"])
         # The same C++ step two ways: the custom op (traceable by torch.compile) and a direct
         # pybind11 entry with half the call overhead for eager steps.
@@ -78,13 +85,31 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _field_value(self, group: dict[str, Any], name: str) -> Any:
         """The value of rule field `name` in `group`: torch's group keys, with the rules' beta1,
         beta2, ... read from the group's `betas` tuple."""
+        if name in self.fixed_fields:
+            return self.fixed_fields[name]
         if name.startswith("beta") and name[4:].isdigit():
             return group["betas"][int(name[4:]) - 1]
         return group[name]
 
     def _initial_state(self, name: str, param: Tensor, group: dict[str, Any]) -> Tensor:
-        """A new state tensor: zeros shaped like the parameter, in its dtype, as torch.optim does."""
+        """A new state tensor: zeros shaped like the parameter, in its dtype, as torch.optim does;
+        a per-tensor scalar is one zero in the compute type."""
+        if name in self._scalar_state:
+            return torch.zeros(1, dtype=self._compute_dtype(param), device=param.device)
         return torch.zeros_like(param, memory_format=torch.preserve_format)
+
+    @staticmethod
+    def _compute_dtype(param: Tensor) -> torch.dtype:
+        return torch.float64 if param.dtype == torch.float64 else torch.float32
+
+    @staticmethod
+    def _scalar_state_to_compute_dtype(optimizer: "FusedOptimizer") -> None:
+        # torch.optim's load_state_dict casts floating state to the parameter's dtype; per-tensor
+        # scalars stay in the compute type, so bf16 parameters keep a float32 scalar.
+        for p, state in optimizer.state.items():
+            for name in optimizer._scalar_state:
+                if name in state:
+                    state[name] = state[name].to(FusedOptimizer._compute_dtype(p))
 
     # ---- the step -----------------------------------------------------------------------------
     def _hyper(self, group: dict[str, Any]) -> list[float]:

@@ -371,7 +371,24 @@ class Adan(FusedOptimizer):
         super().__init__(params, defaults)
 
 
-class LAMB(FusedOptimizer):
+def checked_scale_clip(scale_clip) -> tuple[float, float]:
+    """holocron's scale_clip: None is (0, 10), the bounds of the weight norm in the trust ratio."""
+    scale_clip = (0.0, 10.0) if scale_clip is None else tuple(float(x) for x in scale_clip)
+    if len(scale_clip) != 2 or not 0.0 <= scale_clip[0] <= scale_clip[1]:
+        raise ValueError(f"Invalid scale_clip value: {scale_clip} (expected (low, high) with 0 <= low <= high)")
+    return scale_clip
+
+
+class _ScaleClipOptimizer(FusedOptimizer):
+    """A rule with clip_min / clip_max fields, read from the group's ``scale_clip`` pair."""
+
+    def _field_value(self, group: dict[str, Any], name: str) -> Any:
+        if name in ("clip_min", "clip_max"):
+            return group["scale_clip"][name == "clip_max"]
+        return super()._field_value(group, name)
+
+
+class LAMB(_ScaleClipOptimizer):
     r"""LAMB (You et al., 2019) with holocron.optim's signature, computing what its docs write:
 
     .. math::
@@ -394,6 +411,7 @@ class LAMB(FusedOptimizer):
     """
 
     rule = "lamb"
+    fixed_fields = dict(rectify=0.0, sma_threshold=4.0, force_adaptive_momentum=0.0)  # RaLars' options
 
     def __init__(
         self,
@@ -411,16 +429,253 @@ class LAMB(FusedOptimizer):
         check_non_negative(lr=lr, eps=eps)
         check_betas(betas)
         check_non_negative(weight_decay=weight_decay)
-        scale_clip = (0.0, 10.0) if scale_clip is None else tuple(scale_clip)
-        if len(scale_clip) != 2 or not 0.0 <= scale_clip[0] <= scale_clip[1]:
-            raise ValueError(f"Invalid scale_clip value: {scale_clip} (expected (low, high) with 0 <= low <= high)")
         defaults = dict(
-            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, scale_clip=scale_clip,
+            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, scale_clip=checked_scale_clip(scale_clip),
             bias_correction=bias_correction, maximize=maximize,
         )
         super().__init__(params, defaults)
 
+
+class RaLars(_ScaleClipOptimizer):
+    r"""RaLars (holocron.optim): RAdam's rectified update with LAMB's layer-wise trust ratio.
+
+    .. math::
+        m \leftarrow \beta_1 m + (1-\beta_1) g,\qquad v \leftarrow \beta_2 v + (1-\beta_2) g^2,\qquad
+        \hat m = m/(1-\beta_1^t),\quad \hat v = v/(1-\beta_2^t)
+
+        \rho_\infty = \frac{2}{1-\beta_2} - 1,\qquad \rho_t = \rho_\infty - \frac{2t\beta_2^t}{1-\beta_2^t}
+
+        u = \begin{cases} r_t\, \hat m / (\sqrt{\hat v} + \epsilon) & \rho_t > \text{sma\_threshold},\quad
+        r_t = \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}{(\rho_\infty-4)(\rho_\infty-2)\rho_t}} \\
+        \hat m / (\sqrt{\hat v} + \epsilon) & \text{otherwise, with force\_adaptive\_momentum} \\
+        \hat m & \text{otherwise} \end{cases}
+
+        u \leftarrow u + \lambda\theta,\qquad \phi = \mathrm{clamp}(\lVert\theta\rVert, \text{scale\_clip}),\qquad
+        \theta \leftarrow \theta - \mathrm{lr}\,\frac{\phi}{\lVert u\rVert}\, u \quad(\text{ratio } 1 \text{ when a norm is } 0)
+
+    It runs on LAMB's rule (the same two passes, the same trust ratio). ``scale_clip=None`` is (0, 10).
+
+    Differences from holocron's code: ``force_adaptive_momentum`` and ``scale_clip`` are param-group
+    hyperparameters (holocron keeps them on the instance, outside the state dict); ρ∞ is recomputed
+    from the group's current β2 every step (holocron caches it in the group on the first step, so a
+    later change of β2 leaves it stale); the threshold 4 is holocron's and is exposed as
+    ``sma_threshold`` (torch.optim.RAdam uses 5); the trust ratio is not stored in the state
+    (holocron's ``local_lr``); ``maximize`` is offered. State: ``step``, ``exp_avg``, ``exp_avg_sq``.
+    """
+
+    rule = "lamb"
+    fixed_fields = dict(rectify=1.0, bias_correction=1.0)
+
+    def __init__(
+        self,
+        params,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        force_adaptive_momentum: bool = False,
+        scale_clip: tuple[float, float] | None = None,
+        *,
+        sma_threshold: float = 4.0,
+        maximize: bool = False,
+    ) -> None:
+        check_tensor_lr(lr)
+        check_non_negative(lr=lr, eps=eps)
+        check_betas(betas)
+        check_non_negative(weight_decay=weight_decay)
+        defaults = dict(
+            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+            force_adaptive_momentum=force_adaptive_momentum, scale_clip=checked_scale_clip(scale_clip),
+            sma_threshold=sma_threshold, maximize=maximize,
+        )
+        super().__init__(params, defaults)
+
+
+class LARS(_ScaleClipOptimizer):
+    r"""LARS (You et al., 2017) with holocron.optim's signature, computing what its docs write:
+
+    .. math::
+        r = \eta\,\frac{\mathrm{clamp}(\lVert\theta\rVert, \text{scale\_clip})}
+            {\lVert g\rVert + \lambda\lVert\theta\rVert + \epsilon}\quad
+            (1 \text{ when } \lVert\theta\rVert \text{ or } \lVert g\rVert \text{ is } 0),\qquad
+        d = r\,(g + \lambda\theta)
+
+        b \leftarrow \mu b + (1-\tau) d \ (b = d \text{ on the first step}),\qquad
+        \theta \leftarrow \theta - \mathrm{lr}\,(d + \mu b \text{ if nesterov else } b)
+
+    (with ``momentum=0``, :math:`\theta \leftarrow \theta - \mathrm{lr}\, d`). η is
+    ``trust_coefficient`` (1.0: holocron's ratio; the paper's value is 0.001), ``eps`` is 0 by
+    default. The norms are reduced per tensor in fp32 (fp64 for fp64 parameters) inside the C++
+    step, in two passes over the tensor, with nothing copied to the host.
+
+    holocron documents the polynomial decay :math:`\alpha_t = \alpha(1 - t/T)^2`; it is a learning
+    rate schedule here, as in holocron's code: ``torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=T, power=2)``.
+
+    Differences from holocron's code: the ratio is applied to :math:`g + \lambda\theta` before the
+    momentum, as holocron's docs (and the paper) write it, where holocron's code multiplies the
+    whole momentum buffer by the current ratio (the same when ``momentum=0``); the learning rate
+    stays outside the buffer, as in torch.optim.SGD, so the buffer is ``lr``-free and schedules act
+    as in SGD; ``scale_clip`` bounds the weight norm as documented (holocron stores it and never
+    uses it); the ratio is 1 when the gradient norm is 0 (holocron: when ‖g‖ + λ‖θ‖ is 0);
+    ``p.grad`` is not modified (holocron adds the decay into it); ``lr`` may be an int or a tensor.
+    State: ``momentum_buffer`` when momentum != 0.
+    """
+
+    rule = "lars"
+
+    def __init__(
+        self,
+        params,
+        lr: float | Tensor = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        scale_clip: tuple[float, float] | None = None,
+        *,
+        trust_coefficient: float = 1.0,
+        eps: float = 0.0,
+        maximize: bool = False,
+    ) -> None:
+        check_tensor_lr(lr)
+        check_non_negative(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient,
+                           eps=eps)
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        defaults = dict(
+            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+            scale_clip=checked_scale_clip(scale_clip), trust_coefficient=trust_coefficient, eps=eps,
+            maximize=maximize,
+        )
+        super().__init__(params, defaults)
+
+
+class TAdam(FusedOptimizer):
+    r"""TAdam (Ilboudo et al., 2020) with holocron.optim's signature and math. Per tensor of
+    :math:`d` elements, with the moments of the previous step:
+
+    .. math::
+        g \leftarrow g + \lambda\theta,\qquad
+        w = \frac{\nu + d}{\nu + \sum_j (g_j - m_j)^2 / (v_j + \epsilon)}\quad(\nu = \text{dof}, \text{ or } d \text{ when None})
+
+        m \leftarrow \frac{W}{W + w} m + \frac{w}{W + w} g,\qquad W \leftarrow \frac{2\beta_1 - 1}{\beta_1} W + w
+        \quad(W_0 = \beta_1/(1-\beta_1)),\qquad v \leftarrow \beta_2 v + (1-\beta_2) g^2
+
+        \theta \leftarrow \theta - \frac{\mathrm{lr}}{1-\beta_1^t}\,\frac{m}{\sqrt{v}/\sqrt{1-\beta_2^t} + \epsilon}
+
+    (``amsgrad``: the running maximum of v in the denominator.) The sum is reduced per tensor in
+    fp32 (fp64 for fp64 parameters) before the moments change, in the same C++ call; W (state
+    ``W_t``) is kept in fp32 (fp64) whatever the parameter dtype.
+
+    On the first step v = 0, so w is about :math:`2d\epsilon/\sum g^2` and the first update is about
+    1e-9 of Adam's: that is holocron's (and the paper's) algorithm, kept. ``first_step_weight="adam"``
+    uses w = 1 on the first step instead (an Adam-like first step), a documented deviation.
+
+    Differences from holocron's code: W is fp32/fp64 rather than the parameter dtype (a bf16 W
+    loses the ratio); ``dof`` must be > 0 when given; β1 must be > 0 (holocron divides by it);
+    holocron's docstring writes v with :math:`g_t - g_{t-1}`, its code (and this class) with
+    :math:`g_t^2`; ``maximize`` is offered. State: ``step``, ``exp_avg``, ``exp_avg_sq``,
+    ``max_exp_avg_sq`` (amsgrad), ``W_t``.
+    """
+
+    rule = "tadam"
+
+    def __init__(
+        self,
+        params,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        dof: float | None = None,
+        *,
+        first_step_weight: str = "student_t",
+        maximize: bool = False,
+    ) -> None:
+        check_tensor_lr(lr)
+        check_non_negative(lr=lr, eps=eps)
+        check_betas(betas)
+        if not betas[0] > 0.0:
+            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]} (TAdam needs beta1 > 0)")
+        check_non_negative(weight_decay=weight_decay)
+        if dof is not None and not dof > 0:
+            raise ValueError(f"Invalid dof value: {dof} (must be > 0, or None for the tensor's numel)")
+        if first_step_weight not in ("student_t", "adam"):
+            raise ValueError(f"Invalid first_step_weight: {first_step_weight!r} (expected 'student_t' or 'adam')")
+        defaults = dict(
+            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, dof=dof,
+            first_step_weight=first_step_weight, maximize=maximize,
+        )
+        super().__init__(params, defaults)
+
     def _field_value(self, group: dict[str, Any], name: str) -> Any:
-        if name in ("clip_min", "clip_max"):
-            return group["scale_clip"][name == "clip_max"]
+        if name == "dof":
+            return 0.0 if group["dof"] is None else group["dof"]  # 0: the tensor's numel
+        if name == "adam_first_step":
+            return group["first_step_weight"] == "adam"
         return super()._field_value(group, name)
+
+    def _initial_state(self, name: str, param: Tensor, group: dict[str, Any]) -> Tensor:
+        if name == "W_t":
+            beta1 = to_float(group["betas"][0])
+            return torch.full((1,), beta1 / (1 - beta1), dtype=self._compute_dtype(param), device=param.device)
+        return super()._initial_state(name, param, group)
+
+
+class AdamP(FusedOptimizer):
+    r"""AdamP (Heo et al., 2021) with holocron.optim's signature, computing the official algorithm
+    (clovaai/AdamP):
+
+    .. math::
+        m \leftarrow \beta_1 m + (1-\beta_1) g,\qquad v \leftarrow \beta_2 v + (1-\beta_2) g^2,\qquad
+        q = \frac{m \ (\text{nesterov: } \beta_1 m + (1-\beta_1) g)}{\sqrt{v}/\sqrt{1-\beta_2^t} + \epsilon}
+
+    For a parameter of ndim > 1, first per output channel (the rows of dim 0), then for the whole
+    tensor: if :math:`\max |\cos(g, \theta)| < \delta/\sqrt{n}` (n the elements of a channel, or of
+    the tensor), the radial part is removed, :math:`q \leftarrow q - \hat\theta(\hat\theta\cdot q)`
+    with :math:`\hat\theta = \theta/(\lVert\theta\rVert + \epsilon)` per channel (or for the tensor),
+    and the weight decay is scaled by ``wd_ratio``:
+
+    .. math::
+        \theta \leftarrow \theta(1 - \mathrm{lr}\,\lambda\,\rho),\qquad
+        \theta \leftarrow \theta - \frac{\mathrm{lr}}{1-\beta_1^t}\, q
+        \qquad(\rho = \text{wd\_ratio if projected, else } 1)
+
+    The cosines and the projections come from per-channel sums reduced in fp32 (fp64) inside the
+    C++ step, in two passes (moments and sums, then the update), with nothing copied to the host.
+
+    Differences from holocron's code: holocron projects with the layer view only, tests the
+    signed cosine of θ with the decayed gradient, projects every tensor (1-D biases and norms
+    too), uses L2 weight decay and has no ``wd_ratio`` or ``nesterov``; this class follows the
+    paper and the official code on all of these. ``delta`` is a param-group hyperparameter
+    (holocron keeps it on the instance); ``amsgrad`` (holocron's option) uses the running
+    maximum of v; ``maximize`` is offered. State: ``step``, ``exp_avg``, ``exp_avg_sq``,
+    ``max_exp_avg_sq`` (amsgrad).
+    """
+
+    rule = "adamp"
+
+    def __init__(
+        self,
+        params,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        delta: float = 0.1,
+        *,
+        wd_ratio: float = 0.1,
+        nesterov: bool = False,
+        maximize: bool = False,
+    ) -> None:
+        check_tensor_lr(lr)
+        check_non_negative(lr=lr, eps=eps)
+        check_betas(betas)
+        check_non_negative(weight_decay=weight_decay, delta=delta, wd_ratio=wd_ratio)
+        defaults = dict(
+            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, delta=delta,
+            wd_ratio=wd_ratio, nesterov=nesterov, maximize=maximize,
+        )
+        super().__init__(params, defaults)

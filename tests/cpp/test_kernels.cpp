@@ -60,9 +60,13 @@ struct Problem {
   Dtype dtype;
   std::vector<std::int64_t> sizes;
   std::vector<std::vector<unsigned char>> params, grads;
-  std::vector<std::vector<std::vector<unsigned char>>> state;  // [tensor][slot]
+  std::vector<std::vector<std::vector<unsigned char>>> state;  // [tensor][slot]: element slots, then scalars
+  std::vector<std::int64_t> rows;  // per tensor: rows of dim 0 (1 for a vector)
 
-  Problem(Dtype d, std::vector<std::int64_t> n, int slots, unsigned seed) : dtype(d), sizes(std::move(n)) {
+  // `slots` element-shaped state slots and `scalars` per-tensor scalars (8 bytes, starting at 0.5).
+  Problem(Dtype d, std::vector<std::int64_t> n, int slots, unsigned seed, int scalars = 0, std::vector<std::int64_t> r = {})
+      : dtype(d), sizes(std::move(n)), rows(std::move(r)) {
+    rows.resize(sizes.size(), 1);
     std::mt19937 rng(seed);
     std::normal_distribution<double> normal(0.0, 1.0);
     for (std::int64_t numel : sizes) {
@@ -75,6 +79,11 @@ struct Problem {
       grads.push_back(make(1.0));
       std::vector<std::vector<unsigned char>> s;
       for (int j = 0; j < slots; ++j) s.push_back(make(0.0));
+      for (int j = 0; j < scalars; ++j) {
+        std::vector<unsigned char> b(8);
+        store_value(d == Dtype::f64 ? Dtype::f64 : Dtype::f32, b, 0, 0.5);
+        s.push_back(std::move(b));
+      }
       state.push_back(std::move(s));
     }
   }
@@ -99,10 +108,12 @@ static void run_steps(fastoptim_isa::ElementwiseKernel kernel, Problem& pr, cons
       TensorSlots s{};
       s.param = pr.params[t].data();
       s.grad = pr.grads[t].data();
-      for (int j = 0; j < Rule::kStateSlots; ++j) s.state[j] = core::uses_state<Rule>(values.data(), j) ? pr.state[t][std::size_t(j)].data() : nullptr;
+      for (int j = 0; j < Rule::kStateSlots + rules::scalar_slots_of<Rule>::value; ++j)
+        s.state[j] = core::uses_state<Rule>(values.data(), j) ? pr.state[t][std::size_t(j)].data() : nullptr;
       s.numel = pr.sizes[t];
+      s.rows = pr.rows[t];
       slots.push_back(s);
-      const rules::StepInfo info{double(step), step == 1};
+      const rules::StepInfo info{double(step), step == 1, pr.sizes[t], pr.rows[t] > 1, pr.rows[t]};
       cf.push_back(Rule::template prepare<float>(h, info));
       cd.push_back(Rule::template prepare<double>(h, info));
     }
@@ -141,27 +152,36 @@ template <class Rule>
 static void test_simd_matches_scalar() {
   constexpr auto entry = rules::KernelEntry<Rule>::member;
   const auto& scalar = fastoptim_isa::table(0);
-  const std::vector<std::int64_t> sizes = {0, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100003};
+  // the last two are matrices (33 x 65, 6 x 9): per-row rules see rows shorter and longer than a vector
+  const std::vector<std::int64_t> sizes = {0, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100003, 33 * 65, 6 * 9};
+  std::vector<std::int64_t> rows(sizes.size(), 1);
+  rows[rows.size() - 2] = 33;
+  rows[rows.size() - 1] = 6;
+  constexpr int kScalars = rules::scalar_slots_of<Rule>::value;
   const auto configs = configurations<Rule>();
-  for (int ti = 1; ti < fastoptim_isa::table_count(); ++ti) {
-    const auto& table = fastoptim_isa::table(ti);
-    if (!fastoptim_isa::cpu_supports(table.isa)) continue;
-    auto kernel = table.*entry;
-    auto reference = scalar.*entry;
-    for (Dtype d : {Dtype::f32, Dtype::f64, Dtype::bf16, Dtype::f16}) {
-      int mismatches = 0;
-      for (std::size_t c = 0; c < configs.size(); ++c) {
-        Problem a(d, sizes, Rule::kStateSlots, 7u + unsigned(c)), b = a;
-        run_steps<Rule>(kernel, a, configs[c], 4);
-        run_steps<Rule>(reference, b, configs[c], 4);
+  std::vector<int> simd_tables;
+  for (int ti = 1; ti < fastoptim_isa::table_count(); ++ti)
+    if (fastoptim_isa::cpu_supports(fastoptim_isa::table(ti).isa)) simd_tables.push_back(ti);
+  for (Dtype d : {Dtype::f32, Dtype::f64, Dtype::bf16, Dtype::f16}) {
+    std::vector<int> mismatches(simd_tables.size(), 0);
+    for (std::size_t c = 0; c < configs.size(); ++c) {
+      const Problem start(d, sizes, Rule::kStateSlots, 7u + unsigned(c), kScalars, rows);
+      Problem reference = start;  // the scalar path, run once and compared with every SIMD table
+      run_steps<Rule>(scalar.*entry, reference, configs[c], 4);
+      for (std::size_t i = 0; i < simd_tables.size(); ++i) {
+        Problem a = start;
+        run_steps<Rule>(fastoptim_isa::table(simd_tables[i]).*entry, a, configs[c], 4);
         for (std::size_t t = 0; t < sizes.size(); ++t) {
-          mismatches += a.params[t] != b.params[t];
-          for (int j = 0; j < Rule::kStateSlots; ++j) mismatches += a.state[t][std::size_t(j)] != b.state[t][std::size_t(j)];
+          mismatches[i] += a.params[t] != reference.params[t];
+          for (int j = 0; j < Rule::kStateSlots + kScalars; ++j)
+            mismatches[i] += a.state[t][std::size_t(j)] != reference.state[t][std::size_t(j)];
         }
       }
-      expect(mismatches == 0, std::string(Rule::kName) + " " + table.isa + " " + dtype_label(d) + " equals scalar bit for bit (" +
-                                  std::to_string(configs.size()) + " configurations)");
     }
+    for (std::size_t i = 0; i < simd_tables.size(); ++i)
+      expect(mismatches[i] == 0, std::string(Rule::kName) + " " + fastoptim_isa::table(simd_tables[i]).isa + " " +
+                                     dtype_label(d) + " equals scalar bit for bit (" + std::to_string(configs.size()) +
+                                     " configurations)");
   }
 }
 

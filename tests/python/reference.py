@@ -47,8 +47,8 @@ CONFIGS: dict[str, list[dict]] = {
     ],
 }
 
-# Sizes around every SIMD width (4, 8, 16 floats), a large odd size, 2-D and 0-d.
-SHAPES = [(0,), (1,), (15,), (16,), (17,), (1023,), (100003,), (33, 65), ()]
+# Sizes around every SIMD width (4, 8, 16 floats), a large odd size, 2-D, 4-D (a conv weight) and 0-d.
+SHAPES = [(0,), (1,), (15,), (16,), (17,), (1023,), (100003,), (33, 65), (6, 3, 3, 3), ()]
 
 CONFIG_CASES = [(name, cfg) for name, cfgs in CONFIGS.items() for cfg in cfgs]
 

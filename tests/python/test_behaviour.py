@@ -410,7 +410,7 @@ def test_every_op_passes_torch_library_opcheck(rule):
     shapes = [(17,), (4, 4)]
     params = [torch.randn(s) for s in shapes]
     grads = [torch.randn(s) for s in shapes] if meta["reads_grad"] else []
-    state = [torch.rand(s) for _ in meta["state"] for s in shapes]
+    state = [torch.rand(1 if scalar else s) for _, _, scalar in meta["state"] for s in shapes]
     steps = [torch.tensor(2.0) for _ in shapes] if meta["counts_steps"] else []
     op = getattr(torch.ops.fastoptim, f"{rule}_step_").default
     result = torch.library.opcheck(op, (params, grads, state, steps, [], hyper, None))

@@ -83,6 +83,18 @@ void check_matches_param(const at::Tensor& t, const at::Tensor& param, const Ten
   TORCH_CHECK_VALUE(t.is_contiguous(), op, ": ", name, " must be contiguous");
 }
 
+// A rule's per-tensor scalar state (TAdam's W) is one value in the compute type of params[i]:
+// float64 for float64 parameters, float32 otherwise.
+void check_scalar_state(const at::Tensor& t, const at::Tensor& param, const TensorName& name, const char* op) {
+  const auto expected = param.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  TORCH_CHECK_VALUE(t.defined() && t.numel() == 1, op, ": ", name, " must be a 1-element tensor");
+  TORCH_CHECK_TYPE(t.layout() == at::kStrided, op, ": ", name, " has layout ", t.layout());
+  TORCH_CHECK_TYPE(t.scalar_type() == expected, op, ": ", name, " has dtype ", t.scalar_type(), " but must be ",
+                   expected, " for params[", name.index, "] of dtype ", param.scalar_type());
+  TORCH_CHECK_VALUE(t.device() == param.device(), op, ": ", name, " is on ", t.device(), " but params[", name.index,
+                    "] is on ", param.device());
+}
+
 template <class Rule>
 typename Rule::Hyper checked_hyper(const char* op, c10::ArrayRef<double> values,
                                    const std::optional<at::Tensor>& lr) {
@@ -135,8 +147,10 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
   const auto h = checked_hyper<Rule>(op, hyper, lr);
   const size_t n = params.size();
 
+  // The state slots this configuration uses: element-shaped ones, then per-tensor scalars.
+  constexpr int kAllSlots = Rule::kStateSlots + rules::scalar_slots_of<Rule>::value;
   std::vector<int> slots;
-  for (int j = 0; j < Rule::kStateSlots; ++j)
+  for (int j = 0; j < kAllSlots; ++j)
     if (core::uses_state<Rule>(hyper.data(), j)) slots.push_back(j);
   const size_t expected_grads = rules::reads_grad<Rule>::value ? n : 0;
   TORCH_CHECK_VALUE(grads.size() == expected_grads, op, ": expected ", expected_grads, " grads for ", n, " params",
@@ -158,8 +172,11 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
     TORCH_CHECK_TYPE(p.layout() == at::kStrided, op, ": params[", i, "] has layout ", p.layout());
     TORCH_CHECK_VALUE(p.is_contiguous(), op, ": params[", i, "] must be contiguous");
     if (rules::reads_grad<Rule>::value) check_matches_param(grads[i], p, TensorName{"grads", i}, op);
-    for (size_t s = 0; s < slots.size(); ++s)
-      check_matches_param(state[s * n + i], p, TensorName{"state", i, Rule::kState[slots[s]].name}, op);
+    for (size_t s = 0; s < slots.size(); ++s) {
+      const TensorName name{"state", i, Rule::kState[slots[s]].name};
+      if (slots[s] < Rule::kStateSlots) check_matches_param(state[s * n + i], p, name, op);
+      else check_scalar_state(state[s * n + i], p, name, op);
+    }
     if (Rule::kCountsSteps) check_scalar_tensor(steps[i], TensorName{"steps", i});
   }
 
@@ -167,13 +184,14 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
   // Every check has passed: from here on, tensors change.
   std::array<DtypeBatch<Rule>, 4> batches;
   for (size_t i = 0; i < n; ++i) {
-    rules::StepInfo info{0.0, fresh.size() == n && fresh[i]};
+    const at::Tensor& p = params[i];
+    const std::int64_t rows = p.dim() > 1 ? p.size(0) : 1;
+    rules::StepInfo info{0.0, fresh.size() == n && fresh[i], p.numel(), p.dim() > 1, rows};
     if (Rule::kCountsSteps) {
       info.step = read_scalar(steps[i]) + 1;
       write_scalar(steps[i], info.step);
       info.step = read_scalar(steps[i]);  // the value as stored (float32 in torch.optim's state)
     }
-    const at::Tensor& p = params[i];
     if (p.numel() == 0) continue;
     auto& batch = batches[size_t(*storage_dtype(p.scalar_type()))];
     TensorSlots t{};
@@ -181,6 +199,7 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
     t.grad = rules::reads_grad<Rule>::value ? grads[i].const_data_ptr() : nullptr;
     for (size_t s = 0; s < slots.size(); ++s) t.state[slots[s]] = state[s * n + i].data_ptr();
     t.numel = p.numel();
+    t.rows = rows;
     batch.tensors.push_back(t);
     if (p.scalar_type() == at::kDouble) batch.coeffs_double.push_back(Rule::template prepare<double>(h, info));
     else batch.coeffs_float.push_back(Rule::template prepare<float>(h, info));

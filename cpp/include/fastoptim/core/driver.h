@@ -3,7 +3,10 @@
 // the per-ISA kernel translation unit.
 #pragma once
 #include <algorithm>
+#include <array>
 #include <cstdint>
+#include <type_traits>
+#include <vector>
 
 #include "fastoptim/core/dtypes.h"
 #include "fastoptim/core/isa.h"
@@ -16,44 +19,56 @@ namespace fastoptim::core {
 
 using fastoptim_isa::TensorSlots;
 
-template <class Rule, class S, int W, class T>
-inline void update_lanes(const TensorSlots& t, const typename Rule::template Coeffs<T>& k, std::int64_t i) {
+// Loads W elements of the parameter, the gradient (when load_grad) and the state, runs the rule's
+// apply, and stores the parameter (unless the rule says this step leaves it) and, when StoreState,
+// the state. Element-wise rules and the second pass of two-pass rules both run it.
+template <class Rule, class S, int W, bool StoreState, class T>
+inline void update_lanes(const TensorSlots& t, const typename Rule::template Coeffs<T>& k, std::int64_t i,
+                         bool load_grad) {
   constexpr int kSlots = Rule::kStateSlots;
   S* param = static_cast<S*>(t.param) + i;
   Vec<T, W> p = load<W>(param);
   Vec<T, W> g = {};
-  if constexpr (rules::reads_grad<Rule>::value) g = load<W>(static_cast<const S*>(t.grad) + i);
-  Vec<T, W> state[kSlots] = {};
+  if (load_grad) g = load<W>(static_cast<const S*>(t.grad) + i);
+  Vec<T, W> state[kSlots > 0 ? kSlots : 1] = {};
   for (int j = 0; j < kSlots; ++j)
     if (t.state[j]) state[j] = load<W>(static_cast<const S*>(t.state[j]) + i);
   Rule::apply(p, g, state, k);
   if (rules::writes_param<Rule>(k)) store<W>(param, p);
-  for (int j = 0; j < kSlots; ++j)
-    if (t.state[j]) store<W>(static_cast<S*>(t.state[j]) + i, state[j]);
+  if constexpr (StoreState)
+    for (int j = 0; j < kSlots; ++j)
+      if (t.state[j]) store<W>(static_cast<S*>(t.state[j]) + i, state[j]);
 }
 
-template <class Rule, class S>
-void run_elementwise(const TensorSlots* tensors, std::int64_t count, const void* coeffs_ptr) {
+// One parallel pass of update_lanes over every element of `count` tensors, coeffs[t] for tensor t.
+template <class Rule, class S, bool StoreState, class Coeffs, class LoadGrad>
+void update_all(const TensorSlots* tensors, std::int64_t count, const Coeffs* coeffs, LoadGrad load_grad) {
   using T = compute_t<S>;
-  using Coeffs = typename Rule::template Coeffs<T>;
   constexpr int W = kLanes<T>;
-  const Coeffs* coeffs = static_cast<const Coeffs*>(coeffs_ptr);
   parallel_over_elements(
       count, [tensors](std::int64_t t) { return tensors[t].numel; },
       [&](std::int64_t t, std::int64_t begin, std::int64_t end) {
+        const bool grad = load_grad(coeffs[t]);
         std::int64_t i = begin;
-        for (; i + W <= end; i += W) update_lanes<Rule, S, W>(tensors[t], coeffs[t], i);
-        for (; i < end; ++i) update_lanes<Rule, S, 1>(tensors[t], coeffs[t], i);
+        for (; i + W <= end; i += W) update_lanes<Rule, S, W, StoreState>(tensors[t], coeffs[t], i, grad);
+        for (; i < end; ++i) update_lanes<Rule, S, 1, StoreState>(tensors[t], coeffs[t], i, grad);
       });
 }
 
-// ---- rules with per-tensor sums: accumulate (updating the state), finish on the host, apply ----
+template <class Rule, class S>
+void run_elementwise(const TensorSlots* tensors, std::int64_t count, const void* coeffs) {
+  using Coeffs = typename Rule::template Coeffs<compute_t<S>>;
+  update_all<Rule, S, true>(tensors, count, static_cast<const Coeffs*>(coeffs),
+                            [](const Coeffs&) { return rules::reads_grad<Rule>::value; });
+}
 
-// Pass 1's term for per_tensor_sums: loads an element range, lets the rule update the state, stores
-// it, and takes the rule's contributions from the state as stored (for bf16/fp16, the rounded values
-// pass 2 will read). The parameter is not written.
+// ---- rules with per-tensor sums: pass 1 (sums), finish on the host, pass 2 (update) ----
+
+// Pass 1's term for per_tensor_sums. For a rule whose first pass updates the state, it runs
+// advance and stores the state, then takes the contributions from the state as stored (for
+// bf16/fp16, the rounded values pass 2 will read); otherwise it only reads. Never writes the parameter.
 template <class Rule, class S, class T>
-struct AccumulateTerm {
+struct FirstPassTerm {
   const TensorSlots* t;
   const typename Rule::template Coeffs<T>* k;
 
@@ -65,27 +80,30 @@ struct AccumulateTerm {
     Vec<T, W> state[kSlots] = {};
     for (int j = 0; j < kSlots; ++j)
       if (t->state[j]) state[j] = load<W>(static_cast<const S*>(t->state[j]) + i);
-    Rule::advance(p, g, state, *k);
-    for (int j = 0; j < kSlots; ++j) {
-      if (!t->state[j]) continue;
-      store<W>(static_cast<S*>(t->state[j]) + i, state[j]);
-      if constexpr (!std::is_same_v<S, T>) state[j] = load<W>(static_cast<const S*>(t->state[j]) + i);
+    if constexpr (Rule::kStateInFirstPass) {
+      Rule::advance(p, g, state, *k);
+      for (int j = 0; j < kSlots; ++j) {
+        if (!t->state[j]) continue;
+        store<W>(static_cast<S*>(t->state[j]) + i, state[j]);
+        if constexpr (!std::is_same_v<S, T>) state[j] = load<W>(static_cast<const S*>(t->state[j]) + i);
+      }
     }
-    Rule::contribute(p, state, *k, out);
+    Rule::contribute(p, g, state, *k, out);
   }
 };
 
-// Pass 2 over W elements: reads the parameter and the state, writes only the parameter.
-template <class Rule, class S, int W, class T>
-inline void apply_lanes(const TensorSlots& t, const typename Rule::template Coeffs<T>& k, std::int64_t i) {
-  constexpr int kSlots = Rule::kStateSlots;
-  S* param = static_cast<S*>(t.param) + i;
-  Vec<T, W> p = load<W>(param);
-  Vec<T, W> state[kSlots] = {};
-  for (int j = 0; j < kSlots; ++j)
-    if (t.state[j]) state[j] = load<W>(static_cast<const S*>(t.state[j]) + i);
-  Rule::apply(p, state, k);
-  store<W>(param, p);
+// Row r of a tensor as a tensor of its own: every element-shaped pointer moved to the row.
+template <class S>
+TensorSlots row_of(const TensorSlots& t, std::int64_t r, int element_slots) {
+  const std::int64_t length = t.numel / t.rows;
+  TensorSlots row = t;
+  row.param = static_cast<S*>(t.param) + r * length;
+  if (t.grad) row.grad = static_cast<const S*>(t.grad) + r * length;
+  for (int j = 0; j < element_slots; ++j)
+    if (t.state[j]) row.state[j] = static_cast<S*>(t.state[j]) + r * length;
+  row.numel = length;
+  row.rows = 1;
+  return row;
 }
 
 template <class Rule, class S>
@@ -94,18 +112,52 @@ void run_two_pass(const TensorSlots* tensors, std::int64_t count, const void* co
   using Coeffs = typename Rule::template Coeffs<T>;
   constexpr int W = kLanes<T>;
   constexpr int N = rules::sums_of<Rule>::value;
+  constexpr bool kPerRow = rules::sums_per_row<Rule>::value;
   const Coeffs* given = static_cast<const Coeffs*>(coeffs_ptr);
-  std::vector<Coeffs> coeffs(given, given + count);  // finish() adds the per-tensor scalars
-  std::vector<std::array<T, N>> sums(static_cast<std::size_t>(count));
-  auto numel = [tensors](std::int64_t t) { return tensors[t].numel; };
+
+  // The units the sums run over: the tensors, or for per-row rules the rows of each tensor, each
+  // with its own copy of the tensor's coefficients (finish adds the per-unit scalars).
+  std::vector<TensorSlots> row_units;
+  std::vector<std::int64_t> first_unit;  // per-row rules: tensor t's rows are units [first_unit[t], first_unit[t+1])
+  const TensorSlots* units = tensors;
+  std::int64_t unit_count = count;
+  std::vector<Coeffs> coeffs;
+  if constexpr (kPerRow) {
+    first_unit.assign(std::size_t(count) + 1, 0);
+    for (std::int64_t t = 0; t < count; ++t) {
+      for (std::int64_t r = 0; r < tensors[t].rows; ++r) {
+        row_units.push_back(row_of<S>(tensors[t], r, Rule::kStateSlots));
+        coeffs.push_back(given[t]);
+      }
+      first_unit[std::size_t(t) + 1] = std::int64_t(row_units.size());
+    }
+    units = row_units.data();
+    unit_count = std::int64_t(row_units.size());
+  } else {
+    coeffs.assign(given, given + count);
+  }
+
+  std::vector<std::array<T, N>> sums(static_cast<std::size_t>(unit_count));
   per_tensor_sums<T, W, N>(
-      count, numel, [&](std::int64_t t) { return AccumulateTerm<Rule, S, T>{&tensors[t], &coeffs[std::size_t(t)]}; },
-      sums.data());
-  for (std::int64_t t = 0; t < count; ++t) Rule::finish(coeffs[std::size_t(t)], sums[std::size_t(t)].data());
-  parallel_over_elements(count, numel, [&](std::int64_t t, std::int64_t begin, std::int64_t end) {
-    std::int64_t i = begin;
-    for (; i + W <= end; i += W) apply_lanes<Rule, S, W>(tensors[t], coeffs[std::size_t(t)], i);
-    for (; i < end; ++i) apply_lanes<Rule, S, 1>(tensors[t], coeffs[std::size_t(t)], i);
+      unit_count, [units](std::int64_t u) { return units[u].numel; },
+      [&](std::int64_t u) { return FirstPassTerm<Rule, S, T>{&units[u], &coeffs[std::size_t(u)]}; }, sums.data());
+
+  for (std::int64_t t = 0; t < count; ++t) {
+    if constexpr (kPerRow) {
+      const auto first = std::size_t(first_unit[std::size_t(t)]);
+      Rule::finish_rows(&coeffs[first], &sums[first], tensors[t].rows);
+    } else if constexpr (rules::scalar_slots_of<Rule>::value > 0) {
+      T* scalars[rules::scalar_slots_of<Rule>::value];
+      for (int j = 0; j < rules::scalar_slots_of<Rule>::value; ++j)
+        scalars[j] = static_cast<T*>(tensors[t].state[Rule::kStateSlots + j]);
+      Rule::finish(coeffs[std::size_t(t)], sums[std::size_t(t)].data(), scalars);
+    } else {
+      Rule::finish(coeffs[std::size_t(t)], sums[std::size_t(t)].data());
+    }
+  }
+
+  update_all<Rule, S, !Rule::kStateInFirstPass>(units, unit_count, coeffs.data(), [](const Coeffs& k) {
+    return rules::second_pass_reads_grad<Rule>(k);
   });
 }
 

@@ -14,12 +14,15 @@ enum class Dtype : int { f32 = 0, f64 = 1, bf16 = 2, f16 = 3 };
 constexpr int kMaxStateSlots = 5;
 
 // One tensor of a call: raw pointers into contiguous memory of one storage dtype. A state slot
-// the configuration does not use is nullptr.
+// the configuration does not use is nullptr. A rule's per-tensor scalar state (its last
+// kScalarSlots slots) points at one value of the compute type. `rows` is the size of dim 0 for
+// tensors of ndim > 1 and 1 otherwise; only rules with per-row sums read it.
 struct TensorSlots {
   void* param;
   const void* grad;
   void* state[kMaxStateSlots];
   std::int64_t numel;
+  std::int64_t rows = 1;
 };
 
 // Runs one element-wise rule over `count` tensors of storage dtype `dtype`. `coeffs` points at

@@ -3,14 +3,17 @@
 #include "fastoptim/rules/adabelief.h"
 #include "fastoptim/rules/adagrad.h"
 #include "fastoptim/rules/adam.h"
+#include "fastoptim/rules/adamp.h"
 #include "fastoptim/rules/ademamix.h"
 #include "fastoptim/rules/adan.h"
 #include "fastoptim/rules/average.h"
 #include "fastoptim/rules/lamb.h"
+#include "fastoptim/rules/lars.h"
 #include "fastoptim/rules/list.h"
 #include "fastoptim/rules/rmsprop.h"
 #include "fastoptim/rules/scout_track.h"
 #include "fastoptim/rules/sgd.h"
+#include "fastoptim/rules/tadam.h"
 
 #include "fastoptim/core/isa.h"
 

@@ -4,6 +4,12 @@
 //   phi = clamp(||theta||, clip_min, clip_max);  r = phi / ||u||, or 1 when either norm is 0
 //   theta <- theta - lr r u
 // Two passes over each tensor: the moments and the sums of u^2 and theta^2, then the update with r.
+// RaLars (holocron.optim) is this rule with rectify = 1: RAdam's rectification of m_hat / sqrt(v_hat),
+//   rho_inf = 2 / (1-b2) - 1;  rho_t = rho_inf - 2 t b2^t / (1-b2^t)
+//   rho_t > sma_threshold: u = r_t m_hat / (sqrt(v_hat) + eps),
+//                          r_t = sqrt((rho_t-4)(rho_t-2) rho_inf / ((rho_inf-4)(rho_inf-2) rho_t))
+//   otherwise:             u = m_hat / (sqrt(v_hat) + eps) if force_adaptive_momentum, else m_hat
+// and the same weight decay and trust ratio.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -17,7 +23,8 @@ struct LAMB {
 #define FASTOPTIM_LAMB_FIELDS(F)                                                                     \
   F(lr, 1e-3, non_negative) F(beta1, 0.9, unit_interval) F(beta2, 0.999, unit_interval)            \
   F(eps, 1e-8, non_negative) F(weight_decay, 0.0, non_negative) F(clip_min, 0.0, non_negative)    \
-  F(clip_max, 10.0, non_negative) F(bias_correction, 1, flag) F(maximize, 0, flag)
+  F(clip_max, 10.0, non_negative) F(bias_correction, 1, flag) F(maximize, 0, flag) F(rectify, 0, flag)    \
+  F(sma_threshold, 4.0, any) F(force_adaptive_momentum, 0, flag)
   FASTOPTIM_HYPER(FASTOPTIM_LAMB_FIELDS)
 
   enum Slot { kExpAvg, kExpAvgSq };
@@ -25,6 +32,7 @@ struct LAMB {
   static constexpr int kStateSlots = 2;
   static constexpr bool kCountsSteps = true;
   static constexpr int kSums = 2;  // sum of u^2, sum of theta^2
+  static constexpr bool kStateInFirstPass = true;  // the sums need the new moments
   static const char* invalid_combination(const Hyper& h) {
     return h.clip_min > h.clip_max ? "scale_clip must be (low, high) with low <= high" : nullptr;
   }
@@ -33,13 +41,25 @@ struct LAMB {
   struct Coeffs {
     T beta1, one_minus_beta1, beta2, one_minus_beta2, bias_correction1, bias_correction2_sqrt, eps;
     T weight_decay, neg_lr, clip_min, clip_max;
-    bool maximize, has_weight_decay;
+    T rectification;  // RaLars' r_t (1 for LAMB)
+    bool maximize, has_weight_decay, adaptive;  // adaptive: divide by sqrt(v_hat) + eps
     T neg_lr_ratio;  // -lr * r, set by finish() from the tensor's sums
   };
 
   template <class T>
   static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
     const bool corrected = h.bias_correction != 0;
+    double rectification = 1.0;
+    bool adaptive = true;
+    if (h.rectify != 0) {
+      const double rho_inf = 2 / (1 - h.beta2) - 1;
+      const double beta2_t = std::pow(h.beta2, s.step);
+      const double rho_t = rho_inf - 2 * s.step * beta2_t / (1 - beta2_t);
+      if (rho_t > h.sma_threshold)
+        rectification = std::sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t));
+      else
+        adaptive = h.force_adaptive_momentum != 0;
+    }
     return {T(h.beta1),
             T(1 - h.beta1),
             T(h.beta2),
@@ -51,15 +71,18 @@ struct LAMB {
             T(-h.lr),
             T(h.clip_min),
             T(h.clip_max),
+            T(rectification),
             h.maximize != 0,
             h.weight_decay != 0,
+            adaptive,
             T(0)};
   }
 
   // u from the updated moments; pass 1 and pass 2 compute it alike.
   template <class T, int W>
   static Vec<T, W> update(const Vec<T, W>& p, const Vec<T, W>* state, const Coeffs<T>& k) {
-    Vec<T, W> u = (state[kExpAvg] / k.bias_correction1) / (sqrt(state[kExpAvgSq]) / k.bias_correction2_sqrt + k.eps);
+    const Vec<T, W> m_hat = state[kExpAvg] / k.bias_correction1;
+    Vec<T, W> u = k.adaptive ? m_hat / (sqrt(state[kExpAvgSq]) / k.bias_correction2_sqrt + k.eps) * k.rectification : m_hat;
     if (k.has_weight_decay) u = core::mul_add(p, k.weight_decay, u);
     return u;
   }
@@ -72,7 +95,7 @@ struct LAMB {
   }
 
   template <class T, int W>
-  static void contribute(const Vec<T, W>& p, const Vec<T, W>* state, const Coeffs<T>& k, Vec<T, W>* out) {
+  static void contribute(const Vec<T, W>& p, const Vec<T, W>&, const Vec<T, W>* state, const Coeffs<T>& k, Vec<T, W>* out) {
     const Vec<T, W> u = update(p, state, k);
     out[0] = u * u;
     out[1] = p * p;
@@ -87,7 +110,7 @@ struct LAMB {
   }
 
   template <class T, int W>
-  static void apply(Vec<T, W>& p, const Vec<T, W>* state, const Coeffs<T>& k) {
+  static void apply(Vec<T, W>& p, const Vec<T, W>&, const Vec<T, W>* state, const Coeffs<T>& k) {
     p = core::mul_add(update(p, state, k), k.neg_lr_ratio, p);
   }
 };

@@ -8,18 +8,30 @@
 //   kReadsGrad = false        the rule takes no gradient (weight averaging)
 //   writes_param(k)           false when this step leaves the parameter as it is
 // A rule that needs per-tensor sums before it can update (a trust ratio: LAMB, LARS) says
-// kSums = N and, instead of apply(p, g, state, k), provides the two passes the driver runs:
-//   advance<T, W>(p, g, state, k)           pass 1: updates the state
-//   contribute<T, W>(p, state, k, out)      pass 1: the N contributions, from the state as stored
-//   finish(k, sums)                         on the host, per tensor: scalars from the N sums
-//   apply<T, W>(p, state, k)                pass 2: updates the parameter (no gradient, state read only)
-// (contribute sees the state as it was stored, rounded for bf16/fp16, so both passes use the same values)
+// kSums = N, and the driver runs two passes over each tensor:
+//   pass 1   contribute<T, W>(p, g, state, k, out)   the N per-element contributions to the sums
+//   host     finish(k, sums)                         per tensor: scalars from the N sums
+//   pass 2   apply<T, W>(p, g, state, k)             the update, as for an element-wise rule
+// Which pass updates the state is the rule's choice, kStateInFirstPass:
+//   true   (LAMB: the sums need the new moments) pass 1 first runs advance<T, W>(p, g, state, k)
+//          and stores the state; contribute then sees it as stored (rounded for bf16/fp16), and
+//          pass 2 reads it without storing it, and reads the gradient only if apply_reads_grad(k).
+//   false  (LARS, TAdam: the sums come before the update) pass 1 only reads; pass 2 updates the
+//          state and the parameter.
+// Options of the two-pass shape:
+//   kSumsPerRow = true       the sums are per row of dim 0 (a channel) for tensors of ndim > 1,
+//                            and finish_rows(k, sums, rows) sees all rows of a tensor at once;
+//                            pass 2 then runs row by row with each row's coefficients (AdamP)
+//   kScalarSlots = N         the last N of kState are one-element per-tensor state in the compute
+//                            type (float32, or float64 for float64 params), which finish(k, sums,
+//                            scalars) reads and writes on the host (TAdam's W)
 //   invalid_combination(h)    a message when fields are valid alone but not together, else nullptr
 //   Coeffs<T>, prepare<T>()   per-tensor scalars, computed in double on the host and stored as T
 //   apply<T, W>()             the per-element update over lanes; the SIMD body and the scalar tail
 //                             (and later CUDA and edge loops) all run this one function
 #pragma once
 #include <cmath>
+#include <cstdint>
 #include <type_traits>
 #include <utility>
 
@@ -33,8 +45,11 @@ using core::Vec;
 
 // What prepare() knows about one tensor at this step.
 struct StepInfo {
-  double step;  // the step count after this step's increment (1 on the first step)
-  bool fresh;   // the state tensors were created for this step (never updated before)
+  double step;              // the step count after this step's increment (1 on the first step)
+  bool fresh;               // the state tensors were created for this step (never updated before)
+  std::int64_t numel = 0;   // elements of the tensor
+  bool matrix = false;      // ndim > 1
+  std::int64_t rows = 1;    // size of dim 0 when ndim > 1, else 1 (the rows of per-row sums)
 };
 
 // How many per-tensor sums a rule needs before its update (0: a single element-wise pass).
@@ -42,6 +57,32 @@ template <class Rule, class = void>
 struct sums_of : std::integral_constant<int, 0> {};
 template <class Rule>
 struct sums_of<Rule, std::void_t<decltype(Rule::kSums)>> : std::integral_constant<int, Rule::kSums> {};
+
+// Two-pass options (see the top of this file), with their defaults.
+template <class Rule, class = void>
+struct sums_per_row : std::false_type {};
+template <class Rule>
+struct sums_per_row<Rule, std::void_t<decltype(Rule::kSumsPerRow)>> : std::bool_constant<Rule::kSumsPerRow> {};
+
+template <class Rule, class = void>
+struct scalar_slots_of : std::integral_constant<int, 0> {};
+template <class Rule>
+struct scalar_slots_of<Rule, std::void_t<decltype(Rule::kScalarSlots)>>
+    : std::integral_constant<int, Rule::kScalarSlots> {};
+
+template <class Rule, class Coeffs, class = void>
+struct has_apply_reads_grad : std::false_type {};
+template <class Rule, class Coeffs>
+struct has_apply_reads_grad<Rule, Coeffs, std::void_t<decltype(Rule::apply_reads_grad(std::declval<const Coeffs&>()))>>
+    : std::true_type {};
+
+// Whether pass 2 of a two-pass rule loads the gradient: always when it updates the state.
+template <class Rule, class Coeffs>
+inline bool second_pass_reads_grad(const Coeffs& k) {
+  if constexpr (!Rule::kStateInFirstPass) return true;
+  else if constexpr (has_apply_reads_grad<Rule, Coeffs>::value) return Rule::apply_reads_grad(k);
+  else return false;
+}
 
 // Whether a rule reads a gradient (true unless it says kReadsGrad = false).
 template <class Rule, class = void>

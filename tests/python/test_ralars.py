@@ -1,0 +1,104 @@
+"""RaLars: holocron's code (pylocron 0.3.0) element by element, through both phases of the
+rectification (SGD-like while rho_t <= 4, rectified after), on LAMB's two-pass rule."""
+
+import pytest
+import torch
+
+import fastoptim
+from reference import (
+    SHAPES,
+    assert_close_rel,
+    assert_every_isa_gives_the_same_bits,
+    assert_low_precision_steps_round_once,
+    assert_resumes_bit_identically,
+    clone_params,
+    load_holocron_optim,
+    make_params,
+    set_grads,
+)
+
+TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-12}
+DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+CASES = [
+    dict(),
+    dict(weight_decay=0.1),
+    dict(force_adaptive_momentum=True, lr=1e-2),
+    dict(betas=(0.8, 0.99), eps=1e-6, scale_clip=(0.5, 20.0), weight_decay=0.01),
+]
+
+
+@DTYPES
+@pytest.mark.parametrize("cfg", CASES, ids=str)
+def test_is_holocrons_code(cfg, dtype):
+    holocron = load_holocron_optim()
+    params = make_params(SHAPES, dtype)
+    ref_params = clone_params(params)
+    ours, ref = fastoptim.RaLars(params, **cfg), holocron.RaLars(ref_params, **cfg)
+    for step in range(50):
+        set_grads([params, ref_params], step, dtype)
+        ours.step()
+        ref.step()
+    for p, q in zip(params, ref_params):
+        assert_close_rel(p, q, TOLERANCE[dtype], f"shape {tuple(q.shape)}")
+
+
+def test_a_new_beta2_takes_effect_where_holocron_keeps_a_stale_rho_inf():
+    """holocron caches rho_inf in the group on its first step; fastoptim recomputes it, so after
+    changing beta2 it matches a fresh holocron optimizer's formula, not the stale one."""
+    holocron = load_holocron_optim()
+    params = make_params([(1023,)], torch.float64)
+    ref_params, stale_params = clone_params(params), clone_params(params)
+    wd = dict(weight_decay=0.1)  # without decay r_t scales u uniformly and cancels in the trust ratio
+    ours, ref, stale = fastoptim.RaLars(params, **wd), holocron.RaLars(ref_params, **wd), holocron.RaLars(stale_params, **wd)
+    for step in range(20):
+        if step == 10:
+            for opt in (ours, ref, stale):
+                opt.param_groups[0]["betas"] = (0.9, 0.99)
+            del ref.param_groups[0]["sma_inf"]  # what holocron would need to follow the change
+        set_grads([params, ref_params, stale_params], step, torch.float64)
+        for opt in (ours, ref, stale):
+            opt.step()
+    assert_close_rel(params[0], ref_params[0], 1e-12)
+    assert (params[0] - stale_params[0]).abs().max() > 1e-6
+
+
+def test_lamb_is_ralars_without_the_rectification():
+    """One rule serves both: with rho_t never above the threshold and force_adaptive_momentum,
+    RaLars's update is LAMB's bias-corrected one."""
+    params = make_params(SHAPES, torch.float64)
+    other = clone_params(params)
+    a = fastoptim.RaLars(params, weight_decay=0.1, force_adaptive_momentum=True, sma_threshold=1e9)
+    b = fastoptim.LAMB(other, weight_decay=0.1)
+    for step in range(10):
+        set_grads([params, other], step, torch.float64)
+        a.step()
+        b.step()
+    for p, q in zip(params, other):
+        assert torch.equal(p, q)
+
+
+def test_the_two_passes_agree_for_every_kernel_isa():
+    assert_every_isa_gives_the_same_bits(lambda ps: fastoptim.RaLars(ps, weight_decay=0.01), steps=8)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_low_precision_steps_round_once(dtype):
+    assert_low_precision_steps_round_once(lambda ps: fastoptim.RaLars(ps, lr=1e-2, weight_decay=0.01), dtype, steps=8)
+
+
+def test_state_dict_round_trip_is_bit_identical():
+    assert_resumes_bit_identically(lambda ps: fastoptim.RaLars(ps, weight_decay=0.01), SHAPES, save_at=7, until=25)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(lr=-1.0), "Invalid learning rate: -1.0"),
+        (dict(eps=-1.0), "Invalid epsilon value: -1.0"),
+        (dict(betas=(1.0, 0.999)), "Invalid beta parameter at index 0: 1.0"),
+        (dict(scale_clip=(5.0, 1.0)), r"Invalid scale_clip value: \(5.0, 1.0\)"),
+    ],
+)
+def test_invalid_arguments_raise_value_error_naming_them(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fastoptim.RaLars(make_params(SHAPES, torch.float32), **kwargs)
