@@ -12,11 +12,15 @@ Byte model (per element, fp32 params; bf16 params and state halve it): every arr
 plus every array it writes. AdamW/Adam/AdaBelief: read p, g, m, v; write p, m, v = 28 B. SGD
 (momentum, Nesterov), Adagrad, RMSprop: read p, g, one state; write p, state = 20 B. AdEMAMix: read
 p, g, m1, m2, v; write p, m1, m2, v = 36 B. Adan: read p, g, m, d, n, g_prev; write all but g = 44 B.
-LAMB, two passes: read p, g, m, v and write m, v; then read p, m, v and write p = 40 B.
+LAMB and RaLars, two passes: read p, g, m, v and write m, v; then read p, m, v and write p = 40 B.
+AdamP likewise (pass 1 also takes the per-channel sums) = 40 B. LARS (momentum 0.9), two passes:
+read p, g; then read p, g, b and write p, b = 28 B. TAdam, two passes: read g, m, v; then read p, g,
+m, v and write p, m, v = 40 B.
 
 Peers: torch.optim's implementations for the classic five; for holocron's set, holocron.optim
 (pylocron), pytorch_optimizer with and without foreach, and the official package where there is
-one (adabelief-pytorch), each in its closest configuration to fastoptim's.
+one (adabelief-pytorch, adamp), each in its closest configuration to fastoptim's (RaLars:
+pytorch_optimizer's Lamb with rectify=True; TAdam has no pytorch_optimizer peer).
 
 Each round runs the ceiling program, then every implementation (in an order rotated each round), so
 a drift in the machine's bandwidth hits all of them alike.
@@ -44,7 +48,8 @@ import fastoptim
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 
-STREAMS = {"AdamW": 7, "Adam": 7, "SGD": 5, "Adagrad": 5, "RMSprop": 5, "AdaBelief": 7, "AdEMAMix": 9, "Adan": 11, "LAMB": 10}
+STREAMS = {"AdamW": 7, "Adam": 7, "SGD": 5, "Adagrad": 5, "RMSprop": 5, "AdaBelief": 7, "AdEMAMix": 9, "Adan": 11, "LAMB": 10,
+           "RaLars": 10, "LARS": 7, "TAdam": 10, "AdamP": 10}
 CONFIG = {
     "AdamW": dict(lr=1e-3),
     "Adam": dict(lr=1e-3),
@@ -55,9 +60,14 @@ CONFIG = {
     "AdEMAMix": dict(lr=1e-3),
     "Adan": dict(lr=1e-3),
     "LAMB": dict(lr=1e-3),
+    "RaLars": dict(lr=1e-3),
+    "LARS": dict(lr=1e-3, momentum=0.9),
+    "TAdam": dict(lr=1e-3),
+    "AdamP": dict(lr=1e-3),
 }
-HOLOCRON_SET = {"AdaBelief", "AdEMAMix", "Adan", "LAMB"}
-KOZISTR_NAMES = {"LAMB": "Lamb"}  # pytorch_optimizer's spelling where it differs
+HOLOCRON_SET = {"AdaBelief", "AdEMAMix", "Adan", "LAMB", "RaLars", "LARS", "TAdam", "AdamP"}
+# pytorch_optimizer's class and extra options where they differ from fastoptim's name (None: no peer there)
+KOZISTR = {"LAMB": ("Lamb", {}), "RaLars": ("Lamb", dict(rectify=True)), "TAdam": None}
 HAS_FUSED = {"AdamW", "Adam", "SGD", "Adagrad"}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -111,9 +121,15 @@ def peer_implementations(name: str, params):
 
     cfg = CONFIG[name]
     peers = {"holocron": getattr(holocron_optim(), name)(params, **cfg)}
-    kozistr = getattr(pytorch_optimizer, KOZISTR_NAMES.get(name, name))
-    peers["pytorch_optimizer foreach=False"] = kozistr(params, **cfg, foreach=False)
-    peers["pytorch_optimizer foreach=True"] = kozistr(params, **cfg, foreach=True)
+    kozistr = KOZISTR.get(name, (name, {}))
+    if kozistr is not None:
+        cls, extra = getattr(pytorch_optimizer, kozistr[0]), kozistr[1]
+        peers["pytorch_optimizer foreach=False"] = cls(params, **cfg, **extra, foreach=False)
+        peers["pytorch_optimizer foreach=True"] = cls(params, **cfg, **extra, foreach=True)
+    if name == "AdamP":
+        import adamp
+
+        peers["adamp (official)"] = adamp.AdamP(params, **cfg)
     if name == "AdaBelief":
         from adabelief_pytorch import AdaBelief
 

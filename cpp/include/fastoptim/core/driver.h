@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "fastoptim/core/dtypes.h"
@@ -138,27 +139,74 @@ void run_two_pass(const TensorSlots* tensors, std::int64_t count, const void* co
   }
 
   std::vector<std::array<T, N>> sums(static_cast<std::size_t>(unit_count));
-  per_tensor_sums<T, W, N>(
-      unit_count, [units](std::int64_t u) { return units[u].numel; },
-      [&](std::int64_t u) { return FirstPassTerm<Rule, S, T>{&units[u], &coeffs[std::size_t(u)]}; }, sums.data());
-
-  for (std::int64_t t = 0; t < count; ++t) {
+  auto units_of = [&](std::int64_t t) -> std::pair<std::int64_t, std::int64_t> {
+    if constexpr (kPerRow) return {first_unit[std::size_t(t)], first_unit[std::size_t(t) + 1]};
+    else return {t, t + 1};
+  };
+  auto finish = [&](std::int64_t t) {
+    const auto first = std::size_t(units_of(t).first);
     if constexpr (kPerRow) {
-      const auto first = std::size_t(first_unit[std::size_t(t)]);
       Rule::finish_rows(&coeffs[first], &sums[first], tensors[t].rows);
     } else if constexpr (rules::scalar_slots_of<Rule>::value > 0) {
       T* scalars[rules::scalar_slots_of<Rule>::value];
       for (int j = 0; j < rules::scalar_slots_of<Rule>::value; ++j)
         scalars[j] = static_cast<T*>(tensors[t].state[Rule::kStateSlots + j]);
-      Rule::finish(coeffs[std::size_t(t)], sums[std::size_t(t)].data(), scalars);
+      Rule::finish(coeffs[first], sums[first].data(), scalars);
     } else {
-      Rule::finish(coeffs[std::size_t(t)], sums[std::size_t(t)].data());
+      Rule::finish(coeffs[first], sums[first].data());
+    }
+  };
+
+  // A tensor of at most one reduction block is done whole by one thread: its sums, its finish and
+  // its update back to back, while it is still in cache (pass 2 then reads it from cache, not from
+  // memory). Its sums are one block, so they are the same bits the blocked path below gives.
+  std::vector<std::int64_t> local, blocked;
+  for (std::int64_t t = 0; t < count; ++t) (tensors[t].numel <= kReduceBlock ? local : blocked).push_back(t);
+  const auto local_count = std::int64_t(local.size());
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (local_count > 1 && max_threads() > 1)
+#endif
+  for (std::int64_t k = 0; k < local_count; ++k) {
+    const std::int64_t t = local[std::size_t(k)];
+    const auto [first, last] = units_of(t);
+    for (std::int64_t u = first; u < last; ++u) {
+      FirstPassTerm<Rule, S, T> term{&units[u], &coeffs[std::size_t(u)]};
+      sums[std::size_t(u)] = block_sums<T, W, N>(0, units[u].numel, term);
+    }
+    finish(t);
+    for (std::int64_t u = first; u < last; ++u) {
+      const Coeffs& k_u = coeffs[std::size_t(u)];
+      const bool grad = rules::second_pass_reads_grad<Rule>(k_u);
+      std::int64_t i = 0;
+      for (; i + W <= units[u].numel; i += W) update_lanes<Rule, S, W, !Rule::kStateInFirstPass>(units[u], k_u, i, grad);
+      for (; i < units[u].numel; ++i) update_lanes<Rule, S, 1, !Rule::kStateInFirstPass>(units[u], k_u, i, grad);
     }
   }
+  if (blocked.empty()) return;
 
-  update_all<Rule, S, !Rule::kStateInFirstPass>(units, unit_count, coeffs.data(), [](const Coeffs& k) {
-    return rules::second_pass_reads_grad<Rule>(k);
-  });
+  // The other tensors: their blocks summed in parallel, finish per tensor, then one parallel update pass.
+  std::vector<std::int64_t> blocked_units;
+  for (std::int64_t t : blocked)
+    for (std::int64_t u = units_of(t).first; u < units_of(t).second; ++u) blocked_units.push_back(u);
+  const auto blocked_count = std::int64_t(blocked_units.size());
+  std::vector<std::array<T, N>> blocked_sums(blocked_units.size());
+  per_tensor_sums<T, W, N>(
+      blocked_count, [&](std::int64_t k) { return units[blocked_units[std::size_t(k)]].numel; },
+      [&](std::int64_t k) {
+        const std::int64_t u = blocked_units[std::size_t(k)];
+        return FirstPassTerm<Rule, S, T>{&units[u], &coeffs[std::size_t(u)]};
+      },
+      blocked_sums.data());
+  for (std::int64_t k = 0; k < blocked_count; ++k) sums[std::size_t(blocked_units[std::size_t(k)])] = blocked_sums[std::size_t(k)];
+  for (std::int64_t t : blocked) finish(t);
+  std::vector<TensorSlots> update_units;
+  std::vector<Coeffs> update_coeffs;
+  for (std::int64_t u : blocked_units) {
+    update_units.push_back(units[u]);
+    update_coeffs.push_back(coeffs[std::size_t(u)]);
+  }
+  update_all<Rule, S, !Rule::kStateInFirstPass>(update_units.data(), blocked_count, update_coeffs.data(),
+                                                [](const Coeffs& k) { return rules::second_pass_reads_grad<Rule>(k); });
 }
 
 template <class Rule, class S>
