@@ -1,6 +1,8 @@
-// The generic CPU driver for element-wise rules: parallel over all elements of all tensors of a
-// call, a SIMD body of kLanes<T> and a one-lane tail, both calling Rule::apply. Included only by
-// the per-ISA kernel translation unit.
+// The generic CPU driver: runs any rule over all tensors of a call. Element-wise rules get one
+// parallel pass over the concatenated elements (a SIMD body of kLanes<T> and a one-lane tail, both
+// calling Rule::apply). Rules with per-tensor (or per-row) sums get two passes: the sums, the
+// rule's finish on the host, then the update (see rules/rule.h). Included only by the per-ISA
+// kernel translation unit.
 #pragma once
 #include <algorithm>
 #include <array>
