@@ -4,7 +4,9 @@ shapes that exercise SIMD tails, and a runner that steps fastoptim and torch.opt
 from __future__ import annotations
 
 import copy
+from typing import NamedTuple
 
+import pytest
 import torch
 
 import fastoptim
@@ -50,6 +52,11 @@ CONFIGS: dict[str, list[dict]] = {
 # Sizes around every SIMD width (4, 8, 16 floats), a large odd size, 2-D, 4-D (a conv weight) and 0-d.
 SHAPES = [(0,), (1,), (15,), (16,), (17,), (1023,), (100003,), (33, 65), (6, 3, 3, 3), ()]
 
+# Parity with a reference: torch's CPU sqrt is 1 ulp off (not correctly rounded), so float32 agrees
+# within 1e-6 relative and float64 within 1e-12, not bit for bit.
+TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-12}
+PARITY_DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+
 CONFIG_CASES = [(name, cfg) for name, cfgs in CONFIGS.items() for cfg in cfgs]
 
 
@@ -67,14 +74,20 @@ def clone_params(params):
     return [p.detach().clone().requires_grad_() for p in params]
 
 
-def set_grads(param_lists, step, dtype):
-    """The same gradients for every list of parameters: noise, with a few exact zeros."""
+def noise_grads(params, step, dtype=None):
+    """Gradients for `params` at `step`: noise in `dtype` (by default theirs), with a few exact zeros."""
     gen = torch.Generator().manual_seed(1000 + step)
     grads = []
-    for p in param_lists[0]:
+    for p in params:
         g = torch.randn(p.shape, generator=gen, dtype=torch.float64)
         g[torch.rand(p.shape, generator=gen) < 0.05] = 0.0
-        grads.append(g.to(dtype))
+        grads.append(g.to(dtype or p.dtype))
+    return grads
+
+
+def set_grads(param_lists, step, dtype):
+    """The same gradients for every list of parameters: noise_grads of the first list."""
+    grads = noise_grads(param_lists[0], step, dtype)
     for params in param_lists:
         for p, g in zip(params, grads):
             p.grad = g.clone()
@@ -98,16 +111,41 @@ def assert_close_rel(actual, expected, rtol, what=""):
     assert bool((err <= bound).all()), f"{what}: worst error is {worst:.3g}x the bound (rtol={rtol})"
 
 
-def run_side_by_side(name, cfg, shapes, dtype, steps, torch_kwargs=None, seed=0):
-    """Steps fastoptim.<name> and torch.optim.<name> on identical parameters and gradients."""
+class Pair(NamedTuple):
+    params: list
+    ref_params: list
+    ours: torch.optim.Optimizer
+    ref: torch.optim.Optimizer
+
+
+def run_pair(make_ours, make_ref, dtype, steps=50, shapes=SHAPES, grads=None, seed=0) -> Pair:
+    """Steps make_ours(params) and make_ref(a copy of them) on identical parameters and, each
+    step, identical gradients: noise_grads, or grads(params, step) computed from ours' parameters."""
     params = make_params(shapes, dtype, seed)
     ref_params = clone_params(params)
-    ours = getattr(fastoptim, name)(params, **cfg)
-    ref = getattr(torch.optim, name)(ref_params, **cfg, **(torch_kwargs or dict(foreach=False)))
+    ours, ref = make_ours(params), make_ref(ref_params)
     for step in range(steps):
-        set_grads([params, ref_params], step, dtype)
+        step_grads = noise_grads(params, step) if grads is None else grads([p.detach() for p in params], step)
+        for p, q, g in zip(params, ref_params, step_grads):
+            p.grad, q.grad = g.clone(), g.clone()
         ours.step()
         ref.step()
+    return Pair(params, ref_params, ours, ref)
+
+
+def assert_all_close_rel(params, expected, rtol):
+    """assert_close_rel for each pair of tensors, naming the shape that fails."""
+    for p, q in zip(params, expected):
+        assert_close_rel(p.detach(), q.detach(), rtol, f"shape {tuple(q.shape)}")
+
+
+def run_side_by_side(name, cfg, shapes, dtype, steps, torch_kwargs=None, seed=0):
+    """Steps fastoptim.<name> and torch.optim.<name> on identical parameters and gradients."""
+    params, ref_params, ours, ref = run_pair(
+        lambda ps: getattr(fastoptim, name)(ps, **cfg),
+        lambda ps: getattr(torch.optim, name)(ps, **cfg, **(torch_kwargs or dict(foreach=False))),
+        dtype, steps, shapes, seed=seed,
+    )
     return ours, ref, params, ref_params
 
 

@@ -5,9 +5,13 @@ same thing; the per-row two-pass C++ step."""
 import pytest
 import torch
 
+import adamp  # the official AdamP, from requirements-references.txt
 import fastoptim
 from reference import (
+    PARITY_DTYPES,
     SHAPES,
+    TOLERANCE,
+    assert_all_close_rel,
     assert_close_rel,
     assert_every_isa_gives_the_same_bits,
     assert_low_precision_steps_round_once,
@@ -15,25 +19,16 @@ from reference import (
     clone_params,
     load_holocron_optim,
     make_params,
-    set_grads,
+    noise_grads,
+    run_pair,
 )
-
-adamp = pytest.importorskip("adamp", reason="adamp 0.3.0 is in requirements-references.txt")
-
-TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-12}
-DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
-
-
-def random_grads(params, step):
-    set_grads([params], step, params[0].dtype)
-    return [p.grad for p in params]
 
 
 def without_radial_part(params, step, rows):
     """Noise with its component along theta removed per row of dim 0 (rows=True: every channel's
     cosine is ~0, the channel view projects) or for the whole tensor (rows=False: the channel
     cosines stay large, the layer view projects)."""
-    grads = random_grads(params, step)
+    grads = noise_grads(params, step)
     out = []
     for p, g in zip(params, grads):
         if p.dim() > 1:
@@ -52,39 +47,27 @@ def without_radial_part(params, step, rows):
 
 
 GRADS = {
-    "random": lambda params, step: random_grads(params, step),
+    "random": noise_grads,
     "channel-orthogonal": lambda params, step: without_radial_part(params, step, rows=True),
     "layer-orthogonal": lambda params, step: without_radial_part(params, step, rows=False),
 }
 CASES = [dict(), dict(lr=1e-2, weight_decay=0.1), dict(nesterov=True, weight_decay=0.01), dict(delta=0.5, wd_ratio=0.5, weight_decay=0.1, eps=1e-6)]
 
 
-def run(make, reference, dtype, grads, steps=50):
-    params = make_params(SHAPES, dtype)
-    ref_params = clone_params(params)
-    ours, ref = make(params), reference(ref_params)
-    for step in range(steps):
-        for p, q, g in zip(params, ref_params, GRADS[grads]([p.detach() for p in params], step)):
-            p.grad, q.grad = g.clone(), g.clone()
-        ours.step()
-        ref.step()
-    return params, ref_params
-
-
-@DTYPES
+@PARITY_DTYPES
 @pytest.mark.parametrize("grads", sorted(GRADS))
 @pytest.mark.parametrize("cfg", CASES, ids=str)
 def test_is_the_official_algorithm(cfg, grads, dtype):
-    params, ref_params = run(lambda ps: fastoptim.AdamP(ps, **cfg), lambda ps: adamp.AdamP(ps, **cfg), dtype, grads)
-    for p, q in zip(params, ref_params):
-        assert_close_rel(p, q, TOLERANCE[dtype], f"shape {tuple(q.shape)}")
+    params, ref_params, _, _ = run_pair(lambda ps: fastoptim.AdamP(ps, **cfg), lambda ps: adamp.AdamP(ps, **cfg), dtype, grads=GRADS[grads])
+    assert_all_close_rel(params, ref_params, TOLERANCE[dtype])
 
 
 @pytest.mark.parametrize("grads", ["channel-orthogonal", "layer-orthogonal"])
 def test_the_projection_changes_the_step(grads):
     """The orthogonal gradients do take the projection branches (AdamW gives another result)."""
-    params, adamw_params = run(lambda ps: fastoptim.AdamP(ps, weight_decay=0.1),
-                               lambda ps: torch.optim.AdamW(ps, weight_decay=0.1, foreach=False), torch.float64, grads, steps=5)
+    params, adamw_params, _, _ = run_pair(lambda ps: fastoptim.AdamP(ps, weight_decay=0.1),
+                                          lambda ps: torch.optim.AdamW(ps, weight_decay=0.1, foreach=False), torch.float64,
+                                          steps=5, grads=GRADS[grads])
     conv = SHAPES.index((6, 3, 3, 3))
     assert (params[conv] - adamw_params[conv]).abs().max() > 1e-6
 
@@ -128,8 +111,7 @@ def test_is_holocrons_code_where_neither_projects():
             p.grad, q.grad = g.clone(), g.clone()
         ours.step()
         ref.step()
-    for p, q in zip(params, ref_params):
-        assert_close_rel(p, q, 1e-12, f"shape {tuple(q.shape)}")
+    assert_all_close_rel(params, ref_params, 1e-12)
 
 
 def test_vectors_are_not_projected_where_holocron_projects_them():

@@ -7,17 +7,20 @@ from pytorch_optimizer import Adan as KozistrAdan
 
 import fastoptim
 from reference import (
+    PARITY_DTYPES,
     SHAPES,
+    TOLERANCE,
+    assert_all_close_rel,
     assert_close_rel,
     assert_low_precision_steps_round_once,
     assert_resumes_bit_identically,
     clone_params,
     load_holocron_optim,
     make_params,
+    run_pair,
     set_grads,
 )
 
-TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-12}
 
 CASES = [  # (fastoptim, pytorch_optimizer) arguments computing the same thing
     (dict(), dict()),
@@ -27,20 +30,16 @@ CASES = [  # (fastoptim, pytorch_optimizer) arguments computing the same thing
 ]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@PARITY_DTYPES
 @pytest.mark.parametrize("case", CASES, ids=lambda c: str(c[0]))
 def test_matches_the_official_algorithm_of_pytorch_optimizer(case, dtype):
     ours_cfg, ref_cfg = case
-    params = make_params(SHAPES, dtype)
-    ref_params = clone_params(params)
-    ours = fastoptim.Adan(params, **{"lr": 1e-2, **ours_cfg})
-    ref = KozistrAdan(ref_params, **{"lr": 1e-2, **ref_cfg}, foreach=False)
-    for step in range(50):
-        set_grads([params, ref_params], step, dtype)
-        ours.step()
-        ref.step()
-    for p, q in zip(params, ref_params):
-        assert_close_rel(p, q, TOLERANCE[dtype], f"shape {tuple(q.shape)}")
+    params, ref_params, _, _ = run_pair(
+        lambda ps: fastoptim.Adan(ps, **{"lr": 1e-2, **ours_cfg}),
+        lambda ps: KozistrAdan(ps, **{"lr": 1e-2, **ref_cfg}, foreach=False),
+        dtype,
+    )
+    assert_all_close_rel(params, ref_params, TOLERANCE[dtype])
 
 
 def test_the_previous_gradient_is_kept_where_holocron_leaves_it_at_zero():

@@ -9,60 +9,51 @@ from pytorch_optimizer import AdEMAMix as KozistrAdEMAMix
 
 import fastoptim
 from reference import (
+    PARITY_DTYPES,
     SHAPES,
-    assert_close_rel,
+    TOLERANCE,
+    assert_all_close_rel,
     assert_low_precision_steps_round_once,
     assert_resumes_bit_identically,
-    clone_params,
     load_holocron_optim,
     make_params,
+    run_pair,
     set_grads,
 )
 
-TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-12}
+
+def run_classes(ours_cls, ref_cls, ours_kwargs, ref_kwargs, dtype):
+    """run_pair for two classes and their arguments: (params, ref_params)."""
+    return run_pair(lambda ps: ours_cls(ps, **ours_kwargs), lambda ps: ref_cls(ps, **ref_kwargs), dtype)[:2]
 
 
-def run_pair(ours_cls, ref_cls, ours_kwargs, ref_kwargs, dtype, steps=50):
-    params = make_params(SHAPES, dtype)
-    ref_params = clone_params(params)
-    ours, ref = ours_cls(params, **ours_kwargs), ref_cls(ref_params, **ref_kwargs)
-    for step in range(steps):
-        set_grads([params, ref_params], step, dtype)
-        ours.step()
-        ref.step()
-    return params, ref_params
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@PARITY_DTYPES
 @pytest.mark.parametrize("cfg", [dict(), dict(lr=1e-2, betas=(0.8, 0.99, 0.999), alpha=2.0, eps=1e-6)], ids=["defaults", "custom"])
 def test_matches_holocron_without_weight_decay_and_schedulers(cfg, dtype):
     holocron = load_holocron_optim()
-    params, ref_params = run_pair(fastoptim.AdEMAMix, holocron.AdEMAMix, cfg, cfg, dtype)
-    for p, q in zip(params, ref_params):
-        assert_close_rel(p, q, TOLERANCE[dtype], f"shape {tuple(q.shape)}")
+    params, ref_params = run_classes(fastoptim.AdEMAMix, holocron.AdEMAMix, cfg, cfg, dtype)
+    assert_all_close_rel(params, ref_params, TOLERANCE[dtype])
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@PARITY_DTYPES
 def test_with_weight_decouple_false_matches_holocron_l2_weight_decay(dtype):
     holocron = load_holocron_optim()
-    params, ref_params = run_pair(
+    params, ref_params = run_classes(
         fastoptim.AdEMAMix, holocron.AdEMAMix, dict(weight_decay=0.1, weight_decouple=False), dict(weight_decay=0.1), dtype
     )
-    for p, q in zip(params, ref_params):
-        assert_close_rel(p, q, TOLERANCE[dtype], f"shape {tuple(q.shape)}")
+    assert_all_close_rel(params, ref_params, TOLERANCE[dtype])
 
 
 def test_decoupled_weight_decay_is_the_intended_difference_from_holocron():
     holocron = load_holocron_optim()
-    params, ref_params = run_pair(fastoptim.AdEMAMix, holocron.AdEMAMix, dict(weight_decay=0.1), dict(weight_decay=0.1), torch.float64)
+    params, ref_params = run_classes(fastoptim.AdEMAMix, holocron.AdEMAMix, dict(weight_decay=0.1), dict(weight_decay=0.1), torch.float64)
     big = SHAPES.index((100003,))
     assert (params[big] - ref_params[big]).abs().max() > 1e-6  # L2 and decoupled decay really differ
     # ...and the decoupled one is pytorch_optimizer's weight_decouple=True (schedulers off)
-    params2, kozistr = run_pair(
+    params2, kozistr = run_classes(
         fastoptim.AdEMAMix, KozistrAdEMAMix, dict(weight_decay=0.1), dict(weight_decay=0.1, weight_decouple=True, foreach=False), torch.float64
     )
-    for p, q in zip(params2, kozistr):
-        assert_close_rel(p, q, 1e-12, f"shape {tuple(q.shape)}")
+    assert_all_close_rel(params2, kozistr, 1e-12)
 
 
 def official_alpha(step, alpha, t_alpha):
@@ -78,7 +69,7 @@ def official_beta3(step, beta1, beta3, t_beta3, eps=1e-8):
     return 0.5 ** (1 / ((1 - a) * half_life(beta1) + a * half_life(beta3) + 1))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@PARITY_DTYPES
 def test_schedulers_follow_the_official_equations(dtype):
     lr, (b1, b2, b3), alpha, eps, wd, t_alpha, t_beta3 = 1e-2, (0.9, 0.999, 0.9999), 5.0, 1e-8, 0.05, 30, 40
     params = make_params(SHAPES, dtype)
@@ -96,19 +87,17 @@ def test_schedulers_follow_the_official_equations(dtype):
             v[i] = b2 * v[i] + (1 - b2) * g * g
             u = (m1[i] / (1 - b1**step) + a_t * m2[i]) / (v[i].sqrt() / math.sqrt(1 - b2**step) + eps)
             ref[i] = p - lr * (u + wd * p)
-    for p, q in zip(params, ref):
-        assert_close_rel(p.detach(), q, TOLERANCE[dtype], f"shape {tuple(q.shape)}")
+    assert_all_close_rel(params, ref, TOLERANCE[dtype])
 
 
 def test_schedulers_agree_with_pytorch_optimizer_up_to_its_missing_eps():
     # pytorch_optimizer's closed form of the beta3 warm-up leaves out the official eps=1e-8 in
     # log(beta + eps), which moves the half-life of beta3 = 0.9999 by about 1e-4: close, not equal.
-    params, ref_params = run_pair(
+    params, ref_params = run_classes(
         fastoptim.AdEMAMix, KozistrAdEMAMix, dict(lr=1e-2, t_alpha=20, t_beta3=20),
         dict(lr=1e-2, t_alpha_beta3=20, foreach=False), torch.float64,
     )
-    for p, q in zip(params, ref_params):
-        assert_close_rel(p, q, 1e-5, f"shape {tuple(q.shape)}")
+    assert_all_close_rel(params, ref_params, 1e-5)
 
 
 def test_beta1_zero_keeps_no_fast_average():

@@ -160,20 +160,6 @@ def test_non_contiguous_grad_is_read_not_modified():
     assert torch.equal(p, q) and not p.grad.is_contiguous()
 
 
-@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"])
-def test_tensor_lr_matches_float_lr(name):
-    params = make_params(SHAPES, torch.float32)
-    other = clone_params(params)
-    a = getattr(fastoptim, name)(params, lr=torch.tensor(0.01))
-    b = getattr(fastoptim, name)(other, lr=torch.tensor(0.01).item())  # the float32 value the tensor holds
-    for step in range(5):
-        set_grads([params, other], step, torch.float32)
-        a.step()
-        b.step()
-    for p, q in zip(params, other):
-        assert torch.equal(p, q)
-
-
 def test_zero_grad_and_add_param_group():
     a, b = make_params([(4,)], torch.float32), make_params([(3,)], torch.float32, seed=3)
     opt = fastoptim.AdamW(a, lr=1e-2)

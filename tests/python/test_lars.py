@@ -9,7 +9,10 @@ import torch
 
 import fastoptim
 from reference import (
+    PARITY_DTYPES,
     SHAPES,
+    TOLERANCE,
+    assert_all_close_rel,
     assert_close_rel,
     assert_every_isa_gives_the_same_bits,
     assert_low_precision_steps_round_once,
@@ -17,29 +20,24 @@ from reference import (
     clone_params,
     load_holocron_optim,
     make_params,
+    noise_grads,
+    run_pair,
     set_grads,
 )
 
-TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-12}
-DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
 UNCLIPPED = (0.0, math.inf)  # holocron's code ignores scale_clip
 
 
-@DTYPES
+@PARITY_DTYPES
 @pytest.mark.parametrize("cfg", [dict(), dict(lr=0.01, weight_decay=0.1), dict(lr=0.05, weight_decay=1e-4)], ids=str)
 def test_without_momentum_is_holocrons_code(cfg, dtype):
     holocron = load_holocron_optim()
-    params = make_params(SHAPES, dtype)
-    ref_params = clone_params(params)
-    ours, ref = fastoptim.LARS(params, **cfg, scale_clip=UNCLIPPED), holocron.LARS(ref_params, **cfg)
-    for step in range(50):
-        set_grads([params, ref_params], step, dtype)
-        for p in params + ref_params:  # no all-zero gradient: there the ratios differ by design (test below)
-            p.grad[p.grad == 0] = 1e-3
-        ours.step()
-        ref.step()
-    for p, q in zip(params, ref_params):
-        assert_close_rel(p, q, TOLERANCE[dtype], f"shape {tuple(q.shape)}")
+    # no all-zero gradient: there the ratios differ by design (test below)
+    nonzero_grads = lambda ps, step: [g.masked_fill(g == 0, 1e-3) for g in noise_grads(ps, step)]  # noqa: E731
+    params, ref_params, _, _ = run_pair(
+        lambda ps: fastoptim.LARS(ps, **cfg, scale_clip=UNCLIPPED), lambda ps: holocron.LARS(ps, **cfg), dtype, grads=nonzero_grads
+    )
+    assert_all_close_rel(params, ref_params, TOLERANCE[dtype])
 
 
 def documented_lars(params, grads_per_step, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
@@ -68,7 +66,7 @@ DOCUMENTED = [
 ]
 
 
-@DTYPES
+@PARITY_DTYPES
 @pytest.mark.parametrize("cfg", DOCUMENTED, ids=str)
 def test_momentum_follows_the_documented_equations(cfg, dtype):
     params = make_params(SHAPES, dtype)
@@ -79,8 +77,7 @@ def test_momentum_follows_the_documented_equations(cfg, dtype):
         set_grads([params], step, dtype)
         grads_per_step.append([p.grad.clone() for p in params])
         opt.step()
-    for p, q in zip(params, documented_lars(start, grads_per_step, **cfg)):
-        assert_close_rel(p.detach(), q, TOLERANCE[dtype], f"shape {tuple(q.shape)}")
+    assert_all_close_rel(params, documented_lars(start, grads_per_step, **cfg), TOLERANCE[dtype])
 
 
 def test_ratio_inside_the_momentum_is_the_intended_difference_from_holocron():

@@ -6,9 +6,10 @@ import torch
 
 import fastoptim
 from reference import (
-    CONFIG_CASES,
     CONFIGS,
+    CONFIG_CASES,
     SHAPES,
+    TOLERANCE,
     assert_close_rel,
     assert_every_isa_gives_the_same_bits,
     assert_low_precision_steps_round_once,
@@ -18,8 +19,6 @@ from reference import (
     run_side_by_side,
     set_grads,
 )
-
-TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-12}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])

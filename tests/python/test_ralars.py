@@ -6,7 +6,10 @@ import torch
 
 import fastoptim
 from reference import (
+    PARITY_DTYPES,
     SHAPES,
+    TOLERANCE,
+    assert_all_close_rel,
     assert_close_rel,
     assert_every_isa_gives_the_same_bits,
     assert_low_precision_steps_round_once,
@@ -14,11 +17,10 @@ from reference import (
     clone_params,
     load_holocron_optim,
     make_params,
+    run_pair,
     set_grads,
 )
 
-TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-12}
-DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
 CASES = [
     dict(),
     dict(weight_decay=0.1),
@@ -27,19 +29,12 @@ CASES = [
 ]
 
 
-@DTYPES
+@PARITY_DTYPES
 @pytest.mark.parametrize("cfg", CASES, ids=str)
 def test_is_holocrons_code(cfg, dtype):
     holocron = load_holocron_optim()
-    params = make_params(SHAPES, dtype)
-    ref_params = clone_params(params)
-    ours, ref = fastoptim.RaLars(params, **cfg), holocron.RaLars(ref_params, **cfg)
-    for step in range(50):
-        set_grads([params, ref_params], step, dtype)
-        ours.step()
-        ref.step()
-    for p, q in zip(params, ref_params):
-        assert_close_rel(p, q, TOLERANCE[dtype], f"shape {tuple(q.shape)}")
+    params, ref_params, _, _ = run_pair(lambda ps: fastoptim.RaLars(ps, **cfg), lambda ps: holocron.RaLars(ps, **cfg), dtype)
+    assert_all_close_rel(params, ref_params, TOLERANCE[dtype])
 
 
 def test_a_new_beta2_takes_effect_where_holocron_keeps_a_stale_rho_inf():

@@ -8,7 +8,10 @@ import torch
 
 import fastoptim
 from reference import (
+    PARITY_DTYPES,
     SHAPES,
+    TOLERANCE,
+    assert_all_close_rel,
     assert_close_rel,
     assert_every_isa_gives_the_same_bits,
     assert_low_precision_steps_round_once,
@@ -16,11 +19,10 @@ from reference import (
     clone_params,
     load_holocron_optim,
     make_params,
+    run_pair,
     set_grads,
 )
 
-TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-12}
-DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
 HOLOCRON_SHAPES = [s for s in SHAPES if s != ()]  # holocron's TAdam fails on 0-d parameters (W_t has shape [1])
 CASES = [
     dict(),
@@ -31,19 +33,15 @@ CASES = [
 ]
 
 
-@DTYPES
+@PARITY_DTYPES
 @pytest.mark.parametrize("cfg", CASES, ids=str)
 def test_is_holocrons_code(cfg, dtype):
     holocron = load_holocron_optim()
-    params = make_params(HOLOCRON_SHAPES, dtype)
-    ref_params = clone_params(params)
-    ours, ref = fastoptim.TAdam(params, **cfg), holocron.TAdam(ref_params, **cfg)
-    for step in range(50):
-        set_grads([params, ref_params], step, dtype)
-        ours.step()
-        ref.step()
+    params, ref_params, ours, ref = run_pair(
+        lambda ps: fastoptim.TAdam(ps, **cfg), lambda ps: holocron.TAdam(ps, **cfg), dtype, shapes=HOLOCRON_SHAPES
+    )
+    assert_all_close_rel(params, ref_params, TOLERANCE[dtype])
     for p, q in zip(params, ref_params):
-        assert_close_rel(p, q, TOLERANCE[dtype], f"shape {tuple(q.shape)}")
         if q.numel():
             assert_close_rel(ours.state[p]["W_t"], ref.state[q]["W_t"], TOLERANCE[dtype], "W_t")
 

@@ -43,18 +43,22 @@ inline void update_lanes(const TensorSlots& t, const typename Rule::template Coe
       if (t.state[j]) store<W>(static_cast<S*>(t.state[j]) + i, state[j]);
 }
 
+// update_lanes over the elements [begin, end) of one tensor: a SIMD body and a one-lane tail.
+template <class Rule, class S, bool StoreState, class Coeffs>
+inline void update_range(const TensorSlots& t, const Coeffs& k, std::int64_t begin, std::int64_t end, bool load_grad) {
+  constexpr int W = kLanes<compute_t<S>>;
+  std::int64_t i = begin;
+  for (; i + W <= end; i += W) update_lanes<Rule, S, W, StoreState>(t, k, i, load_grad);
+  for (; i < end; ++i) update_lanes<Rule, S, 1, StoreState>(t, k, i, load_grad);
+}
+
 // One parallel pass of update_lanes over every element of `count` tensors, coeffs[t] for tensor t.
 template <class Rule, class S, bool StoreState, class Coeffs, class LoadGrad>
 void update_all(const TensorSlots* tensors, std::int64_t count, const Coeffs* coeffs, LoadGrad load_grad) {
-  using T = compute_t<S>;
-  constexpr int W = kLanes<T>;
   parallel_over_elements(
       count, [tensors](std::int64_t t) { return tensors[t].numel; },
       [&](std::int64_t t, std::int64_t begin, std::int64_t end) {
-        const bool grad = load_grad(coeffs[t]);
-        std::int64_t i = begin;
-        for (; i + W <= end; i += W) update_lanes<Rule, S, W, StoreState>(tensors[t], coeffs[t], i, grad);
-        for (; i < end; ++i) update_lanes<Rule, S, 1, StoreState>(tensors[t], coeffs[t], i, grad);
+        update_range<Rule, S, StoreState>(tensors[t], coeffs[t], begin, end, load_grad(coeffs[t]));
       });
 }
 
@@ -178,10 +182,8 @@ void run_two_pass(const TensorSlots* tensors, std::int64_t count, const void* co
     finish(t);
     for (std::int64_t u = first; u < last; ++u) {
       const Coeffs& k_u = coeffs[std::size_t(u)];
-      const bool grad = rules::second_pass_reads_grad<Rule>(k_u);
-      std::int64_t i = 0;
-      for (; i + W <= units[u].numel; i += W) update_lanes<Rule, S, W, !Rule::kStateInFirstPass>(units[u], k_u, i, grad);
-      for (; i < units[u].numel; ++i) update_lanes<Rule, S, 1, !Rule::kStateInFirstPass>(units[u], k_u, i, grad);
+      update_range<Rule, S, !Rule::kStateInFirstPass>(units[u], k_u, 0, units[u].numel,
+                                                      rules::second_pass_reads_grad<Rule>(k_u));
     }
   }
   if (blocked.empty()) return;
