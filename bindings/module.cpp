@@ -35,6 +35,7 @@ py::dict describe() {
   d["state"] = state;
   d["counts_steps"] = Rule::kCountsSteps;
   d["reads_grad"] = rules::reads_grad<Rule>::value;
+  d["scales_grad"] = rules::scales_grad<Rule>::value;
   return d;
 }
 
@@ -70,17 +71,19 @@ PYBIND11_MODULE(_C, m) {
       #name "_step_",                                                                                        \
       [](const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads,                         \
          const std::vector<at::Tensor>& state, const std::vector<at::Tensor>& steps, const std::vector<bool>& fresh, \
-         const std::vector<double>& hyper, const std::optional<at::Tensor>& lr, bool check_only) {            \
+         const std::vector<double>& hyper, const std::optional<at::Tensor>& lr,                               \
+         const std::optional<at::Tensor>& grad_scale, bool check_only) {                                      \
         std::unique_ptr<bool[]> flags(new bool[fresh.size()]);                                               \
         std::copy(fresh.begin(), fresh.end(), flags.get());                                                  \
         translating_errors([&] {                                                                             \
           aten::elementwise_step<rules::Type>(params, grads, state, steps,                                   \
                                               c10::ArrayRef<bool>(flags.get(), fresh.size()), hyper, lr,     \
-                                              check_only);                                                   \
+                                              grad_scale, check_only);                                       \
         });                                                                                                  \
       },                                                                                                     \
       py::arg("params"), py::arg("grads"), py::arg("state"), py::arg("steps"), py::arg("fresh"),              \
-      py::arg("hyper"), py::arg("lr") = py::none(), py::arg("check_only") = false);
+      py::arg("hyper"), py::arg("lr") = py::none(), py::arg("grad_scale") = py::none(),                     \
+      py::arg("check_only") = false);
   FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_DIRECT)
 #undef FASTOPTIM_DIRECT
 

@@ -38,6 +38,12 @@ def check_betas(betas) -> None:
             raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
 
 
+def check_max_grad_norm(max_grad_norm: Any) -> None:
+    """None (or 0, as pytorch_optimizer and sail-sg write "off") or a positive threshold."""
+    if max_grad_norm is not None and not max_grad_norm >= 0.0:
+        raise ValueError(f"Invalid max_grad_norm value: {max_grad_norm} (expected a number >= 0, or None)")
+
+
 def to_float(value: Any) -> float:
     """A hyperparameter as a float; 1-element tensors (as torch allows for betas) too."""
     return float(value.detach().cpu()) if isinstance(value, Tensor) else float(value)
@@ -187,6 +193,24 @@ class FusedOptimizer(torch.optim.Optimizer):
         args = (params, grads, flat_state, steps, fresh if fresh_indices else [], hyper, lr if isinstance(lr, Tensor) else None)
         return args, created
 
+    @staticmethod
+    def _global_grad_norm(gathered) -> Tensor | None:
+        """The L2 norm of every gradient of this step, all groups together, when a group clips it
+        (its ``max_grad_norm``); else None. Tensor ops only (in float64): no value leaves the
+        device. It reads the gradients once more, as the official Adan and pytorch_optimizer do."""
+        if not any(group.get("max_grad_norm") for group, _ in gathered):
+            return None
+        grads = [g for _, (args, _) in gathered for g in args[1]]
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float64)))
+
+    @staticmethod
+    def _grad_scale(group: dict[str, Any], grad_norm: Tensor | None) -> Tensor | None:
+        """The factor on this group's gradients: min(max_grad_norm / (norm + eps), 1), or None."""
+        max_norm = group.get("max_grad_norm")
+        if not max_norm or grad_norm is None:
+            return None
+        return torch.clamp(max_norm / (grad_norm + group["eps"]), max=1.0)
+
     def _state_with_missing(self, p, group, state, used, keys, created):
         """The row of state tensors (in `keys` order) for `p`, with new tensors for what `state`
         lacks; the new ones are recorded in `created`. Also returns whether any of them is new."""
@@ -210,7 +234,9 @@ class FusedOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        work = [w for w in map(self._gather, self.param_groups) if w is not None]
+        gathered = [(group, w) for group in self.param_groups if (w := self._gather(group)) is not None]
+        grad_norm = self._global_grad_norm(gathered)
+        work = [((*args, self._grad_scale(group, grad_norm)), created) for group, (args, created) in gathered]
         if torch.compiler.is_compiling():
             for args, created in work:
                 self._op(*args)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import FusedOptimizer, check_betas, check_non_negative, check_tensor_lr, to_float
+from ._base import FusedOptimizer, check_betas, check_max_grad_norm, check_non_negative, check_tensor_lr, to_float
 
 
 class SGD(FusedOptimizer):
@@ -286,15 +286,29 @@ class AdaBelief(FusedOptimizer):
 
     with the new m in the residual; amsgrad keeps the running maximum of s.
 
+    ``rectify=True`` is the official package's RAdam rectification: with
+    :math:`\rho_\infty = 2/(1-\beta_2) - 1` and :math:`\rho_t = \rho_\infty - 2t\beta_2^t/(1-\beta_2^t)`,
+
+    .. math::
+        \rho_t \ge 5:\quad \theta \leftarrow \theta - \mathrm{lr}\,\frac{r_t\sqrt{1-\beta_2^t}}{1-\beta_1^t}\,
+            \frac{m}{\sqrt{s} + \epsilon},\qquad
+        r_t = \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}{(\rho_\infty-4)(\rho_\infty-2)\rho_t}}
+
+    and otherwise :math:`\theta \leftarrow \theta - \mathrm{lr}\, m/(1-\beta_1^t)` (``degenerated_to_sgd=True``,
+    the official default) or no move; as in the official code, the rectified step divides by s,
+    not by its amsgrad maximum.
+
     Differences from holocron's code: the epsilon inside s is there, as holocron's docs and the paper
     write it and the official package (adabelief-pytorch) computes it; ``eps_inside=False`` gives
-    holocron's code. ``weight_decouple=True`` decouples the weight decay as the official package does
-    by default (the default here keeps holocron's L2); ``maximize`` is offered. The official package's
-    rectification (``rectify``) is not offered yet. State: ``step``, ``exp_avg``, ``exp_avg_sq`` (holds
-    s, under holocron's and torch's name), ``max_exp_avg_sq`` with amsgrad.
+    holocron's code, and ``holocron_compat=True`` is that preset (eps outside only, L2 decay).
+    ``weight_decouple=True`` decouples the weight decay as the official package does by default
+    (the default here keeps holocron's L2); ``rectify`` and ``maximize`` are offered. State:
+    ``step``, ``exp_avg``, ``exp_avg_sq`` (holds s, under holocron's and torch's name),
+    ``max_exp_avg_sq`` with amsgrad.
     """
 
     rule = "adabelief"
+    setstate_defaults = dict(rectify=False, degenerated_to_sgd=True)
 
     def __init__(
         self,
@@ -307,15 +321,26 @@ class AdaBelief(FusedOptimizer):
         *,
         eps_inside: bool = True,
         weight_decouple: bool = False,
+        rectify: bool = False,
+        degenerated_to_sgd: bool = True,
+        holocron_compat: bool = False,
         maximize: bool = False,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
         check_betas(betas)
         check_non_negative(weight_decay=weight_decay)
+        if holocron_compat:
+            if weight_decouple or rectify:
+                raise ValueError(
+                    f"holocron_compat=True is holocron's code (L2 decay, no rectification), but weight_decouple="
+                    f"{weight_decouple} and rectify={rectify} were given"
+                )
+            eps_inside = False
         defaults = dict(
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, eps_inside=eps_inside,
-            weight_decouple=weight_decouple, maximize=maximize,
+            weight_decouple=weight_decouple, rectify=rectify, degenerated_to_sgd=degenerated_to_sgd,
+            maximize=maximize,
         )
         super().__init__(params, defaults)
 
@@ -339,12 +364,18 @@ class Adan(FusedOptimizer):
     Differences from holocron's code: holocron never updates its previous gradient (it stays 0, so
     its "difference" is the gradient itself and d is a second average of g) and applies L2 decay on
     top of the proximal step; fastoptim keeps the previous gradient (state ``prev_grad``) and uses
-    the proximal decay alone, as the paper and the official code do. ``maximize`` is offered;
-    the official ``max_grad_norm`` (a global reduction) is not offered yet.
+    the proximal decay alone, as the paper and the official code do. ``maximize`` is offered.
+
+    ``max_grad_norm`` (official; None or 0: off) first scales every gradient by
+    :math:`\min(\text{max\_grad\_norm} / (\lVert g\rVert + \epsilon), 1)`, where
+    :math:`\lVert g\rVert` is the norm of all gradients of all groups together; the previous
+    gradient kept is the scaled one, as in the official code. The norm is computed with tensor
+    ops and reaches the C++ step as a tensor: nothing is copied to the host.
     State: ``step``, ``exp_avg``, ``exp_avg_diff``, ``exp_avg_sq``, ``prev_grad``, ``max_exp_avg_sq`` (amsgrad).
     """
 
     rule = "adan"
+    setstate_defaults = dict(max_grad_norm=None)
 
     def __init__(
         self,
@@ -356,6 +387,7 @@ class Adan(FusedOptimizer):
         amsgrad: bool = False,
         *,
         no_prox: bool = False,
+        max_grad_norm: float | None = None,
         maximize: bool = False,
     ) -> None:
         check_tensor_lr(lr)
@@ -364,9 +396,10 @@ class Adan(FusedOptimizer):
             raise ValueError(f"Invalid betas: {betas} (expected three values)")
         check_betas(betas)
         check_non_negative(weight_decay=weight_decay)
+        check_max_grad_norm(max_grad_norm)
         defaults = dict(
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, no_prox=no_prox,
-            maximize=maximize,
+            max_grad_norm=max_grad_norm, maximize=maximize,
         )
         super().__init__(params, defaults)
 
@@ -403,6 +436,12 @@ class LAMB(_ScaleClipOptimizer):
     fp64 parameters) inside the C++ step, in two passes over the tensor (moments and sums, then the
     update), with nothing copied to the host.
 
+    Options from the LAMB paper's reference code and NVIDIA's: ``trust_clip=True`` caps the ratio
+    at 1 (LARC's clipping); ``grad_averaging=False`` accumulates :math:`m \leftarrow \beta_1 m + g`;
+    ``max_grad_norm`` (None or 0: off) first scales every gradient by
+    :math:`\min(\text{max\_grad\_norm} / (\lVert g\rVert + \epsilon), 1)`, the norm taken over
+    all gradients of all groups (pytorch_optimizer's ``pre_norm``), computed with tensor ops.
+
     Differences from holocron's code: the moments are bias-corrected, as its docstring writes them
     (``bias_correction=False`` gives holocron's code); ``scale_clip`` is a param-group
     hyperparameter (holocron keeps it on the instance, outside the state dict); the trust ratio
@@ -412,6 +451,7 @@ class LAMB(_ScaleClipOptimizer):
 
     rule = "lamb"
     fixed_fields = dict(rectify=0.0, sma_threshold=4.0, force_adaptive_momentum=0.0)  # RaLars' options
+    setstate_defaults = dict(trust_clip=False, grad_averaging=True, max_grad_norm=None)
 
     def __init__(
         self,
@@ -423,15 +463,20 @@ class LAMB(_ScaleClipOptimizer):
         scale_clip: tuple[float, float] | None = None,
         *,
         bias_correction: bool = True,
+        trust_clip: bool = False,
+        grad_averaging: bool = True,
+        max_grad_norm: float | None = None,
         maximize: bool = False,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
         check_betas(betas)
         check_non_negative(weight_decay=weight_decay)
+        check_max_grad_norm(max_grad_norm)
         defaults = dict(
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, scale_clip=checked_scale_clip(scale_clip),
-            bias_correction=bias_correction, maximize=maximize,
+            bias_correction=bias_correction, trust_clip=trust_clip, grad_averaging=grad_averaging,
+            max_grad_norm=max_grad_norm, maximize=maximize,
         )
         super().__init__(params, defaults)
 
@@ -464,7 +509,7 @@ class RaLars(_ScaleClipOptimizer):
     """
 
     rule = "lamb"
-    fixed_fields = dict(rectify=1.0, bias_correction=1.0)
+    fixed_fields = dict(rectify=1.0, bias_correction=1.0, trust_clip=0.0, grad_averaging=1.0)
 
     def __init__(
         self,
@@ -519,9 +564,15 @@ class LARS(_ScaleClipOptimizer):
     uses it); the ratio is 1 when the gradient norm is 0 (holocron: when ‖g‖ + λ‖θ‖ is 0);
     ``p.grad`` is not modified (holocron adds the decay into it); ``lr`` may be an int or a tensor.
     State: ``momentum_buffer`` when momentum != 0.
+
+    Options of common LARS implementations: ``trust_clip=True`` caps the ratio at 1 (LARC's
+    clipping mode); ``exclude_1d=True`` leaves tensors of ndim <= 1 (biases, norm scales) out of
+    both the adaptation and the weight decay (ratio 1, λ = 0), as the SimCLR/BYOL/Barlow Twins
+    recipes do, so they take plain SGD steps.
     """
 
     rule = "lars"
+    setstate_defaults = dict(trust_clip=False, exclude_1d=False)
 
     def __init__(
         self,
@@ -535,6 +586,8 @@ class LARS(_ScaleClipOptimizer):
         *,
         trust_coefficient: float = 1.0,
         eps: float = 0.0,
+        trust_clip: bool = False,
+        exclude_1d: bool = False,
         maximize: bool = False,
     ) -> None:
         check_tensor_lr(lr)
@@ -545,7 +598,7 @@ class LARS(_ScaleClipOptimizer):
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
             scale_clip=checked_scale_clip(scale_clip), trust_coefficient=trust_coefficient, eps=eps,
-            maximize=maximize,
+            trust_clip=trust_clip, exclude_1d=exclude_1d, maximize=maximize,
         )
         super().__init__(params, defaults)
 
@@ -652,6 +705,10 @@ class AdamP(FusedOptimizer):
     (holocron keeps it on the instance); ``amsgrad`` (holocron's option) uses the running
     maximum of v; ``maximize`` is offered. State: ``step``, ``exp_avg``, ``exp_avg_sq``,
     ``max_exp_avg_sq`` (amsgrad).
+
+    No holocron-compatible preset is offered: holocron's code differs from the official algorithm
+    in the five behaviours above, each a different kernel path, and a user migrating from holocron
+    gets the algorithm holocron documents (the spec's rule for presets: only where cheap).
     """
 
     rule = "adamp"

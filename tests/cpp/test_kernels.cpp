@@ -152,8 +152,10 @@ template <class Rule>
 static void test_simd_matches_scalar() {
   constexpr auto entry = rules::KernelEntry<Rule>::member;
   const auto& scalar = fastoptim_isa::table(0);
-  // the last two are matrices (33 x 65, 6 x 9): per-row rules see rows shorter and longer than a vector
-  const std::vector<std::int64_t> sizes = {0, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100003, 33 * 65, 6 * 9};
+  // the last two are matrices (33 x 65, 6 x 9): per-row rules see rows shorter and longer than a vector;
+  // 40009 is five reduction blocks with a ragged last one, and brings the call over the size at
+  // which the driver splits it between threads
+  const std::vector<std::int64_t> sizes = {0, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 40009, 33 * 65, 6 * 9};
   std::vector<std::int64_t> rows(sizes.size(), 1);
   rows[rows.size() - 2] = 33;
   rows[rows.size() - 1] = 6;

@@ -24,10 +24,11 @@ HOLOCRON_CASES = [dict(), dict(amsgrad=True), dict(weight_decay=0.1), dict(lr=1e
 
 @PARITY_DTYPES
 @pytest.mark.parametrize("cfg", HOLOCRON_CASES, ids=str)
-def test_eps_inside_false_is_holocrons_code(cfg, dtype):
+@pytest.mark.parametrize("compat", [dict(eps_inside=False), dict(holocron_compat=True)], ids=str)
+def test_eps_inside_false_is_holocrons_code(cfg, compat, dtype):
     holocron = load_holocron_optim()
     params, ref, _, _ = run_pair(
-        lambda ps: fastoptim.AdaBelief(ps, **cfg, eps_inside=False), lambda ps: holocron.AdaBelief(ps, **cfg), dtype
+        lambda ps: fastoptim.AdaBelief(ps, **cfg, **compat), lambda ps: holocron.AdaBelief(ps, **cfg), dtype
     )
     assert_all_close_rel(params, ref, TOLERANCE[dtype])
 
@@ -53,6 +54,39 @@ def test_default_matches_the_official_package_without_rectification(cfg, dtype):
     assert_all_close_rel(params, ref, TOLERANCE[dtype])
 
 
+# 50 steps cover both phases: rho_t passes 5 at step 6 (beta2 = 0.999 and 0.95).
+RECTIFY_CASES = [
+    dict(),
+    dict(degenerated_to_sgd=False),
+    dict(amsgrad=True, weight_decay=0.1, weight_decouple=True),
+    dict(weight_decay=0.1, weight_decouple=False, degenerated_to_sgd=False),
+    dict(lr=1e-2, betas=(0.8, 0.95), eps=1e-12, weight_decay=0.01, weight_decouple=True),
+]
+
+
+@PARITY_DTYPES
+@pytest.mark.parametrize("cfg", RECTIFY_CASES, ids=str)
+def test_rectify_matches_the_official_package(cfg, dtype):
+    official = dict(cfg, eps=cfg.get("eps", 1e-8), weight_decouple=cfg.get("weight_decouple", False))
+    params, ref, _, _ = run_pair(
+        lambda ps: fastoptim.AdaBelief(ps, **cfg, rectify=True),
+        lambda ps: OfficialAdaBelief(ps, **official, rectify=True, print_change_log=False),
+        dtype,
+    )
+    assert_all_close_rel(params, ref, TOLERANCE[dtype])
+
+
+def test_rectify_changes_the_step_in_both_phases():
+    """The rectify cases can fail: before rho_t reaches 5 (step 1) and after (step 10), the
+    rectified parameters differ from the plain ones."""
+    for steps in (1, 10):
+        plain, rectified, _, _ = run_pair(
+            lambda ps: fastoptim.AdaBelief(ps), lambda ps: fastoptim.AdaBelief(ps, rectify=True), torch.float64, steps=steps
+        )
+        big = SHAPES.index((100003,))
+        assert (plain[big] - rectified[big]).abs().max() > 1e-6
+
+
 def test_eps_inside_is_the_intended_difference_from_holocron():
     holocron = load_holocron_optim()
     params, ref, _, _ = run_pair(lambda ps: fastoptim.AdaBelief(ps, eps=1e-4), lambda ps: holocron.AdaBelief(ps, eps=1e-4), torch.float64)
@@ -76,6 +110,8 @@ def test_state_dict_round_trip_is_bit_identical():
         (dict(betas=(1.0, 0.999)), "Invalid beta parameter at index 0: 1.0"),
         (dict(eps=-1.0), "Invalid epsilon value: -1.0"),
         (dict(weight_decay=-1.0), "Invalid weight_decay value: -1.0"),
+        (dict(holocron_compat=True, weight_decouple=True), "holocron_compat=True .* weight_decouple=True"),
+        (dict(holocron_compat=True, rectify=True), "holocron_compat=True .* rectify=True"),
     ],
 )
 def test_invalid_arguments_raise_value_error_naming_them(kwargs, message):

@@ -383,6 +383,11 @@ def test_op_rejects_mismatched_lists_directly():
         torch.ops.fastoptim.sgd_step_([p], [p], [], [], [], [0.1, 0.0], None)
     with pytest.raises(ValueError, match=r"expected 2 state tensors per param \(2 in all\) but got 0"):
         torch.ops.fastoptim.adam_step_([p], [p], [], [torch.tensor(0.0)], [], [1e-3, 0.9, 0.999, 1e-8, 0, 0, 0, 0], None)
+    with pytest.raises(ValueError, match="sgd_step_: this rule takes no grad_scale, but one was given"):
+        torch.ops.fastoptim.sgd_step_([p], [p], [], [], [], [0.1, 0.0, 0.0, 0.0, 0.0, 0.0], None, torch.tensor(0.5))
+    with pytest.raises(ValueError, match="grad_scale must be a 1-element tensor"):
+        torch.ops.fastoptim.adan_step_([p], [p], [p] * 4, [torch.tensor(0.0)], [], [1e-3, 0.98, 0.92, 0.99, 1e-8, 0, 0, 0, 0],
+                                       None, torch.ones(2))
 
 
 @pytest.mark.parametrize("rule", sorted(fastoptim._C.rules))
@@ -399,5 +404,6 @@ def test_every_op_passes_torch_library_opcheck(rule):
     state = [torch.rand(1 if scalar else s) for _, _, scalar in meta["state"] for s in shapes]
     steps = [torch.tensor(2.0) for _ in shapes] if meta["counts_steps"] else []
     op = getattr(torch.ops.fastoptim, f"{rule}_step_").default
-    result = torch.library.opcheck(op, (params, grads, state, steps, [], hyper, None))
+    grad_scale = torch.tensor(0.5, dtype=torch.float64) if meta["scales_grad"] else None  # max_grad_norm's factor
+    result = torch.library.opcheck(op, (params, grads, state, steps, [], hyper, None, grad_scale))
     assert all(v == "SUCCESS" for v in result.values()), result

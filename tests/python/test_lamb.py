@@ -23,6 +23,15 @@ from reference import (
 )
 
 CASES = [dict(), dict(weight_decay=0.1), dict(lr=1e-2, scale_clip=(0.0, 1.0)), dict(betas=(0.8, 0.99), eps=1e-6, scale_clip=(0.5, 20.0))]
+# The options holocron lacks: trust_clip (with a ratio above 1 on the small tensors, whose norms
+# are below the clip), grad_averaging, max_grad_norm (the noise's global norm is about 330).
+OPTION_CASES = [
+    dict(lr=1e-2, trust_clip=True),
+    dict(grad_averaging=False, weight_decay=0.1),
+    dict(max_grad_norm=1.0, weight_decay=0.1),
+    dict(max_grad_norm=1e6),  # above the norm: no clipping
+    dict(lr=1e-2, trust_clip=True, grad_averaging=False, max_grad_norm=5.0, scale_clip=(0.5, 20.0)),
+]
 
 
 @PARITY_DTYPES
@@ -35,27 +44,66 @@ def test_bias_correction_false_is_holocrons_code(cfg, dtype):
     assert_all_close_rel(params, ref_params, TOLERANCE[dtype])
 
 
-@PARITY_DTYPES
-@pytest.mark.parametrize("cfg", CASES, ids=str)
-def test_default_follows_the_documented_equations(cfg, dtype):
-    lr, (b1, b2), eps = cfg.get("lr", 1e-3), cfg.get("betas", (0.9, 0.999)), cfg.get("eps", 1e-8)
-    wd, (low, high) = cfg.get("weight_decay", 0.0), cfg.get("scale_clip", (0.0, 10.0))
-    params = make_params(SHAPES, dtype)
-    ref = [p.detach().clone() for p in params]
-    m, v = [torch.zeros_like(p) for p in ref], [torch.zeros_like(p) for p in ref]
-    opt = fastoptim.LAMB(params, **cfg)
-    for step in range(1, 41):
-        set_grads([params], step, dtype)
-        opt.step()
-        for i, p in enumerate(ref):
-            g = params[i].grad
-            m[i] = b1 * m[i] + (1 - b1) * g
+def documented_lamb(params, grads_per_step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                    scale_clip=(0.0, 10.0), trust_clip=False, grad_averaging=True, max_grad_norm=None):
+    """The documented equations (and the reference codes' options) in plain PyTorch."""
+    (b1, b2), (low, high) = betas, scale_clip
+    params = [p.detach().clone() for p in params]
+    m, v = [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params]
+    for step, grads in enumerate(grads_per_step, start=1):
+        if max_grad_norm:
+            total = math.sqrt(sum(g.double().norm().item() ** 2 for g in grads))
+            grads = [g * min(max_grad_norm / (total + eps), 1.0) for g in grads]
+        for i, (p, g) in enumerate(zip(params, grads)):
+            m[i] = b1 * m[i] + ((1 - b1) if grad_averaging else 1.0) * g
             v[i] = b2 * v[i] + (1 - b2) * g * g
-            u = (m[i] / (1 - b1**step)) / ((v[i] / (1 - b2**step)).sqrt() + eps) + wd * p
+            u = (m[i] / (1 - b1**step)) / ((v[i] / (1 - b2**step)).sqrt() + eps) + weight_decay * p
             phi, u_norm = min(max(p.norm().item(), low), high), u.norm().item()
             ratio = 1.0 if phi == 0 or u_norm == 0 else phi / u_norm
-            ref[i] = p - lr * ratio * u
-    assert_all_close_rel(params, ref, TOLERANCE[dtype])
+            if trust_clip:
+                ratio = min(ratio, 1.0)
+            params[i] = p - lr * ratio * u
+    return params
+
+
+@PARITY_DTYPES
+@pytest.mark.parametrize("cfg", CASES + OPTION_CASES, ids=str)
+def test_default_follows_the_documented_equations(cfg, dtype):
+    params = make_params(SHAPES, dtype)
+    opt = fastoptim.LAMB(params, **cfg)
+    grads_per_step = []
+    for step in range(1, 41):
+        set_grads([params], step, dtype)
+        grads_per_step.append([p.grad.clone() for p in params])
+        opt.step()
+    start = make_params(SHAPES, dtype)
+    assert_all_close_rel(params, documented_lamb(start, grads_per_step, **cfg), TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("option", [dict(trust_clip=True), dict(grad_averaging=False), dict(max_grad_norm=1.0)], ids=str)
+def test_each_option_changes_the_step(option):
+    """The option cases above can fail: each option moves the parameters differently."""
+    results = []
+    for cfg in (dict(), option):
+        params = make_params(SHAPES, torch.float64)
+        opt = fastoptim.LAMB(params, lr=1e-2, weight_decay=0.1, **cfg)
+        for step in range(5):
+            set_grads([params], step, torch.float64)
+            opt.step()
+        results.append(params)
+    assert any((a - b).abs().max() > 1e-6 for a, b in zip(*results) if a.numel())
+
+
+def test_max_grad_norm_takes_the_norm_over_every_group():
+    """Two groups step as one: the clip factor comes from the gradients of both."""
+    split, whole, _, _ = run_pair(
+        lambda ps: fastoptim.LAMB([{"params": ps[:5]}, {"params": ps[5:]}], max_grad_norm=1.0),
+        lambda ps: fastoptim.LAMB(ps, max_grad_norm=1.0),
+        torch.float64,
+        steps=5,
+    )
+    for a, b in zip(split, whole):
+        assert torch.equal(a, b)
 
 
 def test_bias_correction_is_the_intended_difference_from_holocron():
@@ -132,6 +180,7 @@ def test_state_dict_round_trip_is_bit_identical():
         (dict(scale_clip=(5.0, 1.0)), r"Invalid scale_clip value: \(5.0, 1.0\)"),
         (dict(scale_clip=(-1.0, 1.0)), r"Invalid scale_clip value: \(-1.0, 1.0\)"),
         (dict(weight_decay=-1.0), "Invalid weight_decay value: -1.0"),
+        (dict(max_grad_norm=-1.0), "Invalid max_grad_norm value: -1.0"),
     ],
 )
 def test_invalid_arguments_raise_value_error_naming_them(kwargs, message):

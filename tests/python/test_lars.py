@@ -41,7 +41,7 @@ def test_without_momentum_is_holocrons_code(cfg, dtype):
 
 
 def documented_lars(params, grads_per_step, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
-                    scale_clip=(0.0, 10.0), trust_coefficient=1.0, eps=0.0):
+                    scale_clip=(0.0, 10.0), trust_coefficient=1.0, eps=0.0, trust_clip=False):
     """The documented equations in plain PyTorch: ratio on g + wd theta, then SGD momentum."""
     params = [p.detach().clone() for p in params]
     buffers = [None] * len(params)
@@ -50,6 +50,8 @@ def documented_lars(params, grads_per_step, lr, momentum=0.0, dampening=0.0, wei
             w_norm, g_norm = p.norm().item(), g.norm().item()
             ratio = 1.0 if w_norm == 0 or g_norm == 0 else (
                 trust_coefficient * min(max(w_norm, scale_clip[0]), scale_clip[1]) / (g_norm + weight_decay * w_norm + eps))
+            if trust_clip:
+                ratio = min(ratio, 1.0)
             d = ratio * (g + weight_decay * p)
             if momentum:
                 buffers[i] = d if buffers[i] is None else momentum * buffers[i] + (1 - dampening) * d
@@ -63,6 +65,7 @@ DOCUMENTED = [
     dict(lr=0.01, momentum=0.9, nesterov=True, weight_decay=0.01),
     dict(lr=0.02, momentum=0.5, dampening=0.3, weight_decay=0.1, scale_clip=(0.5, 2.0)),
     dict(lr=0.1, momentum=0.9, trust_coefficient=0.001, eps=1e-8, weight_decay=5e-4),
+    dict(lr=0.01, momentum=0.9, weight_decay=0.01, trust_clip=True),  # ratios above and below 1
 ]
 
 
@@ -78,6 +81,42 @@ def test_momentum_follows_the_documented_equations(cfg, dtype):
         grads_per_step.append([p.grad.clone() for p in params])
         opt.step()
     assert_all_close_rel(params, documented_lars(start, grads_per_step, **cfg), TOLERANCE[dtype])
+
+
+def test_trust_clip_caps_the_ratio_at_one():
+    results = []
+    for trust_clip in (False, True):
+        params = make_params([(17,)], torch.float64)  # ||theta|| ~ 4 > ||g|| ~ 4 * 0.1: ratio ~ 10
+        before = params[0].detach().clone()
+        opt = fastoptim.LARS(params, lr=0.1, trust_clip=trust_clip)
+        params[0].grad = 0.1 * torch.randn(17, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+        opt.step()
+        results.append((before - params[0].detach()) / (0.1 * params[0].grad))
+    assert results[0].min() > 5.0  # unclipped, the ratio is far above 1
+    assert_close_rel(results[1], torch.ones(17, dtype=torch.float64), 1e-12, "clipped ratio")
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_exclude_1d_gives_tensors_of_ndim_up_to_1_plain_sgd_steps(momentum):
+    """With exclude_1d, vectors and scalars step as torch.optim.SGD without weight decay;
+    matrices and conv weights as LARS without the option."""
+    cfg = dict(lr=0.05, momentum=momentum, weight_decay=0.1)
+    params = make_params(SHAPES, torch.float64)
+    sgd_params, lars_params = clone_params(params), clone_params(params)
+    excluded = [i for i, p in enumerate(params) if p.dim() <= 1]
+    ours = fastoptim.LARS(params, **cfg, exclude_1d=True)
+    sgd = torch.optim.SGD([sgd_params[i] for i in excluded], lr=0.05, momentum=momentum, foreach=False)
+    lars = fastoptim.LARS(lars_params, **cfg)
+    for step in range(10):
+        set_grads([params, sgd_params, lars_params], step, torch.float64)
+        for opt in (ours, sgd, lars):
+            opt.step()
+    for i, (p, q, r) in enumerate(zip(params, sgd_params, lars_params)):
+        if i in excluded:
+            assert_close_rel(p.detach(), q.detach(), 1e-12, f"shape {tuple(p.shape)}")
+        else:
+            assert torch.equal(p, r)
+    assert len(excluded) < len(params)
 
 
 def test_ratio_inside_the_momentum_is_the_intended_difference_from_holocron():

@@ -60,14 +60,12 @@ def test_a_new_beta2_takes_effect_where_holocron_keeps_a_stale_rho_inf():
 def test_lamb_is_ralars_without_the_rectification():
     """One rule serves both: with rho_t never above the threshold and force_adaptive_momentum,
     RaLars's update is LAMB's bias-corrected one."""
-    params = make_params(SHAPES, torch.float64)
-    other = clone_params(params)
-    a = fastoptim.RaLars(params, weight_decay=0.1, force_adaptive_momentum=True, sma_threshold=1e9)
-    b = fastoptim.LAMB(other, weight_decay=0.1)
-    for step in range(10):
-        set_grads([params, other], step, torch.float64)
-        a.step()
-        b.step()
+    params, other, _, _ = run_pair(
+        lambda ps: fastoptim.RaLars(ps, weight_decay=0.1, force_adaptive_momentum=True, sma_threshold=1e9),
+        lambda ps: fastoptim.LAMB(ps, weight_decay=0.1),
+        torch.float64,
+        steps=10,
+    )
     for p, q in zip(params, other):
         assert torch.equal(p, q)
 

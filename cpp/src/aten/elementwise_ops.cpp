@@ -141,10 +141,14 @@ struct DtypeBatch {
 template <class Rule>
 void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorList state, at::TensorList steps,
                       c10::ArrayRef<bool> fresh, c10::ArrayRef<double> hyper, const std::optional<at::Tensor>& lr,
-                      bool check_only) {
+                      const std::optional<at::Tensor>& grad_scale, bool check_only) {
   const std::string op_name = std::string("fastoptim::") + Rule::kName + "_step_";
   const char* op = op_name.c_str();
   const auto h = checked_hyper<Rule>(op, hyper, lr);
+  if (grad_scale.has_value()) {
+    TORCH_CHECK_VALUE(rules::scales_grad<Rule>::value, op, ": this rule takes no grad_scale, but one was given");
+    check_scalar_tensor(*grad_scale, std::string(op) + ": grad_scale");
+  }
   const size_t n = params.size();
 
   // The state slots this configuration uses: element-shaped ones, then per-tensor scalars.
@@ -182,11 +186,12 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
 
   if (check_only) return;
   // Every check has passed: from here on, tensors change.
+  const double scale = grad_scale.has_value() ? read_scalar(*grad_scale) : 1.0;
   std::array<DtypeBatch<Rule>, 4> batches;
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& p = params[i];
     const std::int64_t rows = p.dim() > 1 ? p.size(0) : 1;
-    rules::StepInfo info{0.0, fresh.size() == n && fresh[i], p.numel(), p.dim() > 1, rows};
+    rules::StepInfo info{0.0, fresh.size() == n && fresh[i], p.numel(), p.dim() > 1, rows, scale};
     if (Rule::kCountsSteps) {
       info.step = read_scalar(steps[i]) + 1;
       write_scalar(steps[i], info.step);
@@ -218,7 +223,8 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
 #define FASTOPTIM_INSTANTIATE(Type, name)                                                                      \
   template void elementwise_step<rules::Type>(at::TensorList, at::TensorList, at::TensorList, at::TensorList,     \
                                               c10::ArrayRef<bool>, c10::ArrayRef<double>,                        \
-                                              const std::optional<at::Tensor>&, bool);
+                                              const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, \
+                                              bool);
 FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_INSTANTIATE)
 #undef FASTOPTIM_INSTANTIATE
 
@@ -228,17 +234,19 @@ namespace {
 template <class Rule>
 void elementwise_step_op(at::TensorList params, at::TensorList grads, at::TensorList state, at::TensorList steps,
                          const c10::List<bool>& fresh, c10::ArrayRef<double> hyper,
-                         const std::optional<at::Tensor>& lr) {
+                         const std::optional<at::Tensor>& lr, const std::optional<at::Tensor>& grad_scale) {
   const std::vector<bool> flags(fresh.begin(), fresh.end());
   std::unique_ptr<bool[]> plain(new bool[flags.size()]);
   std::copy(flags.begin(), flags.end(), plain.get());
-  elementwise_step<Rule>(params, grads, state, steps, c10::ArrayRef<bool>(plain.get(), flags.size()), hyper, lr);
+  elementwise_step<Rule>(params, grads, state, steps, c10::ArrayRef<bool>(plain.get(), flags.size()), hyper, lr,
+                         grad_scale);
 }
 
 // Shape inference for torch.compile: the ops mutate their inputs in place and return nothing. The
 // dispatcher also lands here when any one tensor is on the meta device, so every tensor must be.
 void elementwise_step_meta(at::TensorList params, at::TensorList grads, at::TensorList state, at::TensorList steps,
-                           const c10::List<bool>&, c10::ArrayRef<double>, const std::optional<at::Tensor>& lr) {
+                           const c10::List<bool>&, c10::ArrayRef<double>, const std::optional<at::Tensor>& lr,
+                           const std::optional<at::Tensor>& grad_scale) {
   auto check = [](at::TensorList list, const char* name) {
     for (size_t i = 0; i < list.size(); ++i)
       TORCH_CHECK_VALUE(list[i].is_meta(), "fastoptim: ", name, "[", i, "] is on ", list[i].device(),
@@ -248,14 +256,15 @@ void elementwise_step_meta(at::TensorList params, at::TensorList grads, at::Tens
   check(grads, "grads");
   check(state, "state");
   (void)steps;  // step counters live on the CPU, as torch.optim keeps them
-  (void)lr;
+  (void)lr;  // lr and grad_scale are CPU scalars, as a tensor lr is in torch.optim
+  (void)grad_scale;
 }
 
 }  // namespace
 
 #define FASTOPTIM_OP_SCHEMA(name)                                                                      \
   #name "_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] state, Tensor(c!)[] steps, bool[] fresh, " \
-        "float[] hyper, Tensor? lr=None) -> ()"
+        "float[] hyper, Tensor? lr=None, Tensor? grad_scale=None) -> ()"
 
 TORCH_LIBRARY(fastoptim, m) {
 #define FASTOPTIM_DEF(Type, name) m.def(FASTOPTIM_OP_SCHEMA(name));

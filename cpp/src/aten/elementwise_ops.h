@@ -10,10 +10,11 @@ namespace fastoptim::aten {
 // Checks every argument before touching any tensor, then (unless check_only) steps all tensors of
 // the group. `state` holds, slot by slot, one tensor per param for each state slot the
 // hyperparameters use; `steps` one counter per param when the rule counts steps; `fresh` is empty
-// or one flag per param. check_only lets a multi-group step validate every group before it changes any.
+// or one flag per param. `lr` (a one-element CPU tensor) replaces the lr of `hyper`; `grad_scale`
+// (likewise, for rules with kScalesGrad) multiplies every gradient. check_only lets a multi-group step validate every group before it changes any.
 template <class Rule>
 void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorList state, at::TensorList steps,
                       c10::ArrayRef<bool> fresh, c10::ArrayRef<double> hyper, const std::optional<at::Tensor>& lr,
-                      bool check_only = false);
+                      const std::optional<at::Tensor>& grad_scale, bool check_only = false);
 
 }  // namespace fastoptim::aten

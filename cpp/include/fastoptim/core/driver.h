@@ -22,11 +22,19 @@ namespace fastoptim::core {
 
 using fastoptim_isa::TensorSlots;
 
+// The per-W-elements step must be inlined into its loop: as a call (GCC declines for the larger
+// rules, AdamP's) it reloads every coefficient and spills the lanes each 16 elements.
+#if defined(__GNUC__)
+#define FASTOPTIM_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define FASTOPTIM_ALWAYS_INLINE inline
+#endif
+
 // Loads W elements of the parameter, the gradient (when load_grad) and the state, runs the rule's
 // apply, and stores the parameter (unless the rule says this step leaves it) and, when StoreState,
 // the state. Element-wise rules and the second pass of two-pass rules both run it.
 template <class Rule, class S, int W, bool StoreState, class T>
-inline void update_lanes(const TensorSlots& t, const typename Rule::template Coeffs<T>& k, std::int64_t i,
+FASTOPTIM_ALWAYS_INLINE void update_lanes(const TensorSlots& t, const typename Rule::template Coeffs<T>& k, std::int64_t i,
                          bool load_grad) {
   constexpr int kSlots = Rule::kStateSlots;
   S* param = static_cast<S*>(t.param) + i;
@@ -52,12 +60,14 @@ inline void update_range(const TensorSlots& t, const Coeffs& k, std::int64_t beg
   for (; i < end; ++i) update_lanes<Rule, S, 1, StoreState>(t, k, i, load_grad);
 }
 
-// One parallel pass of update_lanes over every element of `count` tensors, coeffs[t] for tensor t.
-template <class Rule, class S, bool StoreState, class Coeffs, class LoadGrad>
-void update_all(const TensorSlots* tensors, std::int64_t count, const Coeffs* coeffs, LoadGrad load_grad) {
+// One parallel pass of update_lanes over every element of `count` units: unit k is the tensor
+// tensors[index(k)] with coeffs[index(k)].
+template <class Rule, class S, bool StoreState, class Coeffs, class Index, class LoadGrad>
+void update_all(const TensorSlots* tensors, std::int64_t count, const Coeffs* coeffs, Index index, LoadGrad load_grad) {
   parallel_over_elements(
-      count, [tensors](std::int64_t t) { return tensors[t].numel; },
-      [&](std::int64_t t, std::int64_t begin, std::int64_t end) {
+      count, [&](std::int64_t k) { return tensors[index(k)].numel; },
+      [&](std::int64_t k, std::int64_t begin, std::int64_t end) {
+        const std::int64_t t = index(k);
         update_range<Rule, S, StoreState>(tensors[t], coeffs[t], begin, end, load_grad(coeffs[t]));
       });
 }
@@ -65,7 +75,7 @@ void update_all(const TensorSlots* tensors, std::int64_t count, const Coeffs* co
 template <class Rule, class S>
 void run_elementwise(const TensorSlots* tensors, std::int64_t count, const void* coeffs) {
   using Coeffs = typename Rule::template Coeffs<compute_t<S>>;
-  update_all<Rule, S, true>(tensors, count, static_cast<const Coeffs*>(coeffs),
+  update_all<Rule, S, true>(tensors, count, static_cast<const Coeffs*>(coeffs), [](std::int64_t t) { return t; },
                             [](const Coeffs&) { return rules::reads_grad<Rule>::value; });
 }
 
@@ -80,7 +90,7 @@ struct FirstPassTerm {
   const typename Rule::template Coeffs<T>* k;
 
   template <int W>
-  void at(std::int64_t i, Vec<T, W>* out) const {
+  FASTOPTIM_ALWAYS_INLINE void at(std::int64_t i, Vec<T, W>* out) const {
     constexpr int kSlots = Rule::kStateSlots;
     const Vec<T, W> p = load<W>(static_cast<const S*>(t->param) + i);
     const Vec<T, W> g = load<W>(static_cast<const S*>(t->grad) + i);
@@ -113,6 +123,23 @@ TensorSlots row_of(const TensorSlots& t, std::int64_t r, int element_slots) {
   return row;
 }
 
+// What run_two_pass keeps between calls: per-thread buffers that keep their capacity, so a
+// steady-state step allocates nothing (a per-row rule has one entry per row of every tensor).
+template <class Rule, class S>
+struct TwoPassBuffers {
+  using Coeffs = typename Rule::template Coeffs<compute_t<S>>;
+  std::vector<TensorSlots> row_units;
+  std::vector<std::int64_t> first_unit;
+  std::vector<Coeffs> coeffs;
+  std::vector<std::array<compute_t<S>, rules::sums_of<Rule>::value>> sums;
+  std::vector<std::int64_t> local, blocked, blocked_units;
+
+  static TwoPassBuffers& of_this_thread() {
+    static thread_local TwoPassBuffers buffers;
+    return buffers;
+  }
+};
+
 template <class Rule, class S>
 void run_two_pass(const TensorSlots* tensors, std::int64_t count, const void* coeffs_ptr) {
   using T = compute_t<S>;
@@ -121,15 +148,20 @@ void run_two_pass(const TensorSlots* tensors, std::int64_t count, const void* co
   constexpr int N = rules::sums_of<Rule>::value;
   constexpr bool kPerRow = rules::sums_per_row<Rule>::value;
   const Coeffs* given = static_cast<const Coeffs*>(coeffs_ptr);
+  // References to this thread's buffers, so the OpenMP threads below share them.
+  TwoPassBuffers<Rule, S>& buffers = TwoPassBuffers<Rule, S>::of_this_thread();
+  auto& coeffs = buffers.coeffs;
+  auto& first_unit = buffers.first_unit;  // per-row rules: tensor t's rows are units [first_unit[t], first_unit[t+1])
+  auto& sums = buffers.sums;
 
   // The units the sums run over: the tensors, or for per-row rules the rows of each tensor, each
   // with its own copy of the tensor's coefficients (finish adds the per-unit scalars).
-  std::vector<TensorSlots> row_units;
-  std::vector<std::int64_t> first_unit;  // per-row rules: tensor t's rows are units [first_unit[t], first_unit[t+1])
   const TensorSlots* units = tensors;
   std::int64_t unit_count = count;
-  std::vector<Coeffs> coeffs;
   if constexpr (kPerRow) {
+    auto& row_units = buffers.row_units;
+    row_units.clear();
+    coeffs.clear();
     first_unit.assign(std::size_t(count) + 1, 0);
     for (std::int64_t t = 0; t < count; ++t) {
       for (std::int64_t r = 0; r < tensors[t].rows; ++r) {
@@ -143,8 +175,8 @@ void run_two_pass(const TensorSlots* tensors, std::int64_t count, const void* co
   } else {
     coeffs.assign(given, given + count);
   }
+  sums.resize(std::size_t(unit_count));
 
-  std::vector<std::array<T, N>> sums(static_cast<std::size_t>(unit_count));
   auto units_of = [&](std::int64_t t) -> std::pair<std::int64_t, std::int64_t> {
     if constexpr (kPerRow) return {first_unit[std::size_t(t)], first_unit[std::size_t(t) + 1]};
     else return {t, t + 1};
@@ -166,7 +198,10 @@ void run_two_pass(const TensorSlots* tensors, std::int64_t count, const void* co
   // A tensor of at most one reduction block is done whole by one thread: its sums, its finish and
   // its update back to back, while it is still in cache (pass 2 then reads it from cache, not from
   // memory). Its sums are one block, so they are the same bits the blocked path below gives.
-  std::vector<std::int64_t> local, blocked;
+  auto& local = buffers.local;
+  auto& blocked = buffers.blocked;
+  local.clear();
+  blocked.clear();
   for (std::int64_t t = 0; t < count; ++t) (tensors[t].numel <= kReduceBlock ? local : blocked).push_back(t);
   const auto local_count = std::int64_t(local.size());
 #if defined(_OPENMP)
@@ -189,27 +224,27 @@ void run_two_pass(const TensorSlots* tensors, std::int64_t count, const void* co
   if (blocked.empty()) return;
 
   // The other tensors: their blocks summed in parallel, finish per tensor, then one parallel update pass.
-  std::vector<std::int64_t> blocked_units;
+  auto& blocked_units = buffers.blocked_units;
+  blocked_units.clear();
   for (std::int64_t t : blocked)
     for (std::int64_t u = units_of(t).first; u < units_of(t).second; ++u) blocked_units.push_back(u);
   const auto blocked_count = std::int64_t(blocked_units.size());
-  std::vector<std::array<T, N>> blocked_sums(blocked_units.size());
+  const auto unit_of = [&](std::int64_t k) { return blocked_units[std::size_t(k)]; };
+  // Written straight into sums[unit]: per_tensor_sums' k-th result is the k-th blocked unit's.
+  struct Scatter {
+    decltype(sums)& all;
+    decltype(blocked_units)& index;
+    std::array<T, N>& operator[](std::int64_t k) const { return all[std::size_t(index[std::size_t(k)])]; }
+  };
   per_tensor_sums<T, W, N>(
-      blocked_count, [&](std::int64_t k) { return units[blocked_units[std::size_t(k)]].numel; },
+      blocked_count, [&](std::int64_t k) { return units[unit_of(k)].numel; },
       [&](std::int64_t k) {
-        const std::int64_t u = blocked_units[std::size_t(k)];
+        const std::int64_t u = unit_of(k);
         return FirstPassTerm<Rule, S, T>{&units[u], &coeffs[std::size_t(u)]};
       },
-      blocked_sums.data());
-  for (std::int64_t k = 0; k < blocked_count; ++k) sums[std::size_t(blocked_units[std::size_t(k)])] = blocked_sums[std::size_t(k)];
+      Scatter{sums, blocked_units});
   for (std::int64_t t : blocked) finish(t);
-  std::vector<TensorSlots> update_units;
-  std::vector<Coeffs> update_coeffs;
-  for (std::int64_t u : blocked_units) {
-    update_units.push_back(units[u]);
-    update_coeffs.push_back(coeffs[std::size_t(u)]);
-  }
-  update_all<Rule, S, !Rule::kStateInFirstPass>(update_units.data(), blocked_count, update_coeffs.data(),
+  update_all<Rule, S, !Rule::kStateInFirstPass>(units, blocked_count, coeffs.data(), unit_of,
                                                 [](const Coeffs& k) { return rules::second_pass_reads_grad<Rule>(k); });
 }
 

@@ -51,16 +51,23 @@ inline std::array<T, N> block_sums(std::int64_t begin, std::int64_t end, Term& t
   return sums;
 }
 
-// out[t] = the N sums over the elements of tensor t, for `count` tensors of sizes numel(t);
+// out[t] = the N sums over the elements of tensor t, for `count` tensors of sizes numel(t) (out is
+// a pointer, or anything indexable that gives a std::array<T, N>&);
 // make_term(t) gives tensor t's term object (see block_sums). The blocks of all tensors are summed
-// in parallel, then each tensor's block sums are added in order.
-template <class T, int W, int N, class Numel, class MakeTerm>
-void per_tensor_sums(std::int64_t count, Numel numel, MakeTerm make_term, std::array<T, N>* out) {
-  std::vector<std::int64_t> first_block(std::size_t(count) + 1, 0);
+// in parallel, then each tensor's block sums are added in order. Its bookkeeping lives in
+// per-thread buffers that keep their capacity, so steady-state steps allocate nothing.
+template <class T, int W, int N, class Numel, class MakeTerm, class Out>
+void per_tensor_sums(std::int64_t count, Numel numel, MakeTerm make_term, Out&& out) {
+  // (References, so the OpenMP threads below see the calling thread's buffers, not their own.)
+  static thread_local std::vector<std::int64_t> first_block_buffer;
+  static thread_local std::vector<std::array<T, N>> block_results_buffer;
+  std::vector<std::int64_t>& first_block = first_block_buffer;
+  std::vector<std::array<T, N>>& block_results = block_results_buffer;
+  first_block.assign(std::size_t(count) + 1, 0);
   for (std::int64_t t = 0; t < count; ++t)
     first_block[std::size_t(t) + 1] = first_block[std::size_t(t)] + (numel(t) + kReduceBlock - 1) / kReduceBlock;
   const std::int64_t blocks = first_block[std::size_t(count)];
-  std::vector<std::array<T, N>> block_results(static_cast<std::size_t>(blocks));
+  block_results.resize(static_cast<std::size_t>(blocks));
   auto tensor_of_block = [&](std::int64_t b) {
     std::int64_t lo = 0, hi = count;  // the last t with first_block[t] <= b
     while (hi - lo > 1) {

@@ -1,4 +1,5 @@
 // Adan (Xie et al., 2022), the official algorithm (sail-sg), in its code convention for the betas:
+//   g <- s g  (s: the global gradient-norm clip factor, when the front end gives one: max_grad_norm)
 //   diff = g - g_prev  (0 on the first step)
 //   m <- b1 m + (1-b1) g;  d <- b2 d + (1-b2) diff;  n <- b3 n + (1-b3) (g + b2 diff)^2
 //   u = (m / (1-b1^t) + b2 d / (1-b2^t)) / (sqrt(n) / sqrt(1-b3^t) + eps)
@@ -28,6 +29,7 @@ struct Adan {
                                                {"max_exp_avg_sq", "amsgrad"}};
   static constexpr int kStateSlots = 5;
   static constexpr bool kCountsSteps = true;
+  static constexpr bool kScalesGrad = true;  // max_grad_norm
   static const char* invalid_combination(const Hyper&) { return nullptr; }
 
   template <class T>
@@ -35,7 +37,8 @@ struct Adan {
     T beta1, one_minus_beta1, beta2, one_minus_beta2, beta3, one_minus_beta3;
     T bias_correction1, bias_correction2, bias_correction3_sqrt, eps, neg_lr;
     T decay_factor, prox_divisor;  // 1 - lr wd (no_prox) and 1 + lr wd (proximal)
-    bool first, amsgrad, has_weight_decay, no_prox, maximize;
+    T grad_scale;
+    bool first, amsgrad, has_weight_decay, no_prox, maximize, scales_grad;
   };
 
   template <class T>
@@ -53,15 +56,18 @@ struct Adan {
             T(-h.lr),
             T(1 - h.lr * h.weight_decay),
             T(1 + h.lr * h.weight_decay),
+            T(s.grad_scale),
             s.fresh,
             h.amsgrad != 0,
             h.weight_decay != 0,
             h.no_prox != 0,
-            h.maximize != 0};
+            h.maximize != 0,
+            s.grad_scale != 1.0};
   }
 
   template <class T, int W>
   static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
+    if (k.scales_grad) g = g * k.grad_scale;  // clipped before everything, the previous gradient too
     if (k.maximize) g = -g;
     // The previous gradient starts as the first one (official), so the first difference is 0.
     const Vec<T, W> diff = k.first ? Vec<T, W>::broadcast(T(0)) : g - state[kPrevGrad];

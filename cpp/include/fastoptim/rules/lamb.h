@@ -1,7 +1,9 @@
 // LAMB (You et al., 2019), as holocron.optim documents it:
-//   m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2
+//   g <- s g  (s: the global gradient-norm clip factor, when the front end gives one)
+//   m <- b1 m + (1-b1) g  (m <- b1 m + g without grad_averaging);  v <- b2 v + (1-b2) g^2
 //   u = m_hat / (sqrt(v_hat) + eps) + wd theta      (bias-corrected; bias_correction = 0: holocron's code)
 //   phi = clamp(||theta||, clip_min, clip_max);  r = phi / ||u||, or 1 when either norm is 0
+//   trust_clip: r <- min(r, 1)
 //   theta <- theta - lr r u
 // Two passes over each tensor: the moments and the sums of u^2 and theta^2, then the update with r.
 // RaLars (holocron.optim) is this rule with rectify = 1: RAdam's rectification of m_hat / sqrt(v_hat),
@@ -24,7 +26,7 @@ struct LAMB {
   F(lr, 1e-3, non_negative) F(beta1, 0.9, unit_interval) F(beta2, 0.999, unit_interval)            \
   F(eps, 1e-8, non_negative) F(weight_decay, 0.0, non_negative) F(clip_min, 0.0, non_negative)    \
   F(clip_max, 10.0, non_negative) F(bias_correction, 1, flag) F(maximize, 0, flag) F(rectify, 0, flag)    \
-  F(sma_threshold, 4.0, any) F(force_adaptive_momentum, 0, flag)
+  F(sma_threshold, 4.0, any) F(force_adaptive_momentum, 0, flag) F(trust_clip, 0, flag) F(grad_averaging, 1, flag)
   FASTOPTIM_HYPER(FASTOPTIM_LAMB_FIELDS)
 
   enum Slot { kExpAvg, kExpAvgSq };
@@ -33,6 +35,7 @@ struct LAMB {
   static constexpr bool kCountsSteps = true;
   static constexpr int kSums = 2;  // sum of u^2, sum of theta^2
   static constexpr bool kStateInFirstPass = true;  // the sums need the new moments
+  static constexpr bool kScalesGrad = true;        // max_grad_norm
   static const char* invalid_combination(const Hyper& h) {
     return h.clip_min > h.clip_max ? "scale_clip must be (low, high) with low <= high" : nullptr;
   }
@@ -42,7 +45,9 @@ struct LAMB {
     T beta1, one_minus_beta1, beta2, one_minus_beta2, bias_correction1, bias_correction2_sqrt, eps;
     T weight_decay, neg_lr, clip_min, clip_max;
     T rectification;  // RaLars' r_t (1 for LAMB)
+    T grad_scale;
     bool maximize, has_weight_decay, adaptive;  // adaptive: divide by sqrt(v_hat) + eps
+    bool scales_grad, trust_clip;
     T neg_lr_ratio;  // -lr * r, set by finish() from the tensor's sums
   };
 
@@ -61,7 +66,7 @@ struct LAMB {
         adaptive = h.force_adaptive_momentum != 0;
     }
     return {T(h.beta1),
-            T(1 - h.beta1),
+            T(h.grad_averaging != 0 ? 1 - h.beta1 : 1.0),
             T(h.beta2),
             T(1 - h.beta2),
             T(corrected ? 1 - std::pow(h.beta1, s.step) : 1.0),
@@ -72,9 +77,12 @@ struct LAMB {
             T(h.clip_min),
             T(h.clip_max),
             T(rectification),
+            T(s.grad_scale),
             h.maximize != 0,
             h.weight_decay != 0,
             adaptive,
+            s.grad_scale != 1.0,
+            h.trust_clip != 0,
             T(0)};
   }
 
@@ -89,6 +97,7 @@ struct LAMB {
 
   template <class T, int W>
   static void advance(const Vec<T, W>&, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
+    if (k.scales_grad) g = g * k.grad_scale;
     if (k.maximize) g = -g;
     state[kExpAvg] = core::mul_add(g, k.one_minus_beta1, state[kExpAvg] * k.beta1);
     state[kExpAvgSq] = core::mul_add(k.one_minus_beta2 * g, g, state[kExpAvgSq] * k.beta2);
@@ -105,7 +114,8 @@ struct LAMB {
   static void finish(Coeffs<T>& k, const T* sums) {
     const T update_norm = std::sqrt(sums[0]);
     const T phi = std::clamp(std::sqrt(sums[1]), k.clip_min, k.clip_max);
-    const T ratio = (phi == T(0) || update_norm == T(0)) ? T(1) : phi / update_norm;
+    T ratio = (phi == T(0) || update_norm == T(0)) ? T(1) : phi / update_norm;
+    if (k.trust_clip) ratio = std::min(ratio, T(1));
     k.neg_lr_ratio = k.neg_lr * ratio;
   }
 

@@ -1,6 +1,8 @@
 // LARS (You et al., 2017) as holocron.optim documents it, with the trust ratio inside the momentum:
 //   r = eta * clamp(||theta||, clip_min, clip_max) / (||g|| + wd ||theta|| + eps), or 1 when
 //       ||theta|| or ||g|| is 0 (so zero-initialised tensors move)
+//   trust_clip (LARC's clipping): r <- min(r, 1)
+//   exclude_1d: tensors of ndim <= 1 (biases, norm scales) take r = 1 and no weight decay
 //   d = r (g + wd theta)
 //   momentum = 0:  theta <- theta - lr d
 //   momentum > 0:  b <- d on the first step, else mu b + (1 - dampening) d
@@ -20,7 +22,7 @@ struct LARS {
   F(lr, 1e-3, non_negative) F(momentum, 0.0, non_negative) F(dampening, 0.0, any)                    \
   F(weight_decay, 0.0, non_negative) F(nesterov, 0, flag) F(clip_min, 0.0, non_negative)            \
   F(clip_max, 10.0, non_negative) F(trust_coefficient, 1.0, non_negative) F(eps, 0.0, non_negative) \
-  F(maximize, 0, flag)
+  F(maximize, 0, flag) F(trust_clip, 0, flag) F(exclude_1d, 0, flag)
   FASTOPTIM_HYPER(FASTOPTIM_LARS_FIELDS)
 
   static constexpr core::StateSlot kState[] = {{"momentum_buffer", "momentum"}};
@@ -38,16 +40,18 @@ struct LARS {
   template <class T>
   struct Coeffs {
     T neg_lr, momentum, one_minus_dampening, weight_decay, clip_min, clip_max, trust_coefficient, eps;
-    bool maximize, has_weight_decay, has_momentum, nesterov, fresh;
+    bool maximize, has_weight_decay, has_momentum, nesterov, fresh, adapt, trust_clip;
     T ratio;  // r, set by finish() from the tensor's sums
   };
 
   template <class T>
   static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
-    return {T(-h.lr),           T(h.momentum),          T(1.0 - h.dampening), T(h.weight_decay),
+    const bool excluded = h.exclude_1d != 0 && !s.matrix;
+    const double weight_decay = excluded ? 0.0 : h.weight_decay;
+    return {T(-h.lr),           T(h.momentum),          T(1.0 - h.dampening), T(weight_decay),
             T(h.clip_min),      T(h.clip_max),          T(h.trust_coefficient), T(h.eps),
-            h.maximize != 0,    h.weight_decay != 0,    h.momentum != 0,      h.nesterov != 0,
-            s.fresh,            T(1)};
+            h.maximize != 0,    weight_decay != 0,      h.momentum != 0,      h.nesterov != 0,
+            s.fresh,            !excluded,              h.trust_clip != 0,    T(1)};
   }
 
   template <class T, int W>
@@ -60,10 +64,11 @@ struct LARS {
   static void finish(Coeffs<T>& k, const T* sums) {
     const T weight_norm = std::sqrt(sums[0]);
     const T grad_norm = std::sqrt(sums[1]);
-    k.ratio = (weight_norm == T(0) || grad_norm == T(0))
+    k.ratio = (!k.adapt || weight_norm == T(0) || grad_norm == T(0))
                   ? T(1)
                   : k.trust_coefficient * std::clamp(weight_norm, k.clip_min, k.clip_max) /
                         (grad_norm + k.weight_decay * weight_norm + k.eps);
+    if (k.trust_clip) k.ratio = std::min(k.ratio, T(1));
   }
 
   template <class T, int W>

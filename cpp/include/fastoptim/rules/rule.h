@@ -25,6 +25,8 @@
 //   kScalarSlots = N         the last N of kState are one-element per-tensor state in the compute
 //                            type (float32, or float64 for float64 params), which finish(k, sums,
 //                            scalars) reads and writes on the host (TAdam's W)
+//   kScalesGrad = true        the op may be given a grad_scale (a global gradient-norm clip factor,
+//                            computed by the front end), which prepare() finds in StepInfo
 //   invalid_combination(h)    a message when fields are valid alone but not together, else nullptr
 //   Coeffs<T>, prepare<T>()   per-tensor scalars, computed in double on the host and stored as T
 //   apply<T, W>()             the per-element update over lanes; the SIMD body and the scalar tail
@@ -50,7 +52,14 @@ struct StepInfo {
   std::int64_t numel = 0;   // elements of the tensor
   bool matrix = false;      // ndim > 1
   std::int64_t rows = 1;    // size of dim 0 when ndim > 1, else 1 (the rows of per-row sums)
+  double grad_scale = 1.0;  // factor on every gradient this step (rules with kScalesGrad)
 };
+
+// Whether a rule takes a grad_scale (kScalesGrad = true).
+template <class Rule, class = void>
+struct scales_grad : std::false_type {};
+template <class Rule>
+struct scales_grad<Rule, std::void_t<decltype(Rule::kScalesGrad)>> : std::bool_constant<Rule::kScalesGrad> {};
 
 // How many per-tensor sums a rule needs before its update (0: a single element-wise pass).
 template <class Rule, class = void>
