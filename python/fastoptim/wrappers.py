@@ -339,9 +339,9 @@ class SWA(OptimizerWrapper):
 
     buffer_key = "swa_param"
 
-    def __init__(self, base_optimizer: torch.optim.Optimizer, swa_start: int = 0, swa_freq: int = 1) -> None:
-        if isinstance(swa_start, bool) or not isinstance(swa_start, int) or swa_start < 0:
-            raise ValueError(f"Invalid swa_start value: {swa_start!r} (expected an integer >= 0)")
+    def __init__(self, base_optimizer: torch.optim.Optimizer, swa_start: int | None = 0, swa_freq: int = 1) -> None:
+        if swa_start is not None and (isinstance(swa_start, bool) or not isinstance(swa_start, int) or swa_start < 0):
+            raise ValueError(f"Invalid swa_start value: {swa_start!r} (expected an integer >= 0, or None: never)")
         if isinstance(swa_freq, bool) or not isinstance(swa_freq, int) or swa_freq < 1:
             raise ValueError(f"Invalid swa_freq value: {swa_freq!r} (expected an integer >= 1)")
         super().__init__(base_optimizer, dict(swa_start=swa_start, swa_freq=swa_freq, swa_step=0, swa_n_averaged=0))
@@ -349,7 +349,7 @@ class SWA(OptimizerWrapper):
     def _after_base_step(self, group: dict[str, Any]) -> None:
         group["swa_step"] += 1
         step = group["swa_step"]
-        if step < group["swa_start"] or (step - group["swa_start"]) % group["swa_freq"] != 0:
+        if group["swa_start"] is None or step < group["swa_start"] or (step - group["swa_start"]) % group["swa_freq"] != 0:
             return
         params = list(group["params"])
         n = group["swa_n_averaged"]

@@ -191,7 +191,10 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& p = params[i];
     const std::int64_t rows = p.dim() > 1 ? p.size(0) : 1;
-    rules::StepInfo info{0.0, fresh.size() == n && fresh[i], p.numel(), p.dim() > 1, rows, scale};
+    rules::StepInfo info{0.0, fresh.size() == n && fresh[i], p.numel(), p.dim() > 1, rows, scale, int(p.dim())};
+    static_assert(rules::scalar_slots_of<Rule>::value <= 2, "StepInfo::scalar_state holds two values");
+    for (size_t s = 0; s < slots.size(); ++s)
+      if (slots[s] >= Rule::kStateSlots) info.scalar_state[slots[s] - Rule::kStateSlots] = read_scalar(state[s * n + i]);
     if (Rule::kCountsSteps) {
       info.step = read_scalar(steps[i]) + 1;
       write_scalar(steps[i], info.step);

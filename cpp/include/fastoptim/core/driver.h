@@ -44,7 +44,8 @@ FASTOPTIM_ALWAYS_INLINE void update_lanes(const TensorSlots& t, const typename R
   Vec<T, W> state[kSlots > 0 ? kSlots : 1] = {};
   for (int j = 0; j < kSlots; ++j)
     if (t.state[j]) state[j] = load<W>(static_cast<const S*>(t.state[j]) + i);
-  Rule::apply(p, g, state, k);
+  if constexpr (rules::uses_index<Rule>::value) Rule::apply(p, g, state, k, t.first_index + i);
+  else Rule::apply(p, g, state, k);
   if (rules::writes_param<Rule>(k)) store<W>(param, p);
   if constexpr (StoreState)
     for (int j = 0; j < kSlots; ++j)
@@ -120,6 +121,7 @@ TensorSlots row_of(const TensorSlots& t, std::int64_t r, int element_slots) {
     if (t.state[j]) row.state[j] = static_cast<S*>(t.state[j]) + r * length;
   row.numel = length;
   row.rows = 1;
+  row.first_index = t.first_index + r * length;
   return row;
 }
 

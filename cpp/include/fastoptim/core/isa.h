@@ -16,13 +16,15 @@ constexpr int kMaxStateSlots = 5;
 // One tensor of a call: raw pointers into contiguous memory of one storage dtype. A state slot
 // the configuration does not use is nullptr. A rule's per-tensor scalar state (its last
 // kScalarSlots slots) points at one value of the compute type. `rows` is the size of dim 0 for
-// tensors of ndim > 1 and 1 otherwise; only rules with per-row sums read it.
+// tensors of ndim > 1 and 1 otherwise; only rules with per-row sums read it. `first_index` is the
+// index of element 0 within the whole tensor (nonzero for a row of it), for rules keyed by index.
 struct TensorSlots {
   void* param;
   const void* grad;
   void* state[kMaxStateSlots];
   std::int64_t numel;
   std::int64_t rows = 1;
+  std::int64_t first_index = 0;
 };
 
 // Runs one element-wise rule over `count` tensors of storage dtype `dtype`. `coeffs` points at

@@ -117,6 +117,13 @@ inline Vec<T, W> maximum(Vec<T, W> a, Vec<T, W> b) {
   return (a.v > b.v) | (a.v != a.v) ? a.v : b.v;
 }
 
+// torch.clamp(a, low, high): low below low, high above high, NaN stays NaN.
+template <class T, int W>
+inline Vec<T, W> clamp(Vec<T, W> a, T low, T high) {
+  const Vec<T, W> lo = Vec<T, W>::broadcast(low), hi = Vec<T, W>::broadcast(high);
+  return a.v < lo.v ? lo.v : (a.v > hi.v ? hi.v : a.v);
+}
+
 // torch's lerp: fma(w, end - self, self) for |w| < 0.5, fma(w - 1, end - self, end) otherwise.
 // The branch is on a scalar, so every lane takes the same one.
 template <class T, int W>

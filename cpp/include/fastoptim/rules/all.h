@@ -1,6 +1,7 @@
 // Every element-wise rule. Adding a rule: write its header, include it here, add it to the list.
 #pragma once
 #include "fastoptim/rules/adabelief.h"
+#include "fastoptim/rules/amac.h"
 #include "fastoptim/rules/adagrad.h"
 #include "fastoptim/rules/adam.h"
 #include "fastoptim/rules/adamp.h"

@@ -25,6 +25,8 @@
 //   kScalarSlots = N         the last N of kState are one-element per-tensor state in the compute
 //                            type (float32, or float64 for float64 params), which finish(k, sums,
 //                            scalars) reads and writes on the host (TAdam's W)
+//   kUsesIndex = true         apply(p, g, state, k, index) also gets the index (within the whole
+//                            tensor) of the first of its W elements (counter-based noise)
 //   kScalesGrad = true        the op may be given a grad_scale (a global gradient-norm clip factor,
 //                            computed by the front end), which prepare() finds in StepInfo
 //   invalid_combination(h)    a message when fields are valid alone but not together, else nullptr
@@ -53,7 +55,15 @@ struct StepInfo {
   bool matrix = false;      // ndim > 1
   std::int64_t rows = 1;    // size of dim 0 when ndim > 1, else 1 (the rows of per-row sums)
   double grad_scale = 1.0;  // factor on every gradient this step (rules with kScalesGrad)
+  int ndim = 0;
+  double scalar_state[2] = {0, 0};  // the rule's per-tensor scalar state as it was before this step
 };
+
+// Whether a rule's apply takes the index of its first element in the tensor (kUsesIndex = true).
+template <class Rule, class = void>
+struct uses_index : std::false_type {};
+template <class Rule>
+struct uses_index<Rule, std::void_t<decltype(Rule::kUsesIndex)>> : std::bool_constant<Rule::kUsesIndex> {};
 
 // Whether a rule takes a grad_scale (kScalesGrad = true).
 template <class Rule, class = void>

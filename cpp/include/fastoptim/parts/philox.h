@@ -1,0 +1,50 @@
+// Counter-based Gaussian noise: Philox4x32-10 (Salmon et al., 2011, "Parallel random numbers: as
+// easy as 1, 2, 3") and one Box-Muller draw per element. A draw depends only on (seed, stream,
+// step, element index), never on thread count, ISA or iteration order, so a resumed run, every
+// kernel and a reference in plain PyTorch draw the same numbers.
+//   key = (seed mod 2^32, seed / 2^32);  counter = (index mod 2^32, index / 2^32, stream, step)
+//   (x0, x1, ...) = Philox4x32-10(counter, key)
+//   u1 = (x0 + 1) / 2^32 in (0, 1],  u2 = x1 / 2^32 in [0, 1)
+//   n = sqrt(-2 ln u1) cos(2 pi u2)       (in double, then rounded to the compute type)
+#pragma once
+#include <array>
+#include <cmath>
+#include <cstdint>
+
+#include "fastoptim/core/lanes.h"
+
+namespace fastoptim::parts {
+
+inline std::array<std::uint32_t, 4> philox4x32_10(std::array<std::uint32_t, 4> counter, std::array<std::uint32_t, 2> key) {
+  constexpr std::uint64_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
+  constexpr std::uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
+  for (int round = 0; round < 10; ++round) {
+    const std::uint64_t product0 = kMul0 * counter[0], product1 = kMul1 * counter[2];
+    counter = {std::uint32_t(product1 >> 32) ^ counter[1] ^ key[0], std::uint32_t(product1),
+               std::uint32_t(product0 >> 32) ^ counter[3] ^ key[1], std::uint32_t(product0)};
+    key = {key[0] + kWeyl0, key[1] + kWeyl1};
+  }
+  return counter;
+}
+
+inline double standard_normal(std::uint64_t seed, std::uint32_t stream, std::uint32_t step, std::uint64_t index) {
+  const auto x = philox4x32_10({std::uint32_t(index), std::uint32_t(index >> 32), stream, step},
+                               {std::uint32_t(seed), std::uint32_t(seed >> 32)});
+  constexpr double kTwoToMinus32 = 1.0 / 4294967296.0;
+  constexpr double kTwoPi = 6.283185307179586;
+  const double u1 = (double(x[0]) + 1.0) * kTwoToMinus32;
+  const double u2 = double(x[1]) * kTwoToMinus32;
+  return std::sqrt(-2.0 * std::log(u1)) * std::cos(kTwoPi * u2);
+}
+
+// The draws of the W elements first, first + 1, ... (a scalar loop: the noise is on only for the
+// first steps of a run, while its amplitude decays).
+template <class T, int W>
+inline core::Vec<T, W> standard_normals(std::uint64_t seed, std::uint32_t stream, std::uint32_t step,
+                                        std::int64_t first) {
+  core::Vec<T, W> out;
+  for (int w = 0; w < W; ++w) out.v[w] = T(standard_normal(seed, stream, step, std::uint64_t(first + w)));
+  return out;
+}
+
+}  // namespace fastoptim::parts
