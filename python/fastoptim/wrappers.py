@@ -331,7 +331,8 @@ class EMA(OptimizerWrapper):
 
 class SWA(OptimizerWrapper):
     """Stochastic weight averaging (Izmailov et al., 2018): an equal-weight running mean of the
-    weights after every ``swa_freq``-th step from step ``swa_start`` on (steps count from 1):
+    weights after every ``swa_freq``-th step from step ``swa_start`` on (steps count from 1;
+    ``swa_start=None``: never, e.g. to keep the option off in a composed optimizer such as AMaC):
     ``avg <- avg + (theta - avg) / (n + 1)``, the first time ``avg <- theta`` - AveragedModel's default
     average on the CPU (its get_swa_avg_fn; bit for bit). Pair it with torch.optim.swa_utils.SWALR for the SWA learning rate, and run
     ``torch.optim.swa_utils.update_bn`` on a model that ``copy_averaged_to`` filled.

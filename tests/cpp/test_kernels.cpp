@@ -1,6 +1,7 @@
 // Torch-free tests of the core: every SIMD kernel table against the one-lane scalar table, bit for
 // bit, for every rule, storage dtype and flag combination, at sizes around the vector width; the
 // parallel loop's coverage; hyperparameter validation. Closes with "N passed, N failed".
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -113,7 +114,8 @@ static void run_steps(fastoptim_isa::ElementwiseKernel kernel, Problem& pr, cons
       s.numel = pr.sizes[t];
       s.rows = pr.rows[t];
       slots.push_back(s);
-      const rules::StepInfo info{double(step), step == 1, pr.sizes[t], pr.rows[t] > 1, pr.rows[t]};
+      rules::StepInfo info{double(step), step == 1, pr.sizes[t], pr.rows[t] > 1, pr.rows[t]};
+      info.ndim = pr.rows[t] > 1 ? 2 : 1;  // the matrices are 2-D (AMaC centralizes their rows)
       cf.push_back(Rule::template prepare<float>(h, info));
       cd.push_back(Rule::template prepare<double>(h, info));
     }
@@ -293,7 +295,20 @@ static void test_bf16_rounding() {
   expect(bits(0x7FC12345u) == 0x7FC0, "bf16 NaN is canonical");
 }
 
+// Philox4x32-10 gives Random123's known answers (kat_vectors: zeros, all ones, digits of pi).
+static void test_philox_known_answers() {
+  using Words = std::array<std::uint32_t, 4>;
+  expect(parts::philox4x32_10({0, 0, 0, 0}, {0, 0}) == Words{0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8},
+         "philox4x32-10 of zeros");
+  expect(parts::philox4x32_10({~0u, ~0u, ~0u, ~0u}, {~0u, ~0u}) == Words{0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd},
+         "philox4x32-10 of all ones");
+  expect(parts::philox4x32_10({0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344}, {0xa4093822, 0x299f31d0}) ==
+             Words{0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1},
+         "philox4x32-10 of the digits of pi");
+}
+
 int main() {
+  test_philox_known_answers();
   std::printf("kernel tables:");
   for (int i = 0; i < fastoptim_isa::table_count(); ++i)
     std::printf(" %s%s", fastoptim_isa::table(i).isa, fastoptim_isa::cpu_supports(fastoptim_isa::table(i).isa) ? "" : "(unsupported here)");

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "fastoptim/parts/centralization.h"
 #include "fastoptim/parts/philox.h"
 #include "fastoptim/parts/schedules.h"
 #include "fastoptim/rules/rule.h"
@@ -46,11 +47,12 @@ struct AMaC {
   template <class T>
   struct Coeffs {
     T beta1, one_minus_beta1, beta2, one_minus_beta2, bias_correction1, bias_correction2_sqrt, eps;
-    T neg_lr, decay_factor, momentum, clip, sigma, row_length;
+    T neg_lr, decay_factor, momentum, sigma;
+    parts::Centralization<T> centralization;  // its row mean is set by finish_rows()
+    parts::Clip<T> grad_clip, update_clip;
     std::uint64_t seed;
     std::uint32_t stream, step;
-    bool maximize, centralize, clip_grad, clip_update, has_decay, has_momentum, noisy;
-    T row_mean;  // set by finish_rows()
+    bool maximize, has_decay, has_momentum, noisy;
   };
 
   template <class T>
@@ -59,7 +61,6 @@ struct AMaC {
     const double lr_t = parts::warmup_cosine_lr(t, h.lr, h.min_lr, h.warmup_steps, h.schedule_steps);
     const double wd_t = h.warmup_steps > 0 ? h.weight_decay * parts::linear_decay(t, 2 * h.warmup_steps) : h.weight_decay;
     const double sigma = h.noise_factor * parts::linear_decay(t, h.noise_steps);
-    const bool centralize = h.centralize != 0 && s.matrix && (h.centralize_conv_only == 0 || s.ndim > 3);
     return {T(h.beta1),
             T(1 - h.beta1),
             T(h.beta2),
@@ -70,20 +71,17 @@ struct AMaC {
             T(-lr_t),
             T(1 - lr_t * wd_t),
             T(h.momentum),
-            T(h.clip_value),
             T(sigma),
-            T(double(s.numel) / double(s.rows)),
+            parts::Centralization<T>::make(h.centralize != 0, h.centralize_conv_only != 0, s.ndim, s.numel, s.rows),
+            parts::Clip<T>::make(h.clip_value, h.clip_update == 0),
+            parts::Clip<T>::make(h.clip_value, h.clip_update != 0),
             std::uint64_t(h.seed),
             std::uint32_t(s.scalar_state[0]),
             std::uint32_t(t),
             h.maximize != 0,
-            centralize,
-            h.clip_value > 0 && h.clip_update == 0,
-            h.clip_value > 0 && h.clip_update != 0,
             lr_t * wd_t != 0,
             h.momentum != 0,
-            sigma > 0,
-            T(0)};
+            sigma > 0};
   }
 
   template <class T, int W>
@@ -93,22 +91,22 @@ struct AMaC {
 
   template <class T, class Sums>
   static void finish_rows(Coeffs<T>* rows, const Sums* sums, std::int64_t row_count) {
-    if (!rows[0].centralize) return;
-    for (std::int64_t r = 0; r < row_count; ++r) rows[r].row_mean = sums[r][0] / rows[r].row_length;
+    if (!rows[0].centralization.active) return;
+    for (std::int64_t r = 0; r < row_count; ++r) rows[r].centralization.set_row_sum(sums[r][0]);
   }
 
   template <class T, int W>
   static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k, std::int64_t index) {
     if (k.maximize) g = -g;
-    if (k.centralize) g = g - k.row_mean;
-    if (k.clip_grad) g = core::clamp(g, -k.clip, k.clip);
+    k.centralization.apply(g);
+    k.grad_clip.apply(g);
     Vec<T, W>& exp_avg = state[kExpAvg];
     Vec<T, W>& exp_avg_sq = state[kExpAvgSq];
     exp_avg = core::mul_add(g, k.one_minus_beta1, exp_avg * k.beta1);
     exp_avg_sq = core::mul_add(k.one_minus_beta2 * g, g, exp_avg_sq * k.beta2);
     Vec<T, W> delta = (exp_avg / k.bias_correction1) / (sqrt(exp_avg_sq) / k.bias_correction2_sqrt + k.eps);
     if (k.noisy) delta = core::mul_add(parts::standard_normals<T, W>(k.seed, k.stream, k.step, index), k.sigma, delta);
-    if (k.clip_update) delta = core::clamp(delta, -k.clip, k.clip);
+    k.update_clip.apply(delta);
     if (k.has_decay) p = p * k.decay_factor;
     if (k.has_momentum) {
       Vec<T, W>& buf = state[kMomentumBuffer];
