@@ -20,9 +20,6 @@ class AMaCUpdate(FusedOptimizer):
 
     rule = "amac"
 
-    def __init__(self, params, defaults: dict[str, Any]) -> None:
-        super().__init__(params, defaults)
-
     def _field_value(self, group: dict[str, Any], name: str) -> Any:
         warmup = group["warmup_steps"]
         if name == "clip_value":
