@@ -15,7 +15,8 @@ p, g, m1, m2, v; write p, m1, m2, v = 36 B. Adan: read p, g, m, d, n, g_prev; wr
 LAMB and RaLars, two passes: read p, g, m, v and write m, v; then read p, m, v and write p = 40 B.
 AdamP likewise (pass 1 also takes the per-channel sums) = 40 B. LARS (momentum 0.9), two passes:
 read p, g; then read p, g, b and write p, b = 28 B. TAdam, two passes: read g, m, v; then read p, g,
-m, v and write p, m, v = 40 B.
+m, v and write p, m, v = 40 B. SophiaG between refreshes: read p, g, m, h; write p, m = 24 B (its
+"fastoptim AdamW" row, the same tensors stepped by AdamW, is counted at AdamW's 28 B).
 
 Peers: torch.optim's implementations for the classic five; for holocron's set, holocron.optim
 (pylocron), pytorch_optimizer with and without foreach, and the official package where there is
@@ -49,7 +50,7 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 
 STREAMS = {"AdamW": 7, "Adam": 7, "SGD": 5, "Adagrad": 5, "RMSprop": 5, "AdaBelief": 7, "AdEMAMix": 9, "Adan": 11, "LAMB": 10,
-           "RaLars": 10, "LARS": 7, "TAdam": 10, "AdamP": 10}
+           "RaLars": 10, "LARS": 7, "TAdam": 10, "AdamP": 10, "SophiaG": 6}
 CONFIG = {
     "AdamW": dict(lr=1e-3),
     "Adam": dict(lr=1e-3),
@@ -64,6 +65,7 @@ CONFIG = {
     "LARS": dict(lr=1e-3, momentum=0.9),
     "TAdam": dict(lr=1e-3),
     "AdamP": dict(lr=1e-3),
+    "SophiaG": dict(lr=1e-3),
 }
 HOLOCRON_SET = {"AdaBelief", "AdEMAMix", "Adan", "LAMB", "RaLars", "LARS", "TAdam", "AdamP"}
 # pytorch_optimizer's class and extra options where they differ from fastoptim's name (None: no peer there)
@@ -137,7 +139,23 @@ def peer_implementations(name: str, params):
     return peers
 
 
+def sophia_implementations(params):
+    """Sophia's step between refreshes: fastoptim's SophiaG (its closure-less step never refreshes),
+    fastoptim's AdamW on the same tensors (the issue's yardstick), and pytorch_optimizer's SophiaH
+    given one estimate on its first step and no refresh after (update_period beyond the run)."""
+    import pytorch_optimizer
+
+    impls = {"fastoptim": fastoptim.SophiaG(params, **CONFIG["SophiaG"]), "fastoptim AdamW": fastoptim.AdamW(params, lr=1e-3)}
+    for foreach in (False, True):
+        peer = pytorch_optimizer.SophiaH(params, lr=1e-3, update_period=10**9, foreach=foreach)
+        peer.step(hessian=[torch.ones_like(p) for p in params])
+        impls[f"pytorch_optimizer SophiaH foreach={foreach}"] = peer
+    return impls
+
+
 def implementations(name: str, params):
+    if name == "SophiaG":
+        return sophia_implementations(params)
     impls = {"fastoptim": getattr(fastoptim, name)(params, **CONFIG[name])}
     if name in HOLOCRON_SET:
         return {**impls, **peer_implementations(name, params)}
@@ -190,6 +208,7 @@ def main() -> None:
             for p in params:
                 p.grad = torch.randn_like(p) * 1e-3
             elements = sum(p.numel() for p in params)
+            itemsize = params[0].element_size()
             for name in args.optimizers:
                 impls = implementations(name, params)
                 steps = {}
@@ -208,11 +227,14 @@ def main() -> None:
                         times[label].append(time_steps(impls[label], steps[label]))
                 triad = statistics.median(c[0] for c in ceilings)
                 inplace = statistics.median(c[1] for c in ceilings)
-                nbytes = STREAMS[name] * elements * params[0].element_size()
+                def nbytes(label):
+                    streams = STREAMS["AdamW"] if label == "fastoptim AdamW" else STREAMS[name]
+                    return streams * elements * itemsize
+
                 ms = {label: statistics.median(t) * 1e3 for label, t in times.items()}
-                best_peer = min(v for k, v in ms.items() if k != "fastoptim")
+                best_peer = min(v for k, v in ms.items() if not k.startswith("fastoptim"))
                 for label, value in ms.items():
-                    gbs = nbytes / value / 1e6
+                    gbs = nbytes(label) / value / 1e6
                     ratio = f"{best_peer / value:.2f}x" if label == "fastoptim" else ""
                     print(f"| {wl} | {dtype_name} | {name} | {label} | {value:.2f} | {gbs:.1f} | "
                           f"{gbs / triad:.2f} | {gbs / inplace:.2f} | {ratio} |", flush=True)

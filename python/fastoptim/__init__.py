@@ -5,7 +5,8 @@ import torch  # noqa: F401  (torch must be loaded before the extension: it provi
 from . import _C
 from .optimizers import LAMB, LARS, SGD, AdaBelief, Adagrad, Adam, AdamP, AdamW, AdEMAMix, Adan, RaLars, RMSprop, TAdam
 from .amac import AMaC
+from .hessian_diagonal import AdaHessian, SophiaG, SophiaH, SophiaOptim
 from .wrappers import EMA, SWA, Lookahead, OptimizerWrapper, Scout
 
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "AdaBelief", "AdEMAMix", "Adan", "LAMB", "LARS", "RaLars", "TAdam", "AdamP", "AMaC", "Lookahead", "Scout", "EMA", "SWA", "OptimizerWrapper"]
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "AdaBelief", "AdEMAMix", "Adan", "LAMB", "LARS", "RaLars", "TAdam", "AdamP", "AMaC", "SophiaG", "SophiaH", "AdaHessian", "SophiaOptim", "Lookahead", "Scout", "EMA", "SWA", "OptimizerWrapper"]
 __version__ = "0.1.0"

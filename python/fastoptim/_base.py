@@ -234,21 +234,37 @@ class FusedOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._update()
+        return loss
+
+    def _update(self, before_update=None) -> None:
+        """One C++ step per param group. Every group is checked before any tensor changes; then
+        ``before_update(work)`` (if given) may write state tensors, e.g. fold in a new estimate,
+        knowing the step will not be rejected. ``work`` holds per group (group, args, created)."""
         gathered = [(group, w) for group in self.param_groups if (w := self._gather(group)) is not None]
         grad_norm = self._global_grad_norm(gathered)
-        work = [((*args, self._grad_scale(group, grad_norm)), created) for group, (args, created) in gathered]
+        work = [(group, (*args, self._grad_scale(group, grad_norm)), created) for group, (args, created) in gathered]
         if torch.compiler.is_compiling():
-            for args, created in work:
+            if before_update is not None:
+                before_update(work)
+            for _, args, created in work:
                 self._op(*args)
                 self._commit(created)
-            return loss
-        # Every group is checked before any changes: the first inside its own step, the others first.
-        for args, _ in work[1:]:
+            return
+        # The first group is checked inside its own step, unless something runs before it.
+        for _, args, _ in work if before_update is not None else work[1:]:
             self._direct(*args, check_only=True)
-        for args, created in work:
+        if before_update is not None:
+            before_update(work)
+        for _, args, created in work:
             self._direct(*args)
             self._commit(created)
-        return loss
+
+    def _state_column(self, args, name: str) -> list[Tensor]:
+        """From a group's step arguments: the state tensors `name` of its params, in their order."""
+        params, hyper, flat_state = args[0], args[5], args[2]
+        index = self._used_state(hyper).index(name)
+        return list(flat_state[index * len(params):(index + 1) * len(params)])
 
     def _commit(self, created) -> None:
         # State created for a step joins the optimizer only once the step has succeeded, so a

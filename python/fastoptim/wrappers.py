@@ -83,8 +83,10 @@ class OptimizerWrapper(torch.optim.Optimizer):
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.base_optimizer.zero_grad(set_to_none=set_to_none)
 
-    def step(self, closure=None):
-        loss = self.base_optimizer.step(closure)
+    def step(self, closure=None, **kwargs):
+        """The base optimizer's step (keyword arguments go to it, e.g. SophiaH's ``hessian``),
+        then the wrapper's own update."""
+        loss = self.base_optimizer.step(closure, **kwargs)
         with torch.no_grad():
             for group in self.param_groups:
                 self._after_base_step(group)
