@@ -246,8 +246,9 @@ class GivenHessian:
     helpers above, which call step() after setting plain gradients, can drive it. Everything
     else is the optimizer's own."""
 
-    def __init__(self, optimizer):
+    def __init__(self, optimizer, estimates=gradient_estimates):
         self.optimizer = optimizer
+        self.estimates = estimates
 
     def __getattr__(self, name):
         return getattr(self.optimizer, name)
@@ -255,4 +256,10 @@ class GivenHessian:
     def step(self):
         due = any(g["hessian_clock"] % g["hessian_update_interval"] == 0 for g in self.optimizer.param_groups)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        return self.optimizer.step(hessian=gradient_estimates(params) if due else None)
+        return self.optimizer.step(hessian=self.estimates(params) if due else None)
+
+
+def exact_estimates(params):
+    """Estimates every dtype holds exactly (1 or 1.25, by the gradient's sign): for comparing a
+    low-precision step with its float32 reference, whose estimates must be the same numbers."""
+    return [1 + 0.25 * (p.grad > 0).to(p.dtype) for p in params if p.grad is not None]

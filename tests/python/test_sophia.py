@@ -20,7 +20,9 @@ from reference import (
     GivenHessian,
     assert_all_close_rel,
     assert_every_isa_gives_the_same_bits,
+    assert_low_precision_steps_round_once,
     assert_resumes_bit_identically,
+    exact_estimates,
     gradient_estimates,
     make_params,
     noise_grads,
@@ -290,6 +292,15 @@ def test_resume_with_closure_refreshes_draws_the_same_probes():
 @pytest.mark.parametrize("name", ["SophiaG", "SophiaH"])
 def test_every_isa_gives_the_same_bits(name):
     assert_every_isa_gives_the_same_bits(lambda ps: GivenHessian(getattr(fastoptim, name)(ps, lr=0.01, hessian_update_interval=2)))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("name", ["SophiaG", "SophiaH"])
+def test_low_precision_steps_round_once(name, dtype):
+    # a refresh every step: the helper's float32 reference is a new optimizer each step
+    assert_low_precision_steps_round_once(
+        lambda ps: GivenHessian(getattr(fastoptim, name)(ps, lr=1e-2, hessian_update_interval=1), exact_estimates), dtype
+    )
 
 
 def _live_tensors():
