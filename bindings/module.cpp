@@ -11,6 +11,7 @@
 #include "aten/elementwise_ops.h"
 #include "fastoptim/core/isa.h"
 #include "fastoptim/core/parallel.h"
+#include "fastoptim/edge/optimizer.h"
 #include "fastoptim/rules/all.h"
 
 namespace py = pybind11;
@@ -53,6 +54,34 @@ void translating_errors(F&& f) {
   }
 }
 
+// The edge front end driven from Python (its tests compare it with the Python classes): a new
+// edge optimizer of this rule over `params` (contiguous float32 CPU tensors, updated in place),
+// stepped once per entry of `grads_per_step`.
+template <class Rule>
+void edge_run(const std::vector<at::Tensor>& params, const std::vector<std::vector<at::Tensor>>& grads_per_step,
+              const std::vector<double>& hyper) {
+  using Hyper = typename Rule::Hyper;
+  if (hyper.size() != Hyper::kFieldCount) throw py::value_error("edge_run: wrong number of hyperparameters");
+  std::vector<edge::Param> views;
+  for (const auto& p : params) {
+    if (p.scalar_type() != at::kFloat || !p.is_contiguous() || !p.device().is_cpu())
+      throw py::type_error("edge_run: params must be contiguous float32 CPU tensors");
+    views.push_back({p.data_ptr<float>(), p.numel()});
+  }
+  edge::Optimizer<Rule> opt(views, Hyper::from(hyper.data()));
+  std::vector<const float*> grads(params.size(), nullptr);
+  for (const auto& step_grads : grads_per_step) {
+    for (std::size_t i = 0; i < step_grads.size() && i < grads.size(); ++i) grads[i] = step_grads[i].data_ptr<float>();
+    if (opt.step(grads.data()) != edge::Status::ok) throw py::value_error(opt.error());
+  }
+}
+
+template <class Rule>
+void def_edge_run(py::module_& m, const char* name) {
+  if constexpr (rules::sums_of<Rule>::value == 0)
+    m.def(name, &edge_run<Rule>, py::arg("params"), py::arg("grads_per_step"), py::arg("hyper"));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -86,6 +115,11 @@ PYBIND11_MODULE(_C, m) {
       py::arg("check_only") = false);
   FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_DIRECT)
 #undef FASTOPTIM_DIRECT
+
+  py::module_ edge_module = m.def_submodule("edge", "The edge front end, driven from Python for its tests.");
+#define FASTOPTIM_EDGE_RUN(Type, name) def_edge_run<rules::Type>(edge_module, #name);
+  FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_EDGE_RUN)
+#undef FASTOPTIM_EDGE_RUN
 
   m.def("isa", [] { return std::string(fastoptim_isa::active().isa); }, "The kernel ISA the ops run.");
   m.def(

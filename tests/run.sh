@@ -9,3 +9,4 @@ if command -v ninja >/dev/null; then generator=(-G Ninja); fi
 cmake -S . -B build/core "${generator[@]}" -DFASTOPTIM_WITH_TORCH=OFF >/dev/null
 cmake --build build/core --parallel 2
 ctest --test-dir build/core --output-on-failure
+bash tests/aarch64.sh

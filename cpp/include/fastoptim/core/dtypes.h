@@ -30,15 +30,22 @@ inline bf16 float_to_bf16(float f) {
 }
 
 // _Float16 conversions are IEEE round-to-nearest-even, the same as F16C's vcvtps2ph with
-// _MM_FROUND_TO_NEAREST_INT, so the scalar tail and the SIMD body store identical bits.
+// _MM_FROUND_TO_NEAREST_INT, so the scalar tail and the SIMD body store identical bits. On aarch64
+// (where g++ 12 has no _Float16 in C++) the ACLE's __fp16 is the same IEEE half with the same rounding.
+#if defined(__aarch64__)
+using half_t = __fp16;
+#else
+using half_t = _Float16;
+#endif
+
 inline float f16_to_float(f16 x) {
-  _Float16 h;
+  half_t h;
   std::memcpy(&h, &x.bits, sizeof h);
   return static_cast<float>(h);
 }
 
 inline f16 float_to_f16(float f) {
-  _Float16 h = static_cast<_Float16>(f);
+  half_t h = static_cast<half_t>(f);
   f16 out;
   std::memcpy(&out.bits, &h, sizeof h);
   return out;

@@ -79,10 +79,11 @@ inline int first_invalid_field(const double* values) {
 
 // FASTOPTIM_HYPER(LIST) defines `struct Hyper` from an X-macro list of
 // F(name, default, check) entries: one double member per field, the field table, and
-// `from(values)` which reads the flat vector in declaration order.
+// `from(values)` / `write(values)` which read / write the flat vector in declaration order.
 #define FASTOPTIM_HYPER_MEMBER(name, def, check) double name = def;
 #define FASTOPTIM_HYPER_ENTRY(name, def, check) ::fastoptim::core::Field{#name, def, ::fastoptim::core::Check::check},
 #define FASTOPTIM_HYPER_READ(name, def, check) h.name = values[i++];
+#define FASTOPTIM_HYPER_WRITE(name, def, check) values[i++] = name;
 #define FASTOPTIM_HYPER(LIST)                                                         \
   struct Hyper {                                                                      \
     LIST(FASTOPTIM_HYPER_MEMBER)                                                      \
@@ -93,5 +94,9 @@ inline int first_invalid_field(const double* values) {
       std::size_t i = 0;                                                              \
       LIST(FASTOPTIM_HYPER_READ)                                                      \
       return h;                                                                       \
+    }                                                                                 \
+    void write(double* values) const {                                                \
+      std::size_t i = 0;                                                              \
+      LIST(FASTOPTIM_HYPER_WRITE)                                                     \
     }                                                                                 \
   };

@@ -29,6 +29,7 @@
 //                            tensor) of the first of its W elements (counter-based noise)
 //   kScalesGrad = true        the op may be given a grad_scale (a global gradient-norm clip factor,
 //                            computed by the front end), which prepare() finds in StepInfo
+//   initial_value(h, slot)    what state slot `slot` starts at (default 0; Adagrad's sum)
 //   invalid_combination(h)    a message when fields are valid alone but not together, else nullptr
 //   Coeffs<T>, prepare<T>()   per-tensor scalars, computed in double on the host and stored as T
 //   apply<T, W>()             the per-element update over lanes; the SIMD body and the scalar tail
@@ -101,6 +102,19 @@ inline bool second_pass_reads_grad(const Coeffs& k) {
   if constexpr (!Rule::kStateInFirstPass) return true;
   else if constexpr (has_apply_reads_grad<Rule, Coeffs>::value) return Rule::apply_reads_grad(k);
   else return false;
+}
+
+// The value state slot `slot` starts at: Rule::initial_value(h, slot) where a rule has it, else 0.
+template <class Rule, class = void>
+struct has_initial_value : std::false_type {};
+template <class Rule>
+struct has_initial_value<Rule, std::void_t<decltype(Rule::initial_value(std::declval<const typename Rule::Hyper&>(), 0))>>
+    : std::true_type {};
+
+template <class Rule>
+inline double initial_value(const typename Rule::Hyper& h, int slot) {
+  if constexpr (has_initial_value<Rule>::value) return Rule::initial_value(h, slot);
+  else return 0.0;
 }
 
 // Whether a rule reads a gradient (true unless it says kReadsGrad = false).

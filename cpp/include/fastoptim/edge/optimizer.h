@@ -1,0 +1,248 @@
+// fastoptim's edge front end: the same rules over float buffers the caller owns, without torch.
+//
+//   std::vector<fastoptim::edge::Param> params = {{w.data(), w.size()}, {b.data(), b.size()}};
+//   fastoptim::edge::AdamW opt(params, [] { fastoptim::rules::Adam::Hyper h; h.lr = 1e-3; return h; }());
+//   ...fill the gradients...
+//   if (opt.step(grads) != fastoptim::edge::Status::ok) { /* opt.error() says why */ }
+//
+// - State (the rule's buffers, under torch.optim's names) is allocated once at construction, or
+//   lives in memory the caller hands over (static memory on a microcontroller): state_floats()
+//   says how much. step() allocates nothing and throws nothing; it returns a Status.
+// - The math is the rule's own (cpp/include/fastoptim/rules), run by the same kernels as the
+//   Python and libtorch front ends (SIMD chosen at run time, OpenMP when built with it), so a
+//   float32 run gives the bits fastoptim's Python class gives.
+// - save_state()/load_state() write and read a byte buffer: a versioned header (magic, format
+//   version, rule name, hyperparameter count, step, parameter sizes) and the state.
+// - Rules with per-tensor sums (LAMB, LARS, TAdam, AdamP, AMaC) need per-call work buffers and are
+//   not offered here yet; every single-pass (element-wise) rule is.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "fastoptim/rules/all.h"
+
+namespace fastoptim::edge {
+
+// One parameter: `numel` floats at `data`, owned by the caller.
+struct Param {
+  float* data;
+  std::int64_t numel;
+};
+
+enum class Status { ok, invalid_hyperparameter, state_too_small, buffer_too_small, bad_state };
+
+constexpr std::uint32_t kStateMagic = 0x54504f46;  // "FOPT" little-endian
+constexpr std::uint32_t kStateVersion = 1;
+
+template <class Rule>
+class Optimizer {
+  static_assert(rules::sums_of<Rule>::value == 0, "the edge front end runs single-pass (element-wise) rules");
+
+ public:
+  using Hyper = typename Rule::Hyper;
+  using Coeffs = typename Rule::template Coeffs<float>;
+  static constexpr int kScalarSlots = rules::scalar_slots_of<Rule>::value;
+  static constexpr int kAllSlots = Rule::kStateSlots + kScalarSlots;
+
+  // The optimizer owns its state (one allocation, here).
+  explicit Optimizer(std::vector<Param> params, const Hyper& hyper = Hyper{}) : params_(std::move(params)), hyper_(hyper) {
+    owned_.resize(state_floats(params_, hyper_));
+    attach(owned_.data());
+  }
+
+  // Buffers point into the state: copying would share it; moving keeps it.
+  Optimizer(const Optimizer&) = delete;
+  Optimizer& operator=(const Optimizer&) = delete;
+  Optimizer(Optimizer&&) = default;
+  Optimizer& operator=(Optimizer&&) = default;
+
+  // The state lives in `state`, `capacity` floats the caller owns (at least state_floats()).
+  // Check status(): state_too_small when it does not fit.
+  Optimizer(std::vector<Param> params, const Hyper& hyper, float* state, std::size_t capacity)
+      : params_(std::move(params)), hyper_(hyper) {
+    if (capacity < state_floats(params_, hyper_)) {
+      status_ = Status::state_too_small;
+      error_ = "the state buffer is smaller than state_floats()";
+      return;
+    }
+    attach(state);
+  }
+
+  // Floats of state `params` need under `hyper` (slots the hyperparameters leave unused take none).
+  static std::size_t state_floats(const std::vector<Param>& params, const Hyper& hyper) {
+    std::size_t total = 0;
+    for (int slot = 0; slot < kAllSlots; ++slot)
+      if (uses_slot(hyper, slot))
+        for (const Param& p : params) total += slot < Rule::kStateSlots ? std::size_t(p.numel) : 1;
+    return total;
+  }
+
+  // The hyperparameters, to change between steps (a learning-rate schedule). Which state slots
+  // exist was fixed at construction: flags that add state (amsgrad, momentum) must not change.
+  Hyper& hyper() { return hyper_; }
+  Status status() const { return status_; }
+  const char* error() const { return error_; }
+  float step_count() const { return step_; }
+
+  // One step. grads[i] holds params[i].numel floats (rules that read no gradient accept nullptr).
+  Status step(const float* const* grads) {
+    if (status_ == Status::state_too_small) return status_;
+    if (const char* message = invalid()) {
+      error_ = message;
+      return Status::invalid_hyperparameter;
+    }
+    step_ += 1.0f;  // a float counter, as torch.optim keeps it, so bias corrections match bit for bit
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      rules::StepInfo info{};
+      info.step = step_;
+      info.fresh = step_ == 1.0f;
+      info.numel = params_[i].numel;
+      info.ndim = 1;
+      for (int s = 0; s < kScalarSlots; ++s)
+        info.scalar_state[s] = slots_[i].state[Rule::kStateSlots + s] ? *static_cast<float*>(slots_[i].state[Rule::kStateSlots + s]) : 0.0;
+      coeffs_[i] = Rule::template prepare<float>(hyper_, info);
+      slots_[i].grad = rules::reads_grad<Rule>::value ? grads[i] : nullptr;
+    }
+    (fastoptim_isa::active().*rules::KernelEntry<Rule>::member)(slots_.data(), std::int64_t(slots_.size()), coeffs_.data(),
+                                                                 fastoptim_isa::Dtype::f32);
+    return Status::ok;
+  }
+
+  // State slot `slot` (in Rule::kState order) of parameter i, or nullptr when the slot is unused.
+  float* state(int slot, std::size_t i) const { return static_cast<float*>(slots_[i].state[slot]); }
+
+  // ---- checkpoints ----------------------------------------------------------------------------
+  std::size_t state_bytes() const { return header_bytes() + state_floats(params_, hyper_) * sizeof(float); }
+
+  Status save_state(void* out, std::size_t capacity) const {
+    if (capacity < state_bytes()) return Status::buffer_too_small;
+    auto* bytes = static_cast<unsigned char*>(out);
+    const std::vector<std::uint64_t> header = header_words();
+    std::memcpy(bytes, header.data(), header.size() * sizeof(std::uint64_t));
+    bytes += header.size() * sizeof(std::uint64_t);
+    std::memcpy(bytes, state_begin_, state_floats(params_, hyper_) * sizeof(float));
+    return Status::ok;
+  }
+
+  // Restores what save_state wrote for the same rule, parameter sizes and state slots.
+  Status load_state(const void* in, std::size_t size) {
+    const std::vector<std::uint64_t> expected = header_words();
+    const std::size_t words = expected.size();
+    if (size != state_bytes()) return fail(Status::bad_state, "the state's size does not match these parameters");
+    std::vector<std::uint64_t> found(words);
+    std::memcpy(found.data(), in, words * sizeof(std::uint64_t));
+    if (found[0] != expected[0]) return fail(Status::bad_state, "not a fastoptim state (magic)");
+    if (found[1] != expected[1]) return fail(Status::bad_state, "a state of another format version");
+    if (found[2] != expected[2]) return fail(Status::bad_state, "the state of another rule");
+    for (std::size_t w = 4; w < words; ++w)  // word 3 is the step, restored below
+      if (found[w] != expected[w]) return fail(Status::bad_state, "the state of other parameters or state slots");
+    float step = 0;
+    std::memcpy(&step, &found[3], sizeof(float));
+    std::memcpy(state_begin_, static_cast<const unsigned char*>(in) + words * sizeof(std::uint64_t),
+                state_floats(params_, hyper_) * sizeof(float));
+    step_ = step;
+    return Status::ok;
+  }
+
+ private:
+  static bool uses_slot(const Hyper& hyper, int slot) {
+    if (slot >= Rule::kStateSlots) return true;  // per-tensor scalars always exist
+    double values[Hyper::kFieldCount];
+    hyper.write(values);
+    return core::uses_state<Rule>(values, slot);
+  }
+
+  const char* invalid() const {
+    double values[Hyper::kFieldCount];
+    hyper_.write(values);
+    if (core::first_invalid_field<Hyper>(values) >= 0) return "a hyperparameter is out of its range (see the rule's field list)";
+    return Rule::invalid_combination(hyper_);
+  }
+
+  Status fail(Status status, const char* message) {
+    error_ = message;
+    return status;
+  }
+
+  void attach(float* state) {
+    state_begin_ = state;
+    slots_.assign(params_.size(), fastoptim_isa::TensorSlots{});
+    coeffs_.resize(params_.size());
+    float* next = state;
+    for (int slot = 0; slot < kAllSlots; ++slot) {
+      const bool used = uses_slot(hyper_, slot);
+      const float start = float(rules::initial_value<Rule>(hyper_, slot));
+      for (std::size_t i = 0; i < params_.size(); ++i) {
+        const std::int64_t n = slot < Rule::kStateSlots ? params_[i].numel : 1;
+        slots_[i].state[slot] = used ? next : nullptr;
+        if (used) {
+          for (std::int64_t k = 0; k < n; ++k) next[k] = start;
+          next += n;
+        }
+      }
+    }
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      slots_[i].param = params_[i].data;
+      slots_[i].numel = params_[i].numel;
+    }
+    fastoptim_isa::active();  // chooses the kernel table now, not inside the first step
+  }
+
+  std::size_t header_bytes() const { return header_words().size() * sizeof(std::uint64_t); }
+
+  // magic, version, rule name (FNV-1a), step, hyperparameter count, slot mask, parameter count, sizes
+  std::vector<std::uint64_t> header_words() const {
+    std::uint64_t name_hash = 1469598103934665603ull;
+    for (const char* c = Rule::kName; *c; ++c) name_hash = (name_hash ^ std::uint64_t(std::uint8_t(*c))) * 1099511628211ull;
+    std::uint64_t step_bits = 0;
+    std::memcpy(&step_bits, &step_, sizeof(float));
+    std::uint64_t slot_mask = 0;
+    for (int slot = 0; slot < kAllSlots; ++slot)
+      if (uses_slot(hyper_, slot)) slot_mask |= std::uint64_t(1) << slot;
+    std::vector<std::uint64_t> words = {kStateMagic, kStateVersion, name_hash, step_bits, Hyper::kFieldCount, slot_mask,
+                                        params_.size()};
+    for (const Param& p : params_) words.push_back(std::uint64_t(p.numel));
+    return words;
+  }
+
+  std::vector<Param> params_;
+  Hyper hyper_;
+  std::vector<float> owned_;
+  float* state_begin_ = nullptr;
+  std::vector<fastoptim_isa::TensorSlots> slots_;
+  std::vector<Coeffs> coeffs_;
+  float step_ = 0.0f;
+  Status status_ = Status::ok;
+  const char* error_ = "";
+};
+
+// fastoptim::edge::<Rule type> for every single-pass rule of the catalogue (rules/list.h).
+template <class Rule, bool = (rules::sums_of<Rule>::value == 0)>
+struct EdgeClass {
+  using type = Optimizer<Rule>;
+};
+template <class Rule>
+struct EdgeClass<Rule, false> {
+  using type = void;  // a rule with per-tensor sums: not in the edge front end yet
+};
+#define FASTOPTIM_EDGE_ALIAS(Type, name) using Type = typename EdgeClass<rules::Type>::type;
+FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_EDGE_ALIAS)
+#undef FASTOPTIM_EDGE_ALIAS
+
+// AdamW: the Adam rule with decoupled weight decay, torch.optim.AdamW's default decay 1e-2.
+inline rules::Adam::Hyper adamw_defaults() {
+  rules::Adam::Hyper h;
+  h.decoupled_weight_decay = 1;
+  h.weight_decay = 1e-2;
+  return h;
+}
+class AdamW : public Optimizer<rules::Adam> {
+ public:
+  explicit AdamW(std::vector<Param> params, const Hyper& hyper = adamw_defaults()) : Optimizer(std::move(params), hyper) {}
+  AdamW(std::vector<Param> params, const Hyper& hyper, float* state, std::size_t capacity)
+      : Optimizer(std::move(params), hyper, state, capacity) {}
+};
+
+}  // namespace fastoptim::edge
