@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "aten/elementwise_ops.h"
+#include "fastoptim/aten/elementwise_ops.h"
 #include "fastoptim/core/isa.h"
 #include "fastoptim/core/parallel.h"
 #include "fastoptim/edge/optimizer.h"

@@ -1,5 +1,7 @@
 """fastoptim: training optimizers written once in C++, served as drop-in torch.optim classes."""
 
+import os
+
 import torch  # noqa: F401  (torch must be loaded before the extension: it provides libtorch and libgomp)
 
 from . import _C
@@ -10,3 +12,6 @@ from .wrappers import EMA, SWA, Lookahead, OptimizerWrapper, Scout
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "AdaBelief", "AdEMAMix", "Adan", "LAMB", "LARS", "RaLars", "TAdam", "AdamP", "AMaC", "SophiaG", "SophiaH", "AdaHessian", "SophiaOptim", "Lookahead", "Scout", "EMA", "SWA", "OptimizerWrapper"]
 __version__ = "0.1.0"
+
+#: where find_package(fastoptim) finds the installed CMake package (as torch.utils.cmake_prefix_path)
+cmake_prefix_path = os.path.join(os.path.dirname(_C.__file__), "share", "cmake")

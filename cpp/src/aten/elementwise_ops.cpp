@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "aten/elementwise_ops.h"
+#include "fastoptim/aten/elementwise_ops.h"
 #include "fastoptim/core/isa.h"
 #include "fastoptim/rules/all.h"
 

@@ -19,12 +19,12 @@ namespace fastoptim::rules {
 
 struct AdaBelief {
   static constexpr const char* kName = "adabelief";
-#define FASTOPTIM_ADABELIEF_FIELDS(F)                                                                 \
+#define FASTOPTIM_FIELDS_adabelief(F)                                                                 \
   F(lr, 1e-3, non_negative) F(beta1, 0.9, unit_interval) F(beta2, 0.999, unit_interval)             \
   F(eps, 1e-8, non_negative) F(weight_decay, 0.0, non_negative) F(amsgrad, 0, flag)                \
   F(eps_inside, 1, flag) F(weight_decouple, 0, flag) F(maximize, 0, flag) F(rectify, 0, flag)           \
   F(degenerated_to_sgd, 1, flag)
-  FASTOPTIM_HYPER(FASTOPTIM_ADABELIEF_FIELDS)
+  FASTOPTIM_HYPER(FASTOPTIM_FIELDS_adabelief)
 
   enum Slot { kExpAvg, kExpAvgSq, kMaxExpAvgSq };
   static constexpr core::StateSlot kState[] = {

@@ -6,11 +6,11 @@ namespace fastoptim::rules {
 
 struct Adagrad {
   static constexpr const char* kName = "adagrad";
-#define FASTOPTIM_ADAGRAD_FIELDS(F)                                                   \
+#define FASTOPTIM_FIELDS_adagrad(F)                                                   \
   F(lr, 1e-2, non_negative) F(lr_decay, 0.0, non_negative)                           \
   F(weight_decay, 0.0, non_negative) F(initial_accumulator_value, 0.0, non_negative) \
   F(eps, 1e-10, non_negative) F(maximize, 0, flag)
-  FASTOPTIM_HYPER(FASTOPTIM_ADAGRAD_FIELDS)
+  FASTOPTIM_HYPER(FASTOPTIM_FIELDS_adagrad)
 
   static constexpr core::StateSlot kState[] = {{"sum", nullptr}};
   static constexpr int kStateSlots = 1;

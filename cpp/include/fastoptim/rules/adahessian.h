@@ -16,11 +16,11 @@ namespace fastoptim::rules {
 
 struct AdaHessian {
   static constexpr const char* kName = "adahessian";
-#define FASTOPTIM_ADAHESSIAN_FIELDS(F)                                                              \
+#define FASTOPTIM_FIELDS_adahessian(F)                                                              \
   F(lr, 0.15, non_negative) F(beta1, 0.9, unit_interval) F(beta2, 0.999, unit_interval)          \
   F(eps, 1e-4, non_negative) F(weight_decay, 0.0, non_negative) F(hessian_power, 1.0, unit_closed) \
   F(weight_decouple, 1, flag) F(maximize, 0, flag)
-  FASTOPTIM_HYPER(FASTOPTIM_ADAHESSIAN_FIELDS)
+  FASTOPTIM_HYPER(FASTOPTIM_FIELDS_adahessian)
 
   enum Slot { kExpAvg, kExpHessianDiagSq };
   static constexpr core::StateSlot kState[] = {

@@ -7,11 +7,11 @@ namespace fastoptim::rules {
 
 struct Adam {
   static constexpr const char* kName = "adam";
-#define FASTOPTIM_ADAM_FIELDS(F)                                                                   \
+#define FASTOPTIM_FIELDS_adam(F)                                                                   \
   F(lr, 1e-3, non_negative) F(beta1, 0.9, unit_interval) F(beta2, 0.999, unit_interval)           \
   F(eps, 1e-8, non_negative) F(weight_decay, 0.0, non_negative) F(amsgrad, 0, flag)              \
   F(maximize, 0, flag) F(decoupled_weight_decay, 0, flag)
-  FASTOPTIM_HYPER(FASTOPTIM_ADAM_FIELDS)
+  FASTOPTIM_HYPER(FASTOPTIM_FIELDS_adam)
 
   enum Slot { kExpAvg, kExpAvgSq, kMaxExpAvgSq };
   static constexpr core::StateSlot kState[] = {{"exp_avg", nullptr}, {"exp_avg_sq", nullptr}, {"max_exp_avg_sq", "amsgrad"}};

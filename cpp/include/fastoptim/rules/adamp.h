@@ -19,11 +19,11 @@ namespace fastoptim::rules {
 
 struct AdamP {
   static constexpr const char* kName = "adamp";
-#define FASTOPTIM_ADAMP_FIELDS(F)                                                                  \
+#define FASTOPTIM_FIELDS_adamp(F)                                                                  \
   F(lr, 1e-3, non_negative) F(beta1, 0.9, unit_interval) F(beta2, 0.999, unit_interval)          \
   F(eps, 1e-8, non_negative) F(weight_decay, 0.0, non_negative) F(amsgrad, 0, flag)              \
   F(delta, 0.1, non_negative) F(wd_ratio, 0.1, non_negative) F(nesterov, 0, flag) F(maximize, 0, flag)
-  FASTOPTIM_HYPER(FASTOPTIM_ADAMP_FIELDS)
+  FASTOPTIM_HYPER(FASTOPTIM_FIELDS_adamp)
 
   enum Slot { kExpAvg, kExpAvgSq, kMaxExpAvgSq };
   static constexpr core::StateSlot kState[] = {

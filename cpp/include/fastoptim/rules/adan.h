@@ -15,11 +15,11 @@ namespace fastoptim::rules {
 
 struct Adan {
   static constexpr const char* kName = "adan";
-#define FASTOPTIM_ADAN_FIELDS(F)                                                                       \
+#define FASTOPTIM_FIELDS_adan(F)                                                                       \
   F(lr, 1e-3, non_negative) F(beta1, 0.98, unit_interval) F(beta2, 0.92, unit_interval)              \
   F(beta3, 0.99, unit_interval) F(eps, 1e-8, non_negative) F(weight_decay, 0.0, non_negative)        \
   F(amsgrad, 0, flag) F(no_prox, 0, flag) F(maximize, 0, flag)
-  FASTOPTIM_HYPER(FASTOPTIM_ADAN_FIELDS)
+  FASTOPTIM_HYPER(FASTOPTIM_FIELDS_adan)
 
   enum Slot { kExpAvg, kExpAvgDiff, kExpAvgSq, kPrevGrad, kMaxExpAvgSq };
   static constexpr core::StateSlot kState[] = {{"exp_avg", nullptr},

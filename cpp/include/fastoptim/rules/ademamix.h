@@ -14,12 +14,12 @@ namespace fastoptim::rules {
 
 struct AdEMAMix {
   static constexpr const char* kName = "ademamix";
-#define FASTOPTIM_ADEMAMIX_FIELDS(F)                                                                          \
+#define FASTOPTIM_FIELDS_ademamix(F)                                                                          \
   F(lr, 1e-3, non_negative) F(beta1, 0.9, unit_interval) F(beta2, 0.999, unit_interval)                     \
   F(beta3, 0.9999, unit_interval) F(alpha, 5.0, non_negative) F(eps, 1e-8, non_negative)                   \
   F(weight_decay, 0.0, non_negative) F(t_alpha, 0.0, non_negative) F(t_beta3, 0.0, non_negative)           \
   F(weight_decouple, 1, flag) F(maximize, 0, flag)
-  FASTOPTIM_HYPER(FASTOPTIM_ADEMAMIX_FIELDS)
+  FASTOPTIM_HYPER(FASTOPTIM_FIELDS_ademamix)
 
   enum Slot { kExpAvg, kExpAvgSlow, kExpAvgSq };
   static constexpr core::StateSlot kState[] = {

@@ -21,14 +21,14 @@ namespace fastoptim::rules {
 
 struct AMaC {
   static constexpr const char* kName = "amac";
-#define FASTOPTIM_AMAC_FIELDS(F)                                                                         \
+#define FASTOPTIM_FIELDS_amac(F)                                                                         \
   F(lr, 1e-3, non_negative) F(beta1, 0.9, unit_interval) F(beta2, 0.999, unit_interval)                \
   F(momentum, 0.9, unit_interval) F(eps, 1e-8, non_negative) F(weight_decay, 0.01, non_negative)       \
   F(clip_value, 1.0, non_negative) F(clip_update, 0, flag) F(warmup_steps, 1000.0, non_negative)       \
   F(schedule_steps, 3000.0, non_negative) F(min_lr, 0.0, non_negative) F(noise_factor, 0.01, non_negative) \
   F(noise_steps, 2000.0, non_negative) F(centralize, 1, flag) F(centralize_conv_only, 0, flag)          \
   F(seed, 0.0, non_negative) F(maximize, 0, flag)
-  FASTOPTIM_HYPER(FASTOPTIM_AMAC_FIELDS)
+  FASTOPTIM_HYPER(FASTOPTIM_FIELDS_amac)
 
   enum Slot { kExpAvg, kExpAvgSq, kMomentumBuffer, kNoiseStream };
   static constexpr core::StateSlot kState[] = {

@@ -11,8 +11,8 @@ namespace fastoptim::rules {
 
 struct Average {
   static constexpr const char* kName = "average";
-#define FASTOPTIM_AVERAGE_FIELDS(F) F(weight, 0.5, unit_closed) F(count, 0.0, non_negative) F(copy_back, 0, flag)
-  FASTOPTIM_HYPER(FASTOPTIM_AVERAGE_FIELDS)
+#define FASTOPTIM_FIELDS_average(F) F(weight, 0.5, unit_closed) F(count, 0.0, non_negative) F(copy_back, 0, flag)
+  FASTOPTIM_HYPER(FASTOPTIM_FIELDS_average)
 
   static constexpr core::StateSlot kState[] = {{"average", nullptr}};
   static constexpr int kStateSlots = 1;

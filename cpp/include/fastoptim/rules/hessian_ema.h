@@ -11,8 +11,8 @@ namespace fastoptim::rules {
 
 struct HessianEMA {
   static constexpr const char* kName = "hessian_ema";
-#define FASTOPTIM_HESSIAN_EMA_FIELDS(F) F(beta2, 0.99, unit_interval) F(square, 0, flag)
-  FASTOPTIM_HYPER(FASTOPTIM_HESSIAN_EMA_FIELDS)
+#define FASTOPTIM_FIELDS_hessian_ema(F) F(beta2, 0.99, unit_interval) F(square, 0, flag)
+  FASTOPTIM_HYPER(FASTOPTIM_FIELDS_hessian_ema)
 
   static constexpr core::StateSlot kState[] = {{"hessian", nullptr}};
   static constexpr int kStateSlots = 1;

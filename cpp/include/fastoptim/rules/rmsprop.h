@@ -6,11 +6,11 @@ namespace fastoptim::rules {
 
 struct RMSprop {
   static constexpr const char* kName = "rmsprop";
-#define FASTOPTIM_RMSPROP_FIELDS(F)                                                   \
+#define FASTOPTIM_FIELDS_rmsprop(F)                                                   \
   F(lr, 1e-2, non_negative) F(alpha, 0.99, non_negative) F(eps, 1e-8, non_negative)  \
   F(weight_decay, 0.0, non_negative) F(momentum, 0.0, non_negative)                  \
   F(centered, 0, flag) F(maximize, 0, flag)
-  FASTOPTIM_HYPER(FASTOPTIM_RMSPROP_FIELDS)
+  FASTOPTIM_HYPER(FASTOPTIM_FIELDS_rmsprop)
 
   enum Slot { kSquareAvg, kMomentumBuffer, kGradAvg };
   // momentum is validated >= 0, so "nonzero" is torch's "momentum > 0".

@@ -1,4 +1,5 @@
-// What every rule header provides (see sgd.h for a short complete example):
+// What every rule header provides (see sgd.h for a short complete example). Its field list is the
+// macro FASTOPTIM_FIELDS_<kName>(F), so a front end can expand it field by field (libtorch options).
 //   kName                     snake_case name; the op is fastoptim::<kName>_step_
 //   Hyper                     FASTOPTIM_HYPER(field list): names, defaults and checks of the hyperparameters
 //   kState, kStateSlots       the state tensors under torch.optim's names, each with the field

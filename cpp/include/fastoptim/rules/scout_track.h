@@ -13,8 +13,8 @@ namespace fastoptim::rules {
 
 struct ScoutTrack {
   static constexpr const char* kName = "scout_track";
-#define FASTOPTIM_SCOUT_TRACK_FIELDS(F) F(window_start, 0, flag)
-  FASTOPTIM_HYPER(FASTOPTIM_SCOUT_TRACK_FIELDS)
+#define FASTOPTIM_FIELDS_scout_track(F) F(window_start, 0, flag)
+  FASTOPTIM_HYPER(FASTOPTIM_FIELDS_scout_track)
 
   enum Slot { kPrevious, kSumSq, kMinDelta, kMaxDelta };
   static constexpr core::StateSlot kState[] = {

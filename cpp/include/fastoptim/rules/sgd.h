@@ -6,10 +6,10 @@ namespace fastoptim::rules {
 
 struct SGD {
   static constexpr const char* kName = "sgd";
-#define FASTOPTIM_SGD_FIELDS(F)                                                         \
+#define FASTOPTIM_FIELDS_sgd(F)                                                         \
   F(lr, 1e-3, non_negative) F(momentum, 0.0, non_negative) F(dampening, 0.0, any)      \
   F(weight_decay, 0.0, non_negative) F(nesterov, 0, flag) F(maximize, 0, flag)
-  FASTOPTIM_HYPER(FASTOPTIM_SGD_FIELDS)
+  FASTOPTIM_HYPER(FASTOPTIM_FIELDS_sgd)
 
   static constexpr core::StateSlot kState[] = {{"momentum_buffer", "momentum"}};
   static constexpr int kStateSlots = 1;

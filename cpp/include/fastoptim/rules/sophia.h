@@ -16,11 +16,11 @@ namespace fastoptim::rules {
 
 struct Sophia {
   static constexpr const char* kName = "sophia";
-#define FASTOPTIM_SOPHIA_FIELDS(F)                                                                  \
+#define FASTOPTIM_FIELDS_sophia(F)                                                                  \
   F(lr, 1e-4, non_negative) F(beta1, 0.965, unit_interval) F(rho, 0.04, non_negative)            \
   F(weight_decay, 0.1, non_negative) F(eps, 1e-15, non_negative) F(clip_threshold, 1.0, non_negative) \
   F(bs, 1.0, non_negative) F(bias_correction, 0, flag) F(maximize, 0, flag)
-  FASTOPTIM_HYPER(FASTOPTIM_SOPHIA_FIELDS)
+  FASTOPTIM_HYPER(FASTOPTIM_FIELDS_sophia)
 
   enum Slot { kExpAvg, kHessian };
   static constexpr core::StateSlot kState[] = {{"exp_avg", nullptr}, {"hessian", nullptr}};

@@ -18,11 +18,11 @@ namespace fastoptim::rules {
 
 struct TAdam {
   static constexpr const char* kName = "tadam";
-#define FASTOPTIM_TADAM_FIELDS(F)                                                                  \
+#define FASTOPTIM_FIELDS_tadam(F)                                                                  \
   F(lr, 1e-3, non_negative) F(beta1, 0.9, unit_interval) F(beta2, 0.999, unit_interval)          \
   F(eps, 1e-8, non_negative) F(weight_decay, 0.0, non_negative) F(amsgrad, 0, flag)              \
   F(dof, 0.0, non_negative) F(adam_first_step, 0, flag) F(maximize, 0, flag)
-  FASTOPTIM_HYPER(FASTOPTIM_TADAM_FIELDS)
+  FASTOPTIM_HYPER(FASTOPTIM_FIELDS_tadam)
 
   enum Slot { kExpAvg, kExpAvgSq, kMaxExpAvgSq };
   static constexpr core::StateSlot kState[] = {
@@ -35,6 +35,8 @@ struct TAdam {
   static const char* invalid_combination(const Hyper& h) {
     return h.beta1 > 0 ? nullptr : "TAdam needs beta1 > 0 (W is updated with (2 beta1 - 1) / beta1)";
   }
+  // W starts at b1 / (1 - b1), the sum of the weights a steady first moment would have had.
+  static double initial_value(const Hyper& h, int slot) { return slot == kStateSlots ? h.beta1 / (1 - h.beta1) : 0.0; }
 
   template <class T>
   struct Coeffs {

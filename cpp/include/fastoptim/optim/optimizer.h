@@ -1,0 +1,222 @@
+// fastoptim's libtorch front end: for every optimizer rule, a torch::optim::Optimizer with a
+// torch-style options class, all from one template over the rule.
+//
+//   #include <fastoptim/optim/optimizer.h>
+//   fastoptim::optim::AdamW opt(model->parameters(), fastoptim::optim::AdamWOptions(1e-3).weight_decay(1e-2));
+//   loss.backward(); opt.step();
+//   torch::save(opt, "opt.pt"); torch::load(opt, "opt.pt");
+//
+// - <Type>Options has one chainable setter per field of the rule (the field list of
+//   cpp/include/fastoptim/rules/<name>.h, under the same names: beta1(), beta2(), amsgrad(1), ...),
+//   and is per param group as torch's options are (OptimizerParamGroup).
+// - The state of each parameter is <Type>ParamState: the rule's state tensors under torch.optim's
+//   names and a float32 `step`, saved and loaded by torch::save / torch::load.
+// - step() calls the ATen-layer entry the Python classes call (fastoptim::aten::elementwise_step),
+//   so both give the same bits. Every group is checked before any tensor changes.
+// AdamW is Adam's options with decoupled weight decay and torch.optim.AdamW's decay default.
+#pragma once
+#include <torch/optim/optimizer.h>
+#include <torch/optim/serialize.h>
+#include <torch/serialize/archive.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fastoptim/aten/elementwise_ops.h"
+#include "fastoptim/rules/all.h"
+
+namespace fastoptim::optim {
+
+// The state of one parameter: the rule's state slots (undefined where unused) and its step.
+template <class Rule>
+struct RuleParamState : torch::optim::OptimizerParamState {
+  static constexpr int kAllSlots = Rule::kStateSlots + rules::scalar_slots_of<Rule>::value;
+  std::vector<at::Tensor> slots = std::vector<at::Tensor>(kAllSlots);
+  at::Tensor step;
+
+  std::unique_ptr<torch::optim::OptimizerParamState> clone() const override {
+    return std::make_unique<RuleParamState>(*this);
+  }
+  void serialize(torch::serialize::OutputArchive& archive) const override {
+    if (step.defined()) archive.write("step", step);
+    for (int s = 0; s < kAllSlots; ++s)
+      if (slots[s].defined()) archive.write(Rule::kState[s].name, slots[s]);
+  }
+  void serialize(torch::serialize::InputArchive& archive) override {
+    at::Tensor value;
+    if (archive.try_read("step", value)) step = value;
+    for (int s = 0; s < kAllSlots; ++s) {
+      at::Tensor slot;
+      if (archive.try_read(Rule::kState[s].name, slot)) slots[s] = slot;
+    }
+  }
+};
+
+// The machinery every options class shares; Derived holds the fields (generated below).
+template <class Derived, class Rule>
+struct RuleOptions : torch::optim::OptimizerOptions {
+  using rule = Rule;
+  std::unique_ptr<torch::optim::OptimizerOptions> clone() const override {
+    return std::make_unique<Derived>(static_cast<const Derived&>(*this));
+  }
+  double get_lr() const override { return static_cast<const Derived&>(*this).lr(); }
+  void set_lr(const double lr) override { static_cast<Derived&>(*this).lr(lr); }
+};
+
+#define FASTOPTIM_OPTION(field, default_value, check) TORCH_ARG(double, field) = default_value;
+#define FASTOPTIM_OPTION_VALUE(field, default_value, check) out.push_back(field##_);
+#define FASTOPTIM_OPTION_FROM(field, default_value, check) options.field##_ = values.at(i++);
+#define FASTOPTIM_OPTION_SAVE(field, default_value, check) archive.write(#field, c10::IValue(field##_));
+#define FASTOPTIM_OPTION_LOAD(field, default_value, check)  \
+  {                                                         \
+    c10::IValue value;                                      \
+    if (archive.try_read(#field, value)) field##_ = value.toDouble(); \
+  }
+#define FASTOPTIM_OPTIONS_CLASS(Type, name)                                                      \
+  struct Type##Options : RuleOptions<Type##Options, rules::Type> {                              \
+    Type##Options() = default;                                                                  \
+    explicit Type##Options(double learning_rate) { lr(learning_rate); }                         \
+    FASTOPTIM_FIELDS_##name(FASTOPTIM_OPTION)                                                    \
+                                                                                                \
+   public: /* (TORCH_ARG leaves its member private) */                                         \
+    /* the flat hyperparameter vector the ATen layer takes, in field order */                   \
+    std::vector<double> values() const {                                                        \
+      std::vector<double> out;                                                                  \
+      FASTOPTIM_FIELDS_##name(FASTOPTIM_OPTION_VALUE) return out;                                \
+    }                                                                                           \
+    /* options from that vector (what a Python class of this rule hands its step) */           \
+    static Type##Options from_values(const std::vector<double>& values) {                      \
+      Type##Options options;                                                                    \
+      std::size_t i = 0;                                                                        \
+      FASTOPTIM_FIELDS_##name(FASTOPTIM_OPTION_FROM) return options;                             \
+    }                                                                                           \
+    void serialize(torch::serialize::OutputArchive& archive) const override {                   \
+      FASTOPTIM_FIELDS_##name(FASTOPTIM_OPTION_SAVE)                                             \
+    }                                                                                           \
+    void serialize(torch::serialize::InputArchive& archive) override {                          \
+      FASTOPTIM_FIELDS_##name(FASTOPTIM_OPTION_LOAD)                                             \
+    }                                                                                           \
+  };
+FASTOPTIM_OPTIMIZER_RULES(FASTOPTIM_OPTIONS_CLASS)
+#undef FASTOPTIM_OPTIONS_CLASS
+
+// One torch::optim::Optimizer for any rule.
+template <class Rule, class Options>
+class RuleOptimizer : public torch::optim::Optimizer {
+ public:
+  using ParamState = RuleParamState<Rule>;
+
+  explicit RuleOptimizer(const std::vector<torch::optim::OptimizerParamGroup>& groups, const Options& defaults = {})
+      : Optimizer(groups, std::make_unique<Options>(defaults)) {}
+  explicit RuleOptimizer(std::vector<at::Tensor> params, const Options& defaults = {})
+      : Optimizer(std::move(params), std::make_unique<Options>(defaults)) {}
+
+  torch::Tensor step(LossClosure closure = nullptr) override {
+    at::NoGradGuard no_grad;
+    torch::Tensor loss;
+    if (closure) {
+      at::AutoGradMode enable_grad(true);
+      loss = closure();
+    }
+    std::vector<Work> work;
+    for (auto& group : param_groups()) gather(group, work);
+    for (const Work& w : work) run(w, /*check_only=*/true);  // every group first: a bad one changes nothing
+    for (Work& w : work) {
+      run(w, /*check_only=*/false);
+      for (auto& [key, created] : w.created) state()[key] = std::move(created);
+    }
+    return loss;
+  }
+
+  void save(torch::serialize::OutputArchive& archive) const override {
+    torch::optim::serialize<ParamState, Options>(archive, *this);
+  }
+  void load(torch::serialize::InputArchive& archive) override { torch::optim::serialize<ParamState, Options>(archive, *this); }
+
+ private:
+  struct Work {
+    std::vector<at::Tensor> params, grads, state, steps;
+    std::vector<char> fresh;  // (std::vector<bool> has no data())
+    std::vector<double> hyper;
+    std::vector<std::pair<void*, std::unique_ptr<ParamState>>> created;
+  };
+
+  void gather(torch::optim::OptimizerParamGroup& group, std::vector<Work>& work) {
+    Work w;
+    w.hyper = static_cast<const Options&>(group.options()).values();
+    const auto h = Rule::Hyper::from(w.hyper.data());
+    std::vector<int> used;
+    for (int s = 0; s < ParamState::kAllSlots; ++s)
+      if (s >= Rule::kStateSlots || core::uses_state<Rule>(w.hyper.data(), s)) used.push_back(s);
+    std::vector<std::vector<at::Tensor>> columns(used.size());
+    std::int64_t position = -1;  // among all parameters of all groups
+    for (const auto& g : param_groups()) {
+      if (&g == &group) break;
+      position += std::int64_t(g.params().size());
+    }
+    for (const at::Tensor& p : group.params()) {
+      ++position;
+      if (!p.grad().defined()) continue;
+      void* key = p.unsafeGetTensorImpl();
+      auto found = state().find(key);
+      ParamState* st = found == state().end() ? nullptr : static_cast<ParamState*>(found->second.get());
+      bool fresh = false;
+      if (st == nullptr) {
+        auto created = std::make_unique<ParamState>();
+        created->step = torch::zeros({}, torch::kFloat32);
+        st = created.get();
+        w.created.emplace_back(key, std::move(created));
+      }
+      for (std::size_t u = 0; u < used.size(); ++u) {
+        const int s = used[u];
+        if (!st->slots[s].defined()) {
+          // AMaC's noise is keyed by the parameter's position, as its Python class keys it
+          const bool noise_key = std::string(Rule::kState[s].name) == "noise_stream";
+          const double start = noise_key ? double(position) : rules::initial_value<Rule>(h, s);
+          st->slots[s] = s < Rule::kStateSlots
+                             ? at::full_like(p, start, at::MemoryFormat::Preserve)
+                             : torch::full({1}, start, p.options().dtype(p.scalar_type() == at::kDouble ? at::kDouble : at::kFloat));
+          fresh = fresh || s < Rule::kStateSlots;
+        }
+        columns[u].push_back(st->slots[s]);
+      }
+      w.params.push_back(p);
+      w.grads.push_back(p.grad().contiguous());
+      if (Rule::kCountsSteps) w.steps.push_back(st->step);
+      w.fresh.push_back(fresh);
+    }
+    if (w.params.empty()) return;
+    for (auto& column : columns) w.state.insert(w.state.end(), column.begin(), column.end());
+    work.push_back(std::move(w));
+  }
+
+  static void run(const Work& w, bool check_only) {
+    std::unique_ptr<bool[]> fresh(new bool[w.fresh.size()]);
+    for (std::size_t i = 0; i < w.fresh.size(); ++i) fresh[i] = w.fresh[i];
+    aten::elementwise_step<Rule>(w.params, w.grads, w.state, w.steps, c10::ArrayRef<bool>(fresh.get(), w.fresh.size()), w.hyper,
+                                 std::nullopt, std::nullopt, check_only);
+  }
+};
+
+#define FASTOPTIM_OPTIMIZER_CLASS(Type, name)                       \
+  using Type##ParamState = RuleParamState<rules::Type>;             \
+  using Type = RuleOptimizer<rules::Type, Type##Options>;
+FASTOPTIM_OPTIMIZER_RULES(FASTOPTIM_OPTIMIZER_CLASS)
+#undef FASTOPTIM_OPTIMIZER_CLASS
+
+// AdamW: Adam's rule and options with decoupled weight decay on, weight_decay 1e-2 by default.
+struct AdamWOptions : AdamOptions {
+  AdamWOptions() { decoupled_weight_decay(1).weight_decay(1e-2); }
+  explicit AdamWOptions(double learning_rate) : AdamWOptions() { lr(learning_rate); }
+};
+// (The setters return AdamOptions&, so AdamW takes AdamOptions; start them from AdamWOptions.)
+class AdamW : public RuleOptimizer<rules::Adam, AdamOptions> {
+ public:
+  explicit AdamW(std::vector<at::Tensor> params, const AdamOptions& defaults = AdamWOptions())
+      : RuleOptimizer(std::move(params), defaults) {}
+  explicit AdamW(const std::vector<torch::optim::OptimizerParamGroup>& groups, const AdamOptions& defaults = AdamWOptions())
+      : RuleOptimizer(groups, defaults) {}
+};
+
+}  // namespace fastoptim::optim

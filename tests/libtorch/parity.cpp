@@ -1,0 +1,58 @@
+// The libtorch classes driven the way tests/python/test_libtorch.py drives the Python ones:
+//   parity <rule> <steps> <out.pt> <hyper values...>
+// builds parameters of several shapes from torch::manual_seed(0), steps the rule's
+// fastoptim::optim class `steps` times with gradients from torch::manual_seed(100 + step) (the same
+// tensors Python draws), saving and reloading the optimizer through torch::save / torch::load
+// halfway into a new optimizer, and writes the parameters to out.pt (torch.load reads it).
+#include <torch/torch.h>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <fastoptim/optim/optimizer.h>
+
+namespace {
+
+std::vector<torch::Tensor> make_params() {
+  torch::manual_seed(0);
+  std::vector<torch::Tensor> params;
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{1}, {17}, {1023}, {33, 65}, {6, 3, 3, 3}, {}})
+    params.push_back(torch::randn(shape, torch::kFloat64).to(torch::kFloat32).requires_grad_());
+  return params;
+}
+
+template <class Optimizer, class Options>
+void run(const std::vector<double>& values, int steps, const std::string& out) {
+  auto params = make_params();
+  auto optimizer = std::make_unique<Optimizer>(params, Options::from_values(values));
+  for (int step = 0; step < steps; ++step) {
+    torch::manual_seed(100 + step);
+    for (auto& p : params) p.mutable_grad() = torch::randn_like(p);
+    optimizer->step();
+    if (step == steps / 2) {
+      torch::save(*optimizer, out + ".optimizer");
+      optimizer = std::make_unique<Optimizer>(params, Options());
+      torch::load(*optimizer, out + ".optimizer");
+    }
+  }
+  std::vector<c10::IValue> detached;  // a tuple of tensors: what torch.load(weights_only=True) reads
+  for (auto& p : params) detached.emplace_back(p.detach());
+  const std::vector<char> bytes = torch::pickle_save(c10::ivalue::Tuple::create(std::move(detached)));
+  std::ofstream(out, std::ios::binary).write(bytes.data(), std::streamsize(bytes.size()));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 4) return 2;
+  const std::string rule = argv[1];
+  const int steps = std::stoi(argv[2]);
+  std::vector<double> values;
+  for (int i = 4; i < argc; ++i) values.push_back(std::stod(argv[i]));
+#define FASTOPTIM_RUN(Type, name) \
+  if (rule == #name) return run<fastoptim::optim::Type, fastoptim::optim::Type##Options>(values, steps, argv[3]), 0;
+  FASTOPTIM_OPTIMIZER_RULES(FASTOPTIM_RUN)
+#undef FASTOPTIM_RUN
+  return 3;
+}
