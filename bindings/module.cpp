@@ -66,7 +66,7 @@ void edge_run(const std::vector<at::Tensor>& params, const std::vector<std::vect
   for (const auto& p : params) {
     if (p.scalar_type() != at::kFloat || !p.is_contiguous() || !p.device().is_cpu())
       throw py::type_error("edge_run: params must be contiguous float32 CPU tensors");
-    views.push_back({p.data_ptr<float>(), p.numel()});
+    views.push_back({p.data_ptr<float>(), p.numel(), p.dim() > 1 ? p.size(0) : 1, int(p.dim())});
   }
   edge::Optimizer<Rule> opt(views, Hyper::from(hyper.data()));
   std::vector<const float*> grads(params.size(), nullptr);
@@ -76,11 +76,6 @@ void edge_run(const std::vector<at::Tensor>& params, const std::vector<std::vect
   }
 }
 
-template <class Rule>
-void def_edge_run(py::module_& m, const char* name) {
-  if constexpr (rules::sums_of<Rule>::value == 0)
-    m.def(name, &edge_run<Rule>, py::arg("params"), py::arg("grads_per_step"), py::arg("hyper"));
-}
 
 }  // namespace
 
@@ -117,7 +112,8 @@ PYBIND11_MODULE(_C, m) {
 #undef FASTOPTIM_DIRECT
 
   py::module_ edge_module = m.def_submodule("edge", "The edge front end, driven from Python for its tests.");
-#define FASTOPTIM_EDGE_RUN(Type, name) def_edge_run<rules::Type>(edge_module, #name);
+#define FASTOPTIM_EDGE_RUN(Type, name) \
+  edge_module.def(#name, &edge_run<rules::Type>, py::arg("params"), py::arg("grads_per_step"), py::arg("hyper"));
   FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_EDGE_RUN)
 #undef FASTOPTIM_EDGE_RUN
 

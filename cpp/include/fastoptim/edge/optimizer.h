@@ -13,8 +13,9 @@
 //   float32 run gives the bits fastoptim's Python class gives.
 // - save_state()/load_state() write and read a byte buffer: a versioned header (magic, format
 //   version, rule name, hyperparameter count, step, parameter sizes) and the state.
-// - Rules with per-tensor sums (LAMB, LARS, TAdam, AdamP, AMaC) need per-call work buffers and are
-//   not offered here yet; every single-pass (element-wise) rule is.
+// - Every rule is offered. Rules with per-tensor sums (LAMB, LARS, TAdam, AdamP, AMaC) keep work
+//   buffers per thread; the constructor runs one step on scratch copies so that they are sized
+//   then, and step() from the constructing thread allocates nothing either.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -25,10 +26,14 @@
 
 namespace fastoptim::edge {
 
-// One parameter: `numel` floats at `data`, owned by the caller.
+// One parameter: `numel` floats at `data`, owned by the caller. `rows` (the size of dim 0) and `ndim`
+// matter to rules that look at a tensor's shape: AdamP's per-channel view, LARS's exclude_1d, AMaC's
+// gradient centralization; a vector (the default) has rows = 1, ndim = 1.
 struct Param {
   float* data;
   std::int64_t numel;
+  std::int64_t rows = 1;
+  int ndim = 1;
 };
 
 enum class Status { ok, invalid_hyperparameter, state_too_small, buffer_too_small, bad_state };
@@ -38,8 +43,6 @@ constexpr std::uint32_t kStateVersion = 1;
 
 template <class Rule>
 class Optimizer {
-  static_assert(rules::sums_of<Rule>::value == 0, "the edge front end runs single-pass (element-wise) rules");
-
  public:
   using Hyper = typename Rule::Hyper;
   using Coeffs = typename Rule::template Coeffs<float>;
@@ -50,6 +53,7 @@ class Optimizer {
   explicit Optimizer(std::vector<Param> params, const Hyper& hyper = Hyper{}) : params_(std::move(params)), hyper_(hyper) {
     owned_.resize(state_floats(params_, hyper_));
     attach(owned_.data());
+    size_work_buffers();
   }
 
   // Buffers point into the state: copying would share it; moving keeps it.
@@ -68,6 +72,7 @@ class Optimizer {
       return;
     }
     attach(state);
+    size_work_buffers();
   }
 
   // Floats of state `params` need under `hyper` (slots the hyperparameters leave unused take none).
@@ -94,19 +99,7 @@ class Optimizer {
       return Status::invalid_hyperparameter;
     }
     step_ += 1.0f;  // a float counter, as torch.optim keeps it, so bias corrections match bit for bit
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-      rules::StepInfo info{};
-      info.step = step_;
-      info.fresh = step_ == 1.0f;
-      info.numel = params_[i].numel;
-      info.ndim = 1;
-      for (int s = 0; s < kScalarSlots; ++s)
-        info.scalar_state[s] = slots_[i].state[Rule::kStateSlots + s] ? *static_cast<float*>(slots_[i].state[Rule::kStateSlots + s]) : 0.0;
-      coeffs_[i] = Rule::template prepare<float>(hyper_, info);
-      slots_[i].grad = rules::reads_grad<Rule>::value ? grads[i] : nullptr;
-    }
-    (fastoptim_isa::active().*rules::KernelEntry<Rule>::member)(slots_.data(), std::int64_t(slots_.size()), coeffs_.data(),
-                                                                 fastoptim_isa::Dtype::f32);
+    run(slots_, step_, grads);
     return Status::ok;
   }
 
@@ -161,6 +154,50 @@ class Optimizer {
     return Rule::invalid_combination(hyper_);
   }
 
+  // Prepares every tensor's coefficients for step `step` and runs the rule's kernel over `slots`.
+  void run(std::vector<fastoptim_isa::TensorSlots>& slots, float step, const float* const* grads) {
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      rules::StepInfo info{};
+      info.step = step;
+      info.fresh = step == 1.0f;
+      info.numel = params_[i].numel;
+      info.matrix = params_[i].ndim > 1;
+      info.rows = params_[i].ndim > 1 ? params_[i].rows : 1;
+      info.ndim = params_[i].ndim;
+      for (int s = 0; s < kScalarSlots; ++s)
+        info.scalar_state[s] = slots[i].state[Rule::kStateSlots + s] ? *static_cast<float*>(slots[i].state[Rule::kStateSlots + s]) : 0.0;
+      coeffs_[i] = Rule::template prepare<float>(hyper_, info);
+      slots[i].grad = rules::reads_grad<Rule>::value ? grads[i] : nullptr;
+    }
+    (fastoptim_isa::active().*rules::KernelEntry<Rule>::member)(slots.data(), std::int64_t(slots.size()), coeffs_.data(),
+                                                                 fastoptim_isa::Dtype::f32);
+  }
+
+  // A rule with per-tensor sums sizes its per-thread work buffers on its first call: make that
+  // call here, one step on scratch copies of everything (freed on return), so step() allocates nothing.
+  void size_work_buffers() {
+    if constexpr (rules::sums_of<Rule>::value > 0) {
+      std::vector<std::vector<float>> scratch;
+      std::vector<fastoptim_isa::TensorSlots> slots = slots_;
+      std::vector<const float*> grads(params_.size());
+      for (std::size_t i = 0; i < slots.size(); ++i) {
+        const std::size_t n = std::size_t(params_[i].numel);
+        scratch.emplace_back(params_[i].data, params_[i].data + n);
+        slots[i].param = scratch.back().data();
+        scratch.emplace_back(n, 0.0f);
+        grads[i] = scratch.back().data();
+        for (int s = 0; s < kAllSlots; ++s) {
+          if (!slots[i].state[s]) continue;
+          const std::size_t m = s < Rule::kStateSlots ? n : 1;
+          const float* from = static_cast<const float*>(slots[i].state[s]);
+          scratch.emplace_back(from, from + m);
+          slots[i].state[s] = scratch.back().data();
+        }
+      }
+      run(slots, 1.0f, grads.data());
+    }
+  }
+
   Status fail(Status status, const char* message) {
     error_ = message;
     return status;
@@ -173,9 +210,11 @@ class Optimizer {
     float* next = state;
     for (int slot = 0; slot < kAllSlots; ++slot) {
       const bool used = uses_slot(hyper_, slot);
-      const float start = float(rules::initial_value<Rule>(hyper_, slot));
+      // AMaC's noise is keyed by the parameter's position, as its Python class keys it
+      const bool noise_key = std::strcmp(Rule::kState[slot].name, "noise_stream") == 0;
       for (std::size_t i = 0; i < params_.size(); ++i) {
         const std::int64_t n = slot < Rule::kStateSlots ? params_[i].numel : 1;
+        const float start = noise_key ? float(i) : float(rules::initial_value<Rule>(hyper_, slot));
         slots_[i].state[slot] = used ? next : nullptr;
         if (used) {
           for (std::int64_t k = 0; k < n; ++k) next[k] = start;
@@ -186,6 +225,7 @@ class Optimizer {
     for (std::size_t i = 0; i < params_.size(); ++i) {
       slots_[i].param = params_[i].data;
       slots_[i].numel = params_[i].numel;
+      slots_[i].rows = params_[i].ndim > 1 ? params_[i].rows : 1;
     }
     fastoptim_isa::active();  // chooses the kernel table now, not inside the first step
   }
@@ -218,16 +258,8 @@ class Optimizer {
   const char* error_ = "";
 };
 
-// fastoptim::edge::<Rule type> for every single-pass rule of the catalogue (rules/list.h).
-template <class Rule, bool = (rules::sums_of<Rule>::value == 0)>
-struct EdgeClass {
-  using type = Optimizer<Rule>;
-};
-template <class Rule>
-struct EdgeClass<Rule, false> {
-  using type = void;  // a rule with per-tensor sums: not in the edge front end yet
-};
-#define FASTOPTIM_EDGE_ALIAS(Type, name) using Type = typename EdgeClass<rules::Type>::type;
+// fastoptim::edge::<Rule type> for every rule of the catalogue (rules/list.h).
+#define FASTOPTIM_EDGE_ALIAS(Type, name) using Type = Optimizer<rules::Type>;
 FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_EDGE_ALIAS)
 #undef FASTOPTIM_EDGE_ALIAS
 
