@@ -210,11 +210,9 @@ class Optimizer {
     float* next = state;
     for (int slot = 0; slot < kAllSlots; ++slot) {
       const bool used = uses_slot(hyper_, slot);
-      // AMaC's noise is keyed by the parameter's position, as its Python class keys it
-      const bool noise_key = std::strcmp(Rule::kState[slot].name, "noise_stream") == 0;
       for (std::size_t i = 0; i < params_.size(); ++i) {
         const std::int64_t n = slot < Rule::kStateSlots ? params_[i].numel : 1;
-        const float start = noise_key ? float(i) : float(rules::initial_value<Rule>(hyper_, slot));
+        const float start = float(rules::initial_value<Rule>(hyper_, slot, std::int64_t(i)));
         slots_[i].state[slot] = used ? next : nullptr;
         if (used) {
           for (std::int64_t k = 0; k < n; ++k) next[k] = start;

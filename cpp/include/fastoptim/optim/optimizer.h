@@ -20,7 +20,6 @@
 #include <torch/serialize/archive.h>
 
 #include <memory>
-#include <string>
 #include <vector>
 
 #include "fastoptim/aten/elementwise_ops.h"
@@ -171,9 +170,7 @@ class RuleOptimizer : public torch::optim::Optimizer {
       for (std::size_t u = 0; u < used.size(); ++u) {
         const int s = used[u];
         if (!st->slots[s].defined()) {
-          // AMaC's noise is keyed by the parameter's position, as its Python class keys it
-          const bool noise_key = std::string(Rule::kState[s].name) == "noise_stream";
-          const double start = noise_key ? double(position) : rules::initial_value<Rule>(h, s);
+          const double start = rules::initial_value<Rule>(h, s, position);
           st->slots[s] = s < Rule::kStateSlots
                              ? at::full_like(p, start, at::MemoryFormat::Preserve)
                              : torch::full({1}, start, p.options().dtype(p.scalar_type() == at::kDouble ? at::kDouble : at::kFloat));

@@ -16,7 +16,7 @@ struct Adagrad {
   static constexpr int kStateSlots = 1;
   static constexpr bool kCountsSteps = true;
   static const char* invalid_combination(const Hyper&) { return nullptr; }
-  static double initial_value(const Hyper& h, int) { return h.initial_accumulator_value; }
+  static double initial_value(const Hyper& h, int, std::int64_t) { return h.initial_accumulator_value; }
 
   template <class T>
   struct Coeffs {

@@ -43,6 +43,10 @@ struct AMaC {
   static const char* invalid_combination(const Hyper& h) {
     return h.min_lr > h.lr ? "min_lr must not exceed lr" : nullptr;
   }
+  // The noise key is the parameter's position among all parameters (the Python class keys it so too).
+  static double initial_value(const Hyper&, int slot, std::int64_t position) {
+    return slot == kStateSlots ? double(position) : 0.0;
+  }
 
   template <class T>
   struct Coeffs {

@@ -30,7 +30,9 @@
 //                            tensor) of the first of its W elements (counter-based noise)
 //   kScalesGrad = true        the op may be given a grad_scale (a global gradient-norm clip factor,
 //                            computed by the front end), which prepare() finds in StepInfo
-//   initial_value(h, slot)    what state slot `slot` starts at (default 0; Adagrad's sum)
+//   initial_value(h, slot, position)  what state slot `slot` of the parameter at `position` (its
+//                             index among all parameters of the optimizer) starts at; default 0
+//                             (Adagrad's sum, TAdam's W, AMaC's noise key)
 //   invalid_combination(h)    a message when fields are valid alone but not together, else nullptr
 //   Coeffs<T>, prepare<T>()   per-tensor scalars, computed in double on the host and stored as T
 //   apply<T, W>()             the per-element update over lanes; the SIMD body and the scalar tail
@@ -105,16 +107,18 @@ inline bool second_pass_reads_grad(const Coeffs& k) {
   else return false;
 }
 
-// The value state slot `slot` starts at: Rule::initial_value(h, slot) where a rule has it, else 0.
+// The value state slot `slot` of the parameter at `position` starts at: Rule::initial_value(h,
+// slot, position) where a rule has it, else 0.
 template <class Rule, class = void>
 struct has_initial_value : std::false_type {};
 template <class Rule>
-struct has_initial_value<Rule, std::void_t<decltype(Rule::initial_value(std::declval<const typename Rule::Hyper&>(), 0))>>
+struct has_initial_value<
+    Rule, std::void_t<decltype(Rule::initial_value(std::declval<const typename Rule::Hyper&>(), 0, std::int64_t(0)))>>
     : std::true_type {};
 
 template <class Rule>
-inline double initial_value(const typename Rule::Hyper& h, int slot) {
-  if constexpr (has_initial_value<Rule>::value) return Rule::initial_value(h, slot);
+inline double initial_value(const typename Rule::Hyper& h, int slot, std::int64_t position) {
+  if constexpr (has_initial_value<Rule>::value) return Rule::initial_value(h, slot, position);
   else return 0.0;
 }
 

@@ -36,7 +36,9 @@ struct TAdam {
     return h.beta1 > 0 ? nullptr : "TAdam needs beta1 > 0 (W is updated with (2 beta1 - 1) / beta1)";
   }
   // W starts at b1 / (1 - b1), the sum of the weights a steady first moment would have had.
-  static double initial_value(const Hyper& h, int slot) { return slot == kStateSlots ? h.beta1 / (1 - h.beta1) : 0.0; }
+  static double initial_value(const Hyper& h, int slot, std::int64_t) {
+    return slot == kStateSlots ? h.beta1 / (1 - h.beta1) : 0.0;
+  }
 
   template <class T>
   struct Coeffs {
