@@ -44,6 +44,13 @@ def check_max_grad_norm(max_grad_norm: Any) -> None:
         raise ValueError(f"Invalid max_grad_norm value: {max_grad_norm} (expected a number >= 0, or None)")
 
 
+def check_positive_int(**values: Any) -> None:
+    """A ValueError naming the first value that is not an integer >= 1 (bools are not integers here)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"Invalid {name} value: {value!r} (expected an integer >= 1)")
+
+
 def to_float(value: Any) -> float:
     """A hyperparameter as a float; 1-element tensors (as torch allows for betas) too."""
     return float(value.detach().cpu()) if isinstance(value, Tensor) else float(value)

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from . import _C
-from ._base import FusedOptimizer, check_betas, check_non_negative, check_tensor_lr
+from ._base import FusedOptimizer, check_betas, check_non_negative, check_positive_int, check_tensor_lr
 from .hessian import DISTRIBUTIONS, gauss_newton_bartlett, hutchinson, spatial_average
 from .wrappers import EMA, Lookahead
 
@@ -41,11 +41,6 @@ _BACKWARD_TWICE = (
     "takes the gradients itself (with the graph on Hessian refresh steps). If the closure fills .grad "
     "itself, return loss.detach()."
 )
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"Invalid {name} value: {value!r} (expected an integer >= 1)")
 
 
 def _check_distribution(distribution: Any) -> None:
@@ -235,7 +230,7 @@ class Sophia(HessianDiagonalOptimizer):
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps, rho=rho, weight_decay=weight_decay, clip_threshold=clip_threshold)
         check_betas(betas)
-        _check_positive_int("hessian_update_interval", hessian_update_interval)
+        check_positive_int(hessian_update_interval=hessian_update_interval)
         defaults = dict(
             lr=lr, betas=betas, rho=rho, weight_decay=weight_decay, maximize=maximize, capturable=capturable, eps=eps,
             clip_threshold=clip_threshold, hessian_update_interval=hessian_update_interval,
@@ -368,7 +363,7 @@ class SophiaH(Sophia):
         distribution: str = "rademacher",
         seed: int | None = None,
     ) -> None:
-        _check_positive_int("n_samples", n_samples)
+        check_positive_int(n_samples=n_samples)
         _check_distribution(distribution)
         super().__init__(params, lr, betas, rho, weight_decay, maximize, capturable, eps, clip_threshold,
                          hessian_update_interval, bias_correction, seed, n_samples=n_samples, distribution=distribution)
@@ -430,8 +425,7 @@ class AdaHessian(HessianDiagonalOptimizer):
             raise ValueError(
                 f"Invalid spatial_average_block_size value: {spatial_average_block_size!r} (expected 4 integers, each -1 or >= 1)"
             )
-        _check_positive_int("n_samples", n_samples)
-        _check_positive_int("update_period", update_period)
+        check_positive_int(n_samples=n_samples, update_period=update_period)
         _check_distribution(distribution)
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, hessian_power=hessian_power,

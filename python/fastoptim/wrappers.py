@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from . import _C
+from ._base import check_positive_int
 
 
 class OptimizerWrapper(torch.optim.Optimizer):
@@ -181,8 +182,7 @@ def _swap(a: Tensor, b: Tensor) -> None:
 def _check_sync(sync_rate: float, sync_period: int) -> None:
     if not 0.0 <= sync_rate <= 1.0:
         raise ValueError(f"Invalid sync_rate value: {sync_rate} (expected a float in [0, 1])")
-    if isinstance(sync_period, bool) or not isinstance(sync_period, int) or sync_period < 1:
-        raise ValueError(f"Invalid sync_period value: {sync_period!r} (expected an integer >= 1)")
+    check_positive_int(sync_period=sync_period)
 
 
 class Lookahead(OptimizerWrapper):
@@ -300,8 +300,7 @@ class EMA(OptimizerWrapper):
     ) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"Invalid decay value: {decay} (expected a float in [0, 1))")
-        if isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1:
-            raise ValueError(f"Invalid update_every value: {update_every!r} (expected an integer >= 1)")
+        check_positive_int(update_every=update_every)
         if warmup_power is not None and not warmup_power > 0:
             raise ValueError(f"Invalid warmup_power value: {warmup_power} (expected a float > 0 or None)")
         if not warmup_gamma > 0:
@@ -345,8 +344,7 @@ class SWA(OptimizerWrapper):
     def __init__(self, base_optimizer: torch.optim.Optimizer, swa_start: int | None = 0, swa_freq: int = 1) -> None:
         if swa_start is not None and (isinstance(swa_start, bool) or not isinstance(swa_start, int) or swa_start < 0):
             raise ValueError(f"Invalid swa_start value: {swa_start!r} (expected an integer >= 0, or None: never)")
-        if isinstance(swa_freq, bool) or not isinstance(swa_freq, int) or swa_freq < 1:
-            raise ValueError(f"Invalid swa_freq value: {swa_freq!r} (expected an integer >= 1)")
+        check_positive_int(swa_freq=swa_freq)
         super().__init__(base_optimizer, dict(swa_start=swa_start, swa_freq=swa_freq, swa_step=0, swa_n_averaged=0))
 
     def _after_base_step(self, group: dict[str, Any]) -> None:
