@@ -259,6 +259,24 @@ class GivenHessian:
         return self.optimizer.step(hessian=self.estimates(params) if due else None)
 
 
+def zero_estimates(params):
+    """Estimates of zero: a Hessian EMA that stays zero, as in a front end with no estimator."""
+    return [torch.zeros_like(p) for p in params if p.grad is not None]
+
+
+def given_hessian_if_needed(optimizer, estimates=gradient_estimates):
+    """The optimizer itself, or for a Hessian-diagonal one (whose refresh steps need a graph or an
+    estimate) GivenHessian(optimizer, estimates), so a plain step() drives either."""
+    return GivenHessian(optimizer, estimates) if "hessian_clock" in optimizer.param_groups[0] else optimizer
+
+
+def rule_optimizer(optimizer):
+    """The FusedOptimizer inside wrappers (AMaC is SWA(Lookahead(AMaCUpdate)))."""
+    while not isinstance(optimizer, fastoptim._base.FusedOptimizer):
+        optimizer = optimizer.base_optimizer
+    return optimizer
+
+
 def exact_estimates(params):
     """Estimates every dtype holds exactly (1 or 1.25, by the gradient's sign): for comparing a
     low-precision step with its float32 reference, whose estimates must be the same numbers."""

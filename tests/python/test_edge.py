@@ -7,8 +7,7 @@ import pytest
 import torch
 
 import fastoptim
-from reference import SHAPES, make_params, noise_grads
-from test_libtorch import rule_optimizer
+from reference import SHAPES, given_hessian_if_needed, make_params, noise_grads, rule_optimizer, zero_estimates
 
 CASES = [
     ("SGD", dict(lr=0.01)),
@@ -39,16 +38,12 @@ def test_edge_steps_as_the_python_class_does(name, kwargs):
     edge_params = [p.detach().clone() for p in params]
     opt = getattr(fastoptim, name)(params, **kwargs)
     inner = rule_optimizer(opt)
+    stepper = given_hessian_if_needed(opt, zero_estimates)  # no estimator at the edge: a zero Hessian EMA
     steps = [noise_grads(params, step) for step in range(12)]
     for grads in steps:
         for p, g in zip(params, grads):
             p.grad = g.clone()
-        if "hessian_clock" in opt.param_groups[0]:  # no estimator at the edge: both keep a zero Hessian EMA
-            group = opt.param_groups[0]
-            due = group["hessian_clock"] % group["hessian_update_interval"] == 0
-            opt.step(hessian=[torch.zeros_like(p) for p in params] if due else None)
-        else:
-            opt.step()
+        stepper.step()
     getattr(fastoptim._C.edge, inner.rule)(edge_params, steps, inner._hyper(opt.param_groups[0]))
     for p, q in zip(params, edge_params):
         assert torch.equal(p.detach(), q), (name, tuple(p.shape))

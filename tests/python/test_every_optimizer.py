@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fastoptim
-from reference import SHAPES, GivenHessian, clone_params, make_params, set_grads
+from reference import SHAPES, clone_params, given_hessian_if_needed, make_params, set_grads
 
 # every optimizer of the catalogue: the classes that take parameters (not a base optimizer)
 OPTIMIZERS = sorted(
@@ -29,7 +29,7 @@ RICH = {
 def make(name, params, **kwargs):
     opt = getattr(fastoptim, name)(params, **{"weight_decay": 0.1, "maximize": True, **RICH.get(name, {}), **kwargs})
     # Hessian-diagonal optimizers refresh from a graph; here they fold in stand-in estimates
-    return GivenHessian(opt) if "hessian_clock" in opt.param_groups[0] else opt
+    return given_hessian_if_needed(opt)
 
 
 def test_the_list_covers_the_catalogue_so_far():

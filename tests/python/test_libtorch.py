@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import fastoptim
+from reference import given_hessian_if_needed, rule_optimizer, zero_estimates
 
 ROOT = Path(__file__).resolve().parents[2]
 SHAPES = [(1,), (17,), (1023,), (33, 65), (6, 3, 3, 3), ()]
@@ -42,13 +43,6 @@ def make_params():
     return [torch.randn(s, dtype=torch.float64).to(torch.float32).requires_grad_() for s in SHAPES]
 
 
-def rule_optimizer(opt):
-    """The FusedOptimizer inside wrappers (AMaC is SWA(AMaCUpdate) here)."""
-    while not isinstance(opt, fastoptim._base.FusedOptimizer):
-        opt = opt.base_optimizer
-    return opt
-
-
 CASES = {
     "SGD": dict(lr=0.01, momentum=0.9, nesterov=True, weight_decay=0.1),
     "Adagrad": dict(lr=0.01, initial_accumulator_value=0.3, lr_decay=0.01),
@@ -73,17 +67,13 @@ def python_run(name):
     params = make_params()
     opt = getattr(fastoptim, name)(params, **CASES[name])
     hyper = rule_optimizer(opt)._hyper(opt.param_groups[0])
+    # the libtorch classes have no Hessian estimator yet: both sides keep a zero Hessian EMA
+    stepper = given_hessian_if_needed(opt, zero_estimates)
     for step in range(STEPS):
         torch.manual_seed(100 + step)
         for p in params:
             p.grad = torch.randn_like(p)
-        if "hessian_clock" in opt.param_groups[0]:
-            # the libtorch classes have no estimator yet: both sides keep a zero Hessian EMA
-            group = opt.param_groups[0]
-            due = group["hessian_clock"] % group["hessian_update_interval"] == 0
-            opt.step(hessian=[torch.zeros_like(p) for p in params] if due else None)
-        else:
-            opt.step()
+        stepper.step()
     return [p.detach() for p in params], rule_optimizer(opt).rule, hyper
 
 
