@@ -52,11 +52,33 @@ FASTOPTIM_ALWAYS_INLINE void update_lanes(const TensorSlots& t, const typename R
       if (t.state[j]) store<W>(static_cast<S*>(t.state[j]) + i, state[j]);
 }
 
+// Asks for element i of every array of tensor t (parameter, gradient, state) to be brought into
+// cache: one line per array at i.
+template <class S>
+FASTOPTIM_ALWAYS_INLINE void prefetch_at(const TensorSlots& t, std::int64_t i, int state_slots) {
+#if defined(__GNUC__)
+  __builtin_prefetch(static_cast<const S*>(t.param) + i, 1);
+  if (t.grad) __builtin_prefetch(static_cast<const S*>(t.grad) + i, 0);
+  for (int j = 0; j < state_slots; ++j)
+    if (t.state[j]) __builtin_prefetch(static_cast<const S*>(t.state[j]) + i, 1);
+#endif
+}
+
 // update_lanes over the elements [begin, end) of one tensor: a SIMD body and a one-lane tail.
+// With `next`, each step also prefetches element next_offset + i of tensor `next`, so the next
+// tensor's memory is read while this one is computed from cache (two-pass rules on small tensors).
 template <class Rule, class S, bool StoreState, class Coeffs>
-inline void update_range(const TensorSlots& t, const Coeffs& k, std::int64_t begin, std::int64_t end, bool load_grad) {
+inline void update_range(const TensorSlots& t, const Coeffs& k, std::int64_t begin, std::int64_t end, bool load_grad,
+                         const TensorSlots* next = nullptr, std::int64_t next_offset = 0) {
   constexpr int W = kLanes<compute_t<S>>;
   std::int64_t i = begin;
+  if (next) {
+    const std::int64_t ahead = std::min(end, next->numel - next_offset);
+    for (; i + W <= ahead; i += W) {
+      prefetch_at<S>(*next, next_offset + i, Rule::kStateSlots);
+      update_lanes<Rule, S, W, StoreState>(t, k, i, load_grad);
+    }
+  }
   for (; i + W <= end; i += W) update_lanes<Rule, S, W, StoreState>(t, k, i, load_grad);
   for (; i < end; ++i) update_lanes<Rule, S, 1, StoreState>(t, k, i, load_grad);
 }
@@ -211,6 +233,7 @@ void run_two_pass(const TensorSlots* tensors, std::int64_t count, const void* co
 #endif
   for (std::int64_t k = 0; k < local_count; ++k) {
     const std::int64_t t = local[std::size_t(k)];
+    const TensorSlots* next = k + 1 < local_count ? &tensors[local[std::size_t(k) + 1]] : nullptr;
     const auto [first, last] = units_of(t);
     for (std::int64_t u = first; u < last; ++u) {
       FirstPassTerm<Rule, S, T> term{&units[u], &coeffs[std::size_t(u)]};
@@ -220,7 +243,8 @@ void run_two_pass(const TensorSlots* tensors, std::int64_t count, const void* co
     for (std::int64_t u = first; u < last; ++u) {
       const Coeffs& k_u = coeffs[std::size_t(u)];
       update_range<Rule, S, !Rule::kStateInFirstPass>(units[u], k_u, 0, units[u].numel,
-                                                      rules::second_pass_reads_grad<Rule>(k_u));
+                                                      rules::second_pass_reads_grad<Rule>(k_u), next,
+                                                      units[u].first_index - tensors[t].first_index);
     }
   }
   if (blocked.empty()) return;

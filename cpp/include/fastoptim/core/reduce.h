@@ -68,24 +68,17 @@ void per_tensor_sums(std::int64_t count, Numel numel, MakeTerm make_term, Out&& 
     first_block[std::size_t(t) + 1] = first_block[std::size_t(t)] + (numel(t) + kReduceBlock - 1) / kReduceBlock;
   const std::int64_t blocks = first_block[std::size_t(count)];
   block_results.resize(static_cast<std::size_t>(blocks));
-  auto tensor_of_block = [&](std::int64_t b) {
-    std::int64_t lo = 0, hi = count;  // the last t with first_block[t] <= b
-    while (hi - lo > 1) {
-      const std::int64_t mid = (lo + hi) / 2;
-      (first_block[std::size_t(mid)] <= b ? lo : hi) = mid;
-    }
-    return lo;
-  };
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (blocks > 1 && max_threads() > 1)
-#endif
-  for (std::int64_t b = 0; b < blocks; ++b) {
-    const std::int64_t t = tensor_of_block(b);
-    const std::int64_t begin = (b - first_block[std::size_t(t)]) * kReduceBlock;
-    const std::int64_t end = std::min(begin + kReduceBlock, numel(t));
+  // Sums the blocks of the elements [first, last) of all tensors laid end to end, a block to
+  // whoever holds its first element: the threads split the elements, not the blocks, since the
+  // blocks of short tensors (a per-row rule's rows) are shorter than kReduceBlock.
+  auto sum_blocks = [&](std::int64_t t, std::int64_t begin, std::int64_t end) {
     auto term = make_term(t);
-    block_results[std::size_t(b)] = block_sums<T, W, N>(begin, end, term);
-  }
+    const std::int64_t first = (begin + kReduceBlock - 1) / kReduceBlock * kReduceBlock;
+    for (std::int64_t b = first; b < end; b += kReduceBlock)
+      block_results[std::size_t(first_block[std::size_t(t)] + b / kReduceBlock)] =
+          block_sums<T, W, N>(b, std::min(b + kReduceBlock, numel(t)), term);
+  };
+  parallel_over_elements(count, numel, sum_blocks);
   for (std::int64_t t = 0; t < count; ++t) {
     std::array<T, N> sums{};
     for (std::int64_t b = first_block[std::size_t(t)]; b < first_block[std::size_t(t) + 1]; ++b)
