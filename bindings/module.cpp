@@ -1,6 +1,7 @@
 // fastoptim._C: the pybind11 module. The optimizer steps are torch custom ops (torch.ops.fastoptim.*,
 // registered from cpp/src/aten when this module loads); what is not an op lives here: the rules'
 // metadata the Python classes read, and the choice of kernel ISA.
+#include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/utils/pybind.h>  // pybind11 with torch's Tensor caster
 
 #include <memory>
@@ -76,6 +77,49 @@ void edge_run(const std::vector<at::Tensor>& params, const std::vector<std::vect
   }
 }
 
+// A param group's step arguments gathered in C++ (see gather_group): the lists the direct entry
+// takes, kept as C++ vectors so they never become Python lists.
+struct Gathered {
+  std::vector<at::Tensor> params, grads, state, steps;
+};
+
+// The steady-state gather of FusedOptimizer._gather: every param of `params` with a gradient, its
+// gradient (made contiguous) and its state tensors under `keys` (the used state slots, then "step"
+// for rules that count steps), state slot-major as the step takes them. None whenever the Python
+// gather has more to do: a param without its state (it creates it), a sparse gradient (it raises),
+// anything that is not a tensor where one is expected.
+py::object gather_group(const py::list& params, const py::dict& state, const std::vector<py::str>& keys,
+                        std::size_t slot_keys) {
+  auto gathered = std::make_unique<Gathered>();
+  std::vector<std::vector<at::Tensor>> slots(slot_keys);
+  for (const py::handle item : params) {
+    if (!THPVariable_Check(item.ptr())) return py::none();
+    const at::Tensor& p = THPVariable_Unpack(item.ptr());
+    const at::Tensor& grad = p.grad();
+    if (!grad.defined()) continue;
+    if (grad.layout() != at::kStrided) return py::none();
+    // A plain dict lookup: the state is a defaultdict, whose __missing__ must not run here.
+    PyObject* param_state = PyDict_GetItemWithError(state.ptr(), item.ptr());
+    if (param_state == nullptr) {
+      if (PyErr_Occurred()) throw py::error_already_set();
+      return py::none();
+    }
+    if (!PyDict_Check(param_state)) return py::none();
+    for (std::size_t j = 0; j < keys.size(); ++j) {
+      PyObject* value = PyDict_GetItemWithError(param_state, keys[j].ptr());
+      if (value == nullptr || !THPVariable_Check(value)) {
+        if (PyErr_Occurred()) throw py::error_already_set();
+        return py::none();
+      }
+      (j < slot_keys ? slots[j] : gathered->steps).push_back(THPVariable_Unpack(value));
+    }
+    gathered->params.push_back(p);
+    gathered->grads.push_back(grad.is_contiguous() ? grad : grad.contiguous());
+  }
+  for (auto& slot : slots)
+    for (auto& tensor : slot) gathered->state.push_back(std::move(tensor));
+  return py::cast(std::move(gathered));
+}
 
 }  // namespace
 
@@ -110,6 +154,25 @@ PYBIND11_MODULE(_C, m) {
       py::arg("check_only") = false);
   FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_DIRECT)
 #undef FASTOPTIM_DIRECT
+
+  py::class_<Gathered>(m, "Gathered", "A param group's step arguments, gathered by gather_group.")
+      .def("__len__", [](const Gathered& g) { return g.params.size(); });
+  m.def("gather_group", &gather_group, py::arg("params"), py::arg("state"), py::arg("keys"), py::arg("slot_keys"),
+        "The steady-state gather of a param group (every state tensor already there), or None.");
+  // The direct entries again, for arguments gather_group collected.
+#define FASTOPTIM_GATHERED(Type, name)                                                                      \
+  m.def(                                                                                                    \
+      #name "_step_gathered",                                                                              \
+      [](const Gathered& g, const std::vector<double>& hyper, const std::optional<at::Tensor>& lr,           \
+         bool check_only) {                                                                                 \
+        translating_errors([&] {                                                                            \
+          aten::elementwise_step<rules::Type>(g.params, g.grads, g.state, g.steps, {}, hyper, lr, std::nullopt, \
+                                              check_only);                                                  \
+        });                                                                                                 \
+      },                                                                                                    \
+      py::arg("gathered"), py::arg("hyper"), py::arg("lr") = py::none(), py::arg("check_only") = false);
+  FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_GATHERED)
+#undef FASTOPTIM_GATHERED
 
   py::module_ edge_module = m.def_submodule("edge", "The edge front end, driven from Python for its tests.");
 #define FASTOPTIM_EDGE_RUN(Type, name) \

@@ -93,6 +93,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         # pybind11 entry with half the call overhead for eager steps.
         self._op = getattr(torch.ops.fastoptim, f"{self.rule}_step_")
         self._direct = getattr(_C, f"{self.rule}_step_")
+        self._direct_gathered = getattr(_C, f"{self.rule}_step_gathered")
 
     # ---- what a subclass may override -------------------------------------------------------
     def _field_value(self, group: dict[str, Any], name: str) -> Any:
@@ -200,6 +201,26 @@ class FusedOptimizer(torch.optim.Optimizer):
         args = (params, grads, flat_state, steps, fresh if fresh_indices else [], hyper, lr if isinstance(lr, Tensor) else None)
         return args, created
 
+    def _gather_steady(self):
+        """The steady-state step's arguments of every group, gathered in C++ (no Python loop over
+        the params): per group with a gradient, (gathered, hyper, lr tensor or None). None when the
+        Python gather is needed: some state is still to be created, a gradient is sparse, or a
+        group clips the global gradient norm."""
+        work = []
+        for group in self.param_groups:
+            if group.get("max_grad_norm"):
+                return None
+            hyper = self._hyper(group)
+            used = self._used_state(hyper)
+            keys = used + ["step"] if self._counts_steps else used
+            gathered = _C.gather_group(group["params"], self.state, keys, len(used))
+            if gathered is None:
+                return None
+            if len(gathered):
+                lr = group["lr"]
+                work.append((gathered, hyper, lr if isinstance(lr, Tensor) else None))
+        return work
+
     @staticmethod
     def _global_grad_norm(gathered) -> Tensor | None:
         """The L2 norm of every gradient of this step, all groups together, when a group clips it
@@ -248,6 +269,14 @@ class FusedOptimizer(torch.optim.Optimizer):
         """One C++ step per param group. Every group is checked before any tensor changes; then
         ``before_update(work)`` (if given) may write state tensors, e.g. fold in a new estimate,
         knowing the step will not be rejected. ``work`` holds per group (group, args, created)."""
+        if before_update is None and not torch.compiler.is_compiling():
+            steady = self._gather_steady()
+            if steady is not None:
+                for gathered, hyper, lr in steady[1:]:  # the first group is checked inside its own step
+                    self._direct_gathered(gathered, hyper, lr, check_only=True)
+                for gathered, hyper, lr in steady:
+                    self._direct_gathered(gathered, hyper, lr)
+                return
         gathered = [(group, w) for group in self.param_groups if (w := self._gather(group)) is not None]
         grad_norm = self._global_grad_norm(gathered)
         work = [(group, (*args, self._grad_scale(group, grad_norm)), created) for group, (args, created) in gathered]

@@ -184,7 +184,8 @@ class HessianDiagonalOptimizer(FusedOptimizer):
             for p in group["params"]:
                 if p.grad is not None and p.grad.requires_grad:
                     p.grad = p.grad.detach()
-        self._update(before_update=lambda work: self._fold(work, estimates) if estimates else None)
+        # Without estimates the step is a plain one (and may gather its arguments in C++).
+        self._update(before_update=(lambda work: self._fold(work, estimates)) if estimates else None)
         for group in self.param_groups:
             group["hessian_clock"] += 1
         return loss

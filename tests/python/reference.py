@@ -271,9 +271,9 @@ def given_hessian_if_needed(optimizer, estimates=gradient_estimates):
 
 
 def rule_optimizer(optimizer):
-    """The FusedOptimizer inside wrappers (AMaC is SWA(Lookahead(AMaCUpdate)))."""
+    """The FusedOptimizer inside wrappers (AMaC is SWA(Lookahead(AMaCUpdate))) and GivenHessian."""
     while not isinstance(optimizer, fastoptim._base.FusedOptimizer):
-        optimizer = optimizer.base_optimizer
+        optimizer = optimizer.optimizer if isinstance(optimizer, GivenHessian) else optimizer.base_optimizer
     return optimizer
 
 

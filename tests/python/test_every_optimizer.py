@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fastoptim
-from reference import SHAPES, clone_params, given_hessian_if_needed, make_params, set_grads
+from reference import SHAPES, clone_params, given_hessian_if_needed, make_params, rule_optimizer, set_grads
 
 # every optimizer of the catalogue: the classes that take parameters (not a base optimizer)
 OPTIMIZERS = sorted(
@@ -64,13 +64,15 @@ def test_tensor_lr_steps_like_the_float_it_holds(name):
         assert torch.equal(p, q)
 
 
+@pytest.mark.parametrize("steady", [False, True], ids=["new-state", "steady"])
 @pytest.mark.parametrize("name", OPTIMIZERS)
-def test_a_rejected_step_changes_nothing(name):
+def test_a_rejected_step_changes_nothing(name, steady):
+    # steady: both groups already have their state, so the step takes the C++ gather
     good = make_params(SHAPES, torch.float32)
     bad = make_params([(4, 4)], torch.float32, seed=5)
     opt = make(name, good)
     opt.add_param_group({"params": bad})
-    set_grads([good], 0, torch.float32)
+    set_grads([good + bad] if steady else [good], 0, torch.float32)
     opt.step()
     snapshot = ([p.detach().clone() for p in good], {id(p): {k: v.clone() for k, v in s.items()} for p, s in opt.state.items()})
     set_grads([good + bad], 1, torch.float32)
@@ -81,3 +83,75 @@ def test_a_rejected_step_changes_nothing(name):
     for p, s in opt.state.items():
         assert s.keys() == snapshot[1][id(p)].keys()
         assert all(torch.equal(v, snapshot[1][id(p)][k]) for k, v in s.items())
+
+
+def count_calls(opt, attribute):
+    """Wraps the bound entry `attribute` of `opt` with a counter; returns the counter (a list)."""
+    calls, entry = [], getattr(opt, attribute)
+    setattr(opt, attribute, lambda *args, **kwargs: (calls.append(1), entry(*args, **kwargs))[1])
+    return calls
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_steady_steps_gather_in_cpp_with_the_same_bits(name):
+    """Once every state tensor exists, a step gathers its arguments in C++ (no Python loop over the
+    params); it must give exactly what the Python gather gives."""
+    params = make_params(SHAPES + [(3, 5)], torch.float32)
+    other = clone_params(params)
+    fast, python = make(name, params), make(name, other)
+    rule_optimizer(python)._gather_steady = lambda: None  # always the Python gather
+    set_grads([params, other], 0, torch.float32)
+    fast.step()
+    python.step()
+    gathered = count_calls(rule_optimizer(fast), "_direct_gathered")
+    plain_steps = 0  # steps that fold in no Hessian estimate
+    for step in range(1, 6):
+        groups = rule_optimizer(fast).param_groups
+        plain_steps += not any("hessian_clock" in g and g["hessian_clock"] % g["hessian_update_interval"] == 0 for g in groups)
+        set_grads([params, other], step, torch.float32)
+        params[1].grad = None  # a param without a gradient this step is skipped, as by the Python gather
+        params[-1].grad = params[-1].grad.t().contiguous().t()  # a non-contiguous gradient
+        other[1].grad = None
+        fast.step()
+        python.step()
+    for p, q in zip(params, other):
+        assert torch.equal(p, q)
+    for p, q in zip(params, other):
+        a, b = fast.state[p], python.state[q]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))
+    # a step that folds in an estimate keeps the Python gather (its hook reads the gathered lists)
+    assert len(gathered) == plain_steps
+
+
+def test_the_python_gather_takes_over_where_there_is_more_to_do():
+    """New state to create, a sparse gradient to refuse, a group clipping the global norm: those
+    steps go through the Python gather, and the next steady step is back in C++."""
+    params = make_params([(5,), (2, 3)], torch.float32)
+    opt = fastoptim.AdamW(params)
+    set_grads([params], 0, torch.float32)
+    opt.step()
+    gathered, python = count_calls(opt, "_direct_gathered"), count_calls(opt, "_direct")
+    opt.step()
+    assert (len(gathered), len(python)) == (1, 0)
+    late = make_params([(4,)], torch.float32, seed=3)
+    opt.add_param_group({"params": late})
+    set_grads([params + late], 1, torch.float32)
+    opt.step()  # late has no state yet
+    # (a step of several groups checks the others before it steps the first: 3 calls)
+    assert (len(gathered), len(python)) == (1, 3) and "exp_avg" in opt.state[late[0]]
+    opt.step()
+    assert (len(gathered), len(python)) == (4, 3)
+    params[0].grad = params[0].grad.to_sparse()
+    with pytest.raises(TypeError, match=r"sparse gradient .* parameter #0 \(shape \(5,\)\) of param group 0"):
+        opt.step()
+    assert len(gathered) == 4
+
+
+def test_the_steady_gather_leaves_a_global_norm_to_the_python_gather():
+    params = make_params([(7,)], torch.float32)
+    opt = fastoptim.Adan(params, max_grad_norm=0.5)
+    set_grads([params], 0, torch.float32)
+    opt.step()
+    gathered, python = count_calls(opt, "_direct_gathered"), count_calls(opt, "_direct")
+    opt.step()
+    assert (len(gathered), len(python)) == (0, 1)
