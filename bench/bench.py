@@ -5,7 +5,9 @@
 Reports per optimizer and implementation: ms/step (median over interleaved rounds), GB/s under the
 byte model below, the fraction of two ceilings measured in the same rounds by ceiling.c (a STREAM
 triad and the in-place 7-stream pattern an optimizer step has; each round takes the best of 20
-runs, the table the median over rounds), and fastoptim's speed-up over the best torch peer.
+runs), and fastoptim's speed-up over the best torch peer. A fraction is taken per round, against
+that round's ceiling, and the table gives its median over rounds: the machine's bandwidth drifts
+between rounds, and a time and a ceiling from different phases of it would not compare.
 Patterns with fewer write streams (SGD, Adagrad, RMSprop: 5 streams) can exceed the 7-stream ceiling.
 
 Byte model (per element, fp32 params; bf16 params and state halve it): every array the step reads
@@ -13,7 +15,8 @@ plus every array it writes. AdamW/Adam/AdaBelief: read p, g, m, v; write p, m, v
 (momentum, Nesterov), Adagrad, RMSprop: read p, g, one state; write p, state = 20 B. AdEMAMix: read
 p, g, m1, m2, v; write p, m1, m2, v = 36 B. Adan: read p, g, m, d, n, g_prev; write all but g = 44 B.
 LAMB and RaLars, two passes: read p, g, m, v and write m, v; then read p, m, v and write p = 40 B.
-AdamP likewise (pass 1 also takes the per-channel sums) = 40 B. LARS (momentum 0.9), two passes:
+AdamP likewise on matrices (pass 1 also takes the per-channel sums) = 40 B; its vectors, which it
+never projects, take one pass, as AdamW = 28 B (so (A) and (B) are 28 B, (C) 28 or 40 per tensor). LARS (momentum 0.9), two passes:
 read p, g; then read p, g, b and write p, b = 28 B. TAdam, two passes: read g, m, v; then read p, g,
 m, v and write p, m, v = 40 B. SophiaG between refreshes: read p, g, m, h; write p, m = 24 B (its
 "fastoptim AdamW" row, the same tensors stepped by AdamW, is counted at AdamW's 28 B).
@@ -72,6 +75,14 @@ HOLOCRON_SET = {"AdaBelief", "AdEMAMix", "Adan", "LAMB", "RaLars", "LARS", "TAda
 KOZISTR = {"LAMB": ("Lamb", {}), "RaLars": ("Lamb", dict(rectify=True)), "TAdam": None}
 HAS_FUSED = {"AdamW", "Adam", "SGD", "Adagrad"}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def streams(name: str, param) -> int:
+    """Arrays read plus arrays written per element by `name`'s step of `param` (AdamP's vectors
+    take one pass, its matrices two)."""
+    if name == "AdamP" and param.dim() <= 1:
+        return STREAMS["AdamW"]
+    return STREAMS[name]
 
 
 def gpt2_small_shapes():
@@ -208,6 +219,7 @@ def main() -> None:
             for p in params:
                 p.grad = torch.randn_like(p) * 1e-3
             elements = sum(p.numel() for p in params)
+            element_streams = {name: sum(streams(name, p) * p.numel() for p in params) for name in args.optimizers}
             itemsize = params[0].element_size()
             for name in args.optimizers:
                 impls = implementations(name, params)
@@ -228,16 +240,21 @@ def main() -> None:
                 triad = statistics.median(c[0] for c in ceilings)
                 inplace = statistics.median(c[1] for c in ceilings)
                 def nbytes(label):
-                    streams = STREAMS["AdamW"] if label == "fastoptim AdamW" else STREAMS[name]
-                    return streams * elements * itemsize
+                    if label == "fastoptim AdamW":
+                        return STREAMS["AdamW"] * elements * itemsize
+                    return element_streams[name] * itemsize
 
                 ms = {label: statistics.median(t) * 1e3 for label, t in times.items()}
                 best_peer = min(v for k, v in ms.items() if not k.startswith("fastoptim"))
+
+                def fraction(label, ceiling):  # median over rounds of GB/s against that round's ceiling
+                    return statistics.median(nbytes(label) / t / 1e9 / c[ceiling] for t, c in zip(times[label], ceilings))
+
                 for label, value in ms.items():
                     gbs = nbytes(label) / value / 1e6
                     ratio = f"{best_peer / value:.2f}x" if label == "fastoptim" else ""
                     print(f"| {wl} | {dtype_name} | {name} | {label} | {value:.2f} | {gbs:.1f} | "
-                          f"{gbs / triad:.2f} | {gbs / inplace:.2f} | {ratio} |", flush=True)
+                          f"{fraction(label, 0):.2f} | {fraction(label, 1):.2f} | {ratio} |", flush=True)
                 print(f"| {wl} | {dtype_name} | {name} | ceilings (median) | | triad {triad:.1f}, in-place {inplace:.1f} | | | |",
                       flush=True)
                 del impls

@@ -132,6 +132,29 @@ struct FirstPassTerm {
   }
 };
 
+// A two-pass rule's step in one pass, for tensors whose step needs no sums (rules::needs_sums):
+// advance (for a rule that updates its state in pass 1) then apply, as an element-wise rule. The
+// state advance wrote goes through the storage type before apply reads it, as it does in the two
+// passes, so both give the same bits.
+template <class Rule, class S>
+struct OnePass : Rule {
+  template <class T, int W, class... Index>
+  static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const typename Rule::template Coeffs<T>& k,
+                    Index... index) {
+    if constexpr (Rule::kStateInFirstPass) {
+      Rule::advance(p, g, state, k);
+      if constexpr (!std::is_same_v<S, T>) {
+        for (int j = 0; j < Rule::kStateSlots; ++j) {
+          S stored[W];
+          store<W>(stored, state[j]);
+          state[j] = load<W>(stored);
+        }
+      }
+    }
+    Rule::apply(p, g, state, k, index...);
+  }
+};
+
 // Row r of a tensor as a tensor of its own: every element-shaped pointer moved to the row.
 template <class S>
 TensorSlots row_of(const TensorSlots& t, std::int64_t r, int element_slots) {
@@ -156,7 +179,7 @@ struct TwoPassBuffers {
   std::vector<std::int64_t> first_unit;
   std::vector<Coeffs> coeffs;
   std::vector<std::array<compute_t<S>, rules::sums_of<Rule>::value>> sums;
-  std::vector<std::int64_t> local, blocked, blocked_units;
+  std::vector<std::int64_t> one_pass_units, local, blocked, blocked_units;
 
   static TwoPassBuffers& of_this_thread() {
     static thread_local TwoPassBuffers buffers;
@@ -222,11 +245,29 @@ void run_two_pass(const TensorSlots* tensors, std::int64_t count, const void* co
   // A tensor of at most one reduction block is done whole by one thread: its sums, its finish and
   // its update back to back, while it is still in cache (pass 2 then reads it from cache, not from
   // memory). Its sums are one block, so they are the same bits the blocked path below gives.
+  // Tensors whose step needs no sums take one pass (see OnePass), with finish seeing zero sums.
+  auto& one_pass_units = buffers.one_pass_units;
+  one_pass_units.clear();
+  for (std::int64_t t = 0; t < count; ++t) {
+    if (rules::needs_sums<Rule>(given[t])) continue;
+    const auto [first, last] = units_of(t);
+    for (std::int64_t u = first; u < last; ++u) {
+      sums[std::size_t(u)] = {};
+      one_pass_units.push_back(u);
+    }
+    finish(t);
+  }
+  if (!one_pass_units.empty())
+    update_all<OnePass<Rule, S>, S, true>(
+        units, std::int64_t(one_pass_units.size()), coeffs.data(), [&](std::int64_t k) { return one_pass_units[std::size_t(k)]; },
+        [](const Coeffs&) { return true; });
+
   auto& local = buffers.local;
   auto& blocked = buffers.blocked;
   local.clear();
   blocked.clear();
-  for (std::int64_t t = 0; t < count; ++t) (tensors[t].numel <= kReduceBlock ? local : blocked).push_back(t);
+  for (std::int64_t t = 0; t < count; ++t)
+    if (rules::needs_sums<Rule>(given[t])) (tensors[t].numel <= kReduceBlock ? local : blocked).push_back(t);
   const auto local_count = std::int64_t(local.size());
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) if (local_count > 1 && max_threads() > 1)

@@ -69,6 +69,9 @@ struct AdamP {
 
   template <class T>
   static bool apply_reads_grad(const Coeffs<T>& k) { return k.nesterov; }
+  // Vectors are never projected (official: ndim > 1 only), so their step needs no sums.
+  template <class T>
+  static bool needs_sums(const Coeffs<T>& k) { return k.matrix; }
 
   // q from the updated moments (and, for Nesterov, the gradient); both passes compute it alike.
   template <class T, int W>

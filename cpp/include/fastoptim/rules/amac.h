@@ -88,6 +88,10 @@ struct AMaC {
             sigma > 0};
   }
 
+  // The sums are the rows' gradient sums of centralization, and nothing else.
+  template <class T>
+  static bool needs_sums(const Coeffs<T>& k) { return k.centralization.active; }
+
   template <class T, int W>
   static void contribute(const Vec<T, W>&, const Vec<T, W>& g, const Vec<T, W>*, const Coeffs<T>& k, Vec<T, W>* out) {
     out[0] = k.maximize ? -g : g;

@@ -54,6 +54,10 @@ struct LARS {
             s.fresh,            !excluded,              h.trust_clip != 0,    T(1)};
   }
 
+  // An excluded tensor's ratio is 1 whatever its norms.
+  template <class T>
+  static bool needs_sums(const Coeffs<T>& k) { return k.adapt; }
+
   template <class T, int W>
   static void contribute(const Vec<T, W>& p, const Vec<T, W>& g, const Vec<T, W>*, const Coeffs<T>&, Vec<T, W>* out) {
     out[0] = p * p;

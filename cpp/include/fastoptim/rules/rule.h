@@ -23,6 +23,10 @@
 //   kSumsPerRow = true       the sums are per row of dim 0 (a channel) for tensors of ndim > 1,
 //                            and finish_rows(k, sums, rows) sees all rows of a tensor at once;
 //                            pass 2 then runs row by row with each row's coefficients (AdamP)
+//   needs_sums(k)            false when this tensor's step does not use the sums (AdamP's vectors,
+//                            LARS's excluded ones, AMaC without centralization): the driver skips
+//                            pass 1 and runs one pass, advance (if any) then apply; finish then
+//                            sees sums of zero
 //   kScalarSlots = N         the last N of kState are one-element per-tensor state in the compute
 //                            type (float32, or float64 for float64 params), which finish(k, sums,
 //                            scalars) reads and writes on the host (TAdam's W)
@@ -138,6 +142,20 @@ struct has_writes_param<Rule, Coeffs, std::void_t<decltype(Rule::writes_param(st
 template <class Rule, class Coeffs>
 inline bool writes_param(const Coeffs& k) {
   if constexpr (has_writes_param<Rule, Coeffs>::value) return Rule::writes_param(k);
+  else return true;
+}
+
+// Whether a two-pass rule's step of the tensor with coefficients k uses its sums (true unless the
+// rule says otherwise).
+template <class Rule, class Coeffs, class = void>
+struct has_needs_sums : std::false_type {};
+template <class Rule, class Coeffs>
+struct has_needs_sums<Rule, Coeffs, std::void_t<decltype(Rule::needs_sums(std::declval<const Coeffs&>()))>>
+    : std::true_type {};
+
+template <class Rule, class Coeffs>
+inline bool needs_sums(const Coeffs& k) {
+  if constexpr (has_needs_sums<Rule, Coeffs>::value) return Rule::needs_sums(k);
   else return true;
 }
 
