@@ -138,6 +138,12 @@ class FusedOptimizer(torch.optim.Optimizer):
         values = dict(zip(self._fields, hyper))
         return [name for name, needs in self._state_slots if needs is None or values[needs] != 0]
 
+    def _state_keys(self, hyper: list[float]) -> tuple[list[str], list[str]]:
+        """The state slots this step uses, and the per-parameter state keys it reads: those slots,
+        then "step" for rules that count steps."""
+        used = self._used_state(hyper)
+        return used, used + ["step"] if self._counts_steps else used
+
     def _param_label(self, group: dict[str, Any], index: int, param: Tensor) -> str:
         names = group.get("param_names")
         name = f"'{names[index]}'" if names else f"#{index}"
@@ -148,8 +154,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         """The arguments of this group's C++ step, and the state it would create: (args, created),
         or None when no parameter of the group has a gradient. Changes nothing."""
         hyper = self._hyper(group)
-        used = self._used_state(hyper)
-        keys = used + ["step"] if self._counts_steps else used
+        used, keys = self._state_keys(hyper)
         if not keys:  # e.g. SGD without momentum: no state at all
             rows_of = None
         elif len(keys) == 1:
@@ -211,8 +216,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             if group.get("max_grad_norm"):
                 return None
             hyper = self._hyper(group)
-            used = self._used_state(hyper)
-            keys = used + ["step"] if self._counts_steps else used
+            used, keys = self._state_keys(hyper)
             gathered = _C.gather_group(group["params"], self.state, keys, len(used))
             if gathered is None:
                 return None

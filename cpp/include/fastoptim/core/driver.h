@@ -242,14 +242,19 @@ void run_two_pass(const TensorSlots* tensors, std::int64_t count, const void* co
     }
   };
 
-  // A tensor of at most one reduction block is done whole by one thread: its sums, its finish and
-  // its update back to back, while it is still in cache (pass 2 then reads it from cache, not from
-  // memory). Its sums are one block, so they are the same bits the blocked path below gives.
-  // Tensors whose step needs no sums take one pass (see OnePass), with finish seeing zero sums.
+  // Three kinds of tensors: those whose step needs no sums (one pass, see OnePass; finish sees
+  // zero sums), those of at most one reduction block (local), and the others (blocked).
   auto& one_pass_units = buffers.one_pass_units;
+  auto& local = buffers.local;
+  auto& blocked = buffers.blocked;
   one_pass_units.clear();
+  local.clear();
+  blocked.clear();
   for (std::int64_t t = 0; t < count; ++t) {
-    if (rules::needs_sums<Rule>(given[t])) continue;
+    if (rules::needs_sums<Rule>(given[t])) {
+      (tensors[t].numel <= kReduceBlock ? local : blocked).push_back(t);
+      continue;
+    }
     const auto [first, last] = units_of(t);
     for (std::int64_t u = first; u < last; ++u) {
       sums[std::size_t(u)] = {};
@@ -262,12 +267,9 @@ void run_two_pass(const TensorSlots* tensors, std::int64_t count, const void* co
         units, std::int64_t(one_pass_units.size()), coeffs.data(), [&](std::int64_t k) { return one_pass_units[std::size_t(k)]; },
         [](const Coeffs&) { return true; });
 
-  auto& local = buffers.local;
-  auto& blocked = buffers.blocked;
-  local.clear();
-  blocked.clear();
-  for (std::int64_t t = 0; t < count; ++t)
-    if (rules::needs_sums<Rule>(given[t])) (tensors[t].numel <= kReduceBlock ? local : blocked).push_back(t);
+  // A local tensor is done whole by one thread: its sums, its finish and its update back to back,
+  // while it is still in cache (pass 2 then reads it from cache, not from memory). Its sums are one
+  // block, so they are the same bits the blocked path below gives.
   const auto local_count = std::int64_t(local.size());
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) if (local_count > 1 && max_threads() > 1)
