@@ -9,6 +9,10 @@ runs), and fastoptim's speed-up over the best torch peer. A fraction is taken pe
 that round's ceiling, and the table gives its median over rounds: the machine's bandwidth drifts
 between rounds, and a time and a ceiling from different phases of it would not compare.
 Patterns with fewer write streams (SGD, Adagrad, RMSprop: 5 streams) can exceed the 7-stream ceiling.
+"of own pattern" is a third ceiling: ceiling.c running the optimizer's own passes (PATTERNS below:
+the arrays each pass reads and writes, with its sums) as plain FMA loops. It tells how much of a
+gap to the in-place ceiling is the access pattern's (two passes, fewer streams a pass) and how much
+is the kernel's. The issue targets stay stated against the in-place ceiling.
 
 Byte model (per element, fp32 params; bf16 params and state halve it): every array the step reads
 plus every array it writes. AdamW/Adam/AdaBelief: read p, g, m, v; write p, m, v = 28 B. SGD
@@ -52,8 +56,18 @@ import fastoptim
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 
-STREAMS = {"AdamW": 7, "Adam": 7, "SGD": 5, "Adagrad": 5, "RMSprop": 5, "AdaBelief": 7, "AdEMAMix": 9, "Adan": 11, "LAMB": 10,
-           "RaLars": 10, "LARS": 7, "TAdam": 10, "AdamP": 10, "SophiaG": 6}
+# Each optimizer's passes over a tensor, "R/W" each (read R arrays, write W of them in place), joined
+# by "+": the byte model above, in the form ceiling.c runs it. AdamP's vectors take "4/3" (streams()).
+PATTERNS = {"AdamW": "4/3", "Adam": "4/3", "SGD": "3/2", "Adagrad": "3/2", "RMSprop": "3/2", "AdaBelief": "4/3",
+            "AdEMAMix": "5/4", "Adan": "6/5", "LAMB": "4/2+3/1", "RaLars": "4/2+3/1", "LARS": "2/0+3/2",
+            "TAdam": "3/0+4/3", "AdamP": "4/2+3/1", "SophiaG": "4/2"}
+
+
+def pattern_streams(pattern: str) -> int:
+    return sum(int(reads) + int(writes) for reads, writes in (p.split("/") for p in pattern.split("+")))
+
+
+STREAMS = {name: pattern_streams(pattern) for name, pattern in PATTERNS.items()}
 CONFIG = {
     "AdamW": dict(lr=1e-3),
     "Adam": dict(lr=1e-3),
@@ -77,12 +91,16 @@ HAS_FUSED = {"AdamW", "Adam", "SGD", "Adagrad"}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def streams(name: str, param) -> int:
-    """Arrays read plus arrays written per element by `name`'s step of `param` (AdamP's vectors
-    take one pass, its matrices two)."""
+def pattern(name: str, param) -> str:
+    """`name`'s passes over `param` (AdamP's vectors take one pass, its matrices two)."""
     if name == "AdamP" and param.dim() <= 1:
-        return STREAMS["AdamW"]
-    return STREAMS[name]
+        return PATTERNS["AdamW"]
+    return PATTERNS[name]
+
+
+def streams(name: str, param) -> int:
+    """Arrays read plus arrays written per element by `name`'s step of `param`."""
+    return pattern_streams(pattern(name, param))
 
 
 def gpt2_small_shapes():
@@ -108,12 +126,22 @@ def build_ceiling() -> Path:
     return exe
 
 
-def measure_ceiling(exe: Path, threads: int) -> tuple[float, float]:
+def measure_ceiling(exe: Path, threads: int, element_patterns: dict[str, int]) -> tuple[float, float, float]:
+    """The triad, in-place and own-pattern ceilings in GB/s. With several patterns (AdamP's vectors
+    and matrices), the own-pattern ceiling is the rate at which each pattern's bytes, run at its own
+    ceiling, add up: total bytes over the sum of bytes / ceiling."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     # 16M elements per array, the size of workload (A); larger arrays measured lower here (44 vs 51 GB/s).
-    out = subprocess.run([str(exe), str(1 << 24), "20"], capture_output=True, text=True, check=True, env=env).stdout
-    triad, inplace = map(float, out.split()[:2])
-    return triad, inplace
+    triad = inplace = None
+    seconds_per_element = 0.0
+    for pattern_name, elements in element_patterns.items():
+        out = subprocess.run([str(exe), str(1 << 24), "20", pattern_name], capture_output=True, text=True, check=True,
+                             env=env).stdout
+        round_triad, round_inplace, own = map(float, out.split()[:3])
+        triad, inplace = triad or round_triad, inplace or round_inplace
+        seconds_per_element += elements * pattern_streams(pattern_name) / own
+    total = sum(elements * pattern_streams(p) for p, elements in element_patterns.items())
+    return triad, inplace, total / seconds_per_element
 
 
 def holocron_optim():
@@ -209,8 +237,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     exe = build_ceiling()
     print(f"machine: {machine_line(args.threads)}", flush=True)
-    print("| workload | dtype | optimizer | implementation | ms/step | GB/s | of triad | of in-place | fastoptim speed-up |")
-    print("|---|---|---|---|---:|---:|---:|---:|---:|")
+    print("| workload | dtype | optimizer | implementation | ms/step | GB/s | of triad | of in-place | of own pattern "
+          "| fastoptim speed-up |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|")
     for wl in args.workloads:
         _, shapes = WORKLOADS[wl]
         for dtype_name in args.dtypes:
@@ -222,6 +251,9 @@ def main() -> None:
             element_streams = {name: sum(streams(name, p) * p.numel() for p in params) for name in args.optimizers}
             itemsize = params[0].element_size()
             for name in args.optimizers:
+                element_patterns = {}
+                for p in params:
+                    element_patterns[pattern(name, p)] = element_patterns.get(pattern(name, p), 0) + p.numel()
                 impls = implementations(name, params)
                 steps = {}
                 for label, opt in impls.items():  # warm-up: creates state, sizes each round
@@ -231,7 +263,7 @@ def main() -> None:
                 ceilings = []
                 labels = list(impls)
                 for round_index in range(args.rounds):
-                    ceilings.append(measure_ceiling(exe, args.threads))
+                    ceilings.append(measure_ceiling(exe, args.threads, element_patterns))
                     # Rotate who goes first: the first runner after the ceiling program measured
                     # slower here (the kernel reclaiming its pages), and that must not favour anyone.
                     shift = round_index % len(labels)
@@ -239,6 +271,7 @@ def main() -> None:
                         times[label].append(time_steps(impls[label], steps[label]))
                 triad = statistics.median(c[0] for c in ceilings)
                 inplace = statistics.median(c[1] for c in ceilings)
+                own = statistics.median(c[2] for c in ceilings)
                 def nbytes(label):
                     if label == "fastoptim AdamW":
                         return STREAMS["AdamW"] * elements * itemsize
@@ -253,10 +286,12 @@ def main() -> None:
                 for label, value in ms.items():
                     gbs = nbytes(label) / value / 1e6
                     ratio = f"{best_peer / value:.2f}x" if label == "fastoptim" else ""
+                    # The own-pattern ceiling is fastoptim's step's pattern; the AdamW yardstick's is the in-place one.
+                    own_fraction = fraction(label, 1 if label == "fastoptim AdamW" else 2)
                     print(f"| {wl} | {dtype_name} | {name} | {label} | {value:.2f} | {gbs:.1f} | "
-                          f"{fraction(label, 0):.2f} | {fraction(label, 1):.2f} | {ratio} |", flush=True)
-                print(f"| {wl} | {dtype_name} | {name} | ceilings (median) | | triad {triad:.1f}, in-place {inplace:.1f} | | | |",
-                      flush=True)
+                          f"{fraction(label, 0):.2f} | {fraction(label, 1):.2f} | {own_fraction:.2f} | {ratio} |", flush=True)
+                print(f"| {wl} | {dtype_name} | {name} | ceilings (median) | | triad {triad:.1f}, in-place {inplace:.1f}, "
+                      f"own pattern ({'; '.join(element_patterns)}) {own:.1f} | | | | |", flush=True)
                 del impls
             del params
 
