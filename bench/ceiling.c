@@ -29,7 +29,7 @@ enum { kMaxArrays = 6 };
       const float v0 = x0[i], v1 = R > 1 ? x1[i] : 0, v2 = R > 2 ? x2[i] : 0;                      \
       const float v3 = R > 3 ? x3[i] : 0, v4 = R > 4 ? x4[i] : 0, v5 = R > 5 ? x5[i] : 0;          \
       const float mixed = 0.125f * (v0 + v1 + v2 + v3 + v4 + v5);                                  \
-      dot += v0 * (R > 1 ? v1 : v0);                                                               \
+      dot += v0 * mixed; /* every array read feeds the sum, so no load is dead code */               \
       if (W > 0) x0[i] = 0.9f * v0 + scale * mixed;                                                \
       if (W > 1) x1[i] = 0.9f * v1 + scale * mixed;                                                \
       if (W > 2) x2[i] = 0.9f * v2 + scale * mixed;                                                \
