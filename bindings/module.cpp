@@ -38,6 +38,17 @@ py::dict describe() {
   d["counts_steps"] = Rule::kCountsSteps;
   d["reads_grad"] = rules::reads_grad<Rule>::value;
   d["scales_grad"] = rules::scales_grad<Rule>::value;
+  // What a state slot starts at (rules::initial_value), for the rules whose start is not zero: the
+  // Python classes create their state from it, as the libtorch and edge front ends do.
+  if (rules::has_initial_value<Rule>::value)
+    d["initial_value"] = py::cpp_function(
+        [](const std::vector<double>& hyper, int slot, std::int64_t position) {
+          if (hyper.size() != Rule::Hyper::kFieldCount) throw py::value_error("initial_value: wrong number of hyper values");
+          return rules::initial_value<Rule>(Rule::Hyper::from(hyper.data()), slot, position);
+        },
+        py::arg("hyper"), py::arg("slot"), py::arg("position"));
+  else
+    d["initial_value"] = py::none();
   return d;
 }
 

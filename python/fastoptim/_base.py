@@ -84,6 +84,9 @@ class FusedOptimizer(torch.optim.Optimizer):
         self._fields = [name for name, _, _ in meta["fields"]]
         # (state name, field that must be nonzero for it to exist, or None)
         self._state_slots = [(name, needs) for name, needs, _ in meta["state"]]
+        # The rule's start values where a slot does not start at zero (Adagrad's sum, TAdam's W,
+        # AMaC's noise key): (hyper, slot index, parameter position) -> value; None: all zero.
+        self._rule_initial_value = meta["initial_value"]
         # per-tensor scalar state, kept in the compute type: float32, or float64 for float64 params
         self._scalar_state = [name for name, _, scalar in meta["state"] if scalar]
         if self._scalar_state:
@@ -106,11 +109,25 @@ class FusedOptimizer(torch.optim.Optimizer):
         return group[name]
 
     def _initial_state(self, name: str, param: Tensor, group: dict[str, Any]) -> Tensor:
-        """A new state tensor: zeros shaped like the parameter, in its dtype, as torch.optim does;
-        a per-tensor scalar is one zero in the compute type."""
+        """A new state tensor, filled with the rule's start value for it (zero unless the rule
+        says otherwise): shaped like the parameter, in its dtype, as torch.optim does; a per-tensor
+        scalar is one value in the compute type."""
+        value = 0.0
+        if self._rule_initial_value is not None:
+            slot = next(i for i, (slot_name, _) in enumerate(self._state_slots) if slot_name == name)
+            value = self._rule_initial_value(self._hyper(group), slot, self._position(param))
         if name in self._scalar_state:
-            return torch.zeros(1, dtype=self._compute_dtype(param), device=param.device)
-        return torch.zeros_like(param, memory_format=torch.preserve_format)
+            return torch.full((1,), value, dtype=self._compute_dtype(param), device=param.device)
+        return torch.full_like(param, value, memory_format=torch.preserve_format)
+
+    def _position(self, param: Tensor) -> int:
+        """The parameter's position among all parameters, from a map rebuilt only when a parameter
+        is new to it (a first step creates all states: one pass, not one per parameter)."""
+        positions = getattr(self, "_positions_by_id", None)
+        if positions is None or id(param) not in positions:
+            params = (q for g in self.param_groups for q in g["params"])
+            positions = self._positions_by_id = {id(q): i for i, q in enumerate(params)}
+        return positions[id(param)]
 
     @staticmethod
     def _compute_dtype(param: Tensor) -> torch.dtype:

@@ -36,19 +36,6 @@ class AMaCUpdate(FusedOptimizer):
             return group["gc_conv_only"]
         return super()._field_value(group, name)
 
-    def _position(self, param: Tensor) -> int:
-        """The parameter's position among all parameters, from a map rebuilt only when a parameter
-        is new to it (a first step creates all states: one pass, not one per parameter)."""
-        positions = getattr(self, "_positions", None)
-        if positions is None or id(param) not in positions:
-            positions = self._positions = {id(q): i for i, q in enumerate(q for g in self.param_groups for q in g["params"])}
-        return positions[id(param)]
-
-    def _initial_state(self, name: str, param: Tensor, group: dict[str, Any]) -> Tensor:
-        if name == "noise_stream":
-            return torch.tensor([float(self._position(param))], dtype=self._compute_dtype(param), device=param.device)
-        return super()._initial_state(name, param, group)
-
 
 class AMaC(SWA):
     r"""AMaC: Adam with momentum, gradient centralization, clipping, noise and a scheduled weight

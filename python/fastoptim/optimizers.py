@@ -96,9 +96,6 @@ class Adagrad(FusedOptimizer):
                 state["step"] = torch.tensor(0.0, dtype=torch.float32)
                 state["sum"] = self._initial_state("sum", p, group)
 
-    def _initial_state(self, name: str, param: Tensor, group: dict[str, Any]) -> Tensor:
-        return torch.full_like(param, group["initial_accumulator_value"], memory_format=torch.preserve_format)
-
     # Group keys an older state dict may lack, filled in on load as torch.optim does.
     setstate_defaults = dict(foreach=None, maximize=False, differentiable=False, fused=None)
 
@@ -668,12 +665,6 @@ class TAdam(FusedOptimizer):
         if name == "adam_first_step":
             return group["first_step_weight"] == "adam"
         return super()._field_value(group, name)
-
-    def _initial_state(self, name: str, param: Tensor, group: dict[str, Any]) -> Tensor:
-        if name == "W_t":
-            beta1 = to_float(group["betas"][0])
-            return torch.full((1,), beta1 / (1 - beta1), dtype=self._compute_dtype(param), device=param.device)
-        return super()._initial_state(name, param, group)
 
 
 class AdamP(FusedOptimizer):
