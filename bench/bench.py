@@ -40,6 +40,7 @@ a drift in the machine's bandwidth hits all of them alike.
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime
 import os
 import platform
@@ -57,7 +58,7 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 
 # Each optimizer's passes over a tensor, "R/W" each (read R arrays, write W of them in place), joined
-# by "+": the byte model above, in the form ceiling.c runs it. AdamP's vectors take "4/3" (streams()).
+# by "+": the byte model above, in the form ceiling.c runs it. AdamP's vectors take "4/3" (pattern()).
 PATTERNS = {"AdamW": "4/3", "Adam": "4/3", "SGD": "3/2", "Adagrad": "3/2", "RMSprop": "3/2", "AdaBelief": "4/3",
             "AdEMAMix": "5/4", "Adan": "6/5", "LAMB": "4/2+3/1", "RaLars": "4/2+3/1", "LARS": "2/0+3/2",
             "TAdam": "3/0+4/3", "AdamP": "4/2+3/1", "SophiaG": "4/2"}
@@ -96,11 +97,6 @@ def pattern(name: str, param) -> str:
     if name == "AdamP" and param.dim() <= 1:
         return PATTERNS["AdamW"]
     return PATTERNS[name]
-
-
-def streams(name: str, param) -> int:
-    """Arrays read plus arrays written per element by `name`'s step of `param`."""
-    return pattern_streams(pattern(name, param))
 
 
 def gpt2_small_shapes():
@@ -248,12 +244,12 @@ def main() -> None:
             for p in params:
                 p.grad = torch.randn_like(p) * 1e-3
             elements = sum(p.numel() for p in params)
-            element_streams = {name: sum(streams(name, p) * p.numel() for p in params) for name in args.optimizers}
             itemsize = params[0].element_size()
             for name in args.optimizers:
-                element_patterns = {}
+                element_patterns = collections.Counter()  # elements per pattern
                 for p in params:
-                    element_patterns[pattern(name, p)] = element_patterns.get(pattern(name, p), 0) + p.numel()
+                    element_patterns[pattern(name, p)] += p.numel()
+                element_streams = sum(pattern_streams(p) * elements for p, elements in element_patterns.items())
                 impls = implementations(name, params)
                 steps = {}
                 for label, opt in impls.items():  # warm-up: creates state, sizes each round
@@ -275,7 +271,7 @@ def main() -> None:
                 def nbytes(label):
                     if label == "fastoptim AdamW":
                         return STREAMS["AdamW"] * elements * itemsize
-                    return element_streams[name] * itemsize
+                    return element_streams * itemsize
 
                 ms = {label: statistics.median(t) * 1e3 for label, t in times.items()}
                 best_peer = min(v for k, v in ms.items() if not k.startswith("fastoptim"))

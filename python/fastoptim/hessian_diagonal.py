@@ -75,10 +75,6 @@ class HessianDiagonalOptimizer(FusedOptimizer):
     def _refresh_due(group: dict[str, Any]) -> bool:
         return group["hessian_clock"] % group["hessian_update_interval"] == 0
 
-    def _positions(self) -> dict[int, int]:
-        """Each parameter's position among all parameters: the probes' key."""
-        return {id(p): i for i, p in enumerate(p for group in self.param_groups for p in group["params"])}
-
     @staticmethod
     def _trainable(group: dict[str, Any]) -> list[Tensor]:
         return [p for p in group["params"] if p.requires_grad]
@@ -90,12 +86,11 @@ class HessianDiagonalOptimizer(FusedOptimizer):
 
     def _hutchinson(self, groups, grads_of: dict[int, Tensor]) -> dict[int, Tensor]:
         """Hutchinson estimates for the params of `groups`, from their gradients with graph."""
-        positions = self._positions()
         estimates: dict[int, Tensor] = {}
         for index, group in enumerate(groups):
             params = [p for p in self._trainable(group) if id(p) in grads_of]
             found = hutchinson(
-                [grads_of[id(p)] for p in params], params, [positions[id(p)] for p in params],
+                [grads_of[id(p)] for p in params], params, [self._position(p) for p in params],  # the probes' key
                 seed=group["seed"], refresh=group["hessian_clock"], n_samples=group["n_samples"],
                 distribution=group["distribution"], keep_graph=index < len(groups) - 1,
             )
