@@ -8,6 +8,8 @@
 //   theta <- theta - lr / (1-b1^t) q
 // cos(x, y) = x.y / (max(||x||, eps) max(||y||, eps)), as torch.nn.functional.cosine_similarity.
 // Two passes: the moments with the per-row sums g.theta, g.g, theta.theta, theta.q; then the update.
+// 1 / sqrt(1-b2^t) is a reciprocal computed in double on the host, so q costs one division per element
+// and pass, not two (the same values as the references within their tolerance, not bit for bit).
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -37,7 +39,7 @@ struct AdamP {
 
   template <class T>
   struct Coeffs {
-    T beta1, one_minus_beta1, beta2, one_minus_beta2, bias_correction2_sqrt, neg_step_size, eps;
+    T beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bias_correction2_sqrt, neg_step_size, eps;
     T row_threshold, layer_threshold;  // delta / sqrt(row length), delta / sqrt(numel)
     T lr_weight_decay, wd_ratio;
     bool amsgrad, nesterov, maximize, matrix, has_weight_decay;
@@ -51,7 +53,7 @@ struct AdamP {
             T(1 - h.beta1),
             T(h.beta2),
             T(1 - h.beta2),
-            T(std::sqrt(1 - std::pow(h.beta2, s.step))),
+            T(1 / std::sqrt(1 - std::pow(h.beta2, s.step))),
             T(-h.lr / (1 - std::pow(h.beta1, s.step))),
             T(h.eps),
             T(h.delta / std::sqrt(double(s.numel) / double(s.rows))),
@@ -77,7 +79,8 @@ struct AdamP {
   template <class T, int W>
   static Vec<T, W> direction(Vec<T, W> g, const Vec<T, W>* state, const Coeffs<T>& k) {
     if (k.maximize) g = -g;
-    const Vec<T, W> denom = sqrt(state[k.amsgrad ? kMaxExpAvgSq : kExpAvgSq]) / k.bias_correction2_sqrt + k.eps;
+    const Vec<T, W> denom =
+        core::mul_add(sqrt(state[k.amsgrad ? kMaxExpAvgSq : kExpAvgSq]), k.inv_bias_correction2_sqrt, Vec<T, W>::broadcast(k.eps));
     const Vec<T, W> numer = k.nesterov ? state[kExpAvg] * k.beta1 + g * k.one_minus_beta1 : state[kExpAvg];
     return numer / denom;
   }

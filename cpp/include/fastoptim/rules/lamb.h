@@ -6,6 +6,8 @@
 //   trust_clip: r <- min(r, 1)
 //   theta <- theta - lr r u
 // Two passes over each tensor: the moments and the sums of u^2 and theta^2, then the update with r.
+// The bias corrections are applied as reciprocals computed in double on the host: one division per
+// element and pass, not three (the same values as the references within their tolerance, not bit for bit).
 // RaLars (holocron.optim) is this rule with rectify = 1: RAdam's rectification of m_hat / sqrt(v_hat),
 //   rho_inf = 2 / (1-b2) - 1;  rho_t = rho_inf - 2 t b2^t / (1-b2^t)
 //   rho_t > sma_threshold: u = r_t m_hat / (sqrt(v_hat) + eps),
@@ -42,9 +44,10 @@ struct LAMB {
 
   template <class T>
   struct Coeffs {
-    T beta1, one_minus_beta1, beta2, one_minus_beta2, bias_correction1, bias_correction2_sqrt, eps;
+    T beta1, one_minus_beta1, beta2, one_minus_beta2, eps;
+    // 1 / (1-b1^t), 1 / sqrt(1-b2^t) and, for adaptive steps, r_t / (1-b1^t) (RaLars' r_t, 1 for LAMB)
+    T inv_bias_correction1, inv_bias_correction2_sqrt, adaptive_numerator_scale;
     T weight_decay, neg_lr, clip_min, clip_max;
-    T rectification;  // RaLars' r_t (1 for LAMB)
     T grad_scale;
     bool maximize, has_weight_decay, adaptive;  // adaptive: divide by sqrt(v_hat) + eps
     bool scales_grad, trust_clip;
@@ -65,18 +68,20 @@ struct LAMB {
       else
         adaptive = h.force_adaptive_momentum != 0;
     }
+    const double bias_correction1 = corrected ? 1 - std::pow(h.beta1, s.step) : 1.0;
+    const double bias_correction2_sqrt = corrected ? std::sqrt(1 - std::pow(h.beta2, s.step)) : 1.0;
     return {T(h.beta1),
             T(h.grad_averaging != 0 ? 1 - h.beta1 : 1.0),
             T(h.beta2),
             T(1 - h.beta2),
-            T(corrected ? 1 - std::pow(h.beta1, s.step) : 1.0),
-            T(corrected ? std::sqrt(1 - std::pow(h.beta2, s.step)) : 1.0),
             T(h.eps),
+            T(1 / bias_correction1),
+            T(1 / bias_correction2_sqrt),
+            T(rectification / bias_correction1),
             T(h.weight_decay),
             T(-h.lr),
             T(h.clip_min),
             T(h.clip_max),
-            T(rectification),
             T(s.grad_scale),
             h.maximize != 0,
             h.weight_decay != 0,
@@ -89,8 +94,13 @@ struct LAMB {
   // u from the updated moments; pass 1 and pass 2 compute it alike.
   template <class T, int W>
   static Vec<T, W> update(const Vec<T, W>& p, const Vec<T, W>* state, const Coeffs<T>& k) {
-    const Vec<T, W> m_hat = state[kExpAvg] / k.bias_correction1;
-    Vec<T, W> u = k.adaptive ? m_hat / (sqrt(state[kExpAvgSq]) / k.bias_correction2_sqrt + k.eps) * k.rectification : m_hat;
+    Vec<T, W> u;
+    if (k.adaptive) {
+      const Vec<T, W> denom = core::mul_add(sqrt(state[kExpAvgSq]), k.inv_bias_correction2_sqrt, Vec<T, W>::broadcast(k.eps));
+      u = state[kExpAvg] * k.adaptive_numerator_scale / denom;
+    } else {
+      u = state[kExpAvg] * k.inv_bias_correction1;
+    }
     if (k.has_weight_decay) u = core::mul_add(p, k.weight_decay, u);
     return u;
   }
