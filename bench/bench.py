@@ -188,10 +188,12 @@ def sophia_implementations(params):
     return impls
 
 
-def implementations(name: str, params):
-    if name == "SophiaG":
+def implementations(name: str, params, peers: bool = True):
+    if name == "SophiaG" and peers:
         return sophia_implementations(params)
     impls = {"fastoptim": getattr(fastoptim, name)(params, **CONFIG[name])}
+    if not peers:
+        return impls
     if name in HOLOCRON_SET:
         return {**impls, **peer_implementations(name, params)}
     cls = getattr(torch.optim, name)
@@ -229,6 +231,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=0.4, help="time per implementation per round")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--no-peers", action="store_true",
+                    help="time fastoptim alone (to compare two builds of it, run A B A B ... with each installed in turn)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     exe = build_ceiling()
@@ -250,7 +254,7 @@ def main() -> None:
                 for p in params:
                     element_patterns[pattern(name, p)] += p.numel()
                 element_streams = sum(pattern_streams(p) * elements for p, elements in element_patterns.items())
-                impls = implementations(name, params)
+                impls = implementations(name, params, peers=not args.no_peers)
                 steps = {}
                 for label, opt in impls.items():  # warm-up: creates state, sizes each round
                     opt.step()
@@ -274,14 +278,14 @@ def main() -> None:
                     return element_streams * itemsize
 
                 ms = {label: statistics.median(t) * 1e3 for label, t in times.items()}
-                best_peer = min(v for k, v in ms.items() if not k.startswith("fastoptim"))
+                best_peer = min((v for k, v in ms.items() if not k.startswith("fastoptim")), default=None)
 
                 def fraction(label, ceiling):  # median over rounds of GB/s against that round's ceiling
                     return statistics.median(nbytes(label) / t / 1e9 / c[ceiling] for t, c in zip(times[label], ceilings))
 
                 for label, value in ms.items():
                     gbs = nbytes(label) / value / 1e6
-                    ratio = f"{best_peer / value:.2f}x" if label == "fastoptim" else ""
+                    ratio = f"{best_peer / value:.2f}x" if label == "fastoptim" and best_peer else ""
                     # The own-pattern ceiling is fastoptim's step's pattern; the AdamW yardstick's is the in-place one.
                     own_fraction = fraction(label, 1 if label == "fastoptim AdamW" else 2)
                     print(f"| {wl} | {dtype_name} | {name} | {label} | {value:.2f} | {gbs:.1f} | "
