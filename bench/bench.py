@@ -26,9 +26,11 @@ m, v and write p, m, v = 40 B. SophiaG between refreshes: read p, g, m, h; write
 "fastoptim AdamW" row, the same tensors stepped by AdamW, is counted at AdamW's 28 B).
 
 Peers: torch.optim's implementations for the classic five; for holocron's set, holocron.optim
-(pylocron), pytorch_optimizer with and without foreach, and the official package where there is
-one (adabelief-pytorch, adamp), each in its closest configuration to fastoptim's (RaLars:
-pytorch_optimizer's Lamb with rectify=True; TAdam has no pytorch_optimizer peer).
+(pylocron), pytorch_optimizer with and without foreach, timm with and without foreach (LAMB, LARS,
+AdaBelief, Adan; its AdamP has no foreach), and the official package where there is one
+(adabelief-pytorch, adamp), each in its closest configuration to fastoptim's (RaLars:
+pytorch_optimizer's Lamb with rectify=True; TAdam has no pytorch_optimizer peer; RaLars, TAdam and
+AdEMAMix have no timm peer).
 
 Each round runs the ceiling program, then every implementation (in an order rotated each round), so
 a drift in the machine's bandwidth hits all of them alike.
@@ -153,6 +155,34 @@ def holocron_optim():
     return importlib.import_module("holocron.optim")
 
 
+def timm_optim(module: str):
+    """A module of timm.optim without timm/__init__.py and timm/optim/__init__.py (which import
+    timm.models, torchvision and PIL); the optimizers themselves need only torch."""
+    import importlib
+    import importlib.util
+    import types
+
+    if "timm.optim" not in sys.modules:
+        root = importlib.util.find_spec("timm").submodule_search_locations[0]
+        for package, path in (("timm", root), ("timm.optim", os.path.join(root, "optim"))):
+            stub = types.ModuleType(package)
+            stub.__path__ = [path]
+            sys.modules[package] = stub
+    return importlib.import_module(f"timm.optim.{module}")
+
+
+# timm's module, class and options that make it do the same work as fastoptim's step, and whether it
+# has a foreach implementation. timm's Lamb and Lars skip the trust ratio where weight_decay is 0
+# unless always_adapt; its Lamb clips by the global gradient norm unless max_grad_norm is None.
+TIMM = {
+    "LAMB": ("lamb", "Lamb", dict(eps=1e-8, weight_decay=0.0, max_grad_norm=None, always_adapt=True), True),
+    "LARS": ("lars", "Lars", dict(always_adapt=True), True),
+    "AdamP": ("adamp", "AdamP", {}, False),
+    "AdaBelief": ("adabelief", "AdaBelief", dict(eps=1e-8, decoupled_decay=False, rectify=False), True),
+    "Adan": ("adan", "Adan", {}, True),
+}
+
+
 def peer_implementations(name: str, params):
     import pytorch_optimizer
 
@@ -171,6 +201,12 @@ def peer_implementations(name: str, params):
         from adabelief_pytorch import AdaBelief
 
         peers["adabelief-pytorch"] = AdaBelief(params, **cfg, eps=1e-8, weight_decouple=False, rectify=False, print_change_log=False)
+    if name in TIMM:
+        module, cls, extra, has_foreach = TIMM[name]
+        cls = getattr(timm_optim(module), cls)
+        for foreach in (False, True) if has_foreach else (None,):
+            label = "timm" if foreach is None else f"timm foreach={foreach}"
+            peers[label] = cls(params, **cfg, **extra, **({} if foreach is None else dict(foreach=foreach)))
     return peers
 
 
