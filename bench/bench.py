@@ -142,33 +142,35 @@ def measure_ceiling(exe: Path, threads: int, element_patterns: dict[str, int]) -
     return triad, inplace, total / seconds_per_element
 
 
-def holocron_optim():
-    """holocron.optim without holocron/__init__.py (which imports torchvision)."""
+def import_past_inits(module: str, *packages: str):
+    """Imports `module` with the __init__.py of each of `packages` (outermost first) left unrun: each
+    is replaced by an empty package on its directory. holocron's and timm's __init__ import
+    torchvision (and timm's PIL), which cannot be installed beside this torch; their optimizers need
+    only torch."""
     import importlib
     import importlib.util
     import types
 
-    if "holocron.optim" not in sys.modules:
-        package = types.ModuleType("holocron")
-        package.__path__ = list(importlib.util.find_spec("holocron").submodule_search_locations)
-        sys.modules["holocron"] = package
-    return importlib.import_module("holocron.optim")
+    for package in packages:
+        if package in sys.modules:
+            continue
+        parent, _, leaf = package.rpartition(".")
+        if parent:
+            path = [os.path.join(sys.modules[parent].__path__[0], leaf)]
+        else:
+            path = list(importlib.util.find_spec(package).submodule_search_locations)
+        stub = types.ModuleType(package)
+        stub.__path__ = path
+        sys.modules[package] = stub
+    return importlib.import_module(module)
+
+
+def holocron_optim():
+    return import_past_inits("holocron.optim", "holocron")
 
 
 def timm_optim(module: str):
-    """A module of timm.optim without timm/__init__.py and timm/optim/__init__.py (which import
-    timm.models, torchvision and PIL); the optimizers themselves need only torch."""
-    import importlib
-    import importlib.util
-    import types
-
-    if "timm.optim" not in sys.modules:
-        root = importlib.util.find_spec("timm").submodule_search_locations[0]
-        for package, path in (("timm", root), ("timm.optim", os.path.join(root, "optim"))):
-            stub = types.ModuleType(package)
-            stub.__path__ = [path]
-            sys.modules[package] = stub
-    return importlib.import_module(f"timm.optim.{module}")
+    return import_past_inits(f"timm.optim.{module}", "timm", "timm.optim")
 
 
 # timm's module, class and options that make it do the same work as fastoptim's step, and whether it
