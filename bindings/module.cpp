@@ -11,7 +11,6 @@
 
 #include "fastoptim/aten/elementwise_ops.h"
 #include "fastoptim/core/isa.h"
-#include "fastoptim/core/parallel.h"
 #include "fastoptim/edge/optimizer.h"
 #include "fastoptim/rules/all.h"
 
@@ -40,6 +39,18 @@ py::dict describe() {
   d["scales_grad"] = rules::scales_grad<Rule>::value;
   // What a state slot starts at (rules::initial_value), for the rules whose start is not zero: the
   // Python classes create their state from it, as the libtorch and edge front ends do.
+  // The rule's own validation of a flat hyper vector: None, (index of the first field out of its
+  // range, what the field accepts), or the message of a combination the rule refuses. The Python
+  // classes check param groups with it when they are added or loaded, under their public names.
+  d["check"] = py::cpp_function(
+      [](const std::vector<double>& hyper) -> py::object {
+        if (hyper.size() != Hyper::kFieldCount) throw py::value_error("check: wrong number of hyper values");
+        const int bad = core::first_invalid_field<Hyper>(hyper.data());
+        if (bad >= 0) return py::make_tuple(bad, core::check_text(Hyper::kFields[bad].check));
+        const char* conflict = Rule::invalid_combination(Hyper::from(hyper.data()));
+        return conflict ? py::object(py::str(conflict)) : py::object(py::none());
+      },
+      py::arg("hyper"));
   if (rules::has_initial_value<Rule>::value)
     d["initial_value"] = py::cpp_function(
         [](const std::vector<double>& hyper, int slot, std::int64_t position) {
@@ -66,24 +77,45 @@ void translating_errors(F&& f) {
   }
 }
 
+// The edge front end reads raw float buffers: each tensor handed to it must be a plain contiguous
+// float32 CPU tensor with `numel` elements, or edge_run would read past it or in storage order.
+void check_edge_buffer(const at::Tensor& t, const std::string& name, std::int64_t numel) {
+  if (!t.defined() || t.unsafeGetTensorImpl()->is_python_dispatch() || t.layout() != at::kStrided ||
+      !t.has_storage() || t.scalar_type() != at::kFloat || !t.device().is_cpu() || !t.is_contiguous())
+    throw py::type_error("edge_run: " + name + " must be a plain contiguous float32 CPU tensor");
+  if (t.numel() != numel)
+    throw py::value_error("edge_run: " + name + " has " + std::to_string(t.numel()) + " elements, its parameter " +
+                          std::to_string(numel));
+}
+
 // The edge front end driven from Python (its tests compare it with the Python classes): a new
-// edge optimizer of this rule over `params` (contiguous float32 CPU tensors, updated in place),
-// stepped once per entry of `grads_per_step`.
+// edge optimizer of this rule over `params` (updated in place), stepped once per entry of
+// `grads_per_step` (one gradient per parameter). Everything is checked before the first step.
 template <class Rule>
 void edge_run(const std::vector<at::Tensor>& params, const std::vector<std::vector<at::Tensor>>& grads_per_step,
               const std::vector<double>& hyper) {
   using Hyper = typename Rule::Hyper;
   if (hyper.size() != Hyper::kFieldCount) throw py::value_error("edge_run: wrong number of hyperparameters");
   std::vector<edge::Param> views;
-  for (const auto& p : params) {
-    if (p.scalar_type() != at::kFloat || !p.is_contiguous() || !p.device().is_cpu())
-      throw py::type_error("edge_run: params must be contiguous float32 CPU tensors");
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const at::Tensor& p = params[i];
+    check_edge_buffer(p, "params[" + std::to_string(i) + "]", p.defined() ? p.numel() : 0);
     views.push_back({p.data_ptr<float>(), p.numel(), p.dim() > 1 ? p.size(0) : 1, int(p.dim())});
   }
+  for (std::size_t k = 0; k < grads_per_step.size(); ++k) {
+    const auto& step_grads = grads_per_step[k];
+    if (step_grads.size() != params.size())
+      throw py::value_error("edge_run: step " + std::to_string(k) + " has " + std::to_string(step_grads.size()) +
+                            " gradients for " + std::to_string(params.size()) + " params");
+    for (std::size_t i = 0; i < step_grads.size(); ++i)
+      check_edge_buffer(step_grads[i], "grads_per_step[" + std::to_string(k) + "][" + std::to_string(i) + "]",
+                        params[i].numel());
+  }
   edge::Optimizer<Rule> opt(views, Hyper::from(hyper.data()));
+  if (opt.status() != edge::Status::ok) throw py::value_error(opt.error());
   std::vector<const float*> grads(params.size(), nullptr);
   for (const auto& step_grads : grads_per_step) {
-    for (std::size_t i = 0; i < step_grads.size() && i < grads.size(); ++i) grads[i] = step_grads[i].data_ptr<float>();
+    for (std::size_t i = 0; i < step_grads.size(); ++i) grads[i] = step_grads[i].data_ptr<float>();
     if (opt.step(grads.data()) != edge::Status::ok) throw py::value_error(opt.error());
   }
 }
@@ -208,5 +240,13 @@ PYBIND11_MODULE(_C, m) {
           throw py::value_error("ISA '" + isa + "' is not built in or not supported by this CPU");
       },
       py::arg("isa"), "Chooses the kernel ISA (also settable with the FASTOPTIM_ISA environment variable).");
-  m.def("max_threads", &core::max_threads, "Threads the kernels use (torch.set_num_threads bounds it).");
+  // (asked of the kernel library, built with OpenMP; this file is not, so core::max_threads here would say 1)
+  m.def("max_threads", &fastoptim_isa::max_threads, "Threads the kernels use (torch.set_num_threads bounds it).");
+  m.def(
+      "isa_request",
+      [] {
+        const char* forced = fastoptim_isa::requested_isa();
+        return forced ? py::object(py::str(forced)) : py::object(py::none());
+      },
+      "The FASTOPTIM_ISA the kernels were asked for, if it was ignored (unknown or not supported here), else None.");
 }

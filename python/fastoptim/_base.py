@@ -8,7 +8,9 @@ param group per step.
 
 from __future__ import annotations
 
+import numbers
 import operator
+import re
 from typing import Any
 
 import torch
@@ -51,6 +53,18 @@ def check_positive_int(**values: Any) -> None:
             raise ValueError(f"Invalid {name} value: {value!r} (expected an integer >= 1)")
 
 
+def memory_span(t: Tensor) -> tuple[Any, int, int] | None:
+    """(device, first byte, byte after the last) of the memory a dense tensor covers, or None when
+    it covers none here (empty, meta, or a tensor subclass such as DTensor, which the step refuses)."""
+    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
+
+    if t.numel() == 0 or t.is_meta or is_traceable_wrapper_subclass(t) or t.layout != torch.strided:
+        return None
+    start = t.data_ptr()
+    extent = 1 + sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride()))
+    return t.device, start, start + extent * t.element_size()
+
+
 def to_float(value: Any) -> float:
     """A hyperparameter as a float; 1-element tensors (as torch allows for betas) too."""
     return float(value.detach().cpu()) if isinstance(value, Tensor) else float(value)
@@ -67,8 +81,15 @@ class FusedOptimizer(torch.optim.Optimizer):
     #: also serves RaLars, whose rectification LAMB switches off)
     fixed_fields: dict[str, float] = {}
 
+    #: public names of rule fields that a group does not hold under the field's own name (beyond
+    #: beta<k>, which is betas[k-1]), for messages
+    public_names: dict[str, str] = {}
+
     def __setstate__(self, state: dict[str, Any]) -> None:
+        # (also what copy.deepcopy and pickle call: torch's __getstate__ keeps only defaults, state
+        # and param_groups, so what the class derives from its rule is derived again)
         super().__setstate__(state)
+        self._derive_from_rule()
         for group in self.param_groups:
             for key, value in self.setstate_defaults.items():
                 group.setdefault(key, value)
@@ -79,9 +100,15 @@ class FusedOptimizer(torch.optim.Optimizer):
                 f"{type(self).__name__}: differentiable=True is not supported; fastoptim's kernels "
                 "update tensors in place outside autograd (use torch.optim for differentiable steps)"
             )
+        self._derive_from_rule()  # add_param_group, run by torch's __init__, checks groups with it
         super().__init__(params, defaults)
+
+    def _derive_from_rule(self) -> None:
+        """What the class reads from its C++ rule's metadata: field and state names, checks, entries."""
         meta = _C.rules[self.rule]
         self._fields = [name for name, _, _ in meta["fields"]]
+        self._flag_fields = {name for name, _, is_flag in meta["fields"] if is_flag}
+        self._rule_check = meta["check"]
         # (state name, field that must be nonzero for it to exist, or None)
         self._state_slots = [(name, needs) for name, needs, _ in meta["state"]]
         # The rule's start values where a slot does not start at zero (Adagrad's sum, TAdam's W,
@@ -89,8 +116,6 @@ class FusedOptimizer(torch.optim.Optimizer):
         self._rule_initial_value = meta["initial_value"]
         # per-tensor scalar state, kept in the compute type: float32, or float64 for float64 params
         self._scalar_state = [name for name, _, scalar in meta["state"] if scalar]
-        if self._scalar_state:
-            self.register_load_state_dict_post_hook(FusedOptimizer._scalar_state_to_compute_dtype)
         self._counts_steps = bool(meta["counts_steps"])
         # The same C++ step two ways: the custom op (traceable by torch.compile) and a direct
         # pybind11 entry with half the call overhead for eager steps.
@@ -133,14 +158,171 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _compute_dtype(param: Tensor) -> torch.dtype:
         return torch.float64 if param.dtype == torch.float64 else torch.float32
 
-    @staticmethod
-    def _scalar_state_to_compute_dtype(optimizer: "FusedOptimizer") -> None:
-        # torch.optim's load_state_dict casts floating state to the parameter's dtype; per-tensor
-        # scalars stay in the compute type, so bf16 parameters keep a float32 scalar.
-        for p, state in optimizer.state.items():
-            for name in optimizer._scalar_state:
-                if name in state:
-                    state[name] = state[name].to(FusedOptimizer._compute_dtype(p))
+    # ---- param groups: checked when added or loaded ---------------------------------------------
+    def _public_name(self, name: str) -> str:
+        if name in self.public_names:
+            return self.public_names[name]
+        if name.startswith("beta") and name[4:].isdigit():
+            return f"betas[{int(name[4:]) - 1}]"
+        return name
+
+    def _check_group(self, group: dict[str, Any], where: str) -> None:
+        """Raises a ValueError or TypeError naming the group's first bad hyperparameter by its public
+        name: missing, of the wrong type (a string, None for a flag), non-finite or out of the rule's
+        range, or a combination the rule refuses. Changes nothing."""
+        values = []
+        for name in self._fields:
+            label = self._public_name(name)
+            try:
+                value = self._field_value(group, name)
+            except (KeyError, IndexError) as error:
+                raise ValueError(f"{where}: {label} is missing ({type(error).__name__}: {error})") from None
+            except TypeError as error:
+                raise TypeError(f"{where}: {label} has the wrong type ({error})") from None
+            if isinstance(value, Tensor):
+                if value.numel() != 1 or not (value.is_floating_point() or value.dtype in (torch.int32, torch.int64)):
+                    raise ValueError(f"{where}: Tensor {label} must be a 1-element real tensor, got shape "
+                                     f"{tuple(value.shape)} and dtype {value.dtype}")
+                value = float(value.detach().cpu())  # once, here: a step never calls .item()
+            elif name in self._flag_fields:
+                if not isinstance(value, numbers.Real) or value not in (0, 1):
+                    raise TypeError(f"{where}: {label} must be a bool, got {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"{where}: {label} must be a number, got {value!r}")
+            values.append(float(value))
+        problem = self._rule_check(values)
+        if isinstance(problem, tuple):
+            index, accepts = problem
+            name = self._fields[index]
+            label = "learning rate" if name == "lr" else f"{self._public_name(name)} value"
+            raise ValueError(f"{where}: Invalid {label}: {values[index]} (must be {accepts})")
+        if problem is not None:
+            raise ValueError(f"{where}: {problem}")
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch.optim's add_param_group, refusing what would make a step wrong or racy: a parameter
+        twice in the group (its step would count twice), parameters whose memory overlaps (threads
+        would race on it), and hyperparameters the rule cannot run with. Nothing is added then."""
+        params = param_group.get("params") if isinstance(param_group, dict) else None
+        if params is not None and not isinstance(params, set):  # (a set: torch's own TypeError)
+            param_group["params"] = params = [params] if isinstance(params, Tensor) else list(params)
+            self._check_new_params(params)
+        super().add_param_group(param_group)
+        try:
+            self._check_group(self.param_groups[-1], f"{type(self).__name__}: param group {len(self.param_groups) - 1}")
+        except (TypeError, ValueError):
+            self.param_groups.pop()
+            raise
+
+    def _check_new_params(self, params: list[Any]) -> None:
+        if not all(isinstance(p, Tensor) for p in params):
+            return  # torch's add_param_group says what is wrong
+        seen: dict[int, int] = {}
+        for index, p in enumerate(params):
+            if id(p) in seen:
+                raise ValueError(
+                    f"{type(self).__name__}: parameter #{index} (shape {tuple(p.shape)}) is parameter "
+                    f"#{seen[id(p)]} again in the same param group; each parameter may appear once "
+                    "(twice, its step would be counted twice)"
+                )
+            seen[id(p)] = index
+        existing = {id(q) for g in self.param_groups for q in g["params"]}
+        labelled = [(f"parameter #{i} of param group {g_index}", q) for g_index, g in enumerate(self.param_groups)
+                    for i, q in enumerate(g["params"])]
+        labelled += [(f"parameter #{i} of the new param group", p) for i, p in enumerate(params) if id(p) not in existing]
+        spans = []  # (device, first byte, end byte, label, tensor)
+        for label, q in labelled:
+            span = memory_span(q)
+            if span is not None:
+                spans.append((str(span[0]), span[1], span[2], label, q))
+        spans.sort(key=lambda span: span[:3])
+        reach = None  # the span reaching furthest so far on the current device
+        for span in spans:
+            if reach is not None and reach[0] == span[0] and span[1] < reach[2]:
+                (_, _, _, label_a, p_a), (_, _, _, label_b, p_b) = reach, span
+                raise ValueError(
+                    f"{type(self).__name__}: {label_b} (shape {tuple(p_b.shape)}) overlaps {label_a} (shape "
+                    f"{tuple(p_a.shape)}) in memory; parameters must not share memory (their updates would race "
+                    "between threads): pass the tensor they share once, or separate copies"
+                )
+            if reach is None or reach[0] != span[0] or span[2] > reach[2]:
+                reach = span
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch.optim's load_state_dict, with the state dict checked first: every group's
+        hyperparameters (as when added), and every parameter's state (a dict holding each tensor
+        this configuration steps with, of the parameter's shape; a 1-element ``step``). A bad entry
+        raises, naming the param group, the parameter and the key, and nothing changes. What
+        torch.optim converts is converted: a ``step`` stored as a number (torch < 1.12) becomes a
+        float32 tensor. Per-tensor scalar state (TAdam's W, AMaC's noise key, AdaHessian's refresh
+        count) keeps its float32 value, where torch's load would cast it to a bf16/fp16 parameter's dtype."""
+        state_dict = self._checked_state_dict(state_dict)
+        super().load_state_dict(state_dict)
+        for p, state in self.state.items():
+            for name in self._scalar_state:
+                if isinstance(state.get(name), _Uncast):
+                    state[name] = state[name].tensor.to(dtype=self._compute_dtype(p), device=p.device)
+
+    def _checked_state_dict(self, state_dict: Any) -> dict[str, Any]:
+        """A copy of `state_dict` ready for torch's load (steps converted, scalar state shielded from
+        its cast), or an error naming what is wrong. Group and parameter counts are left to torch's
+        own checks, which raise before anything changes."""
+        where = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= state_dict.keys():
+            raise ValueError(f"{where}: expected a dict with 'state' and 'param_groups', got "
+                             f"{sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__}")
+        saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
+        if not isinstance(saved_state, dict):
+            raise ValueError(f"{where}: 'state' must be a dict, got {type(saved_state).__name__}")
+        state = dict(saved_state)
+        if len(saved_groups) != len(self.param_groups) or any(
+            len(g["params"]) != len(s["params"]) for g, s in zip(self.param_groups, saved_groups)
+        ):
+            return {**state_dict, "state": state}  # torch's load raises its own ValueError
+        for group_index, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
+            merged = {**self.setstate_defaults, **saved, "params": group["params"]}
+            self._check_group(merged, f"{where}: param_groups[{group_index}]")
+            used, keys = self._state_keys(self._hyper(merged))
+            for index, (p, key) in enumerate(zip(group["params"], saved["params"])):
+                entry = state.get(key)
+                if entry is None:
+                    continue
+                label = f"{where}: state of parameter #{index} (shape {tuple(p.shape)}) of param_groups[{group_index}]"
+                if not isinstance(entry, dict):
+                    raise TypeError(f"{label} must be a dict of tensors, got {type(entry).__name__}")
+                state[key] = self._checked_param_state(dict(entry), p, used, keys, label)
+        return {**state_dict, "state": state}
+
+    def _checked_param_state(self, entry: dict[str, Any], p: Tensor, used: list[str], keys: list[str], label: str):
+        step = entry.get("step")
+        if step is not None and not isinstance(step, Tensor):
+            if isinstance(step, bool) or not isinstance(step, numbers.Real):
+                raise TypeError(f"{label}: 'step' must be a number or a tensor, got {step!r}")
+            entry["step"] = torch.tensor(float(step), dtype=torch.float32)  # as torch.optim's __setstate__
+        elif isinstance(step, Tensor) and not step.is_floating_point():
+            entry["step"] = step.to(torch.float32)
+        if not entry:
+            return entry  # no state yet: created by the next step, as for a new parameter
+        missing = [k for k in keys if k not in entry]
+        if missing:
+            raise ValueError(f"{label} lacks {missing} (it has {sorted(entry)}); {type(self).__name__} with these "
+                             f"hyperparameters keeps {keys}: a state dict of another optimizer or configuration?")
+        for name in keys:
+            value = entry[name]
+            if not isinstance(value, Tensor):
+                raise TypeError(f"{label}: {name!r} must be a tensor, got {type(value).__name__}")
+            if not value.is_floating_point():
+                raise TypeError(f"{label}: {name!r} must be a floating-point tensor, got {value.dtype}")
+            if name in used and name not in self._scalar_state:  # shaped like the parameter
+                if value.shape != p.shape:
+                    raise ValueError(f"{label}: {name!r} must have shape {tuple(p.shape)}, got {tuple(value.shape)}")
+            elif value.numel() != 1:
+                raise ValueError(f"{label}: {name!r} must have one element, got shape {tuple(value.shape)}")
+        for name in self._scalar_state:
+            if name in entry:
+                entry[name] = _Uncast(entry[name])
+        return entry
 
     # ---- the step -----------------------------------------------------------------------------
     def _hyper(self, group: dict[str, Any]) -> list[float]:
@@ -225,7 +407,7 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     def _gather_steady(self):
         """The steady-state step's arguments of every group, gathered in C++ (no Python loop over
-        the params): per group with a gradient, (gathered, hyper, lr tensor or None). None when the
+        the params): per group with a gradient, (group, gathered, hyper, lr tensor or None). None when the
         Python gather is needed: some state is still to be created, a gradient is sparse, or a
         group clips the global gradient norm."""
         work = []
@@ -239,7 +421,7 @@ class FusedOptimizer(torch.optim.Optimizer):
                 return None
             if len(gathered):
                 lr = group["lr"]
-                work.append((gathered, hyper, lr if isinstance(lr, Tensor) else None))
+                work.append((group, gathered, hyper, lr if isinstance(lr, Tensor) else None))
         return work
 
     @staticmethod
@@ -293,10 +475,10 @@ class FusedOptimizer(torch.optim.Optimizer):
         if before_update is None and not torch.compiler.is_compiling():
             steady = self._gather_steady()
             if steady is not None:
-                for gathered, hyper, lr in steady[1:]:  # the first group is checked inside its own step
-                    self._direct_gathered(gathered, hyper, lr, check_only=True)
-                for gathered, hyper, lr in steady:
-                    self._direct_gathered(gathered, hyper, lr)
+                for group, gathered, hyper, lr in steady[1:]:  # the first group is checked inside its own step
+                    self._call(self._direct_gathered, group, gathered, hyper, lr, check_only=True)
+                for group, gathered, hyper, lr in steady:
+                    self._call(self._direct_gathered, group, gathered, hyper, lr)
                 return
         gathered = [(group, w) for group in self.param_groups if (w := self._gather(group)) is not None]
         grad_norm = self._global_grad_norm(gathered)
@@ -309,13 +491,38 @@ class FusedOptimizer(torch.optim.Optimizer):
                 self._commit(created)
             return
         # The first group is checked inside its own step, unless something runs before it.
-        for _, args, _ in work if before_update is not None else work[1:]:
-            self._direct(*args, check_only=True)
+        for group, args, _ in work if before_update is not None else work[1:]:
+            self._call(self._direct, group, *args, check_only=True)
         if before_update is not None:
             before_update(work)
-        for _, args, created in work:
-            self._direct(*args)
+        for group, args, created in work:
+            self._call(self._direct, group, *args)
             self._commit(created)
+
+    def _call(self, entry, group: dict[str, Any], *args, **kwargs) -> None:
+        """entry(*args, **kwargs), a C++ step of `group`; its errors name parameters as the group does."""
+        try:
+            entry(*args, **kwargs)
+        except (TypeError, ValueError) as error:
+            raise self._relabeled(error, group) from None
+
+    def _relabeled(self, error: Exception, group: dict[str, Any]) -> Exception:
+        """The C++ step's error with "params[i]" (i counts the group's params that have a gradient,
+        the lists the step takes) replaced by the parameter's label in its group."""
+        text = str(error)
+        match = re.search(r"\b(?:params|grads|steps)\[(\d+)\]", text)
+        if match is None:
+            return error
+        position = int(match.group(1))
+        with_grads = [(i, p) for i, p in enumerate(group["params"]) if p.grad is not None]
+        if position >= len(with_grads):
+            return error
+        index, p = with_grads[position]
+        label = self._param_label(group, index, p)
+        text = re.sub(rf"\bparams\[{position}\]", label, text)
+        text = re.sub(rf"\bgrads\[{position}\]", f"the gradient of {label}", text)
+        text = re.sub(rf"\bsteps\[{position}\]", f"the step of {label}", text)
+        return type(error)(text)
 
     def _state_column(self, args, name: str) -> list[Tensor]:
         """From a group's step arguments: the state tensors `name` of its params, in their order."""
@@ -328,3 +535,14 @@ class FusedOptimizer(torch.optim.Optimizer):
         # rejected step leaves the optimizer exactly as it was.
         for p, new in created:
             self.state[p].update(new)
+
+
+class _Uncast:
+    """A per-tensor scalar state value carried through torch's load_state_dict, whose cast to the
+    parameter's dtype would round it (a bf16 parameter's float32 W, or noise key 257): torch casts
+    tensors, dicts and iterables, and passes anything else through as it is."""
+
+    __slots__ = ("tensor",)
+
+    def __init__(self, tensor: Tensor) -> None:
+        self.tensor = tensor

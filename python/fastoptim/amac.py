@@ -19,6 +19,8 @@ class AMaCUpdate(FusedOptimizer):
     position among all parameters, the key its noise is drawn with."""
 
     rule = "amac"
+    public_names = {"centralize": "gradient_centralization", "centralize_conv_only": "gc_conv_only",
+                    "clip_update": "clip_mode", "schedule_steps": "total_steps", "noise_steps": "noise_decay_steps"}
 
     def _field_value(self, group: dict[str, Any], name: str) -> Any:
         warmup = group["warmup_steps"]

@@ -281,6 +281,7 @@ class SophiaG(Sophia):
 
     square_estimate = True
     estimator = "gnb"
+    _step_bs: float | None = None  # step(bs=...)'s value during that step
 
     def __init__(
         self,

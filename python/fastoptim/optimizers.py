@@ -412,6 +412,8 @@ def checked_scale_clip(scale_clip) -> tuple[float, float]:
 class _ScaleClipOptimizer(FusedOptimizer):
     """A rule with clip_min / clip_max fields, read from the group's ``scale_clip`` pair."""
 
+    public_names = {"clip_min": "scale_clip[0]", "clip_max": "scale_clip[1]"}
+
     def _field_value(self, group: dict[str, Any], name: str) -> Any:
         if name in ("clip_min", "clip_max"):
             return group["scale_clip"][name == "clip_max"]

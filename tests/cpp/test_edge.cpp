@@ -163,13 +163,135 @@ static void test_invalid_hyperparameters() {
   Problem a(9);
   const auto before = a.values;
   edge::AdamW opt(a.params());
-  opt.hyper().lr = -1;
+  auto hyper = opt.hyper();
+  hyper.lr = -1;
+  expect(opt.set_hyper(hyper) == edge::Status::invalid_hyperparameter && opt.hyper().lr == 1e-3,
+         "a negative lr is refused and the old one kept");
+  hyper.lr = 1e-3;
+  hyper.beta1 = 1.0;
+  expect(opt.set_hyper(hyper) == edge::Status::invalid_hyperparameter, "beta1 = 1 is refused");
+  hyper.beta1 = 0.9;
+  hyper.weight_decay = INFINITY;
+  expect(opt.set_hyper(hyper) == edge::Status::invalid_hyperparameter, "an infinite weight decay is refused");
+  hyper.weight_decay = 0.01;
+  hyper.amsgrad = 1;
+  expect(opt.set_hyper(hyper) == edge::Status::state_layout_changed, "turning amsgrad on after construction is refused");
+  hyper.amsgrad = 0;
+  hyper.lr = 2e-3;
+  expect(opt.set_hyper(hyper) == edge::Status::ok && opt.hyper().lr == 2e-3, "a new lr is taken");
+  expect(a.values == before && opt.step_count() == 0.0f, "nothing moved");
+
+  rules::SGD::Hyper sgd;
+  edge::SGD plain(a.params(), sgd);
+  sgd.momentum = 0.9;
+  expect(plain.set_hyper(sgd) == edge::Status::state_layout_changed, "SGD's momentum cannot be switched on later");
+  rules::Adam::Hyper bad;
+  bad.lr = NAN;
+  edge::Optimizer<rules::Adam> from_bad(a.params(), bad);
+  expect(from_bad.status() == edge::Status::invalid_hyperparameter && from_bad.step(a.grad_pointers().data()) == from_bad.status(),
+         "an optimizer built with a NaN lr reports it, and stepping it does nothing");
+  rules::AMaC::Hyper amac;
+  amac.seed = 18446744073709551616.0;  // 2**64: no uint64 holds it
+  expect(edge::AMaC(a.params(), amac).status() == edge::Status::invalid_hyperparameter, "a seed >= 2**53 is refused");
+  amac.seed = 3.5;
+  expect(edge::AMaC(a.params(), amac).status() == edge::Status::invalid_hyperparameter, "a fractional seed is refused");
+  expect(a.values == before, "no refused construction moved a parameter");
+}
+
+// Every call on an optimizer that could not be built answers with its status.
+static void test_unusable_optimizer() {
+  Problem a(11);
+  rules::SGD::Hyper hyper;
+  hyper.momentum = 0.9;
+  float storage[4];
+  edge::SGD opt(a.params(), hyper, storage, 4);
+  std::vector<unsigned char> buffer(1 << 20);
+  expect(opt.status() == edge::Status::state_too_small, "the short state buffer is reported");
+  expect(opt.save_state(buffer.data(), buffer.size()) == edge::Status::state_too_small, "save_state reports it");
+  expect(opt.load_state(buffer.data(), opt.state_bytes()) == edge::Status::state_too_small, "load_state reports it");
+  expect(opt.state(0, 0) == nullptr, "state() has nothing to give");
+  expect(opt.set_hyper(hyper) == edge::Status::state_too_small, "set_hyper reports it");
+  edge::SGD null_state(a.params(), hyper, nullptr, 1 << 20);
+  expect(null_state.status() == edge::Status::null_pointer, "a null state buffer is refused");
+  rules::SGD::Hyper stateless;
+  edge::SGD no_state(a.params(), stateless, nullptr, 0);
+  expect(no_state.status() == edge::Status::ok, "a rule configuration without state needs no buffer");
+}
+
+static void test_bad_params_and_pointers() {
+  std::vector<float> w(12, 1.0f), g(12, 0.5f);
+  auto build = [&](edge::Param p) { return edge::Adam({p}).status(); };
+  expect(build({w.data(), 12, 0, 2}) == edge::Status::bad_param, "rows = 0 of a matrix is refused");
+  expect(build({w.data(), 12, 5, 2}) == edge::Status::bad_param, "rows that do not divide numel are refused");
+  expect(build({w.data(), 12, 24, 2}) == edge::Status::bad_param, "rows > numel are refused");
+  expect(build({w.data(), -1, 1, 1}) == edge::Status::bad_param, "a negative numel is refused");
+  expect(build({w.data(), 12, 1, -1}) == edge::Status::bad_param, "a negative ndim is refused");
+  expect(build({nullptr, 12, 1, 1}) == edge::Status::null_pointer, "a null parameter is refused");
+  expect(build({nullptr, 0, 1, 1}) == edge::Status::ok, "an empty parameter needs no memory");
+  expect(build({w.data(), 12, 3, 2}) == edge::Status::ok, "a 3 x 4 matrix is fine");
+  expect(build({w.data(), 12, 0, 1}) == edge::Status::ok, "a vector's rows are not read");
+
+  edge::AdamP adamp({{w.data(), 12, 3, 2}});
+  const float* grads[] = {g.data()};
+  expect(adamp.step(grads) == edge::Status::ok, "a valid 3 x 4 matrix steps");
+  const std::vector<float> before = w;
+  const float* null_grad[] = {nullptr};
+  expect(adamp.step(null_grad) == edge::Status::null_pointer && adamp.step(nullptr) == edge::Status::null_pointer,
+         "a null gradient, or a null gradient array, is refused");
+  expect(w == before && adamp.step_count() == 1.0f, "and nothing moved");
+  std::vector<unsigned char> buffer(adamp.state_bytes());
+  expect(adamp.save_state(nullptr, buffer.size()) == edge::Status::null_pointer, "save_state refuses a null buffer");
+  expect(adamp.load_state(nullptr, buffer.size()) == edge::Status::null_pointer, "load_state refuses a null pointer");
+  edge::Average average({{w.data(), 12}});  // weight averaging reads no gradient
+  expect(average.step(nullptr) == edge::Status::ok, "a rule that reads no gradient takes a null array");
+}
+
+// A checkpoint is refused unless every header word and the checksum are right: truncations,
+// single bit flips anywhere, and random payloads behind a valid header.
+static void test_checkpoint_fuzz() {
+  Problem a(13);
+  rules::Adam::Hyper hyper;
+  edge::Adam opt(a.params(), hyper);
   const auto grads = a.grad_pointers();
-  expect(opt.step(grads.data()) == edge::Status::invalid_hyperparameter && a.values == before && opt.step_count() == 0.0f,
-         "a negative lr is refused before anything moves");
-  opt.hyper().lr = 1e-3;
-  opt.hyper().beta1 = 1.0;
-  expect(opt.step(grads.data()) == edge::Status::invalid_hyperparameter, "beta1 = 1 is refused");
+  for (unsigned step = 0; step < 3; ++step) {
+    a.fill_grads(step);
+    opt.step(grads.data());
+  }
+  std::vector<unsigned char> saved(opt.state_bytes());
+  opt.save_state(saved.data(), saved.size());
+  std::vector<unsigned char> reference(opt.state_bytes());
+  auto unchanged = [&] {
+    opt.save_state(reference.data(), reference.size());
+    return reference == saved && opt.step_count() == 3.0f;
+  };
+  bool truncations = true;
+  for (std::size_t size : {std::size_t(0), std::size_t(7), std::size_t(64), saved.size() / 2, saved.size() - 8, saved.size() - 1})
+    truncations = truncations && opt.load_state(saved.data(), size) == edge::Status::bad_state;
+  expect(truncations && unchanged(), "truncated checkpoints are refused");
+  std::vector<unsigned char> longer = saved;
+  longer.push_back(0);
+  expect(opt.load_state(longer.data(), longer.size()) == edge::Status::bad_state, "a checkpoint with trailing bytes is refused");
+  std::mt19937 gen(17);
+  bool flips = true;
+  for (int trial = 0; trial < 500; ++trial) {
+    std::vector<unsigned char> flipped = saved;
+    const std::size_t bit = std::uniform_int_distribution<std::size_t>(0, saved.size() * 8 - 1)(gen);
+    flipped[bit / 8] ^= static_cast<unsigned char>(1u << (bit % 8));
+    flips = flips && opt.load_state(flipped.data(), flipped.size()) == edge::Status::bad_state;
+  }
+  expect(flips && unchanged(), "500 single bit flips are all refused");
+  const std::size_t header = saved.size() - edge::Adam::state_floats(a.params(), hyper) * sizeof(float) - 8;
+  bool payloads = true;
+  for (int trial = 0; trial < 500; ++trial) {
+    std::vector<unsigned char> forged = saved;
+    for (std::size_t k = header; k < forged.size(); ++k) forged[k] = static_cast<unsigned char>(gen());
+    payloads = payloads && opt.load_state(forged.data(), forged.size()) == edge::Status::bad_state;
+  }
+  expect(payloads && unchanged(), "500 random payloads behind a valid header are refused");
+  std::vector<unsigned char> high_step = saved;
+  high_step[3 * 8 + 5] = 1;  // an upper byte of the step word
+  expect(opt.load_state(high_step.data(), high_step.size()) == edge::Status::bad_state, "the step word's upper bytes are checked");
+  expect(opt.load_state(saved.data(), saved.size()) == edge::Status::ok && unchanged(), "the untouched checkpoint loads");
 }
 
 int main() {
@@ -179,6 +301,9 @@ int main() {
   test_checkpoints();
   test_caller_owned_state();
   test_invalid_hyperparameters();
+  test_unusable_optimizer();
+  test_bad_params_and_pointers();
+  test_checkpoint_fuzz();
   std::printf("%d passed, %d failed\n", passes, failures);
   return failures == 0 ? 0 : 1;
 }

@@ -94,7 +94,7 @@ def test_wrong_dtype_of_W_is_rejected_before_anything_changes():
     opt.step()
     opt.state[params[0]]["W_t"] = opt.state[params[0]]["W_t"].double()
     before = params[0].detach().clone()
-    with pytest.raises(TypeError, match=r"W_t of params\[0\] has dtype Double but must be Float"):
+    with pytest.raises(TypeError, match=r"W_t of parameter #0 \(shape \(17,\)\) of param group 0 has dtype Double but must be Float"):
         opt.step()
     assert torch.equal(params[0], before)
 

@@ -47,9 +47,27 @@ void write_scalar(const at::Tensor& t, double value) {
   else *static_cast<double*>(t.data_ptr()) = value;
 }
 
+// Every tensor the kernels read or write must be a plain tensor with memory of its own. A tensor
+// subclass with its own dispatch (a DTensor, FSDP2's sharded parameters) or a tensor without
+// storage has no memory here to read: refused before any pointer is taken.
+template <class What>
+void check_plain(const at::Tensor& t, const What& what, const char* op) {
+  TORCH_CHECK_TYPE(!t.unsafeGetTensorImpl()->is_python_dispatch(), op, ": ", what,
+                   " is a tensor subclass with its own dispatch (such as a DTensor from FSDP2's fully_shard or "
+                   "distribute_tensor); fastoptim steps plain tensors only (DTensor support is planned: step the "
+                   "local shards, or use torch.optim for DTensor parameters)");
+  TORCH_CHECK_TYPE(t.layout() == at::kStrided, op, ": ", what, " has layout ", t.layout(),
+                   "; only dense (strided) tensors are supported (sparse gradients are not)");
+  // (a meta tensor has no memory either: the device check names it)
+  TORCH_CHECK_VALUE(t.has_storage() && (t.is_meta() || t.numel() == 0 || t.const_data_ptr() != nullptr), op, ": ",
+                    what, " has no storage of its own to update");
+}
+
 template <class What>
 void check_scalar_tensor(const at::Tensor& t, const What& what) {
-  TORCH_CHECK_VALUE(t.defined() && t.numel() == 1, "fastoptim: ", what, " must be a 1-element tensor");
+  TORCH_CHECK_VALUE(t.defined(), "fastoptim: ", what, " is undefined");
+  check_plain(t, what, "fastoptim");
+  TORCH_CHECK_VALUE(t.numel() == 1, "fastoptim: ", what, " must be a 1-element tensor");
   TORCH_CHECK_VALUE(t.device().is_cpu(), "fastoptim: ", what, " must be on the CPU, got ", t.device());
   TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, "fastoptim: ", what,
                    " must be float32 or float64, got ", t.scalar_type());
@@ -72,8 +90,7 @@ std::ostream& operator<<(std::ostream& out, const TensorName& n) {
 void check_matches_param(const at::Tensor& t, const at::Tensor& param, const TensorName& name, const char* op) {
   const size_t i = name.index;
   TORCH_CHECK_VALUE(t.defined(), op, ": ", name, " is undefined");
-  TORCH_CHECK_TYPE(t.layout() == at::kStrided, op, ": ", name, " has layout ", t.layout(),
-                   "; only dense (strided) tensors are supported (sparse gradients are not)");
+  check_plain(t, name, op);
   TORCH_CHECK_TYPE(t.scalar_type() == param.scalar_type(), op, ": ", name, " has dtype ", t.scalar_type(),
                    " but params[", i, "] has dtype ", param.scalar_type());
   TORCH_CHECK_VALUE(t.device() == param.device(), op, ": ", name, " is on ", t.device(), " but params[", i,
@@ -87,8 +104,9 @@ void check_matches_param(const at::Tensor& t, const at::Tensor& param, const Ten
 // float64 for float64 parameters, float32 otherwise.
 void check_scalar_state(const at::Tensor& t, const at::Tensor& param, const TensorName& name, const char* op) {
   const auto expected = param.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  TORCH_CHECK_VALUE(t.defined() && t.numel() == 1, op, ": ", name, " must be a 1-element tensor");
-  TORCH_CHECK_TYPE(t.layout() == at::kStrided, op, ": ", name, " has layout ", t.layout());
+  TORCH_CHECK_VALUE(t.defined(), op, ": ", name, " is undefined");
+  check_plain(t, name, op);
+  TORCH_CHECK_VALUE(t.numel() == 1, op, ": ", name, " must be a 1-element tensor");
   TORCH_CHECK_TYPE(t.scalar_type() == expected, op, ": ", name, " has dtype ", t.scalar_type(), " but must be ",
                    expected, " for params[", name.index, "] of dtype ", param.scalar_type());
   TORCH_CHECK_VALUE(t.device() == param.device(), op, ": ", name, " is on ", t.device(), " but params[", name.index,
@@ -169,11 +187,11 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& p = params[i];
     TORCH_CHECK_VALUE(p.defined(), op, ": params[", i, "] is undefined");
+    check_plain(p, TensorName{"params", i}, op);
     TORCH_CHECK_TYPE(storage_dtype(p.scalar_type()).has_value(), op, ": params[", i, "] has dtype ",
                      p.scalar_type(), "; supported: float32, float64, bfloat16, float16");
     TORCH_CHECK_VALUE(p.device().is_cpu(), op, ": params[", i, "] is on ", p.device(),
                       "; this build of fastoptim runs on the CPU only");
-    TORCH_CHECK_TYPE(p.layout() == at::kStrided, op, ": params[", i, "] has layout ", p.layout());
     TORCH_CHECK_VALUE(p.is_contiguous(), op, ": params[", i, "] must be contiguous");
     if (rules::reads_grad<Rule>::value) check_matches_param(grads[i], p, TensorName{"grads", i}, op);
     for (size_t s = 0; s < slots.size(); ++s) {

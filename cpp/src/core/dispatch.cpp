@@ -7,6 +7,10 @@
 
 #include "fastoptim/core/isa.h"
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 namespace fastoptim_isa {
 
 KernelTable kernels_scalar();
@@ -71,6 +75,21 @@ bool cpu_supports(const char* isa) {
   if (std::strcmp(isa, "neon") == 0) return true;
 #endif
   return false;
+}
+
+const char* requested_isa() {
+  const char* forced = std::getenv("FASTOPTIM_ISA");
+  return forced && (find(forced) < 0 || !cpu_supports(forced)) ? forced : nullptr;
+}
+
+// (not core::max_threads: that inline function is also compiled in files built without OpenMP,
+// and the linker may keep either copy)
+int max_threads() {
+#if defined(_OPENMP)
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
 }
 
 int table_count() { return int(tables().size()); }

@@ -8,13 +8,16 @@
 
 namespace fastoptim::core {
 
-// What a field accepts. Flags are stored as 0/1 in the flat vector.
+// What a field accepts. Flags are stored as 0/1 in the flat vector. Every check but `bound`
+// rejects NaN and infinities.
 enum class Check : int {
   any,           // any finite value
-  non_negative,  // 0 <= x
+  non_negative,  // 0 <= x < inf
   unit_interval, // 0 <= x < 1 (betas, decay rates)
   unit_closed,   // 0 <= x <= 1 (interpolation weights)
   flag,          // 0 or 1
+  bound,         // 0 <= x, inf allowed (an upper clamp that inf switches off)
+  whole,         // a whole number in [0, 2**53), exact in a double (seeds)
 };
 
 struct Field {
@@ -25,22 +28,26 @@ struct Field {
 
 inline bool field_accepts(Check c, double x) {
   switch (c) {
-    case Check::any: return !std::isnan(x);
-    case Check::non_negative: return x >= 0.0;  // false for NaN
+    case Check::any: return std::isfinite(x);
+    case Check::non_negative: return x >= 0.0 && std::isfinite(x);  // false for NaN
     case Check::unit_interval: return x >= 0.0 && x < 1.0;
     case Check::unit_closed: return x >= 0.0 && x <= 1.0;
     case Check::flag: return x == 0.0 || x == 1.0;
+    case Check::bound: return x >= 0.0;
+    case Check::whole: return x >= 0.0 && x < 9007199254740992.0 && std::floor(x) == x;
   }
   return false;
 }
 
 inline const char* check_text(Check c) {
   switch (c) {
-    case Check::any: return "a number";
-    case Check::non_negative: return ">= 0";
+    case Check::any: return "a finite number";
+    case Check::non_negative: return "finite and >= 0";
     case Check::unit_interval: return "in [0, 1)";
     case Check::unit_closed: return "in [0, 1]";
     case Check::flag: return "0 or 1 (a bool)";
+    case Check::bound: return ">= 0 (inf: no bound)";
+    case Check::whole: return "a whole number in [0, 2**53)";
   }
   return "";
 }

@@ -46,5 +46,10 @@ const KernelTable& active();
 // Chooses a table by name; false (and nothing changed) when the name is unknown or the CPU lacks it.
 bool set_active(const char* isa);
 bool cpu_supports(const char* isa);
+// FASTOPTIM_ISA when it named a table this build lacks or this CPU cannot run (and so was
+// ignored), else nullptr: the front ends warn with it.
+const char* requested_isa();
+// Threads the kernels' OpenMP loops use (1 without OpenMP); torch.set_num_threads bounds it.
+int max_threads();
 
 }  // namespace fastoptim_isa

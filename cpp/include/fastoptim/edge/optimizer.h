@@ -12,11 +12,18 @@
 //   Python and libtorch front ends (SIMD chosen at run time, OpenMP when built with it), so a
 //   float32 run gives the bits fastoptim's Python class gives.
 // - save_state()/load_state() write and read a byte buffer: a versioned header (magic, format
-//   version, rule name, hyperparameter count, step, parameter sizes) and the state.
+//   version, rule name, hyperparameter count, step, parameter sizes, a checksum) and the state.
+// - Every public call either works or returns a Status that names the problem (error() says
+//   more): bad parameters, null pointers, a state buffer too small and invalid hyperparameters
+//   are found at construction or by the call, and an optimizer that could not be built answers
+//   every call with the status of its construction. Hyperparameters change only through
+//   set_hyper(), which refuses a change of the state layout (amsgrad, momentum: slots that exist
+//   or not) and values out of range.
 // - Every rule is offered. Rules with per-tensor sums (LAMB, LARS, TAdam, AdamP, AMaC) keep work
 //   buffers per thread; the constructor runs one step on scratch copies so that they are sized
 //   then, and step() from the constructing thread allocates nothing either.
 #pragma once
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -28,7 +35,8 @@ namespace fastoptim::edge {
 
 // One parameter: `numel` floats at `data`, owned by the caller. `rows` (the size of dim 0) and `ndim`
 // matter to rules that look at a tensor's shape: AdamP's per-channel view, LARS's exclude_1d, AMaC's
-// gradient centralization; a vector (the default) has rows = 1, ndim = 1.
+// gradient centralization; a vector (the default) has rows = 1, ndim = 1. With ndim > 1, rows must
+// be >= 1 and divide numel; with ndim <= 1 it is not read.
 struct Param {
   float* data;
   std::int64_t numel;
@@ -36,10 +44,20 @@ struct Param {
   int ndim = 1;
 };
 
-enum class Status { ok, invalid_hyperparameter, state_too_small, buffer_too_small, bad_state };
+enum class Status {
+  ok,
+  invalid_hyperparameter,  // a value out of its field's range, or a combination the rule refuses
+  state_too_small,         // the caller's state buffer holds fewer than state_floats() floats
+  buffer_too_small,        // save_state's buffer holds fewer than state_bytes() bytes
+  bad_state,               // load_state: not a checkpoint of this optimizer, or a damaged one
+  bad_param,               // a Param with numel < 0, ndim < 0, or (ndim > 1) rows that do not divide numel
+  null_pointer,            // a null parameter, gradient, state or checkpoint pointer where memory is needed
+  state_layout_changed,    // set_hyper would add or remove a state slot (amsgrad, momentum)
+};
 
 constexpr std::uint32_t kStateMagic = 0x54504f46;  // "FOPT" little-endian
-constexpr std::uint32_t kStateVersion = 1;
+// Version 2 added the checksum; a version-1 checkpoint is refused as another format version.
+constexpr std::uint32_t kStateVersion = 2;
 
 template <class Rule>
 class Optimizer {
@@ -51,6 +69,7 @@ class Optimizer {
 
   // The optimizer owns its state (one allocation, here).
   explicit Optimizer(std::vector<Param> params, const Hyper& hyper = Hyper{}) : params_(std::move(params)), hyper_(hyper) {
+    if (!checked_construction()) return;
     owned_.resize(state_floats(params_, hyper_));
     attach(owned_.data());
     size_work_buffers();
@@ -66,9 +85,14 @@ class Optimizer {
   // Check status(): state_too_small when it does not fit.
   Optimizer(std::vector<Param> params, const Hyper& hyper, float* state, std::size_t capacity)
       : params_(std::move(params)), hyper_(hyper) {
-    if (capacity < state_floats(params_, hyper_)) {
-      status_ = Status::state_too_small;
-      error_ = "the state buffer is smaller than state_floats()";
+    if (!checked_construction()) return;
+    const std::size_t needed = state_floats(params_, hyper_);
+    if (capacity < needed) {
+      status_ = fail(Status::state_too_small, "the state buffer is smaller than state_floats()");
+      return;
+    }
+    if (state == nullptr && needed > 0) {
+      status_ = fail(Status::null_pointer, "the state buffer is null");
       return;
     }
     attach(state);
@@ -84,57 +108,88 @@ class Optimizer {
     return total;
   }
 
-  // The hyperparameters, to change between steps (a learning-rate schedule). Which state slots
-  // exist was fixed at construction: flags that add state (amsgrad, momentum) must not change.
-  Hyper& hyper() { return hyper_; }
+  const Hyper& hyper() const { return hyper_; }
+  // New hyperparameters between steps (a learning-rate schedule). Refused, with nothing changed,
+  // when a value is out of range or when they would add or remove a state slot: which slots exist
+  // (amsgrad, momentum, centered) was fixed at construction.
+  Status set_hyper(const Hyper& hyper) {
+    if (status_ != Status::ok) return status_;
+    if (const char* message = invalid(hyper)) return fail(Status::invalid_hyperparameter, message);
+    for (int slot = 0; slot < kAllSlots; ++slot)
+      if (uses_slot(hyper, slot) != uses_slot(hyper_, slot))
+        return fail(Status::state_layout_changed,
+                    "these hyperparameters add or remove a state slot (amsgrad, momentum, centered, ...); "
+                    "build a new optimizer for them");
+    hyper_ = hyper;
+    return Status::ok;
+  }
+  // ok, or why the optimizer could not be built (then every call returns it).
   Status status() const { return status_; }
   const char* error() const { return error_; }
   float step_count() const { return step_; }
 
   // One step. grads[i] holds params[i].numel floats (rules that read no gradient accept nullptr).
   Status step(const float* const* grads) {
-    if (status_ == Status::state_too_small) return status_;
-    if (const char* message = invalid()) {
-      error_ = message;
-      return Status::invalid_hyperparameter;
+    if (status_ != Status::ok) return status_;
+    if (rules::reads_grad<Rule>::value) {
+      if (grads == nullptr && !params_.empty()) return fail(Status::null_pointer, "the gradient array is null");
+      for (std::size_t i = 0; i < params_.size(); ++i)
+        if (grads[i] == nullptr && params_[i].numel > 0) return fail(Status::null_pointer, "a gradient pointer is null");
     }
     step_ += 1.0f;  // a float counter, as torch.optim keeps it, so bias corrections match bit for bit
     run(slots_, step_, grads);
     return Status::ok;
   }
 
-  // State slot `slot` (in Rule::kState order) of parameter i, or nullptr when the slot is unused.
-  float* state(int slot, std::size_t i) const { return static_cast<float*>(slots_[i].state[slot]); }
+  // State slot `slot` (in Rule::kState order) of parameter i, or nullptr when the slot is unused,
+  // out of range, or the optimizer could not be built.
+  float* state(int slot, std::size_t i) const {
+    if (status_ != Status::ok || slot < 0 || slot >= kAllSlots || i >= slots_.size()) return nullptr;
+    return static_cast<float*>(slots_[i].state[slot]);
+  }
 
   // ---- checkpoints ----------------------------------------------------------------------------
-  std::size_t state_bytes() const { return header_bytes() + state_floats(params_, hyper_) * sizeof(float); }
+  std::size_t state_bytes() const { return header_bytes() + payload_bytes() + sizeof(std::uint64_t); }
 
+  // Writes the checkpoint: the header words, the state floats, then the checksum word.
   Status save_state(void* out, std::size_t capacity) const {
-    if (capacity < state_bytes()) return Status::buffer_too_small;
+    if (status_ != Status::ok) return status_;
+    if (out == nullptr) return fail(Status::null_pointer, "the checkpoint buffer is null");
+    if (capacity < state_bytes()) return fail(Status::buffer_too_small, "the checkpoint buffer is smaller than state_bytes()");
     auto* bytes = static_cast<unsigned char*>(out);
     const std::vector<std::uint64_t> header = header_words();
-    std::memcpy(bytes, header.data(), header.size() * sizeof(std::uint64_t));
-    bytes += header.size() * sizeof(std::uint64_t);
-    std::memcpy(bytes, state_begin_, state_floats(params_, hyper_) * sizeof(float));
+    const std::size_t header_size = header.size() * sizeof(std::uint64_t), payload = payload_bytes();
+    std::memcpy(bytes, header.data(), header_size);
+    std::memcpy(bytes + header_size, state_begin_, payload);
+    const std::uint64_t sum = checksum(bytes, header_size + payload);
+    std::memcpy(bytes + header_size + payload, &sum, sizeof(sum));
     return Status::ok;
   }
 
-  // Restores what save_state wrote for the same rule, parameter sizes and state slots.
+  // Restores what save_state wrote for the same rule, parameter sizes and state slots. Every
+  // header word and the checksum are checked before anything changes.
   Status load_state(const void* in, std::size_t size) {
+    if (status_ != Status::ok) return status_;
+    if (in == nullptr) return fail(Status::null_pointer, "the checkpoint pointer is null");
     const std::vector<std::uint64_t> expected = header_words();
-    const std::size_t words = expected.size();
+    const std::size_t words = expected.size(), header_size = words * sizeof(std::uint64_t), payload = payload_bytes();
     if (size != state_bytes()) return fail(Status::bad_state, "the state's size does not match these parameters");
+    const auto* bytes = static_cast<const unsigned char*>(in);
     std::vector<std::uint64_t> found(words);
-    std::memcpy(found.data(), in, words * sizeof(std::uint64_t));
+    std::memcpy(found.data(), bytes, header_size);
     if (found[0] != expected[0]) return fail(Status::bad_state, "not a fastoptim state (magic)");
     if (found[1] != expected[1]) return fail(Status::bad_state, "a state of another format version");
     if (found[2] != expected[2]) return fail(Status::bad_state, "the state of another rule");
-    for (std::size_t w = 4; w < words; ++w)  // word 3 is the step, restored below
+    for (std::size_t w = 4; w < words; ++w)  // word 3 is the step, checked below
       if (found[w] != expected[w]) return fail(Status::bad_state, "the state of other parameters or state slots");
+    std::uint64_t stored_sum = 0;
+    std::memcpy(&stored_sum, bytes + header_size + payload, sizeof(stored_sum));
+    if (stored_sum != checksum(bytes, header_size + payload)) return fail(Status::bad_state, "the checksum does not match: a damaged checkpoint");
     float step = 0;
     std::memcpy(&step, &found[3], sizeof(float));
-    std::memcpy(state_begin_, static_cast<const unsigned char*>(in) + words * sizeof(std::uint64_t),
-                state_floats(params_, hyper_) * sizeof(float));
+    if ((found[3] >> 32) != 0 || !(step >= 0.0f) || step != std::floor(step) || !std::isfinite(step))
+      return fail(Status::bad_state, "the step count is not a whole number >= 0");
+    std::memcpy(state_begin_, bytes + header_size, payload);
     step_ = step;
     return Status::ok;
   }
@@ -147,11 +202,31 @@ class Optimizer {
     return core::uses_state<Rule>(values, slot);
   }
 
-  const char* invalid() const {
+  static const char* invalid(const Hyper& hyper) {
     double values[Hyper::kFieldCount];
-    hyper_.write(values);
+    hyper.write(values);
     if (core::first_invalid_field<Hyper>(values) >= 0) return "a hyperparameter is out of its range (see the rule's field list)";
-    return Rule::invalid_combination(hyper_);
+    return Rule::invalid_combination(hyper);
+  }
+
+  // The parameters and hyperparameters given to a constructor; false (status() says why) when
+  // the optimizer cannot be built from them.
+  bool checked_construction() {
+    for (const Param& p : params_) {
+      if (p.numel < 0 || p.ndim < 0 || (p.ndim > 1 && (p.rows < 1 || p.numel % p.rows != 0))) {
+        status_ = fail(Status::bad_param, "a parameter has numel < 0, ndim < 0, or rows that do not divide its numel");
+        return false;
+      }
+      if (p.data == nullptr && p.numel > 0) {
+        status_ = fail(Status::null_pointer, "a parameter's data pointer is null");
+        return false;
+      }
+    }
+    if (const char* message = invalid(hyper_)) {
+      status_ = fail(Status::invalid_hyperparameter, message);
+      return false;
+    }
+    return true;
   }
 
   // Prepares every tensor's coefficients for step `step` and runs the rule's kernel over `slots`.
@@ -198,7 +273,7 @@ class Optimizer {
     }
   }
 
-  Status fail(Status status, const char* message) {
+  Status fail(Status status, const char* message) const {
     error_ = message;
     return status;
   }
@@ -229,11 +304,19 @@ class Optimizer {
   }
 
   std::size_t header_bytes() const { return header_words().size() * sizeof(std::uint64_t); }
+  std::size_t payload_bytes() const { return state_floats(params_, hyper_) * sizeof(float); }
+
+  // FNV-1a over the header and the state, so a damaged or forged payload is refused.
+  static std::uint64_t checksum(const unsigned char* bytes, std::size_t size) {
+    std::uint64_t hash = 1469598103934665603ull;
+    for (std::size_t k = 0; k < size; ++k) hash = (hash ^ bytes[k]) * 1099511628211ull;
+    return hash;
+  }
 
   // magic, version, rule name (FNV-1a), step, hyperparameter count, slot mask, parameter count, sizes
+  // (the checksum word follows the state)
   std::vector<std::uint64_t> header_words() const {
-    std::uint64_t name_hash = 1469598103934665603ull;
-    for (const char* c = Rule::kName; *c; ++c) name_hash = (name_hash ^ std::uint64_t(std::uint8_t(*c))) * 1099511628211ull;
+    const std::uint64_t name_hash = checksum(reinterpret_cast<const unsigned char*>(Rule::kName), std::strlen(Rule::kName));
     std::uint64_t step_bits = 0;
     std::memcpy(&step_bits, &step_, sizeof(float));
     std::uint64_t slot_mask = 0;
@@ -253,7 +336,7 @@ class Optimizer {
   std::vector<Coeffs> coeffs_;
   float step_ = 0.0f;
   Status status_ = Status::ok;
-  const char* error_ = "";
+  mutable const char* error_ = "";  // the last call's problem (const calls report theirs too)
 };
 
 // fastoptim::edge::<Rule type> for every rule of the catalogue (rules/list.h).

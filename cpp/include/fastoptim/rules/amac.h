@@ -27,7 +27,7 @@ struct AMaC {
   F(clip_value, 1.0, non_negative) F(clip_update, 0, flag) F(warmup_steps, 1000.0, non_negative)       \
   F(schedule_steps, 3000.0, non_negative) F(min_lr, 0.0, non_negative) F(noise_factor, 0.01, non_negative) \
   F(noise_steps, 2000.0, non_negative) F(centralize, 1, flag) F(centralize_conv_only, 0, flag)          \
-  F(seed, 0.0, non_negative) F(maximize, 0, flag)
+  F(seed, 0.0, whole) F(maximize, 0, flag)
   FASTOPTIM_HYPER(FASTOPTIM_FIELDS_amac)
 
   enum Slot { kExpAvg, kExpAvgSq, kMomentumBuffer, kNoiseStream };

@@ -27,7 +27,7 @@ struct LAMB {
 #define FASTOPTIM_FIELDS_lamb(F)                                                                     \
   F(lr, 1e-3, non_negative) F(beta1, 0.9, unit_interval) F(beta2, 0.999, unit_interval)            \
   F(eps, 1e-8, non_negative) F(weight_decay, 0.0, non_negative) F(clip_min, 0.0, non_negative)    \
-  F(clip_max, 10.0, non_negative) F(bias_correction, 1, flag) F(maximize, 0, flag) F(rectify, 0, flag)    \
+  F(clip_max, 10.0, bound) F(bias_correction, 1, flag) F(maximize, 0, flag) F(rectify, 0, flag)    \
   F(sma_threshold, 4.0, any) F(force_adaptive_momentum, 0, flag) F(trust_clip, 0, flag) F(grad_averaging, 1, flag)
   FASTOPTIM_HYPER(FASTOPTIM_FIELDS_lamb)
 

@@ -21,7 +21,7 @@ struct LARS {
 #define FASTOPTIM_FIELDS_lars(F)                                                                      \
   F(lr, 1e-3, non_negative) F(momentum, 0.0, non_negative) F(dampening, 0.0, any)                    \
   F(weight_decay, 0.0, non_negative) F(nesterov, 0, flag) F(clip_min, 0.0, non_negative)            \
-  F(clip_max, 10.0, non_negative) F(trust_coefficient, 1.0, non_negative) F(eps, 0.0, non_negative) \
+  F(clip_max, 10.0, bound) F(trust_coefficient, 1.0, non_negative) F(eps, 0.0, non_negative) \
   F(maximize, 0, flag) F(trust_clip, 0, flag) F(exclude_1d, 0, flag)
   FASTOPTIM_HYPER(FASTOPTIM_FIELDS_lars)
 
