@@ -10,8 +10,18 @@ from .amac import AMaC
 from .hessian_diagonal import AdaHessian, SophiaG, SophiaH, SophiaOptim
 from .wrappers import EMA, SWA, Lookahead, OptimizerWrapper, Scout
 
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "AdaBelief", "AdEMAMix", "Adan", "LAMB", "LARS", "RaLars", "TAdam", "AdamP", "AMaC", "SophiaG", "SophiaH", "AdaHessian", "SophiaOptim", "Lookahead", "Scout", "EMA", "SWA", "OptimizerWrapper"]
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "AdaBelief", "AdEMAMix", "Adan", "LAMB", "LARS", "RaLars", "TAdam", "AdamP", "AMaC", "SophiaG", "SophiaH", "AdaHessian", "SophiaOptim", "Lookahead", "Scout", "EMA", "SWA"]
 __version__ = "0.1.0"
+
+if _C.isa_request() is not None:  # FASTOPTIM_ISA named a table this build lacks or this CPU cannot run
+    import warnings
+
+    warnings.warn(
+        f"FASTOPTIM_ISA={_C.isa_request()!r} is not one of this machine's kernel ISAs {_C.available_isas()}; "
+        f"using {_C.isa()!r}",
+        RuntimeWarning,
+        stacklevel=2,
+    )
 
 #: where find_package(fastoptim) finds the installed CMake package (as torch.utils.cmake_prefix_path)
 cmake_prefix_path = os.path.join(os.path.dirname(_C.__file__), "share", "cmake")

@@ -170,6 +170,9 @@ class FusedOptimizer(torch.optim.Optimizer):
         """Raises a ValueError or TypeError naming the group's first bad hyperparameter by its public
         name: missing, of the wrong type (a string, None for a flag), non-finite or out of the rule's
         range, or a combination the rule refuses. Changes nothing."""
+        betas = len(self.defaults["betas"]) if "betas" in self.defaults else None  # as many as the signature's
+        if betas and "betas" in group and (not isinstance(group["betas"], (tuple, list)) or len(group["betas"]) != betas):
+            raise ValueError(f"{where}: Invalid betas: {group['betas']!r} (expected {betas} values)")
         values = []
         for name in self._fields:
             label = self._public_name(name)

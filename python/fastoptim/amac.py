@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ._base import FusedOptimizer, check_betas, check_non_negative, check_tensor_lr
-from .wrappers import SWA, Lookahead
+from .wrappers import SWA, with_lookahead
 
 
 class AMaCUpdate(FusedOptimizer):
@@ -133,15 +133,11 @@ class AMaC(SWA):
             seed = int(torch.randint(0, 2**52, ()))
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**53:
             raise ValueError(f"Invalid seed value: {seed!r} (expected an integer in [0, 2**53))")
-        if lookahead_k is not None and (isinstance(lookahead_k, bool) or not isinstance(lookahead_k, int) or lookahead_k < 1):
-            raise ValueError(f"Invalid lookahead_k value: {lookahead_k!r} (expected an integer >= 1, or None)")
         defaults = dict(
             lr=lr, betas=tuple(betas), momentum=momentum, eps=eps, weight_decay=weight_decay, clip_value=clip_value,
             clip_mode=clip_mode, warmup_steps=warmup_steps, total_steps=total_steps, min_lr=min_lr,
             noise_factor=noise_factor, noise_decay_steps=noise_decay_steps,
             gradient_centralization=gradient_centralization, gc_conv_only=gc_conv_only, seed=seed, maximize=maximize,
         )
-        inner: torch.optim.Optimizer = AMaCUpdate(params, defaults)
-        if lookahead_k is not None:
-            inner = Lookahead(inner, sync_rate=lookahead_alpha, sync_period=lookahead_k)
+        inner = with_lookahead(AMaCUpdate(params, defaults), lookahead_alpha, lookahead_k)
         super().__init__(inner, swa_start=swa_start, swa_freq=swa_freq or lookahead_k or 1)

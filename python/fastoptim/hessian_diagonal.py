@@ -26,6 +26,9 @@ validated.
 
 from __future__ import annotations
 
+import numbers
+import warnings
+
 from typing import Any, Sequence
 
 import torch
@@ -34,7 +37,7 @@ from torch import Tensor
 from . import _C
 from ._base import FusedOptimizer, check_betas, check_non_negative, check_positive_int, check_tensor_lr
 from .hessian import DISTRIBUTIONS, gauss_newton_bartlett, hutchinson, spatial_average
-from .wrappers import EMA, Lookahead
+from .wrappers import EMA, with_lookahead
 
 _BACKWARD_TWICE = (
     "{name}.step(closure): the closure must return the loss without calling backward(); fastoptim "
@@ -69,6 +72,10 @@ class HessianDiagonalOptimizer(FusedOptimizer):
     square_estimate: bool
     estimator: str
     refresh_counter: str | None = None
+    # whether update_hessian() folded an estimate since the last refresh step, and whether the
+    # warning about refresh steps without an estimate was given (class defaults: they survive pickling)
+    _folded_since_refresh = False
+    _warned_no_estimate = False
 
     # ---- the schedule ---------------------------------------------------------------------------
     @staticmethod
@@ -179,11 +186,32 @@ class HessianDiagonalOptimizer(FusedOptimizer):
             for p in group["params"]:
                 if p.grad is not None and p.grad.requires_grad:
                     p.grad = p.grad.detach()
+        self._warn_if_never_refreshed(refreshing, estimates)
         # Without estimates the step is a plain one (and may gather its arguments in C++).
         self._update(before_update=(lambda work: self._fold(work, estimates)) if estimates else None)
         for group in self.param_groups:
             group["hessian_clock"] += 1
         return loss
+
+    def _warn_if_never_refreshed(self, refreshing, estimates) -> None:
+        """SophiaG refreshes from step(closure) returning (loss, logits), or from update_hessian():
+        in a plain backward(); step() loop (HF Trainer, Lightning) it gets neither, and its estimate
+        stays 0 (the update degenerates to lr sign(m)). Warned once, at a refresh step after the
+        first with no estimate since the previous one."""
+        if not refreshing:
+            return
+        starved = not estimates and not self._folded_since_refresh and refreshing[0]["hessian_clock"] > 0
+        self._folded_since_refresh = False
+        if starved and self.estimator == "gnb" and not self._warned_no_estimate:
+            self._warned_no_estimate = True
+            warnings.warn(
+                f"{type(self).__name__}: refresh step {refreshing[0]['hessian_clock'] + 1} passed without a Hessian "
+                "estimate (none since the previous refresh): step(closure) with a closure returning (loss, logits), "
+                "or update_hessian() every hessian_update_interval steps, refreshes it; without one the estimate "
+                "stays 0 and the update is lr * sign(exp_avg) clipped",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def _fold(self, work, estimates: dict[int, Tensor]) -> None:
         """EMA of the new estimates into each group's state, one C++ call per group."""
@@ -213,6 +241,7 @@ class HessianDiagonalOptimizer(FusedOptimizer):
         for _, _, created in work:
             self._commit(created)
         self._fold(work, given)
+        self._folded_since_refresh = True
 
 
 class Sophia(HessianDiagonalOptimizer):
@@ -477,13 +506,13 @@ class SophiaOptim(EMA):
         seed: int | None = None,
         maximize: bool = False,
     ) -> None:
+        if isinstance(ema_decay, bool) or not isinstance(ema_decay, numbers.Real) or not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"Invalid ema_decay value: {ema_decay!r} (expected a float in [0, 1))")
         inner: torch.optim.Optimizer = SophiaH(
             params, lr, betas, rho, weight_decay, maximize=maximize, eps=eps, clip_threshold=clip_threshold,
             hessian_update_interval=hessian_update_interval, n_samples=n_samples, distribution=distribution, seed=seed,
         )
-        if lookahead_k is not None:
-            inner = Lookahead(inner, sync_rate=lookahead_alpha, sync_period=lookahead_k)
-        super().__init__(inner, decay=ema_decay)
+        super().__init__(with_lookahead(inner, lookahead_alpha, lookahead_k), decay=ema_decay)
 
     def swap_ema(self):
         """Context manager: the parameters hold the EMA weights inside the block."""

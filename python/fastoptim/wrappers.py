@@ -17,6 +17,8 @@ run over all tensors of a group in one call.
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 from typing import Any, Iterable
 
 import torch
@@ -41,7 +43,20 @@ class OptimizerWrapper(torch.optim.Optimizer):
     def _owned(cls) -> tuple[str, ...]:
         return cls.own_keys or (cls.buffer_key,)
 
+    def _check_group(self, group: dict[str, Any], where: str) -> None:
+        """Raises a ValueError naming the first of the wrapper's group values that is invalid
+        (under the constructor's argument name)."""
+        raise NotImplementedError
+
+    def _needs_buffers(self, group: dict[str, Any]) -> bool:
+        """Whether every parameter of `group` must have its buffers now (Lookahead: always; an
+        average: once it has started)."""
+        return True
+
     def __init__(self, base_optimizer: torch.optim.Optimizer, defaults: dict[str, Any]) -> None:
+        if type(self) is OptimizerWrapper:
+            raise TypeError("OptimizerWrapper is the base of Lookahead, Scout, EMA and SWA: construct one of those")
+        self._check_group(defaults, type(self).__name__)
         if not isinstance(base_optimizer, torch.optim.Optimizer):
             raise TypeError(f"base_optimizer must be a torch.optim.Optimizer, got {type(base_optimizer).__name__}")
         clash = next((key for key in defaults for group in base_optimizer.param_groups if key in group), None)
@@ -58,6 +73,16 @@ class OptimizerWrapper(torch.optim.Optimizer):
         self.param_groups = base_optimizer.param_groups
         self._shares_groups = True
         self._add_buffers()
+
+    # copy.deepcopy, pickle and torch.save(opt) keep what torch's __getstate__ keeps (defaults,
+    # state, param_groups); the wrapper also needs its base, whose groups it shares.
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "base_optimizer": self.base_optimizer}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.param_groups = self.base_optimizer.param_groups
+        self._shares_groups = True
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if not self._shares_groups:  # during __init__: torch's bookkeeping over the base's groups
@@ -86,7 +111,9 @@ class OptimizerWrapper(torch.optim.Optimizer):
 
     def step(self, closure=None, **kwargs):
         """The base optimizer's step (keyword arguments go to it, e.g. SophiaH's ``hessian``),
-        then the wrapper's own update."""
+        then the wrapper's own update. Everything the wrapper's update needs is checked first, so a
+        wrapper never raises after its base has moved the parameters."""
+        self._check_ready()
         loss = self.base_optimizer.step(closure, **kwargs)
         with torch.no_grad():
             for group in self.param_groups:
@@ -95,6 +122,39 @@ class OptimizerWrapper(torch.optim.Optimizer):
 
     def _after_base_step(self, group: dict[str, Any]) -> None:
         raise NotImplementedError
+
+    def _check_ready(self) -> None:
+        """Before the base steps: groups that reached the base around the wrapper (base.add_param_group,
+        or a base-only checkpoint loaded) get the wrapper's defaults and buffers, as at construction;
+        every group's wrapper values are valid; every buffer the update reads is there, shaped
+        like its parameter."""
+        for index, group in enumerate(self.param_groups):
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+            self._check_group(group, f"{type(self).__name__}: param group {index}")
+        layout = tuple((id(g["params"]), len(g["params"])) for g in self.param_groups)
+        if layout != getattr(self, "_checked_layout", None):
+            self._add_buffers()
+            for index, group in enumerate(self.param_groups):
+                self._check_buffers(group, self.state, f"{type(self).__name__}: param group {index}")
+            self._checked_layout = layout
+
+    def _check_buffers(self, group: dict[str, Any], state: dict, where: str, keys=None) -> None:
+        """Every parameter of `group` has the wrapper's buffers in `state` (looked up by `keys[i]`,
+        or by the parameter itself), tensors of its shape, when the group needs them."""
+        if not self._needs_buffers(group):
+            return
+        for i, p in enumerate(group["params"]):
+            entry = state.get(p if keys is None else keys[i], {})
+            if not isinstance(entry, dict):
+                raise TypeError(f"{where}: the state of parameter #{i} (shape {tuple(p.shape)}) must be a dict of "
+                                f"tensors, got {type(entry).__name__}")
+            for key in self._owned():
+                value = entry.get(key)
+                if not isinstance(value, Tensor) or value.shape != p.shape or not value.is_floating_point():
+                    got = f"shape {tuple(value.shape)}, {value.dtype}" if isinstance(value, Tensor) else repr(value)
+                    raise ValueError(f"{where}: parameter #{i} (shape {tuple(p.shape)}) needs its {key!r}, a floating "
+                                     f"tensor of its shape, got {got}")
 
     # ---- averaged weights ---------------------------------------------------------------------
     def _params(self) -> list[Tensor]:
@@ -156,8 +216,28 @@ class OptimizerWrapper(torch.optim.Optimizer):
         return merged
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Loads the base's state and the wrapper's buffers, after checking the wrapper's part (its
+        group values and the buffers they call for) so that nothing changes when it is wrong. A
+        checkpoint of the base alone (a plain AdamW's, say) loads too: the wrapper starts afresh
+        from it, with its defaults and, where it keeps them from the start, buffers from the
+        current parameters."""
+        if isinstance(state_dict, dict) and isinstance(state_dict.get("param_groups"), list):
+            groups = state_dict["param_groups"]
+            if len(groups) == len(self.param_groups):
+                filled = []
+                for index, (group, saved) in enumerate(zip(self.param_groups, groups)):
+                    saved = {**self.defaults, **saved}
+                    where = f"{type(self).__name__}.load_state_dict: param_groups[{index}]"
+                    self._check_group(saved, where)
+                    if any(key in groups[index] for key in self.defaults) and len(saved["params"]) == len(group["params"]):
+                        self._check_buffers({**saved, "params": group["params"]}, state_dict["state"], where, saved["params"])
+                    filled.append(saved)
+                state_dict = {**state_dict, "param_groups": filled}
         base_state, own_state = {}, {}
         for index, entries in state_dict["state"].items():
+            if not isinstance(entries, dict):
+                raise TypeError(f"{type(self).__name__}.load_state_dict: the state of parameter #{index} must be a dict "
+                                f"of tensors, got {type(entries).__name__}")
             owned = self._owned()
             mine = {k: v for k, v in entries.items() if k in owned}
             rest = {k: v for k, v in entries.items() if k not in owned}
@@ -168,6 +248,8 @@ class OptimizerWrapper(torch.optim.Optimizer):
         self.base_optimizer.load_state_dict({"state": base_state, "param_groups": state_dict["param_groups"]})
         super().load_state_dict({"state": own_state, "param_groups": state_dict["param_groups"]})
         self.param_groups = self.base_optimizer.param_groups  # load_state_dict made new group dicts
+        self._add_buffers()  # a base-only checkpoint: the buffers kept from the start
+        self._checked_layout = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_optimizer!r})"
@@ -179,10 +261,30 @@ def _swap(a: Tensor, b: Tensor) -> None:
     b.copy_(tmp)
 
 
-def _check_sync(sync_rate: float, sync_period: int) -> None:
-    if not 0.0 <= sync_rate <= 1.0:
-        raise ValueError(f"Invalid sync_rate value: {sync_rate} (expected a float in [0, 1])")
+def _check_sync(sync_rate: float, sync_period: int, where: str) -> None:
+    if isinstance(sync_rate, bool) or not isinstance(sync_rate, numbers.Real) or not 0.0 <= sync_rate <= 1.0:
+        raise ValueError(f"{where}: Invalid sync_rate value: {sync_rate!r} (expected a float in [0, 1])")
     check_positive_int(sync_period=sync_period)
+
+
+def with_lookahead(inner: torch.optim.Optimizer, lookahead_alpha: float, lookahead_k: int | None) -> torch.optim.Optimizer:
+    """Lookahead(inner) with sync rate `lookahead_alpha` every `lookahead_k` steps, or `inner` when
+    lookahead_k is None: for the optimizers composed of the wrappers (AMaC, SophiaOptim), whose
+    messages name their own arguments."""
+    if lookahead_k is None:
+        return inner
+    if isinstance(lookahead_k, bool) or not isinstance(lookahead_k, int) or lookahead_k < 1:
+        raise ValueError(f"Invalid lookahead_k value: {lookahead_k!r} (expected an integer >= 1, or None)")
+    if isinstance(lookahead_alpha, bool) or not isinstance(lookahead_alpha, numbers.Real) or not 0.0 <= lookahead_alpha <= 1.0:
+        raise ValueError(f"Invalid lookahead_alpha value: {lookahead_alpha!r} (expected a float in [0, 1])")
+    return Lookahead(inner, sync_rate=lookahead_alpha, sync_period=lookahead_k)
+
+
+def _check_count(where: str, **counters: Any) -> None:
+    """A counter the wrapper keeps in the group: an integer >= 0."""
+    for name, value in counters.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{where}: Invalid {name} value: {value!r} (expected an integer >= 0)")
 
 
 class Lookahead(OptimizerWrapper):
@@ -197,8 +299,11 @@ class Lookahead(OptimizerWrapper):
     buffer_key = "slow_param"
 
     def __init__(self, base_optimizer: torch.optim.Optimizer, sync_rate: float = 0.5, sync_period: int = 6) -> None:
-        _check_sync(sync_rate, sync_period)
         super().__init__(base_optimizer, dict(sync_rate=sync_rate, sync_period=sync_period, lookahead_step=0))
+
+    def _check_group(self, group: dict[str, Any], where: str) -> None:
+        _check_sync(group["sync_rate"], group["sync_period"], where)
+        _check_count(where, lookahead_step=group["lookahead_step"])
 
     def _new_buffers(self, p: Tensor) -> dict[str, Tensor]:
         return {self.buffer_key: p.detach().clone()}
@@ -298,16 +403,24 @@ class EMA(OptimizerWrapper):
         warmup_power: float | None = None,
         warmup_gamma: float = 1.0,
     ) -> None:
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"Invalid decay value: {decay} (expected a float in [0, 1))")
-        check_positive_int(update_every=update_every)
-        if warmup_power is not None and not warmup_power > 0:
-            raise ValueError(f"Invalid warmup_power value: {warmup_power} (expected a float > 0 or None)")
-        if not warmup_gamma > 0:
-            raise ValueError(f"Invalid warmup_gamma value: {warmup_gamma} (expected a float > 0)")
         defaults = dict(ema_decay=decay, ema_update_every=update_every, ema_warmup_power=warmup_power,
                         ema_warmup_gamma=warmup_gamma, ema_step=0, ema_updates=0)
         super().__init__(base_optimizer, defaults)
+
+    def _check_group(self, group: dict[str, Any], where: str) -> None:
+        # (messages name the constructor's arguments: decay is the group's ema_decay, ...)
+        decay, power, gamma = group["ema_decay"], group["ema_warmup_power"], group["ema_warmup_gamma"]
+        if isinstance(decay, bool) or not isinstance(decay, numbers.Real) or not 0.0 <= decay < 1.0:
+            raise ValueError(f"{where}: Invalid decay value: {decay!r} (expected a float in [0, 1))")
+        check_positive_int(update_every=group["ema_update_every"])
+        if power is not None and (not isinstance(power, numbers.Real) or not 0 < power < math.inf):
+            raise ValueError(f"{where}: Invalid warmup_power value: {power!r} (expected a float > 0 or None)")
+        if not isinstance(gamma, numbers.Real) or not 0 < gamma < math.inf:
+            raise ValueError(f"{where}: Invalid warmup_gamma value: {gamma!r} (expected a float > 0)")
+        _check_count(where, ema_step=group["ema_step"], ema_updates=group["ema_updates"])
+
+    def _needs_buffers(self, group: dict[str, Any]) -> bool:
+        return group["ema_updates"] > 0
 
     @staticmethod
     def decay_at(group: dict[str, Any], updates: int) -> float:
@@ -342,10 +455,17 @@ class SWA(OptimizerWrapper):
     buffer_key = "swa_param"
 
     def __init__(self, base_optimizer: torch.optim.Optimizer, swa_start: int | None = 0, swa_freq: int = 1) -> None:
-        if swa_start is not None and (isinstance(swa_start, bool) or not isinstance(swa_start, int) or swa_start < 0):
-            raise ValueError(f"Invalid swa_start value: {swa_start!r} (expected an integer >= 0, or None: never)")
-        check_positive_int(swa_freq=swa_freq)
         super().__init__(base_optimizer, dict(swa_start=swa_start, swa_freq=swa_freq, swa_step=0, swa_n_averaged=0))
+
+    def _check_group(self, group: dict[str, Any], where: str) -> None:
+        swa_start = group["swa_start"]
+        if swa_start is not None and (isinstance(swa_start, bool) or not isinstance(swa_start, int) or swa_start < 0):
+            raise ValueError(f"{where}: Invalid swa_start value: {swa_start!r} (expected an integer >= 0, or None: never)")
+        check_positive_int(swa_freq=group["swa_freq"])
+        _check_count(where, swa_step=group["swa_step"], swa_n_averaged=group["swa_n_averaged"])
+
+    def _needs_buffers(self, group: dict[str, Any]) -> bool:
+        return group["swa_n_averaged"] > 0
 
     def _after_base_step(self, group: dict[str, Any]) -> None:
         group["swa_step"] += 1

@@ -4,6 +4,7 @@ shapes that exercise SIMD tails, and a runner that steps fastoptim and torch.opt
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import NamedTuple
 
 import pytest
@@ -281,3 +282,25 @@ def exact_estimates(params):
     """Estimates every dtype holds exactly (1 or 1.25, by the gradient's sign): for comparing a
     low-precision step with its float32 reference, whose estimates must be the same numbers."""
     return [1 + 0.25 * (p.grad > 0).to(p.dtype) for p in params if p.grad is not None]
+
+
+# every optimizer of the catalogue: the classes that take parameters (not a base optimizer)
+OPTIMIZERS = sorted(
+    name for name in fastoptim.__all__
+    if isinstance(getattr(fastoptim, name), type) and issubclass(getattr(fastoptim, name), torch.optim.Optimizer)
+    and "base_optimizer" not in inspect.signature(getattr(fastoptim, name)).parameters
+)
+# options that make each step read and write as much as it can (decay, momentum, maximize)
+RICH = {
+    "SGD": dict(momentum=0.9, weight_decay=0.1, maximize=True),
+    "Adagrad": dict(weight_decay=0.1, maximize=True),
+    "RMSprop": dict(momentum=0.9, centered=True, weight_decay=0.1, maximize=True),
+    "LARS": dict(momentum=0.9, weight_decay=0.1, maximize=True),
+    "AMaC": dict(seed=0, warmup_steps=2),  # a fixed seed: two instances must draw the same noise
+}
+
+
+def make_rich(name, params, **kwargs):
+    """Optimizer `name` over params with RICH options; Hessian-diagonal ones fold in stand-in estimates."""
+    opt = getattr(fastoptim, name)(params, **{"weight_decay": 0.1, "maximize": True, **RICH.get(name, {}), **kwargs})
+    return given_hessian_if_needed(opt)

@@ -2,34 +2,13 @@
 the gradients are read and never written, a tensor lr steps like the float it holds, and a
 rejected step leaves parameters and state as they were."""
 
-import inspect
-
 import pytest
 import torch
 
 import fastoptim
-from reference import SHAPES, clone_params, given_hessian_if_needed, make_params, rule_optimizer, set_grads
+from reference import OPTIMIZERS, SHAPES, clone_params, make_params, make_rich, rule_optimizer, set_grads
 
-# every optimizer of the catalogue: the classes that take parameters (not a base optimizer)
-OPTIMIZERS = sorted(
-    name for name in fastoptim.__all__
-    if isinstance(getattr(fastoptim, name), type) and issubclass(getattr(fastoptim, name), torch.optim.Optimizer)
-    and "base_optimizer" not in inspect.signature(getattr(fastoptim, name)).parameters
-)
-# options that make each step read and write as much as it can (decay, momentum, maximize)
-RICH = {
-    "SGD": dict(momentum=0.9, weight_decay=0.1, maximize=True),
-    "Adagrad": dict(weight_decay=0.1, maximize=True),
-    "RMSprop": dict(momentum=0.9, centered=True, weight_decay=0.1, maximize=True),
-    "LARS": dict(momentum=0.9, weight_decay=0.1, maximize=True),
-    "AMaC": dict(seed=0, warmup_steps=2),  # a fixed seed: two instances must draw the same noise
-}
-
-
-def make(name, params, **kwargs):
-    opt = getattr(fastoptim, name)(params, **{"weight_decay": 0.1, "maximize": True, **RICH.get(name, {}), **kwargs})
-    # Hessian-diagonal optimizers refresh from a graph; here they fold in stand-in estimates
-    return given_hessian_if_needed(opt)
+make = make_rich
 
 
 def test_the_list_covers_the_catalogue_so_far():
