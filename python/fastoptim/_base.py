@@ -206,20 +206,17 @@ class FusedOptimizer(torch.optim.Optimizer):
         """torch.optim's add_param_group, refusing what would make a step wrong or racy: a parameter
         twice in the group (its step would count twice), parameters whose memory overlaps (threads
         would race on it), and hyperparameters the rule cannot run with. Nothing is added then."""
-        params = param_group.get("params") if isinstance(param_group, dict) else None
-        if params is not None and not isinstance(params, set):  # (a set: torch's own TypeError)
-            param_group["params"] = params = [params] if isinstance(params, Tensor) else list(params)
-            self._check_new_params(params)
-        super().add_param_group(param_group)
+        super().add_param_group(param_group)  # (its own checks first: types, leaves, groups sharing a parameter)
         try:
+            self._check_new_params(self.param_groups[-1]["params"], self.param_groups[:-1])
             self._check_group(self.param_groups[-1], f"{type(self).__name__}: param group {len(self.param_groups) - 1}")
         except (TypeError, ValueError):
             self.param_groups.pop()
             raise
 
-    def _check_new_params(self, params: list[Any]) -> None:
-        if not all(isinstance(p, Tensor) for p in params):
-            return  # torch's add_param_group says what is wrong
+    def _check_new_params(self, params: list[Tensor], groups: list[dict[str, Any]]) -> None:
+        """Refuses a parameter twice in `params`, or one whose memory overlaps another's (of `params`
+        or of the existing `groups`)."""
         seen: dict[int, int] = {}
         for index, p in enumerate(params):
             if id(p) in seen:
@@ -229,10 +226,9 @@ class FusedOptimizer(torch.optim.Optimizer):
                     "(twice, its step would be counted twice)"
                 )
             seen[id(p)] = index
-        existing = {id(q) for g in self.param_groups for q in g["params"]}
-        labelled = [(f"parameter #{i} of param group {g_index}", q) for g_index, g in enumerate(self.param_groups)
+        labelled = [(f"parameter #{i} of param group {g_index}", q) for g_index, g in enumerate(groups)
                     for i, q in enumerate(g["params"])]
-        labelled += [(f"parameter #{i} of the new param group", p) for i, p in enumerate(params) if id(p) not in existing]
+        labelled += [(f"parameter #{i} of the new param group", p) for i, p in enumerate(params)]
         spans = []  # (device, first byte, end byte, label, tensor)
         for label, q in labelled:
             span = memory_span(q)

@@ -196,6 +196,17 @@ static void test_invalid_hyperparameters() {
   amac.seed = 3.5;
   expect(edge::AMaC(a.params(), amac).status() == edge::Status::invalid_hyperparameter, "a fractional seed is refused");
   expect(a.values == before, "no refused construction moved a parameter");
+
+  // A damaged noise key (NaN, negative, >= 2**32) is drawn with as key 0, not converted with undefined behaviour
+  // (tests/sanitize.sh runs this under UBSan).
+  edge::AMaC noisy(a.params(), rules::AMaC::Hyper{});
+  const auto grads = a.grad_pointers();
+  bool finite = true;
+  for (float key : {NAN, -1.0f, 1e10f}) {
+    *noisy.state(rules::AMaC::kStateSlots, 0) = key;
+    finite = finite && noisy.step(grads.data()) == edge::Status::ok && std::isfinite(a.values[0][0]);
+  }
+  expect(finite, "AMaC steps with a damaged noise key");
 }
 
 // Every call on an optimizer that could not be built answers with its status.
@@ -216,6 +227,10 @@ static void test_unusable_optimizer() {
   rules::SGD::Hyper stateless;
   edge::SGD no_state(a.params(), stateless, nullptr, 0);
   expect(no_state.status() == edge::Status::ok, "a rule configuration without state needs no buffer");
+  std::vector<unsigned char> checkpoint(no_state.state_bytes());
+  expect(no_state.save_state(checkpoint.data(), checkpoint.size()) == edge::Status::ok &&
+             no_state.load_state(checkpoint.data(), checkpoint.size()) == edge::Status::ok,
+         "a checkpoint without state floats saves and loads");
 }
 
 static void test_bad_params_and_pointers() {

@@ -308,7 +308,7 @@ def test_seed_none_draws_a_seed_from_torchs_generator():
         (dict(warmup_steps=-1), "Invalid warmup_steps value: -1"),
         (dict(warmup_steps=10, total_steps=5), r"Invalid total_steps value: 5 \(expected >= warmup_steps = 10\)"),
         (dict(lookahead_k=0), "Invalid lookahead_k value: 0"),
-        (dict(lookahead_alpha=1.5), "Invalid sync_rate value: 1.5"),
+        (dict(lookahead_alpha=1.5), "Invalid lookahead_alpha value: 1.5"),
         (dict(seed=-1), "Invalid seed value: -1"),
         (dict(noise_factor=-0.1), "Invalid noise_factor value: -0.1"),
         (dict(min_lr=0.1), "min_lr must not exceed lr"),

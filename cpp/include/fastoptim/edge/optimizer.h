@@ -160,7 +160,7 @@ class Optimizer {
     const std::vector<std::uint64_t> header = header_words();
     const std::size_t header_size = header.size() * sizeof(std::uint64_t), payload = payload_bytes();
     std::memcpy(bytes, header.data(), header_size);
-    std::memcpy(bytes + header_size, state_begin_, payload);
+    if (payload > 0) std::memcpy(bytes + header_size, state_begin_, payload);  // (no state: state_begin_ may be null)
     const std::uint64_t sum = checksum(bytes, header_size + payload);
     std::memcpy(bytes + header_size + payload, &sum, sizeof(sum));
     return Status::ok;
@@ -189,7 +189,7 @@ class Optimizer {
     std::memcpy(&step, &found[3], sizeof(float));
     if ((found[3] >> 32) != 0 || !(step >= 0.0f) || step != std::floor(step) || !std::isfinite(step))
       return fail(Status::bad_state, "the step count is not a whole number >= 0");
-    std::memcpy(state_begin_, bytes + header_size, payload);
+    if (payload > 0) std::memcpy(state_begin_, bytes + header_size, payload);
     step_ = step;
     return Status::ok;
   }

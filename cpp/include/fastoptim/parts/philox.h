@@ -27,6 +27,13 @@ inline std::array<std::uint32_t, 4> philox4x32_10(std::array<std::uint32_t, 4> c
   return counter;
 }
 
+// A counter word (a stream key or a step) from a value kept as a float or double: a value outside
+// [0, 2**32), which only a damaged or hand-edited state holds, becomes 0 instead of the undefined
+// behaviour of the conversion.
+inline std::uint32_t counter_word(double value) {
+  return value >= 0.0 && value < 4294967296.0 ? std::uint32_t(value) : 0u;
+}
+
 inline double standard_normal(std::uint64_t seed, std::uint32_t stream, std::uint32_t step, std::uint64_t index) {
   const auto x = philox4x32_10({std::uint32_t(index), std::uint32_t(index >> 32), stream, step},
                                {std::uint32_t(seed), std::uint32_t(seed >> 32)});
