@@ -1,0 +1,649 @@
+"""Second-order solvers ported from Somax (JAX) to PyTorch: Newton-CG, SQN, EGN, SGN, SWM-NG.
+
+Each is a torch.optim.Optimizer whose ``step`` takes a closure and returns the loss at the
+parameters it started from:
+
+- loss closures (NewtonCG, SQN) return the scalar loss and do not call ``backward()``: the solver
+  takes gradients and Hessian-vector products itself;
+- output closures (EGN, SGN, SWMNG) return ``(outputs, targets)``; the solver forms the loss named by
+  ``loss`` and the Jacobian products itself. Conventions (Somax's): ``"mse"`` is 1/2 mean over the
+  batch of ||y - f||^2 (outputs and targets of one shape, the batch first); ``"ce"`` the mean softmax
+  cross-entropy of logits (b, C) with integer labels (b,); ``"bce"`` the mean sigmoid BCE of logits
+  with targets in [0, 1] of the same shape.
+
+``damping`` (lambda) is added to the curvature matrix of that mean loss. Param groups are solved
+independently (block-diagonal curvature between groups), each with its own damping, history and
+lr; one group is the whole method. Parameters must be float32 or float64 (bf16/fp16: a TypeError;
+the small dense solves run in float64). Everything a solver keeps is in ``state_dict``: per
+parameter ``direction`` (the previous direction, Newton-CG/SGN warm starts and EGN momentum),
+``s_history``/``y_history`` (SQN), ``previous_param`` (SWM-NG momentum); per group, under its first
+parameter, ``damping`` (the current lambda), ``step`` and SQN's ``rho_history``, ``history_start``,
+``history_length``.
+
+What is fixed from Somax's code (spec section 8): CG stops on non-positive curvature; SQN skips
+pairs with s'y <= eps ||y||^2 and runs its documented Armijo search; EGN's cross-entropy system is
+made symmetric positive definite with the factor on the correct side (J~ = L'J with LL' = Q) and
+factorised exactly; SWM-NG uses its current damping in both places; the LM ratio uses the step
+actually taken.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+LOSSES = ("mse", "ce", "bce")
+
+
+# ---- flat vectors over a group's parameters --------------------------------------------------
+def _flat(tensors) -> Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def _pieces(vector: Tensor, params: list[Tensor]) -> list[Tensor]:
+    return [piece.view_as(p) for piece, p in zip(vector.split([p.numel() for p in params]), params)]
+
+
+def _add_(params: list[Tensor], vector: Tensor, alpha: float = 1.0) -> None:
+    torch._foreach_add_(params, _pieces(vector.to(params[0].dtype), params), alpha=alpha)
+
+
+def _descent(gradient: Tensor, direction: Tensor) -> Tensor:
+    """`direction`, or -gradient where it is not a descent direction (g'd >= 0)."""
+    return direction if gradient.dot(direction) < 0 else -gradient
+
+
+def conjugate_gradient(matvec: Callable[[Tensor], Tensor], rhs: Tensor, x0: Tensor | None, max_iter: int, tol: float):
+    """Solves A x = rhs for a symmetric A by CG from x0 (or 0). Stops when ||r|| <= tol ||rhs|| (the
+    right-hand side, as Somax's CG measures it), after max_iter iterations, or on non-positive
+    curvature p'Ap <= 0: then the current iterate is returned, or rhs itself (the steepest-descent
+    direction of the quadratic) when that happens on the first iteration from zero. Returns
+    (x, iterations, stopped_on_curvature)."""
+    x = torch.zeros_like(rhs) if x0 is None else x0.clone()
+    r = rhs - matvec(x) if x0 is not None else rhs.clone()
+    p = r.clone()
+    rr = r.dot(r)
+    threshold = tol * rhs.norm()
+    for iteration in range(max_iter):
+        if rr.sqrt() <= threshold:
+            return x, iteration, False
+        ap = matvec(p)
+        curvature = p.dot(ap)
+        if curvature <= 0:
+            return (rhs.clone() if iteration == 0 and x0 is None else x), iteration, True
+        alpha = rr / curvature
+        x.add_(p, alpha=alpha)
+        r.sub_(ap, alpha=alpha)
+        rr_new = r.dot(r)
+        p.mul_(rr_new / rr).add_(r)
+        rr = rr_new
+    return x, max_iter, False
+
+
+def cholesky_solve(matrix: Tensor, rhs: Tensor) -> Tensor:
+    """matrix^-1 rhs for a symmetric positive definite matrix, in float64 by Cholesky. Only when the
+    factorisation fails (a matrix positive definite in exact arithmetic, not in floating point) is a
+    jitter added to the diagonal: 1e-12, then 1e-10, then 1e-8 times its mean diagonal, at most."""
+    matrix = matrix.double()
+    matrix = (matrix + matrix.T) / 2
+    scale = matrix.diagonal().abs().mean().clamp_min(torch.finfo(torch.float64).tiny)
+    for jitter in (0.0, 1e-12, 1e-10, 1e-8):
+        factor, info = torch.linalg.cholesky_ex(matrix + jitter * scale * torch.eye(len(matrix), dtype=matrix.dtype))
+        if int(info) == 0:
+            return torch.cholesky_solve(rhs.double().unsqueeze(-1), factor).squeeze(-1)
+    raise RuntimeError("the damped curvature system is not positive definite even with a jitter of 1e-8 (relative): "
+                       "raise damping")
+
+
+# ---- the output-space side of each loss -------------------------------------------------------
+class OutputLoss:
+    """For outputs f (batch first) and targets y of one loss convention: the mean loss, its gradient
+    e = dloss/df, and a factor L of its Hessian Q = L L' (block-diagonal per example) with a u
+    such that L u = e, all flattened to n = b*C rows. The Gauss-Newton curvature J'QJ is then
+    J~'J~ with J~ = L'J, and the gradient J'e = J~'u."""
+
+    def __init__(self, kind: str, outputs: Tensor, targets: Tensor) -> None:
+        self.kind, self.outputs, self.targets = kind, outputs, targets
+        self.batch = outputs.shape[0] if outputs.dim() > 0 else 1
+
+    @staticmethod
+    def check(kind: str, outputs: Any, targets: Any, where: str) -> None:
+        if not isinstance(outputs, Tensor) or not isinstance(targets, Tensor):
+            raise TypeError(f"{where}: the closure must return (outputs, targets), two tensors; got "
+                            f"({type(outputs).__name__}, {type(targets).__name__})")
+        if outputs.dim() == 0 or outputs.shape[0] == 0:
+            raise ValueError(f"{where}: outputs must have a batch dimension with at least one example, got shape "
+                             f"{tuple(outputs.shape)}")
+        if kind == "ce":
+            if outputs.dim() != 2 or targets.shape != outputs.shape[:1] or targets.is_floating_point():
+                raise ValueError(f"{where}: loss='ce' takes logits (b, C) and integer labels (b,), got outputs "
+                                 f"{tuple(outputs.shape)} and targets {tuple(targets.shape)} of {targets.dtype}")
+        elif targets.shape != outputs.shape:
+            raise ValueError(f"{where}: loss={kind!r} takes outputs and targets of one shape, got "
+                             f"{tuple(outputs.shape)} and {tuple(targets.shape)}")
+
+    def per_example(self) -> Tensor:
+        """The loss of each example (its mean is the loss)."""
+        f, y = self.outputs, self.targets
+        if self.kind == "mse":
+            return 0.5 * (y - f).reshape(self.batch, -1).square().sum(1)
+        if self.kind == "ce":
+            return torch.nn.functional.cross_entropy(f, y, reduction="none")
+        return torch.nn.functional.binary_cross_entropy_with_logits(f, y.to(f.dtype), reduction="none").reshape(
+            self.batch, -1).sum(1)
+
+    def value(self) -> Tensor:
+        return self.per_example().mean()
+
+    def factor_apply(self, v: Tensor) -> Tensor:
+        """L v for the flattened output vector v."""
+        return self._apply(v, transpose=False)
+
+    def factor_transpose_apply(self, v: Tensor) -> Tensor:
+        """L' v."""
+        return self._apply(v, transpose=True)
+
+    def _probabilities(self) -> Tensor:
+        f = self.outputs.detach()
+        return torch.softmax(f, dim=1) if self.kind == "ce" else torch.sigmoid(f)
+
+    def _apply(self, v: Tensor, transpose: bool) -> Tensor:
+        b = self.batch
+        if self.kind == "mse":
+            return v / math.sqrt(b)
+        p = self._probabilities().reshape(-1)
+        if self.kind == "bce":
+            return v * (p * (1 - p) / b).clamp_min(torch.finfo(p.dtype).tiny).sqrt()
+        # CE: L = (diag(sqrt p) - p sqrt(p)') / sqrt(b) per example, so L L' = (diag(p) - p p') / b = Q.
+        p = p.reshape(b, -1)
+        root = p.sqrt()
+        v = v.reshape(b, -1)
+        if transpose:  # L' v = sqrt(p) * v - sqrt(p) (p' v)
+            out = root * v - root * (p * v).sum(1, keepdim=True)
+        else:  # L v = sqrt(p) * v - p (sqrt(p)' v)
+            out = root * v - p * (root * v).sum(1, keepdim=True)
+        return out.reshape(-1) / math.sqrt(b)
+
+    def gradient_and_u(self) -> tuple[Tensor, Tensor]:
+        """e = dloss/df (flattened), and u with L u = e."""
+        f, y, b = self.outputs.detach(), self.targets, self.batch
+        if self.kind == "mse":
+            e = (f - y).reshape(-1) / b
+            return e, e * math.sqrt(b)
+        p = self._probabilities()
+        if self.kind == "ce":
+            e = (p - torch.nn.functional.one_hot(y, p.shape[1]).to(p.dtype)).reshape(-1) / b
+            # L u = e with u = e / sqrt(p) (e sums to 0 per example, so the rank-one part vanishes)
+            return e, e / p.reshape(-1).sqrt() * math.sqrt(b)
+        e = (p - y.to(p.dtype)).reshape(-1) / b
+        return e, e / self._apply(torch.ones_like(e), transpose=False)
+
+    def hessian_apply(self, v: Tensor) -> Tensor:
+        """Q v = L (L' v)."""
+        return self.factor_apply(self.factor_transpose_apply(v))
+
+
+# ---- the base ---------------------------------------------------------------------------------
+def _check_number(where: str, name: str, value: Any, low: float, *, low_open: bool = False, high: float = math.inf,
+                  high_open: bool = True) -> None:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+        raise ValueError(f"{where}: Invalid {name} value: {value!r} (expected a finite number in {lo}{low}, {high}{hi})")
+
+
+def _check_choice(where: str, name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{where}: Invalid {name} value: {value!r} (expected one of {', '.join(map(repr, choices))})")
+
+
+def _check_int(where: str, name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{where}: Invalid {name} value: {value!r} (expected an integer >= {low})")
+
+
+class SecondOrderOptimizer(torch.optim.Optimizer):
+    """What the five solvers share: closure handling, parameter checks, per-group state, Armijo."""
+
+    #: "loss" (the closure returns the scalar loss) or "outputs" (it returns (outputs, targets))
+    closure_kind: str
+
+    def __init__(self, params, defaults: dict[str, Any]) -> None:
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        try:
+            self._check_group(group, f"{type(self).__name__}: param group {len(self.param_groups) - 1}")
+            for index, p in enumerate(group["params"]):
+                if p.dtype not in (torch.float32, torch.float64):
+                    raise TypeError(f"{type(self).__name__}: parameter #{index} of param group "
+                                    f"{len(self.param_groups) - 1} has dtype {p.dtype}; the second-order solvers take "
+                                    "float32 or float64 parameters (keep bf16/fp16 models in float32 for them)")
+        except (TypeError, ValueError):
+            self.param_groups.pop()
+            raise
+
+    def _check_group(self, group: dict[str, Any], where: str) -> None:
+        _check_number(where, "lr", group["lr"], 0.0, low_open=True)
+        if "damping" in group:
+            _check_number(where, "damping", group["damping"], 0.0, low_open=True)
+        if "loss" in group:
+            _check_choice(where, "loss", group["loss"], LOSSES)
+        if "line_search" in group:
+            _check_choice(where, "line_search", group["line_search"], (None, "armijo"))
+        if "momentum" in group:
+            _check_number(where, "momentum", group["momentum"], 0.0, high=1.0)
+        for name in ("cg_max_iter", "history_size", "max_ls"):
+            if name in group:
+                _check_int(where, name, group[name], 1)
+        if "cg_tol" in group:
+            _check_number(where, "cg_tol", group["cg_tol"], 0.0)
+        if "warm_start" in group:
+            _check_number(where, "warm_start", group["warm_start"], 0.0)
+
+    @staticmethod
+    def _trainable(group: dict[str, Any]) -> list[Tensor]:
+        return [p for p in group["params"] if p.requires_grad]
+
+    def _group_state(self, params: list[Tensor], group: dict[str, Any]) -> dict[str, Any]:
+        """The group's own state, kept under its first parameter (so it is in state_dict)."""
+        state = self.state[params[0]]
+        if "damping" not in state:
+            # (in the parameters' dtype: torch's load_state_dict casts state tensors to it)
+            state["damping"] = torch.tensor(float(group.get("damping", 0.0)), dtype=params[0].dtype)
+            state["step"] = torch.tensor(0.0, dtype=torch.float32)
+        return state
+
+    def _evaluate(self, closure) -> Any:
+        with torch.enable_grad():
+            result = closure()
+        where = f"{type(self).__name__}.step"
+        if self.closure_kind == "loss":
+            if isinstance(result, tuple) or not isinstance(result, Tensor) or result.numel() != 1:
+                raise TypeError(f"{where}: the closure must return the scalar loss (without calling backward), got "
+                                f"{type(result).__name__}")
+        else:
+            if not isinstance(result, tuple) or len(result) != 2:
+                raise TypeError(f"{where}: the closure must return (outputs, targets), got {type(result).__name__}")
+        return result
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One step; returns the loss at the parameters it started from."""
+        if closure is None:
+            raise TypeError(f"{type(self).__name__}.step needs a closure (see the class docstring)")
+        result = self._evaluate(closure)
+        if self.closure_kind == "outputs":
+            for group in self.param_groups:
+                OutputLoss.check(group["loss"], *result, f"{type(self).__name__}.step")
+        loss = None
+        for index, group in enumerate(self.param_groups):
+            params = self._trainable(group)
+            if not params:
+                continue
+            if index > 0:  # each group solves at the parameters the previous groups moved
+                result = self._evaluate(closure)
+            value = self._step_group(group, params, result, closure)
+            loss = value if loss is None else loss
+        return loss
+
+    def _step_group(self, group, params, result, closure) -> Tensor:
+        raise NotImplementedError
+
+    def _loss_at(self, closure, group) -> Tensor:
+        """The closure's loss at the current parameters, without a graph."""
+        with torch.no_grad():
+            result = closure()
+        if self.closure_kind == "outputs":
+            return OutputLoss(group["loss"], *result).value()
+        return result
+
+    def _armijo(self, group, params, closure, loss: Tensor, gradient: Tensor, direction: Tensor, c1: float) -> Tensor:
+        """Moves params by alpha * direction, alpha from lr down by ls_decrease until
+        f(theta + alpha d) <= f(theta) + c1 alpha g'd (at most max_ls tries; the last one is kept, as
+        Somax does). A direction that is not a descent direction is replaced by -g. Returns (the loss
+        there, alpha)."""
+        direction = _descent(gradient, direction)
+        slope = gradient.dot(direction)
+        alpha, moved = float(group["lr"]), 0.0
+        for _ in range(group["max_ls"]):
+            _add_(params, direction, alpha - moved)
+            moved = alpha
+            trial = self._loss_at(closure, group)
+            if trial <= loss + c1 * alpha * slope:
+                break
+            alpha *= group["ls_decrease"]
+        return trial, moved
+
+
+# ---- Newton-CG ----------------------------------------------------------------------------------
+class NewtonCG(SecondOrderOptimizer):
+    r"""Newton-CG: solve (H + lambda I) d = -g by conjugate gradient with Hessian-vector products
+    (double backward through the closure's graph), then theta <- theta + lr d.
+
+    ``warm_start`` c starts CG at c * d_prev (0: cold). CG stops when ||r|| <= ``cg_tol`` ||g||, after
+    ``cg_max_iter`` iterations, or on non-positive curvature (the current iterate, or -g on the first
+    iteration). ``damping_policy="lm"`` adapts lambda from the ratio rho of the actual to the predicted
+    decrease of the step taken (rho < 1/4: lambda * 1.5; rho > 3/4: lambda * 0.5; clamped to
+    [1e-12, 1e6]; non-finite rho skipped); it costs one more closure call and one more HVP.
+    ``line_search="armijo"`` backtracks from lr (c1 = 0.1 as Somax, factor 0.8, at most 15 tries).
+    """
+
+    closure_kind = "loss"
+
+    def __init__(self, params, lr: float = 1.0, damping: float = 1.0, cg_max_iter: int = 10, cg_tol: float = 1e-5,
+                 warm_start: float = 0.1, damping_policy: str = "const", line_search: str | None = None, *,
+                 max_ls: int = 15, c1: float = 0.1, ls_decrease: float = 0.8) -> None:
+        defaults = dict(lr=lr, damping=damping, cg_max_iter=cg_max_iter, cg_tol=cg_tol, warm_start=warm_start,
+                        damping_policy=damping_policy, line_search=line_search, max_ls=max_ls, c1=c1,
+                        ls_decrease=ls_decrease)
+        super().__init__(params, defaults)
+
+    def _check_group(self, group, where) -> None:
+        super()._check_group(group, where)
+        _check_choice(where, "damping_policy", group["damping_policy"], ("const", "lm"))
+        _check_number(where, "c1", group["c1"], 0.0, low_open=True, high=1.0)
+        _check_number(where, "ls_decrease", group["ls_decrease"], 0.0, low_open=True, high=1.0)
+
+    def _step_group(self, group, params, loss, closure) -> Tensor:
+        state = self._group_state(params, group)
+        state["step"] += 1
+        with torch.enable_grad():
+            grads = torch.autograd.grad(loss, params, create_graph=True)
+        gradient = _flat(grads).detach()
+        damping = float(state["damping"])
+
+        def hessian_apply(v: Tensor) -> Tensor:
+            with torch.enable_grad():
+                hv = torch.autograd.grad(grads, params, _pieces(v, params), retain_graph=True)
+            return _flat(hv).detach()
+
+        previous = [self.state[p].get("direction") for p in params]
+        x0 = None
+        if group["warm_start"] > 0 and all(d is not None for d in previous):
+            x0 = group["warm_start"] * _flat(previous)
+        direction, _, _ = conjugate_gradient(lambda v: hessian_apply(v) + damping * v, -gradient, x0,
+                                             group["cg_max_iter"], group["cg_tol"])
+        for p, piece in zip(params, _pieces(direction, params)):
+            self.state[p]["direction"] = piece.clone()
+        lm = group["damping_policy"] == "lm"
+        if group["line_search"] == "armijo":
+            direction = _descent(gradient, direction)
+        # d'Hd before the parameters move (the graph is the one at the start): the model's decrease
+        # for the step alpha d actually taken is alpha g'd + alpha^2 d'Hd / 2
+        curvature = direction.dot(hessian_apply(direction)) if lm else None
+        if group["line_search"] == "armijo":
+            new_loss, alpha = self._armijo(group, params, closure, loss.detach(), gradient, direction, group["c1"])
+        else:
+            alpha = float(group["lr"])
+            _add_(params, direction, alpha)
+            new_loss = self._loss_at(closure, group) if lm else None
+        if lm:
+            predicted = alpha * gradient.dot(direction) + 0.5 * alpha**2 * curvature
+            rho = float((new_loss - loss.detach()) / predicted)
+            if math.isfinite(rho):
+                factor = 1.5 if rho < 0.25 else 0.5 if rho > 0.75 else 1.0
+                state["damping"].fill_(min(max(damping * factor, 1e-12), 1e6))
+        return loss.detach()
+
+
+# ---- SQN ------------------------------------------------------------------------------------------
+class SQN(SecondOrderOptimizer):
+    r"""Stochastic quasi-Newton (online L-BFGS, as Somax's SQN): d = -H_k g by the two-loop recursion
+    over the last ``history_size`` pairs (s, y) with H_0 = gamma I, gamma = s'y / y'y of the newest
+    pair (1 before any); theta <- theta + lr d (or Armijo from lr, c1 = 1e-4); then a second gradient
+    on the same batch at the new parameters gives y = g_new - g, s = theta_new - theta. Pairs with
+    s'y <= ``curvature_eps`` ||y||^2 are skipped (Somax stores them). The closure is called twice a
+    step (three or more with the line search). Memory: 2 * history_size parameter-sized buffers.
+    """
+
+    closure_kind = "loss"
+
+    def __init__(self, params, lr: float = 1.0, history_size: int = 10, line_search: str | None = None, *,
+                 curvature_eps: float = 1e-10, max_ls: int = 15, c1: float = 1e-4, ls_decrease: float = 0.8) -> None:
+        defaults = dict(lr=lr, history_size=history_size, line_search=line_search, curvature_eps=curvature_eps,
+                        max_ls=max_ls, c1=c1, ls_decrease=ls_decrease)
+        super().__init__(params, defaults)
+
+    def _check_group(self, group, where) -> None:
+        super()._check_group(group, where)
+        _check_number(where, "curvature_eps", group["curvature_eps"], 0.0)
+        _check_number(where, "c1", group["c1"], 0.0, low_open=True, high=1.0)
+        _check_number(where, "ls_decrease", group["ls_decrease"], 0.0, low_open=True, high=1.0)
+
+    def _history(self, params, group, state):
+        m = group["history_size"]
+        if "rho_history" not in state or state["rho_history"].numel() != m:
+            for p in params:
+                self.state[p]["s_history"] = torch.zeros((m, *p.shape), dtype=p.dtype, device=p.device)
+                self.state[p]["y_history"] = torch.zeros((m, *p.shape), dtype=p.dtype, device=p.device)
+            # (in the parameters' dtype, as every state tensor comes back from torch's load_state_dict)
+            state["rho_history"] = torch.zeros(m, dtype=params[0].dtype)
+            state["history_start"] = torch.tensor(0, dtype=params[0].dtype)
+            state["history_length"] = torch.tensor(0, dtype=params[0].dtype)
+        s = torch.cat([self.state[p]["s_history"].reshape(m, -1) for p in params], dim=1)
+        y = torch.cat([self.state[p]["y_history"].reshape(m, -1) for p in params], dim=1)
+        return s, y
+
+    @staticmethod
+    def two_loop(gradient: Tensor, s: Tensor, y: Tensor, rho: Tensor, order: list[int]) -> Tensor:
+        """H g by the L-BFGS two-loop recursion over the pairs s[i], y[i], rho[i] = 1/s'y, oldest first
+        in `order`; H_0 = gamma I with gamma = s'y/y'y of the newest pair (1 with none)."""
+        q = gradient.clone()
+        alphas = {}
+        for i in reversed(order):
+            alphas[i] = rho[i] * s[i].dot(q)
+            q.sub_(y[i], alpha=float(alphas[i]))
+        if order:
+            newest = order[-1]
+            q.mul_(s[newest].dot(y[newest]) / y[newest].dot(y[newest]))
+        for i in order:
+            beta = rho[i] * y[i].dot(q)
+            q.add_(s[i], alpha=float(alphas[i] - beta))
+        return q
+
+    def _step_group(self, group, params, loss, closure) -> Tensor:
+        state = self._group_state(params, group)
+        state["step"] += 1
+        s_hist, y_hist = self._history(params, group, state)
+        with torch.enable_grad():
+            gradient = _flat(torch.autograd.grad(loss, params)).detach()
+        m, start, length = group["history_size"], int(state["history_start"]), int(state["history_length"])
+        order = [(start + k) % m for k in range(length)]
+        direction = -self.two_loop(gradient, s_hist.to(gradient.dtype), y_hist.to(gradient.dtype),
+                                   state["rho_history"].to(gradient.dtype), order)
+        before = _flat([p.detach() for p in params])
+        if group["line_search"] == "armijo":
+            self._armijo(group, params, closure, loss.detach(), gradient, direction, group["c1"])
+        else:
+            _add_(params, direction, float(group["lr"]))
+        with torch.enable_grad():
+            new_loss = self._evaluate(closure)
+            new_gradient = _flat(torch.autograd.grad(new_loss, params)).detach()
+        s = _flat([p.detach() for p in params]) - before
+        y = new_gradient - gradient
+        sy = s.dot(y)
+        if sy > group["curvature_eps"] * y.dot(y):
+            slot = (start + length) % m if length < m else start
+            for p, s_piece, y_piece in zip(params, _pieces(s, params), _pieces(y, params)):
+                self.state[p]["s_history"][slot].copy_(s_piece)
+                self.state[p]["y_history"][slot].copy_(y_piece)
+            state["rho_history"][slot] = 1.0 / float(sy)
+            if length < m:
+                state["history_length"].fill_(length + 1)
+            else:
+                state["history_start"].fill_((start + 1) % m)
+        return loss.detach()
+
+
+# ---- Gauss-Newton family: EGN, SGN, SWM-NG ------------------------------------------------------
+def _jacobian_rows(outputs: Tensor, params: list[Tensor], rows: Tensor) -> Tensor:
+    """rows J for the given output-space row vectors (k x n): (k x d), by batched vector-Jacobian products."""
+    with torch.enable_grad():
+        pieces = torch.autograd.grad(outputs.reshape(-1), params, rows, retain_graph=True, is_grads_batched=True)
+    return torch.cat([piece.reshape(len(rows), -1) for piece in pieces], dim=1)
+
+
+def _vjp(outputs: Tensor, params: list[Tensor], v: Tensor) -> Tensor:
+    """J' v for an output-space vector v."""
+    with torch.enable_grad():
+        pieces = torch.autograd.grad(outputs.reshape(-1), params, v.to(outputs.dtype), retain_graph=True)
+    return _flat(pieces)
+
+
+class EGN(SecondOrderOptimizer):
+    r"""Exact Gauss-Newton (Korbit et al., 2024): the Gauss-Newton system solved in the batch space.
+    With J the Jacobian of the n = b*C outputs, Q = L L' the Hessian of the mean loss in the outputs,
+    J~ = L'J and L u = e = dloss/df:
+
+        d = -(J'QJ + lambda I)^-1 J'e = -J~' (J~ J~' + lambda I)^-1 u        (an n x n solve, not d x d)
+
+    (MSE: d = J'(JJ' + b lambda I)^-1 r with r = y - f). The n x n system is symmetric positive
+    definite and solved by Cholesky in float64 (a jitter only if the factorisation fails, at most 1e-8
+    relative). ``momentum`` mu: v <- mu v + (1 - mu) d, used d = v / (1 - mu^t); ``line_search="armijo"``
+    backtracks from lr (c1 = 0.1). The Jacobian takes n * d numbers: more than ``max_jacobian_bytes``
+    raises (use SGN, which never forms it).
+    """
+
+    closure_kind = "outputs"
+
+    def __init__(self, params, lr: float = 1.0, damping: float = 1.0, loss: str = "mse", momentum: float = 0.0,
+                 line_search: str | None = None, *, max_jacobian_bytes: int = 2**30, max_ls: int = 15, c1: float = 0.1,
+                 ls_decrease: float = 0.8) -> None:
+        defaults = dict(lr=lr, damping=damping, loss=loss, momentum=momentum, line_search=line_search,
+                        max_jacobian_bytes=max_jacobian_bytes, max_ls=max_ls, c1=c1, ls_decrease=ls_decrease)
+        super().__init__(params, defaults)
+
+    def _check_group(self, group, where) -> None:
+        super()._check_group(group, where)
+        _check_int(where, "max_jacobian_bytes", group["max_jacobian_bytes"], 1)
+        _check_number(where, "c1", group["c1"], 0.0, low_open=True, high=1.0)
+        _check_number(where, "ls_decrease", group["ls_decrease"], 0.0, low_open=True, high=1.0)
+
+    def _step_group(self, group, params, result, closure) -> Tensor:
+        state = self._group_state(params, group)
+        state["step"] += 1
+        outputs, targets = result
+        loss = OutputLoss(group["loss"], outputs, targets)
+        n, d = outputs.numel(), sum(p.numel() for p in params)
+        needed = n * d * outputs.element_size()
+        if needed > group["max_jacobian_bytes"]:
+            raise ValueError(f"EGN.step: the Jacobian of {n} outputs by {d} parameters takes {needed} bytes, more than "
+                             f"max_jacobian_bytes={group['max_jacobian_bytes']}: use a smaller batch, raise the budget, "
+                             "or use SGN (matrix-free)")
+        e, u = loss.gradient_and_u()
+        eye = torch.eye(n, dtype=outputs.dtype, device=outputs.device)
+        # (row k of L'J is (L e_k)'J: the vector-Jacobian product of column k of L)
+        j_tilde = _jacobian_rows(outputs, params, torch.stack([loss.factor_apply(row) for row in eye]))
+        gram = j_tilde.double() @ j_tilde.double().T
+        damping = float(state["damping"])
+        w = cholesky_solve(gram + damping * torch.eye(n, dtype=torch.float64), u)
+        direction = -(j_tilde.T.double() @ w).to(outputs.dtype)
+        mu = float(group["momentum"])
+        if mu > 0:
+            previous = [self.state[p].get("direction") for p in params]
+            velocity = _flat(previous) if all(v is not None for v in previous) else torch.zeros_like(direction)
+            velocity = mu * velocity + (1 - mu) * direction
+            for p, piece in zip(params, _pieces(velocity, params)):
+                self.state[p]["direction"] = piece.clone()
+            direction = velocity / (1 - mu ** float(state["step"]))
+        value = loss.value().detach()
+        if group["line_search"] == "armijo":
+            gradient = _vjp(outputs, params, e)
+            self._armijo(group, params, closure, value, gradient, direction, group["c1"])
+        else:
+            _add_(params, direction, float(group["lr"]))
+        return value
+
+
+class SGN(SecondOrderOptimizer):
+    r"""Stochastic Gauss-Newton (Gargiani et al., 2020): solve (J'QJ + lambda I) d = -J'e by CG with
+    matrix-free products J'Q(Jv) (Q the exact Hessian of the mean loss in the outputs; J v by a
+    double vector-Jacobian product), then theta <- theta + lr d. ``warm_start`` c starts CG at
+    c * d_prev (0: cold, Somax's behaviour). Memory O(parameters).
+    """
+
+    closure_kind = "outputs"
+
+    def __init__(self, params, lr: float = 1.0, damping: float = 1e-3, loss: str = "mse", cg_max_iter: int = 10,
+                 cg_tol: float = 1e-5, *, warm_start: float = 0.0) -> None:
+        defaults = dict(lr=lr, damping=damping, loss=loss, cg_max_iter=cg_max_iter, cg_tol=cg_tol,
+                        warm_start=warm_start)
+        super().__init__(params, defaults)
+
+    def _step_group(self, group, params, result, closure) -> Tensor:
+        state = self._group_state(params, group)
+        state["step"] += 1
+        outputs, targets = result
+        loss = OutputLoss(group["loss"], outputs, targets)
+        e, _ = loss.gradient_and_u()
+        gradient = _vjp(outputs, params, e)
+        with torch.enable_grad():  # J v as d/du of (J'u)'v: a dummy u, double backward
+            dummy = torch.zeros_like(outputs, requires_grad=True)
+            jt_dummy = torch.autograd.grad(outputs, params, dummy, create_graph=True)
+        damping = float(state["damping"])
+
+        def curvature_apply(v: Tensor) -> Tensor:
+            with torch.enable_grad():
+                jv = torch.autograd.grad(jt_dummy, dummy, _pieces(v.to(outputs.dtype), params), retain_graph=True)[0]
+            return _vjp(outputs, params, loss.hessian_apply(jv.reshape(-1))) + damping * v
+
+        previous = [self.state[p].get("direction") for p in params]
+        x0 = None
+        if group["warm_start"] > 0 and all(d is not None for d in previous):
+            x0 = group["warm_start"] * _flat(previous)
+        direction, _, _ = conjugate_gradient(curvature_apply, -gradient, x0, group["cg_max_iter"], group["cg_tol"])
+        for p, piece in zip(params, _pieces(direction, params)):
+            self.state[p]["direction"] = piece.clone()
+        _add_(params, direction, float(group["lr"]))
+        return loss.value().detach()
+
+
+class SWMNG(SecondOrderOptimizer):
+    r"""Natural gradient with the empirical Fisher and the Sherman-Morrison-Woodbury identity (Ren &
+    Goldfarb, 2019). With G the b x d per-example gradients of the per-example losses, g = mean G and
+    F = G'G / b:
+
+        d = -(F + lambda I)^-1 g = (G' (G G' + b lambda I)^-1 G g - g) / lambda
+
+    (a b x b Cholesky solve in float64), theta <- theta + lr d + mu (theta - theta_prev) with
+    ``momentum`` mu (heavy ball). The damping used is the current one, in both places (Somax's
+    adaptive damping never reached its step).
+    """
+
+    closure_kind = "outputs"
+
+    def __init__(self, params, lr: float = 1.0, damping: float = 1.0, loss: str = "mse", momentum: float = 0.0) -> None:
+        super().__init__(params, dict(lr=lr, damping=damping, loss=loss, momentum=momentum))
+
+    def _step_group(self, group, params, result, closure) -> Tensor:
+        state = self._group_state(params, group)
+        state["step"] += 1
+        outputs, targets = result
+        loss = OutputLoss(group["loss"], outputs, targets)
+        with torch.enable_grad():
+            per_example = loss.per_example()
+            b = per_example.numel()
+            pieces = torch.autograd.grad(per_example, params, torch.eye(b, dtype=per_example.dtype), retain_graph=True,
+                                         is_grads_batched=True)
+        grads = torch.cat([piece.reshape(b, -1) for piece in pieces], dim=1).double()
+        gradient = grads.mean(0)
+        damping = float(state["damping"])
+        w = cholesky_solve(grads @ grads.T + b * damping * torch.eye(b, dtype=torch.float64), grads @ gradient)
+        direction = ((grads.T @ w - gradient) / damping).to(outputs.dtype)
+        current = _flat([p.detach() for p in params])
+        mu = float(group["momentum"])
+        previous = [self.state[p].get("previous_param") for p in params]
+        _add_(params, direction, float(group["lr"]))
+        if mu > 0 and all(q is not None for q in previous):
+            _add_(params, current - _flat(previous), mu)
+        for p, piece in zip(params, _pieces(current, params)):
+            self.state[p]["previous_param"] = piece.clone()
+        return loss.value().detach()

@@ -1,0 +1,263 @@
+"""The second-order solvers (issue 17) against dense references of their equations, in float64:
+EGN's batch-space solve equals the d x d Gauss-Newton solve, SGN's and Newton-CG's CG reach it too,
+SWM-NG equals (F + lambda I)^-1 g, SQN's two-loop equals the dense BFGS inverse, CG stops on
+negative curvature; then validation, resume and a real training problem."""
+
+import copy
+
+import pytest
+import torch
+
+import fastoptim
+from fastoptim.second_order import SQN, conjugate_gradient
+
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    """These tests compare with dense solves in float64."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def problem(loss, batch=12, features=5, classes=3, seed=0):
+    """A linear model and a batch: (weight, bias, x, y), float64."""
+    gen = torch.Generator().manual_seed(seed)
+    outputs = {"mse": 2, "ce": classes, "bce": 1}[loss]
+    x = torch.randn(batch, features, generator=gen, dtype=torch.float64)
+    weight = torch.nn.Parameter(0.3 * torch.randn(outputs, features, generator=gen, dtype=torch.float64))
+    bias = torch.nn.Parameter(0.1 * torch.randn(outputs, generator=gen, dtype=torch.float64))
+    if loss == "mse":
+        y = torch.randn(batch, outputs, generator=gen, dtype=torch.float64)
+    elif loss == "ce":
+        y = torch.randint(0, classes, (batch,), generator=gen)
+    else:
+        y = torch.randint(0, 2, (batch, 1), generator=gen).double()
+    return weight, bias, x, y
+
+
+def mean_loss(kind, f, y):
+    if kind == "mse":
+        return 0.5 * (y - f).square().sum() / len(f)
+    if kind == "ce":
+        return torch.nn.functional.cross_entropy(f, y)
+    return torch.nn.functional.binary_cross_entropy_with_logits(f, y, reduction="sum") / len(f)
+
+
+def dense_gauss_newton_step(kind, weight, bias, x, y, damping):
+    """-(J'QJ + lambda I)^-1 g with J, Q and g formed densely by autograd."""
+    theta = torch.cat([weight.detach().reshape(-1), bias.detach()])
+
+    def outputs(t):
+        w = t[: weight.numel()].view_as(weight)
+        return x @ w.T + t[weight.numel():]
+
+    jac = torch.autograd.functional.jacobian(outputs, theta).reshape(-1, theta.numel())
+    f = outputs(theta).detach().requires_grad_()
+    q = torch.autograd.functional.hessian(lambda g: mean_loss(kind, g.view_as(f), y), f.detach().reshape(-1))
+    g = torch.autograd.grad(mean_loss(kind, f, y), f)[0].reshape(-1)
+    curvature = jac.T @ q @ jac + damping * torch.eye(theta.numel())
+    return -torch.linalg.solve(curvature, jac.T @ g)
+
+
+def flat(weight, bias):
+    return torch.cat([weight.detach().reshape(-1), bias.detach()])
+
+
+@pytest.mark.parametrize("kind", ["mse", "ce", "bce"])
+@pytest.mark.parametrize("solver", ["EGN", "SGN"])
+def test_a_gauss_newton_step_equals_the_dense_solve(solver, kind):
+    weight, bias, x, y = problem(kind)
+    expected = flat(weight, bias) + 0.7 * dense_gauss_newton_step(kind, weight, bias, x, y, damping=0.3)
+    options = dict(cg_max_iter=100, cg_tol=0.0) if solver == "SGN" else {}
+    opt = getattr(fastoptim, solver)([weight, bias], lr=0.7, damping=0.3, loss=kind, **options)
+    loss = opt.step(lambda: (x @ weight.T + bias, y))
+    torch.testing.assert_close(flat(weight, bias), expected, rtol=1e-9, atol=1e-12)
+    weight0, bias0, _, _ = problem(kind)
+    torch.testing.assert_close(loss, mean_loss(kind, x @ weight0.T + bias0, y).detach())
+
+
+def test_newton_cg_with_enough_iterations_takes_the_damped_newton_step():
+    weight, bias, x, y = problem("ce")
+    theta = flat(weight, bias)
+
+    def loss_of(t):
+        return mean_loss("ce", x @ t[: weight.numel()].view_as(weight).T + t[weight.numel():], y)
+
+    hessian = torch.autograd.functional.hessian(loss_of, theta)
+    gradient = torch.autograd.functional.jacobian(loss_of, theta)
+    expected = theta - torch.linalg.solve(hessian + 0.5 * torch.eye(len(theta)), gradient)
+    opt = fastoptim.NewtonCG([weight, bias], lr=1.0, damping=0.5, cg_max_iter=100, cg_tol=0.0, warm_start=0.0)
+    opt.step(lambda: mean_loss("ce", x @ weight.T + bias, y))
+    torch.testing.assert_close(flat(weight, bias), expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["mse", "ce"])
+def test_swmng_equals_the_dense_damped_empirical_fisher_step(kind):
+    weight, bias, x, y = problem(kind)
+    theta = flat(weight, bias)
+
+    def example_loss(t, xi, yi):
+        return mean_loss(kind, (xi @ t[: weight.numel()].view_as(weight).T + t[weight.numel():]).unsqueeze(0),
+                         yi.unsqueeze(0))
+
+    grads = torch.stack([torch.autograd.functional.jacobian(lambda t: example_loss(t, xi, yi), theta)
+                         for xi, yi in zip(x, y)])
+    fisher = grads.T @ grads / len(x)
+    expected = theta - 0.5 * torch.linalg.solve(fisher + 0.2 * torch.eye(len(theta)), grads.mean(0))
+    opt = fastoptim.SWMNG([weight, bias], lr=0.5, damping=0.2, loss=kind)
+    opt.step(lambda: (x @ weight.T + bias, y))
+    torch.testing.assert_close(flat(weight, bias), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_sqn_two_loop_equals_the_dense_bfgs_inverse():
+    gen = torch.Generator().manual_seed(3)
+    d, m = 7, 4
+    a = torch.randn(d, d, generator=gen)
+    a = a @ a.T + torch.eye(d)  # pairs from an SPD quadratic: s'y > 0
+    s = torch.randn(m, d, generator=gen)
+    y = s @ a
+    rho = 1 / (s * y).sum(1)
+    g = torch.randn(d, generator=gen)
+    order = [2, 3, 0, 1]  # a ring buffer whose oldest pair sits at slot 2
+    newest = order[-1]
+    h = (s[newest] @ y[newest]) / (y[newest] @ y[newest]) * torch.eye(d)
+    for i in order:  # H <- (I - rho s y') H (I - rho y s') + rho s s'
+        left = torch.eye(d) - rho[i] * torch.outer(s[i], y[i])
+        h = left @ h @ left.T + rho[i] * torch.outer(s[i], s[i])
+    torch.testing.assert_close(SQN.two_loop(g, s, y, rho, order), h @ g, rtol=1e-10, atol=1e-12)
+
+
+def test_cg_stops_on_negative_curvature():
+    a = torch.diag(torch.tensor([2.0, -1.0, 3.0]))
+    rhs = torch.tensor([1.0, 1.0, 1.0])
+    x, iterations, stopped = conjugate_gradient(lambda v: a @ v, rhs, None, 10, 0.0)
+    assert stopped and iterations >= 1 and torch.isfinite(x).all()
+    # a first direction of negative curvature: the right-hand side itself (steepest descent)
+    x, iterations, stopped = conjugate_gradient(lambda v: -v, rhs, None, 10, 0.0)
+    assert stopped and iterations == 0 and torch.equal(x, rhs)
+    # a positive definite system is solved
+    spd = torch.tensor([[4.0, 1.0], [1.0, 3.0]])
+    x, _, stopped = conjugate_gradient(lambda v: spd @ v, torch.tensor([1.0, 2.0]), None, 10, 1e-12)
+    torch.testing.assert_close(spd @ x, torch.tensor([1.0, 2.0]))
+    assert not stopped
+
+
+# ---- a real problem: a tanh MLP on scikit-learn's diabetes data ------------------------------------
+def diabetes_mlp(seed=0):
+    from sklearn.datasets import load_diabetes
+
+    data = load_diabetes()
+    x = torch.tensor(data.data, dtype=torch.float64)
+    y = torch.tensor(data.target, dtype=torch.float64).unsqueeze(1)
+    x = (x - x.mean(0)) / x.std(0)
+    y = (y - y.mean()) / y.std()
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(10, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1)).double()
+    return model, x, y
+
+
+SOLVERS = {
+    "NewtonCG": (lambda p: fastoptim.NewtonCG(p, damping=0.1, damping_policy="lm", line_search="armijo"), "loss"),
+    "SQN": (lambda p: fastoptim.SQN(p, lr=1.0, line_search="armijo"), "loss"),
+    "EGN": (lambda p: fastoptim.EGN(p, damping=0.1), "outputs"),
+    "SGN": (lambda p: fastoptim.SGN(p, damping=0.1), "outputs"),
+    "SWMNG": (lambda p: fastoptim.SWMNG(p, lr=0.5, damping=1.0), "outputs"),
+}
+
+
+def closure_for(kind, model, x, y):
+    if kind == "loss":
+        return lambda: 0.5 * (model(x) - y).square().mean()
+    return lambda: (model(x), y)
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_each_solver_trains_the_diabetes_mlp(name):
+    make, kind = SOLVERS[name]
+    model, x, y = diabetes_mlp()
+    x, y = x[:128], y[:128]  # (EGN's system is batch x batch)
+    opt = make(model.parameters())
+    closure = closure_for(kind, model, x, y)
+    first = opt.step(closure)
+    for _ in range(14):
+        last = opt.step(closure)
+    assert torch.isfinite(last) and last < 0.8 * first
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_resume_from_a_state_dict_continues_bit_for_bit(name):
+    make, kind = SOLVERS[name]
+    model, x, y = diabetes_mlp()
+    x, y = x[:64], y[:64]
+    opt = make(model.parameters())
+    for _ in range(3):
+        opt.step(closure_for(kind, model, x, y))
+    saved_model, saved_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
+    other, _, _ = diabetes_mlp(seed=1)
+    other.load_state_dict(saved_model)
+    resumed = make(other.parameters())
+    resumed.load_state_dict(saved_opt)
+    for _ in range(3):
+        opt.step(closure_for(kind, model, x, y))
+        resumed.step(closure_for(kind, other, x, y))
+    for p, q in zip(model.parameters(), other.parameters()):
+        assert torch.equal(p, q)
+
+
+# ---- what a user gets wrong is refused before anything changes ------------------------------------
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda p: fastoptim.NewtonCG(p, damping=0.0), r"Invalid damping value: 0.0"),
+        (lambda p: fastoptim.NewtonCG(p, cg_max_iter=0), r"Invalid cg_max_iter value: 0"),
+        (lambda p: fastoptim.NewtonCG(p, damping_policy="trust"), r"Invalid damping_policy value: 'trust'"),
+        (lambda p: fastoptim.SQN(p, history_size=0), r"Invalid history_size value: 0"),
+        (lambda p: fastoptim.SQN(p, line_search="wolfe"), r"Invalid line_search value: 'wolfe'"),
+        (lambda p: fastoptim.EGN(p, loss="hinge"), r"Invalid loss value: 'hinge'"),
+        (lambda p: fastoptim.EGN(p, momentum=1.0), r"Invalid momentum value: 1.0"),
+        (lambda p: fastoptim.SGN(p, lr=float("inf")), r"Invalid lr value: inf"),
+        (lambda p: fastoptim.SWMNG(p, damping=-1), r"Invalid damping value: -1"),
+    ],
+)
+def test_bad_hyperparameters_raise_value_errors_naming_them(make, message):
+    with pytest.raises(ValueError, match=message):
+        make([torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))])
+
+
+def test_low_precision_parameters_are_refused():
+    with pytest.raises(TypeError, match=r"bfloat16; the second-order solvers take float32 or float64"):
+        fastoptim.EGN([torch.nn.Parameter(torch.zeros(3, dtype=torch.bfloat16))])
+
+
+@pytest.mark.parametrize(
+    "name,closure,error,message",
+    [
+        ("EGN", lambda model, x, y: 0.5 * (model(x) - y).square().mean(), TypeError, r"must return \(outputs, targets\)"),
+        ("NewtonCG", lambda model, x, y: (model(x), y), TypeError, r"must return the scalar loss"),
+        ("SGN", lambda model, x, y: (model(x), y[:-1]), ValueError, r"outputs and targets of one shape"),
+        ("SWMNG", lambda model, x, y: (model(x), y.squeeze(1)), ValueError, r"outputs and targets of one shape"),
+    ],
+)
+def test_a_closure_of_the_wrong_kind_raises_before_any_parameter_changes(name, closure, error, message):
+    model, x, y = diabetes_mlp()
+    before = copy.deepcopy(model.state_dict())
+    opt = SOLVERS[name][0](model.parameters())
+    with pytest.raises(error, match=message):
+        opt.step(lambda: closure(model, x[:16], y[:16]))
+    assert all(torch.equal(p, before[k]) for k, p in model.state_dict().items())
+
+
+def test_ce_takes_integer_labels():
+    weight, bias, x, y = problem("ce")
+    opt = fastoptim.EGN([weight, bias], loss="ce")
+    with pytest.raises(ValueError, match=r"loss='ce' takes logits \(b, C\) and integer labels \(b,\)"):
+        opt.step(lambda: (x @ weight.T + bias, y.double()))
+
+
+def test_egn_refuses_a_jacobian_over_its_budget():
+    model, x, y = diabetes_mlp()
+    opt = fastoptim.EGN(model.parameters(), max_jacobian_bytes=1000)
+    with pytest.raises(ValueError, match=r"takes \d+ bytes, more than max_jacobian_bytes=1000"):
+        opt.step(lambda: (model(x[:16]), y[:16]))
