@@ -247,6 +247,9 @@ class SecondOrderOptimizer(torch.optim.Optimizer):
             _check_number(where, "cg_tol", group["cg_tol"], 0.0)
         if "warm_start" in group:
             _check_number(where, "warm_start", group["warm_start"], 0.0)
+        for name in ("c1", "ls_decrease"):  # the Armijo search's constants
+            if name in group:
+                _check_number(where, name, group[name], 0.0, low_open=True, high=1.0)
 
     @staticmethod
     def _trainable(group: dict[str, Any]) -> list[Tensor]:
@@ -349,8 +352,6 @@ class NewtonCG(SecondOrderOptimizer):
     def _check_group(self, group, where) -> None:
         super()._check_group(group, where)
         _check_choice(where, "damping_policy", group["damping_policy"], ("const", "lm"))
-        _check_number(where, "c1", group["c1"], 0.0, low_open=True, high=1.0)
-        _check_number(where, "ls_decrease", group["ls_decrease"], 0.0, low_open=True, high=1.0)
 
     def _step_group(self, group, params, loss, closure) -> Tensor:
         state = self._group_state(params, group)
@@ -415,8 +416,6 @@ class SQN(SecondOrderOptimizer):
     def _check_group(self, group, where) -> None:
         super()._check_group(group, where)
         _check_number(where, "curvature_eps", group["curvature_eps"], 0.0)
-        _check_number(where, "c1", group["c1"], 0.0, low_open=True, high=1.0)
-        _check_number(where, "ls_decrease", group["ls_decrease"], 0.0, low_open=True, high=1.0)
 
     def _history(self, params, group, state):
         m = group["history_size"]
@@ -524,8 +523,6 @@ class EGN(SecondOrderOptimizer):
     def _check_group(self, group, where) -> None:
         super()._check_group(group, where)
         _check_int(where, "max_jacobian_bytes", group["max_jacobian_bytes"], 1)
-        _check_number(where, "c1", group["c1"], 0.0, low_open=True, high=1.0)
-        _check_number(where, "ls_decrease", group["ls_decrease"], 0.0, low_open=True, high=1.0)
 
     def _step_group(self, group, params, result, closure) -> Tensor:
         state = self._group_state(params, group)
