@@ -278,14 +278,24 @@ class SecondOrderOptimizer(torch.optim.Optimizer):
         return result
 
     @torch.no_grad()
-    def step(self, closure=None):
-        """One step; returns the loss at the parameters it started from."""
+    def step(self, closure=None, curvature_closure=None):
+        """One step; returns the loss at the parameters it started from.
+
+        Args:
+            closure: the loss closure or the output closure (see the class docstring).
+            curvature_closure (optional): a closure of the same kind on another batch (a subsample,
+                say) from which the curvature is taken; the gradient still comes from ``closure``.
+        """
         if closure is None:
             raise TypeError(f"{type(self).__name__}.step needs a closure (see the class docstring)")
+        where = f"{type(self).__name__}.step"
         result = self._evaluate(closure)
+        curvature = self._evaluate(curvature_closure) if curvature_closure is not None else None
         if self.closure_kind == "outputs":
             for group in self.param_groups:
-                OutputLoss.check(group["loss"], *result, f"{type(self).__name__}.step")
+                OutputLoss.check(group["loss"], *result, where)
+                if curvature is not None:
+                    OutputLoss.check(group["loss"], *curvature, f"{where} (curvature_closure)")
         loss = None
         for index, group in enumerate(self.param_groups):
             params = self._trainable(group)
@@ -293,11 +303,14 @@ class SecondOrderOptimizer(torch.optim.Optimizer):
                 continue
             if index > 0:  # each group solves at the parameters the previous groups moved
                 result = self._evaluate(closure)
-            value = self._step_group(group, params, result, closure)
+                curvature = self._evaluate(curvature_closure) if curvature_closure is not None else None
+            value = self._step_group(group, params, result, closure, curvature, curvature_closure)
             loss = value if loss is None else loss
         return loss
 
-    def _step_group(self, group, params, result, closure) -> Tensor:
+    def _step_group(self, group, params, result, closure, curvature, curvature_closure) -> Tensor:
+        """One step of `group`: `result` is the closure's value (with its graph), `curvature` the
+        curvature closure's value or None (then the curvature comes from `result`)."""
         raise NotImplementedError
 
     def _loss_at(self, closure, group) -> Tensor:
@@ -353,12 +366,13 @@ class NewtonCG(SecondOrderOptimizer):
         super()._check_group(group, where)
         _check_choice(where, "damping_policy", group["damping_policy"], ("const", "lm"))
 
-    def _step_group(self, group, params, loss, closure) -> Tensor:
+    def _step_group(self, group, params, loss, closure, curvature, curvature_closure) -> Tensor:
         state = self._group_state(params, group)
         state["step"] += 1
         with torch.enable_grad():
-            grads = torch.autograd.grad(loss, params, create_graph=True)
-        gradient = _flat(grads).detach()
+            grads = torch.autograd.grad(curvature if curvature is not None else loss, params, create_graph=True)
+            gradient = _flat(grads if curvature is None else torch.autograd.grad(loss, params, retain_graph=True))
+        gradient = gradient.detach()
         damping = float(state["damping"])
 
         def hessian_apply(v: Tensor) -> Tensor:
@@ -448,12 +462,14 @@ class SQN(SecondOrderOptimizer):
             q.add_(s[i], alpha=float(alphas[i] - beta))
         return q
 
-    def _step_group(self, group, params, loss, closure) -> Tensor:
+    def _step_group(self, group, params, loss, closure, curvature, curvature_closure) -> Tensor:
         state = self._group_state(params, group)
         state["step"] += 1
         s_hist, y_hist = self._history(params, group, state)
         with torch.enable_grad():
             gradient = _flat(torch.autograd.grad(loss, params)).detach()
+            # the curvature pair's y is a difference of gradients of one batch: the closure's, or the curvature closure's
+            curvature_gradient = gradient if curvature is None else _flat(torch.autograd.grad(curvature, params)).detach()
         m, start, length = group["history_size"], int(state["history_start"]), int(state["history_length"])
         order = [(start + k) % m for k in range(length)]
         direction = -self.two_loop(gradient, s_hist.to(gradient.dtype), y_hist.to(gradient.dtype),
@@ -464,10 +480,10 @@ class SQN(SecondOrderOptimizer):
         else:
             _add_(params, direction, float(group["lr"]))
         with torch.enable_grad():
-            new_loss = self._evaluate(closure)
+            new_loss = self._evaluate(curvature_closure or closure)
             new_gradient = _flat(torch.autograd.grad(new_loss, params)).detach()
         s = _flat([p.detach() for p in params]) - before
-        y = new_gradient - gradient
+        y = new_gradient - curvature_gradient
         sy = s.dot(y)
         if sy > group["curvature_eps"] * y.dot(y):
             slot = (start + length) % m if length < m else start
@@ -483,18 +499,35 @@ class SQN(SecondOrderOptimizer):
 
 
 # ---- Gauss-Newton family: EGN, SGN, SWM-NG ------------------------------------------------------
-def _jacobian_rows(outputs: Tensor, params: list[Tensor], rows: Tensor) -> Tensor:
-    """rows J for the given output-space row vectors (k x n): (k x d), by batched vector-Jacobian products."""
-    with torch.enable_grad():
-        pieces = torch.autograd.grad(outputs.reshape(-1), params, rows, retain_graph=True, is_grads_batched=True)
-    return torch.cat([piece.reshape(len(rows), -1) for piece in pieces], dim=1)
+class ModelOutputs:
+    """The n model outputs of a closure as a function of a group's d parameters, through their
+    graph: J'u (a vector-Jacobian product), J v (the derivative of J'u in u: a double backward
+    through a dummy u, created on first use) and rows R J (batched vector-Jacobian products)."""
 
+    def __init__(self, outputs: Tensor, params: list[Tensor]) -> None:
+        self.outputs, self.params = outputs, params
+        self._dummy = self._jt_dummy = None
 
-def _vjp(outputs: Tensor, params: list[Tensor], v: Tensor) -> Tensor:
-    """J' v for an output-space vector v."""
-    with torch.enable_grad():
-        pieces = torch.autograd.grad(outputs.reshape(-1), params, v.to(outputs.dtype), retain_graph=True)
-    return _flat(pieces)
+    def vjp(self, u: Tensor) -> Tensor:
+        with torch.enable_grad():
+            pieces = torch.autograd.grad(self.outputs.reshape(-1), self.params, u.to(self.outputs.dtype), retain_graph=True)
+        return _flat(pieces)
+
+    def jvp(self, v: Tensor) -> Tensor:
+        with torch.enable_grad():
+            if self._dummy is None:
+                self._dummy = torch.zeros_like(self.outputs, requires_grad=True)
+                self._jt_dummy = torch.autograd.grad(self.outputs, self.params, self._dummy, create_graph=True)
+            jv = torch.autograd.grad(self._jt_dummy, self._dummy, _pieces(v.to(self.outputs.dtype), self.params),
+                                     retain_graph=True)[0]
+        return jv.reshape(-1)
+
+    def rows(self, rows: Tensor) -> Tensor:
+        """rows @ J, (k x d) for k output-space row vectors."""
+        with torch.enable_grad():
+            pieces = torch.autograd.grad(self.outputs.reshape(-1), self.params, rows.to(self.outputs.dtype),
+                                         retain_graph=True, is_grads_batched=True)
+        return torch.cat([piece.reshape(len(rows), -1) for piece in pieces], dim=1)
 
 
 class EGN(SecondOrderOptimizer):
@@ -505,44 +538,80 @@ class EGN(SecondOrderOptimizer):
         d = -(J'QJ + lambda I)^-1 J'e = -J~' (J~ J~' + lambda I)^-1 u        (an n x n solve, not d x d)
 
     (MSE: d = J'(JJ' + b lambda I)^-1 r with r = y - f). The n x n system is symmetric positive
-    definite and solved by Cholesky in float64 (a jitter only if the factorisation fails, at most 1e-8
-    relative). ``momentum`` mu: v <- mu v + (1 - mu) d, used d = v / (1 - mu^t); ``line_search="armijo"``
-    backtracks from lr (c1 = 0.1). The Jacobian takes n * d numbers: more than ``max_jacobian_bytes``
-    raises (use SGN, which never forms it).
+    definite. ``solver="cholesky"`` forms it (J~ J~', by batched vector-Jacobian products, in chunks
+    of rows within ``max_jacobian_bytes``; a chunk pair that cannot fit raises) and solves it by
+    Cholesky in float64 (a jitter only if the factorisation fails, at most 1e-8 relative);
+    ``solver="cg"`` never forms J: CG on the n x n system (``cg_max_iter``, ``cg_tol``) with products
+    L'J(J'(Lv)). ``momentum`` mu: v <- mu v + (1 - mu) d, used d = v / (1 - mu^t);
+    ``line_search="armijo"`` backtracks from lr (c1 = 0.1). With a curvature closure (another batch),
+    d = -(g - J~'(lambda I + J~ J~')^-1 J~ g) / lambda, J~ from that batch, g from the closure's.
     """
 
     closure_kind = "outputs"
 
     def __init__(self, params, lr: float = 1.0, damping: float = 1.0, loss: str = "mse", momentum: float = 0.0,
-                 line_search: str | None = None, *, max_jacobian_bytes: int = 2**30, max_ls: int = 15, c1: float = 0.1,
+                 line_search: str | None = None, *, solver: str = "cholesky", max_jacobian_bytes: int = 2**30,
+                 cg_max_iter: int = 100, cg_tol: float = 1e-10, max_ls: int = 15, c1: float = 0.1,
                  ls_decrease: float = 0.8) -> None:
-        defaults = dict(lr=lr, damping=damping, loss=loss, momentum=momentum, line_search=line_search,
-                        max_jacobian_bytes=max_jacobian_bytes, max_ls=max_ls, c1=c1, ls_decrease=ls_decrease)
+        defaults = dict(lr=lr, damping=damping, loss=loss, momentum=momentum, line_search=line_search, solver=solver,
+                        max_jacobian_bytes=max_jacobian_bytes, cg_max_iter=cg_max_iter, cg_tol=cg_tol, max_ls=max_ls,
+                        c1=c1, ls_decrease=ls_decrease)
         super().__init__(params, defaults)
 
     def _check_group(self, group, where) -> None:
         super()._check_group(group, where)
+        _check_choice(where, "solver", group["solver"], ("cholesky", "cg"))
         _check_int(where, "max_jacobian_bytes", group["max_jacobian_bytes"], 1)
 
-    def _step_group(self, group, params, result, closure) -> Tensor:
+    @staticmethod
+    def gram(model: ModelOutputs, loss: OutputLoss, budget: int) -> Tensor:
+        """J~ J~' (n x n, float64), from rows of J~ computed a chunk at a time: two chunks of k rows
+        are held at once, k as large as `budget` bytes allow (a chunk is computed again for each
+        later chunk it meets; one chunk when everything fits)."""
+        outputs = model.outputs
+        n, d = outputs.numel(), sum(p.numel() for p in model.params)
+        row_bytes = d * outputs.element_size()
+        k = n if n * row_bytes <= budget else budget // (2 * row_bytes)
+        if k < 1:
+            raise ValueError(f"EGN.step: one row of the Jacobian ({d} parameters) takes {row_bytes} bytes and two must "
+                             f"fit in max_jacobian_bytes={budget}: raise it, or use solver='cg' (never forms J)")
+        eye = torch.eye(n, dtype=outputs.dtype, device=outputs.device)
+        # (row i of J~ = L'J is (L e_i)'J: the vector-Jacobian product of column i of L)
+        def j_tilde(lo, hi):
+            return model.rows(torch.stack([loss.factor_apply(row) for row in eye[lo:hi]])).double()
+
+        chunks = [(lo, min(lo + k, n)) for lo in range(0, n, k)]
+        gram = torch.empty(n, n, dtype=torch.float64)
+        for a, (lo, hi) in enumerate(chunks):
+            rows = j_tilde(lo, hi)
+            gram[lo:hi, lo:hi] = rows @ rows.T
+            for lo2, hi2 in chunks[a + 1:]:
+                block = rows @ j_tilde(lo2, hi2).T
+                gram[lo:hi, lo2:hi2] = block
+                gram[lo2:hi2, lo:hi] = block.T
+        return gram
+
+    def _step_group(self, group, params, result, closure, curvature, curvature_closure) -> Tensor:
         state = self._group_state(params, group)
         state["step"] += 1
-        outputs, targets = result
-        loss = OutputLoss(group["loss"], outputs, targets)
-        n, d = outputs.numel(), sum(p.numel() for p in params)
-        needed = n * d * outputs.element_size()
-        if needed > group["max_jacobian_bytes"]:
-            raise ValueError(f"EGN.step: the Jacobian of {n} outputs by {d} parameters takes {needed} bytes, more than "
-                             f"max_jacobian_bytes={group['max_jacobian_bytes']}: use a smaller batch, raise the budget, "
-                             "or use SGN (matrix-free)")
+        loss = OutputLoss(group["loss"], *result)
+        model = ModelOutputs(result[0], params)
         e, u = loss.gradient_and_u()
-        eye = torch.eye(n, dtype=outputs.dtype, device=outputs.device)
-        # (row k of L'J is (L e_k)'J: the vector-Jacobian product of column k of L)
-        j_tilde = _jacobian_rows(outputs, params, torch.stack([loss.factor_apply(row) for row in eye]))
-        gram = j_tilde.double() @ j_tilde.double().T
+        same_batch = curvature is None
+        c_loss = loss if same_batch else OutputLoss(group["loss"], *curvature)
+        c_model = model if same_batch else ModelOutputs(curvature[0], params)
+        gradient = model.vjp(e) if not same_batch or group["line_search"] == "armijo" else None
+        rhs = u if same_batch else c_loss.factor_transpose_apply(c_model.jvp(gradient))  # J~ g
         damping = float(state["damping"])
-        w = cholesky_solve(gram + damping * torch.eye(n, dtype=torch.float64), u)
-        direction = -(j_tilde.T.double() @ w).to(outputs.dtype)
+        if group["solver"] == "cholesky":
+            gram = self.gram(c_model, c_loss, group["max_jacobian_bytes"])
+            w = cholesky_solve(gram + damping * torch.eye(len(gram), dtype=torch.float64), rhs)
+        else:
+            def system(v: Tensor) -> Tensor:
+                return c_loss.factor_transpose_apply(c_model.jvp(c_model.vjp(c_loss.factor_apply(v)))) + damping * v
+            w, _, _ = conjugate_gradient(system, rhs, None, group["cg_max_iter"], group["cg_tol"])
+        back = c_model.vjp(c_loss.factor_apply(w.to(rhs.dtype)))  # J~'w
+        direction = -back if same_batch else -(gradient - back) / damping
         mu = float(group["momentum"])
         if mu > 0:
             previous = [self.state[p].get("direction") for p in params]
@@ -553,7 +622,6 @@ class EGN(SecondOrderOptimizer):
             direction = velocity / (1 - mu ** float(state["step"]))
         value = loss.value().detach()
         if group["line_search"] == "armijo":
-            gradient = _vjp(outputs, params, e)
             self._armijo(group, params, closure, value, gradient, direction, group["c1"])
         else:
             _add_(params, direction, float(group["lr"]))
@@ -564,7 +632,8 @@ class SGN(SecondOrderOptimizer):
     r"""Stochastic Gauss-Newton (Gargiani et al., 2020): solve (J'QJ + lambda I) d = -J'e by CG with
     matrix-free products J'Q(Jv) (Q the exact Hessian of the mean loss in the outputs; J v by a
     double vector-Jacobian product), then theta <- theta + lr d. ``warm_start`` c starts CG at
-    c * d_prev (0: cold, Somax's behaviour). Memory O(parameters).
+    c * d_prev (0: cold, Somax's behaviour). With a curvature closure the products come from its
+    batch. Memory O(parameters).
     """
 
     closure_kind = "outputs"
@@ -575,22 +644,18 @@ class SGN(SecondOrderOptimizer):
                         warm_start=warm_start)
         super().__init__(params, defaults)
 
-    def _step_group(self, group, params, result, closure) -> Tensor:
+    def _step_group(self, group, params, result, closure, curvature, curvature_closure) -> Tensor:
         state = self._group_state(params, group)
         state["step"] += 1
-        outputs, targets = result
-        loss = OutputLoss(group["loss"], outputs, targets)
+        loss = OutputLoss(group["loss"], *result)
         e, _ = loss.gradient_and_u()
-        gradient = _vjp(outputs, params, e)
-        with torch.enable_grad():  # J v as d/du of (J'u)'v: a dummy u, double backward
-            dummy = torch.zeros_like(outputs, requires_grad=True)
-            jt_dummy = torch.autograd.grad(outputs, params, dummy, create_graph=True)
+        gradient = ModelOutputs(result[0], params).vjp(e)
+        c_loss = loss if curvature is None else OutputLoss(group["loss"], *curvature)
+        c_model = ModelOutputs((result if curvature is None else curvature)[0], params)
         damping = float(state["damping"])
 
         def curvature_apply(v: Tensor) -> Tensor:
-            with torch.enable_grad():
-                jv = torch.autograd.grad(jt_dummy, dummy, _pieces(v.to(outputs.dtype), params), retain_graph=True)[0]
-            return _vjp(outputs, params, loss.hessian_apply(jv.reshape(-1))) + damping * v
+            return c_model.vjp(c_loss.hessian_apply(c_model.jvp(v))) + damping * v
 
         previous = [self.state[p].get("direction") for p in params]
         x0 = None
@@ -620,21 +685,21 @@ class SWMNG(SecondOrderOptimizer):
     def __init__(self, params, lr: float = 1.0, damping: float = 1.0, loss: str = "mse", momentum: float = 0.0) -> None:
         super().__init__(params, dict(lr=lr, damping=damping, loss=loss, momentum=momentum))
 
-    def _step_group(self, group, params, result, closure) -> Tensor:
+    def _step_group(self, group, params, result, closure, curvature, curvature_closure) -> Tensor:
         state = self._group_state(params, group)
         state["step"] += 1
-        outputs, targets = result
-        loss = OutputLoss(group["loss"], outputs, targets)
+        loss = OutputLoss(group["loss"], *result)
+        c_loss = loss if curvature is None else OutputLoss(group["loss"], *curvature)
         with torch.enable_grad():
-            per_example = loss.per_example()
+            per_example = c_loss.per_example()
             b = per_example.numel()
             pieces = torch.autograd.grad(per_example, params, torch.eye(b, dtype=per_example.dtype), retain_graph=True,
                                          is_grads_batched=True)
-        grads = torch.cat([piece.reshape(b, -1) for piece in pieces], dim=1).double()
-        gradient = grads.mean(0)
+            grads = torch.cat([piece.reshape(b, -1) for piece in pieces], dim=1).double()
+            gradient = grads.mean(0) if curvature is None else _flat(torch.autograd.grad(loss.value(), params)).double()
         damping = float(state["damping"])
         w = cholesky_solve(grads @ grads.T + b * damping * torch.eye(b, dtype=torch.float64), grads @ gradient)
-        direction = ((grads.T @ w - gradient) / damping).to(outputs.dtype)
+        direction = ((grads.T @ w - gradient) / damping).to(result[0].dtype)
         current = _flat([p.detach() for p in params])
         mu = float(group["momentum"])
         previous = [self.state[p].get("previous_param") for p in params]

@@ -256,8 +256,95 @@ def test_ce_takes_integer_labels():
         opt.step(lambda: (x @ weight.T + bias, y.double()))
 
 
-def test_egn_refuses_a_jacobian_over_its_budget():
+def test_egn_refuses_a_budget_that_cannot_hold_two_rows_of_the_jacobian():
     model, x, y = diabetes_mlp()
     opt = fastoptim.EGN(model.parameters(), max_jacobian_bytes=1000)
-    with pytest.raises(ValueError, match=r"takes \d+ bytes, more than max_jacobian_bytes=1000"):
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match=r"one row of the Jacobian \(385 parameters\) takes 3080 bytes and two must "
+                                         r"fit in max_jacobian_bytes=1000: raise it, or use solver='cg'"):
         opt.step(lambda: (model(x[:16]), y[:16]))
+    assert all(torch.equal(p, before[k]) for k, p in model.state_dict().items())
+
+
+@pytest.mark.parametrize("variant", ["chunked", "cg"])
+@pytest.mark.parametrize("kind", ["mse", "ce"])
+def test_egn_chunked_and_matrix_free_solves_equal_the_whole_one(kind, variant):
+    weight, bias, x, y = problem(kind, batch=20)
+    other = [weight.detach().clone().requires_grad_(), bias.detach().clone().requires_grad_()]
+    whole = fastoptim.EGN([weight, bias], lr=0.7, damping=0.3, loss=kind)
+    d = weight.numel() + bias.numel()
+    # chunked: room for two chunks of 3 rows; cg: never forms J
+    options = dict(max_jacobian_bytes=2 * 3 * d * 8) if variant == "chunked" else dict(solver="cg", cg_tol=1e-14)
+    split = fastoptim.EGN(other, lr=0.7, damping=0.3, loss=kind, **options)
+    for _ in range(3):
+        whole.step(lambda: (x @ weight.T + bias, y))
+        split.step(lambda: (x @ other[0].T + other[1], y))
+    torch.testing.assert_close(flat(*other), flat(weight, bias), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["EGN", "SGN", "SWMNG"])
+def test_a_curvature_batch_gives_the_dense_solve_with_that_batchs_curvature(solver):
+    """d = -(C + lambda I)^-1 g with C the curvature of the curvature closure's batch (Gauss-Newton
+    for EGN and SGN, the empirical Fisher for SWM-NG) and g the gradient of the closure's batch."""
+    weight, bias, x, y = problem("ce", batch=16)
+    xc, yc = x[:6], y[:6]
+    theta = flat(weight, bias)
+
+    def logits(t, inputs):
+        return inputs @ t[: weight.numel()].view_as(weight).T + t[weight.numel():]
+
+    gradient = torch.autograd.functional.jacobian(lambda t: mean_loss("ce", logits(t, x), y), theta)
+    if solver == "SWMNG":
+        per_example = torch.stack([torch.autograd.functional.jacobian(
+            lambda t: mean_loss("ce", logits(t, xi[None]), yi[None]), theta) for xi, yi in zip(xc, yc)])
+        curvature = per_example.T @ per_example / len(xc)
+    else:
+        jac = torch.autograd.functional.jacobian(lambda t: logits(t, xc).reshape(-1), theta)
+        q = torch.autograd.functional.hessian(lambda f: mean_loss("ce", f.view(len(xc), -1), yc),
+                                              logits(theta, xc).reshape(-1))
+        curvature = jac.T @ q @ jac
+    expected = theta - 0.5 * torch.linalg.solve(curvature + 0.2 * torch.eye(len(theta)), gradient)
+    options = dict(cg_max_iter=200, cg_tol=0.0) if solver == "SGN" else {}
+    opt = getattr(fastoptim, solver)([weight, bias], lr=0.5, damping=0.2, loss="ce", **options)
+    opt.step(lambda: (x @ weight.T + bias, y), curvature_closure=lambda: (xc @ weight.T + bias, yc))
+    torch.testing.assert_close(flat(weight, bias), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_newton_cg_with_a_curvature_batch_uses_its_hessian():
+    weight, bias, x, y = problem("ce", batch=16)
+    xc, yc = x[:5], y[:5]
+    theta = flat(weight, bias)
+
+    def loss_of(t, inputs, labels):
+        return mean_loss("ce", inputs @ t[: weight.numel()].view_as(weight).T + t[weight.numel():], labels)
+
+    hessian = torch.autograd.functional.hessian(lambda t: loss_of(t, xc, yc), theta)
+    gradient = torch.autograd.functional.jacobian(lambda t: loss_of(t, x, y), theta)
+    expected = theta - torch.linalg.solve(hessian + 0.5 * torch.eye(len(theta)), gradient)
+    opt = fastoptim.NewtonCG([weight, bias], damping=0.5, cg_max_iter=100, cg_tol=0.0, warm_start=0.0)
+    opt.step(lambda: mean_loss("ce", x @ weight.T + bias, y), curvature_closure=lambda: mean_loss("ce", xc @ weight.T + bias, yc))
+    torch.testing.assert_close(flat(weight, bias), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_sqn_skips_a_pair_of_negative_curvature():
+    """Somax stores every pair; a pair with s'y <= 0 (a concave stretch) would make H indefinite."""
+    p = torch.nn.Parameter(torch.tensor([0.5, -0.3]))
+    opt = fastoptim.SQN([p], lr=0.1)
+    opt.step(lambda: -(p.square().sum()) + 0.1 * p.sum())  # concave: y = -2 s, s'y < 0
+    assert int(opt.state[p]["history_length"]) == 0
+    opt.step(lambda: p.square().sum())  # convex: stored
+    assert int(opt.state[p]["history_length"]) == 1
+
+
+def test_newton_cg_lm_damping_follows_the_ratio_of_the_step_taken():
+    """rho = (f(theta + a d) - f(theta)) / (a g'd + a^2 d'Hd / 2); on a quadratic the model is exact
+    (rho = 1 > 3/4): lambda halves; where the model overestimates the decrease (sqrt(1 + q^2), whose
+    curvature fades), it grows by 1.5."""
+    p = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    opt = fastoptim.NewtonCG([p], damping=0.4, damping_policy="lm", warm_start=0.0)
+    opt.step(lambda: (p - 3).square().sum())
+    assert float(opt.state[p]["damping"]) == pytest.approx(0.2)
+    q = torch.nn.Parameter(torch.tensor([1.0]))
+    opt = fastoptim.NewtonCG([q], lr=1.0, damping=1e-3, damping_policy="lm", warm_start=0.0)
+    opt.step(lambda: (1 + q.square()).sqrt().sum())  # the step lands at about -1: rho < 1/4
+    assert float(opt.state[q]["damping"]) == pytest.approx(1.5e-3)
