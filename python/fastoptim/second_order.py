@@ -152,6 +152,7 @@ class OutputLoss:
         return torch.softmax(f, dim=1) if self.kind == "ce" else torch.sigmoid(f)
 
     def _apply(self, v: Tensor, transpose: bool) -> Tensor:
+        """L v or L' v along the last dimension of v (n, or k x n for k vectors at once)."""
         b = self.batch
         if self.kind == "mse":
             return v / math.sqrt(b)
@@ -161,12 +162,13 @@ class OutputLoss:
         # CE: L = (diag(sqrt p) - p sqrt(p)') / sqrt(b) per example, so L L' = (diag(p) - p p') / b = Q.
         p = p.reshape(b, -1)
         root = p.sqrt()
-        v = v.reshape(b, -1)
+        shape = v.shape
+        v = v.reshape(*shape[:-1], b, -1)
         if transpose:  # L' v = sqrt(p) * v - sqrt(p) (p' v)
-            out = root * v - root * (p * v).sum(1, keepdim=True)
+            out = root * v - root * (p * v).sum(-1, keepdim=True)
         else:  # L v = sqrt(p) * v - p (sqrt(p)' v)
-            out = root * v - p * (root * v).sum(1, keepdim=True)
-        return out.reshape(-1) / math.sqrt(b)
+            out = root * v - p * (root * v).sum(-1, keepdim=True)
+        return out.reshape(shape) / math.sqrt(b)
 
     def gradient_and_u(self) -> tuple[Tensor, Tensor]:
         """e = dloss/df (flattened), and u with L u = e."""
@@ -177,8 +179,11 @@ class OutputLoss:
         p = self._probabilities()
         if self.kind == "ce":
             e = (p - torch.nn.functional.one_hot(y, p.shape[1]).to(p.dtype)).reshape(-1) / b
-            # L u = e with u = e / sqrt(p) (e sums to 0 per example, so the rank-one part vanishes)
-            return e, e / p.reshape(-1).sqrt() * math.sqrt(b)
+            # L u = e with u = e / sqrt(p) (e sums to 0 per example, so the rank-one part vanishes); a
+            # probability that underflowed to 0 has e = 0 there (unless it is the label's), so it is
+            # floored at the smallest normal number instead of dividing 0 by 0
+            root = p.reshape(-1).clamp_min(torch.finfo(p.dtype).tiny).sqrt()
+            return e, e / root * math.sqrt(b)
         e = (p - y.to(p.dtype)).reshape(-1) / b
         return e, e / self._apply(torch.ones_like(e), transpose=False)
 
@@ -578,7 +583,7 @@ class EGN(SecondOrderOptimizer):
         eye = torch.eye(n, dtype=outputs.dtype, device=outputs.device)
         # (row i of J~ = L'J is (L e_i)'J: the vector-Jacobian product of column i of L)
         def j_tilde(lo, hi):
-            return model.rows(torch.stack([loss.factor_apply(row) for row in eye[lo:hi]])).double()
+            return model.rows(loss.factor_apply(eye[lo:hi])).double()
 
         chunks = [(lo, min(lo + k, n)) for lo in range(0, n, k)]
         gram = torch.empty(n, n, dtype=torch.float64)

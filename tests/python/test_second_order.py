@@ -348,3 +348,15 @@ def test_newton_cg_lm_damping_follows_the_ratio_of_the_step_taken():
     opt = fastoptim.NewtonCG([q], lr=1.0, damping=1e-3, damping_policy="lm", warm_start=0.0)
     opt.step(lambda: (1 + q.square()).sqrt().sum())  # the step lands at about -1: rho < 1/4
     assert float(opt.state[q]["damping"]) == pytest.approx(1.5e-3)
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_egn_steps_a_confident_classifier_whose_probabilities_underflow(solver):
+    """float32 softmax probabilities of e^-200 are 0: the step must stay finite (it was 0/0)."""
+    weight = torch.nn.Parameter(torch.tensor([[200.0, 0.0], [0.0, 0.0], [0.0, 200.0]], dtype=torch.float32))
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1]], dtype=torch.float32)
+    y = torch.tensor([0, 2, 0])
+    assert (torch.softmax(x @ weight.T, 1) == 0).any()
+    opt = fastoptim.EGN([weight], damping=1e-2, loss="ce", solver=solver)
+    opt.step(lambda: (x @ weight.T, y))
+    assert torch.isfinite(weight).all()
