@@ -360,3 +360,35 @@ def test_egn_steps_a_confident_classifier_whose_probabilities_underflow(solver):
     opt = fastoptim.EGN([weight], damping=1e-2, loss="ce", solver=solver)
     opt.step(lambda: (x @ weight.T, y))
     assert torch.isfinite(weight).all()
+
+
+def test_param_groups_are_solved_one_after_the_other_each_with_its_own_state():
+    """Two groups step as two optimizers would, one after the other on the same closure (the
+    curvature between groups is left out), each with its own damping and lr."""
+    model, x, y = diabetes_mlp()
+    twin, _, _ = diabetes_mlp()
+    first, second = list(model[0].parameters()), list(model[2].parameters())
+    opt = fastoptim.EGN([{"params": first, "damping": 0.5}, {"params": second, "lr": 0.5}], damping=0.1)
+    opt_a = fastoptim.EGN(list(twin[0].parameters()), damping=0.5)
+    opt_b = fastoptim.EGN(list(twin[2].parameters()), lr=0.5, damping=0.1)
+    for _ in range(2):
+        opt.step(lambda: (model(x[:32]), y[:32]))
+        opt_a.step(lambda: (twin(x[:32]), y[:32]))
+        opt_b.step(lambda: (twin(x[:32]), y[:32]))
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+    assert float(opt.state[first[0]]["damping"]) == 0.5 and float(opt.state[second[0]]["damping"]) == 0.1
+
+
+def test_an_lr_scheduler_drives_the_step_size():
+    """SGN (cold CG starts, constant damping) keeps nothing that changes its next direction, so each
+    step with the scheduler's lr equals a step of a new SGN built with that lr."""
+    weight, bias, x, y = problem("mse")
+    twin = [weight.detach().clone().requires_grad_(), bias.detach().clone().requires_grad_()]
+    opt = fastoptim.SGN([weight, bias], lr=1.0, damping=0.3)
+    scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    for lr in (1.0, 0.5, 0.25):
+        opt.step(lambda: (x @ weight.T + bias, y))
+        scheduler.step()
+        fastoptim.SGN(twin, lr=lr, damping=0.3).step(lambda: (x @ twin[0].T + twin[1], y))
+        assert torch.equal(flat(weight, bias), flat(*twin))
