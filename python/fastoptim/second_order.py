@@ -15,10 +15,10 @@ parameters it started from:
 independently (block-diagonal curvature between groups), each with its own damping, history and
 lr; one group is the whole method. Parameters must be float32 or float64 (bf16/fp16: a TypeError;
 the small dense solves run in float64). Everything a solver keeps is in ``state_dict``: per
-parameter ``direction`` (the previous direction, Newton-CG/SGN warm starts and EGN momentum),
-``s_history``/``y_history`` (SQN), ``previous_param`` (SWM-NG momentum); per group, under its first
-parameter, ``damping`` (the current lambda), ``step`` and SQN's ``rho_history``, ``history_start``,
-``history_length``.
+parameter ``direction`` (the previous direction, Newton-CG/SGN warm starts and EGN momentum) and
+``previous_param`` (SWM-NG momentum); per group, under its first parameter, ``damping`` (the current
+lambda), ``step`` and SQN's ``s_history``/``y_history`` (history_size x the group's elements, flat),
+``rho_history``, ``history_start``, ``history_length``.
 
 What is fixed from Somax's code (spec section 8): CG stops on non-positive curvature; SQN skips
 pairs with s'y <= eps ||y||^2 and runs its documented Armijo search; EGN's cross-entropy system is
@@ -436,19 +436,18 @@ class SQN(SecondOrderOptimizer):
         super()._check_group(group, where)
         _check_number(where, "curvature_eps", group["curvature_eps"], 0.0)
 
-    def _history(self, params, group, state):
-        m = group["history_size"]
-        if "rho_history" not in state or state["rho_history"].numel() != m:
-            for p in params:
-                self.state[p]["s_history"] = torch.zeros((m, *p.shape), dtype=p.dtype, device=p.device)
-                self.state[p]["y_history"] = torch.zeros((m, *p.shape), dtype=p.dtype, device=p.device)
+    def _history(self, params, group, state) -> None:
+        """The group's ring buffer of pairs, kept flat (history_size x the group's elements) under its
+        first parameter, so the two-loop reads it without gathering the parameters' pieces."""
+        m, d = group["history_size"], sum(p.numel() for p in params)
+        if "rho_history" not in state or state["rho_history"].numel() != m or state["s_history"].shape != (m, d):
             # (in the parameters' dtype, as every state tensor comes back from torch's load_state_dict)
-            state["rho_history"] = torch.zeros(m, dtype=params[0].dtype)
-            state["history_start"] = torch.tensor(0, dtype=params[0].dtype)
-            state["history_length"] = torch.tensor(0, dtype=params[0].dtype)
-        s = torch.cat([self.state[p]["s_history"].reshape(m, -1) for p in params], dim=1)
-        y = torch.cat([self.state[p]["y_history"].reshape(m, -1) for p in params], dim=1)
-        return s, y
+            dtype = params[0].dtype
+            state["s_history"] = torch.zeros((m, d), dtype=dtype)
+            state["y_history"] = torch.zeros((m, d), dtype=dtype)
+            state["rho_history"] = torch.zeros(m, dtype=dtype)
+            state["history_start"] = torch.tensor(0, dtype=dtype)
+            state["history_length"] = torch.tensor(0, dtype=dtype)
 
     @staticmethod
     def two_loop(gradient: Tensor, s: Tensor, y: Tensor, rho: Tensor, order: list[int]) -> Tensor:
@@ -470,15 +469,14 @@ class SQN(SecondOrderOptimizer):
     def _step_group(self, group, params, loss, closure, curvature, curvature_closure) -> Tensor:
         state = self._group_state(params, group)
         state["step"] += 1
-        s_hist, y_hist = self._history(params, group, state)
+        self._history(params, group, state)
         with torch.enable_grad():
             gradient = _flat(torch.autograd.grad(loss, params)).detach()
             # the curvature pair's y is a difference of gradients of one batch: the closure's, or the curvature closure's
             curvature_gradient = gradient if curvature is None else _flat(torch.autograd.grad(curvature, params)).detach()
         m, start, length = group["history_size"], int(state["history_start"]), int(state["history_length"])
         order = [(start + k) % m for k in range(length)]
-        direction = -self.two_loop(gradient, s_hist.to(gradient.dtype), y_hist.to(gradient.dtype),
-                                   state["rho_history"].to(gradient.dtype), order)
+        direction = -self.two_loop(gradient, state["s_history"], state["y_history"], state["rho_history"], order)
         before = _flat([p.detach() for p in params])
         if group["line_search"] == "armijo":
             self._armijo(group, params, closure, loss.detach(), gradient, direction, group["c1"])
@@ -492,9 +490,8 @@ class SQN(SecondOrderOptimizer):
         sy = s.dot(y)
         if sy > group["curvature_eps"] * y.dot(y):
             slot = (start + length) % m if length < m else start
-            for p, s_piece, y_piece in zip(params, _pieces(s, params), _pieces(y, params)):
-                self.state[p]["s_history"][slot].copy_(s_piece)
-                self.state[p]["y_history"][slot].copy_(y_piece)
+            state["s_history"][slot] = s
+            state["y_history"][slot] = y
             state["rho_history"][slot] = 1.0 / float(sy)
             if length < m:
                 state["history_length"].fill_(length + 1)
