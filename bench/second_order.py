@@ -66,15 +66,17 @@ def mean_loss(kind, f, y):
 
 
 # one configuration per solver and setting (full batch, or batches of 64), chosen once for both
-# problems, not per target: minibatches need more damping (their curvature is noisier)
+# problems, not per target: full batch with little damping and an Armijo search (without it EGN and
+# SGN overshoot on the first digits steps), minibatches with more damping (their curvature is noisier)
 SOLVERS = {
     "NewtonCG": (lambda p, loss, full: fastoptim.NewtonCG(p, damping=1e-2 if full else 1.0, cg_max_iter=20,
                                                           damping_policy="lm", line_search="armijo"), "loss"),
     "SQN": (lambda p, loss, full: fastoptim.SQN(p, lr=1.0, history_size=20, line_search="armijo"), "loss"),
     "EGN": (lambda p, loss, full: fastoptim.EGN(p, lr=1.0, damping=1e-2 if full else 0.1, loss=loss, solver="cg",
-                                                cg_max_iter=50, cg_tol=1e-6), "outputs"),
-    "SGN": (lambda p, loss, full: fastoptim.SGN(p, lr=1.0, damping=1e-2 if full else 0.1, loss=loss, cg_max_iter=20),
+                                                cg_max_iter=50, cg_tol=1e-6, line_search="armijo" if full else None),
             "outputs"),
+    "SGN": (lambda p, loss, full: fastoptim.SGN(p, lr=1.0, damping=1e-2 if full else 0.1, loss=loss, cg_max_iter=20,
+                                                line_search="armijo" if full else None), "outputs"),
     "SWMNG": (lambda p, loss, full: fastoptim.SWMNG(p, lr=0.5 if full else 0.1, damping=0.1, loss=loss), "outputs"),
 }
 

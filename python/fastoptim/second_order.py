@@ -633,17 +633,19 @@ class EGN(SecondOrderOptimizer):
 class SGN(SecondOrderOptimizer):
     r"""Stochastic Gauss-Newton (Gargiani et al., 2020): solve (J'QJ + lambda I) d = -J'e by CG with
     matrix-free products J'Q(Jv) (Q the exact Hessian of the mean loss in the outputs; J v by a
-    double vector-Jacobian product), then theta <- theta + lr d. ``warm_start`` c starts CG at
-    c * d_prev (0: cold, Somax's behaviour). With a curvature closure the products come from its
-    batch. Memory O(parameters).
+    double vector-Jacobian product), then theta <- theta + lr d (or Armijo from lr with
+    ``line_search="armijo"``, c1 = 0.1, beyond Somax's SGN). ``warm_start`` c starts CG at c * d_prev
+    (0: cold, Somax's behaviour). With a curvature closure the products come from its batch.
+    Memory O(parameters).
     """
 
     closure_kind = "outputs"
 
     def __init__(self, params, lr: float = 1.0, damping: float = 1e-3, loss: str = "mse", cg_max_iter: int = 10,
-                 cg_tol: float = 1e-5, *, warm_start: float = 0.0) -> None:
+                 cg_tol: float = 1e-5, *, warm_start: float = 0.0, line_search: str | None = None, max_ls: int = 15,
+                 c1: float = 0.1, ls_decrease: float = 0.8) -> None:
         defaults = dict(lr=lr, damping=damping, loss=loss, cg_max_iter=cg_max_iter, cg_tol=cg_tol,
-                        warm_start=warm_start)
+                        warm_start=warm_start, line_search=line_search, max_ls=max_ls, c1=c1, ls_decrease=ls_decrease)
         super().__init__(params, defaults)
 
     def _step_group(self, group, params, result, closure, curvature, curvature_closure) -> Tensor:
@@ -666,8 +668,12 @@ class SGN(SecondOrderOptimizer):
         direction, _, _ = conjugate_gradient(curvature_apply, -gradient, x0, group["cg_max_iter"], group["cg_tol"])
         for p, piece in zip(params, _pieces(direction, params)):
             self.state[p]["direction"] = piece.clone()
-        _add_(params, direction, float(group["lr"]))
-        return loss.value().detach()
+        value = loss.value().detach()
+        if group["line_search"] == "armijo":
+            self._armijo(group, params, closure, value, gradient, direction, group["c1"])
+        else:
+            _add_(params, direction, float(group["lr"]))
+        return value
 
 
 class SWMNG(SecondOrderOptimizer):

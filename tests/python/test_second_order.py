@@ -392,3 +392,14 @@ def test_an_lr_scheduler_drives_the_step_size():
         scheduler.step()
         fastoptim.SGN(twin, lr=lr, damping=0.3).step(lambda: (x @ twin[0].T + twin[1], y))
         assert torch.equal(flat(weight, bias), flat(*twin))
+
+
+def test_sgn_line_search_backtracks_to_a_decrease():
+    """Armijo from lr: a step too long for the loss is shortened until the loss decreases enough."""
+    weight, bias, x, y = problem("ce")
+    opt = fastoptim.SGN([weight, bias], lr=50.0, damping=1e-3, loss="ce", line_search="armijo")
+    with torch.no_grad():
+        before = float(mean_loss("ce", x @ weight.T + bias, y))
+    loss = opt.step(lambda: (x @ weight.T + bias, y))
+    with torch.no_grad():
+        assert float(loss) == pytest.approx(before) and float(mean_loss("ce", x @ weight.T + bias, y)) < before
