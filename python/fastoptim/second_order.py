@@ -318,6 +318,27 @@ class SecondOrderOptimizer(torch.optim.Optimizer):
         curvature closure's value or None (then the curvature comes from `result`)."""
         raise NotImplementedError
 
+    def _previous_direction(self, params: list[Tensor]) -> Tensor | None:
+        """The direction the last step kept (flat), or None before the first."""
+        previous = [self.state[p].get("direction") for p in params]
+        return _flat(previous) if all(d is not None for d in previous) else None
+
+    def _keep_direction(self, params: list[Tensor], direction: Tensor) -> None:
+        for p, piece in zip(params, _pieces(direction, params)):
+            self.state[p]["direction"] = piece.clone()
+
+    def _warm_start(self, group, params) -> Tensor | None:
+        """CG's start: warm_start times the previous direction, or None (zero)."""
+        previous = self._previous_direction(params) if group["warm_start"] > 0 else None
+        return None if previous is None else group["warm_start"] * previous
+
+    def _move(self, group, params, closure, loss: Tensor, gradient: Tensor, direction: Tensor) -> None:
+        """theta <- theta + lr d, or Armijo from lr along d when the group asks for the line search."""
+        if group["line_search"] == "armijo":
+            self._armijo(group, params, closure, loss, gradient, direction, group["c1"])
+        else:
+            _add_(params, direction, float(group["lr"]))
+
     def _loss_at(self, closure, group) -> Tensor:
         """The closure's loss at the current parameters, without a graph."""
         with torch.no_grad():
@@ -385,14 +406,9 @@ class NewtonCG(SecondOrderOptimizer):
                 hv = torch.autograd.grad(grads, params, _pieces(v, params), retain_graph=True)
             return _flat(hv).detach()
 
-        previous = [self.state[p].get("direction") for p in params]
-        x0 = None
-        if group["warm_start"] > 0 and all(d is not None for d in previous):
-            x0 = group["warm_start"] * _flat(previous)
-        direction, _, _ = conjugate_gradient(lambda v: hessian_apply(v) + damping * v, -gradient, x0,
-                                             group["cg_max_iter"], group["cg_tol"])
-        for p, piece in zip(params, _pieces(direction, params)):
-            self.state[p]["direction"] = piece.clone()
+        direction, _, _ = conjugate_gradient(lambda v: hessian_apply(v) + damping * v, -gradient,
+                                             self._warm_start(group, params), group["cg_max_iter"], group["cg_tol"])
+        self._keep_direction(params, direction)
         lm = group["damping_policy"] == "lm"
         if group["line_search"] == "armijo":
             direction = _descent(gradient, direction)
@@ -478,10 +494,7 @@ class SQN(SecondOrderOptimizer):
         order = [(start + k) % m for k in range(length)]
         direction = -self.two_loop(gradient, state["s_history"], state["y_history"], state["rho_history"], order)
         before = _flat([p.detach() for p in params])
-        if group["line_search"] == "armijo":
-            self._armijo(group, params, closure, loss.detach(), gradient, direction, group["c1"])
-        else:
-            _add_(params, direction, float(group["lr"]))
+        self._move(group, params, closure, loss.detach(), gradient, direction)
         with torch.enable_grad():
             new_loss = self._evaluate(curvature_closure or closure)
             new_gradient = _flat(torch.autograd.grad(new_loss, params)).detach()
@@ -616,17 +629,12 @@ class EGN(SecondOrderOptimizer):
         direction = -back if same_batch else -(gradient - back) / damping
         mu = float(group["momentum"])
         if mu > 0:
-            previous = [self.state[p].get("direction") for p in params]
-            velocity = _flat(previous) if all(v is not None for v in previous) else torch.zeros_like(direction)
-            velocity = mu * velocity + (1 - mu) * direction
-            for p, piece in zip(params, _pieces(velocity, params)):
-                self.state[p]["direction"] = piece.clone()
+            velocity = self._previous_direction(params)
+            velocity = mu * (0 if velocity is None else velocity) + (1 - mu) * direction
+            self._keep_direction(params, velocity)
             direction = velocity / (1 - mu ** float(state["step"]))
         value = loss.value().detach()
-        if group["line_search"] == "armijo":
-            self._armijo(group, params, closure, value, gradient, direction, group["c1"])
-        else:
-            _add_(params, direction, float(group["lr"]))
+        self._move(group, params, closure, value, gradient, direction)
         return value
 
 
@@ -661,18 +669,11 @@ class SGN(SecondOrderOptimizer):
         def curvature_apply(v: Tensor) -> Tensor:
             return c_model.vjp(c_loss.hessian_apply(c_model.jvp(v))) + damping * v
 
-        previous = [self.state[p].get("direction") for p in params]
-        x0 = None
-        if group["warm_start"] > 0 and all(d is not None for d in previous):
-            x0 = group["warm_start"] * _flat(previous)
-        direction, _, _ = conjugate_gradient(curvature_apply, -gradient, x0, group["cg_max_iter"], group["cg_tol"])
-        for p, piece in zip(params, _pieces(direction, params)):
-            self.state[p]["direction"] = piece.clone()
+        direction, _, _ = conjugate_gradient(curvature_apply, -gradient, self._warm_start(group, params),
+                                             group["cg_max_iter"], group["cg_tol"])
+        self._keep_direction(params, direction)
         value = loss.value().detach()
-        if group["line_search"] == "armijo":
-            self._armijo(group, params, closure, value, gradient, direction, group["c1"])
-        else:
-            _add_(params, direction, float(group["lr"]))
+        self._move(group, params, closure, value, gradient, direction)
         return value
 
 
