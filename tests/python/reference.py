@@ -306,3 +306,22 @@ def make_rich(name, params, **kwargs):
     """Optimizer `name` over params with RICH options; Hessian-diagonal ones fold in stand-in estimates."""
     opt = getattr(fastoptim, name)(params, **{"weight_decay": 0.1, "maximize": True, **RICH.get(name, {}), **kwargs})
     return given_hessian_if_needed(opt)
+
+
+def snapshot(opt, params):
+    """The parameters and a deep copy of the optimizer's state dict, to compare before and after."""
+    return [p.detach().clone() for p in params], copy.deepcopy(opt.state_dict())
+
+
+def assert_same_snapshot(a, b):
+    """Two snapshots hold the same parameters and state, bit for bit (non-tensor state equal)."""
+    (pa, sa), (pb, sb) = a, b
+    for x, y in zip(pa, pb):
+        assert torch.equal(x, y)
+    assert sa["param_groups"] == sb["param_groups"]
+    assert sa["state"].keys() == sb["state"].keys()
+    for k in sa["state"]:
+        assert sa["state"][k].keys() == sb["state"][k].keys()
+        for name, value in sa["state"][k].items():
+            other = sb["state"][k][name]
+            assert torch.equal(value, other) if isinstance(value, torch.Tensor) else value == other, name

@@ -12,29 +12,15 @@ from reference import (
     CONFIG_CASES,
     assert_close_rel,
     assert_resumes_bit_identically,
+    assert_same_snapshot,
     case_id,
     clone_params,
     make_params,
     set_grads,
+    snapshot,
 )
 
 SHAPES = [(17,), (33, 65), ()]
-
-
-def snapshot(opt, params):
-    return [p.detach().clone() for p in params], copy.deepcopy(opt.state_dict())
-
-
-def assert_same_snapshot(a, b):
-    (pa, sa), (pb, sb) = a, b
-    for x, y in zip(pa, pb):
-        assert torch.equal(x, y)
-    assert sa["param_groups"] == sb["param_groups"]
-    assert sa["state"].keys() == sb["state"].keys()
-    for k in sa["state"]:
-        assert sa["state"][k].keys() == sb["state"][k].keys()
-        for name in sa["state"][k]:
-            assert torch.equal(sa["state"][k][name], sb["state"][k][name]), name
 
 
 # ---- state dicts move between fastoptim and torch.optim, both ways --------------------------
