@@ -218,9 +218,6 @@ class SecondOrderOptimizer(torch.optim.Optimizer):
     #: "loss" (the closure returns the scalar loss) or "outputs" (it returns (outputs, targets))
     closure_kind: str
 
-    def __init__(self, params, defaults: dict[str, Any]) -> None:
-        super().__init__(params, defaults)
-
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         group = self.param_groups[-1]
