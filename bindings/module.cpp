@@ -3,6 +3,7 @@
 // metadata the Python classes read, and the choice of kernel ISA.
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/utils/pybind.h>  // pybind11 with torch's Tensor caster
+#include <pybind11/functional.h>
 
 #include <memory>
 
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "fastoptim/aten/elementwise_ops.h"
+#include "fastoptim/aten/solver_ops.h"
 #include "fastoptim/core/isa.h"
 #include "fastoptim/edge/optimizer.h"
 #include "fastoptim/rules/all.h"
@@ -65,9 +67,9 @@ py::dict describe() {
 
 // Runs f, raising c10's typed errors as the Python exceptions torch.ops raises for them.
 template <class F>
-void translating_errors(F&& f) {
+auto translating_errors(F&& f) -> decltype(f()) {
   try {
-    f();
+    return f();
   } catch (const c10::TypeError& e) {
     throw py::type_error(e.what_without_backtrace());
   } catch (const c10::ValueError& e) {
@@ -222,6 +224,38 @@ PYBIND11_MODULE(_C, m) {
   edge_module.def(#name, &edge_run<rules::Type>, py::arg("params"), py::arg("grads_per_step"), py::arg("hyper"));
   FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_EDGE_RUN)
 #undef FASTOPTIM_EDGE_RUN
+
+  py::module_ solvers = m.def_submodule("solvers", "The second-order solvers' vector algebra and dense solves.");
+  solvers.def(
+      "conjugate_gradient",
+      [](const aten::TensorApply& apply, const std::vector<at::Tensor>& rhs, const std::vector<at::Tensor>& x,
+         bool warm, double shift, std::int64_t max_iter, double tol) {
+        return translating_errors([&] { return aten::conjugate_gradient(apply, rhs, x, warm, shift, max_iter, tol); });
+      },
+      py::arg("apply"), py::arg("rhs"), py::arg("x"), py::arg("warm"), py::arg("shift"), py::arg("max_iter"),
+      py::arg("tol"),
+      "Solves (H + shift I) x = rhs into x by CG, H p = apply(p) piece by piece; returns (iterations, "
+      "stopped on non-positive curvature).");
+  solvers.def(
+      "two_loop",
+      [](const at::Tensor& q, const at::Tensor& s, const at::Tensor& y, const std::vector<double>& rho,
+         const std::vector<std::int64_t>& order) {
+        translating_errors([&] { aten::two_loop(q, s, y, rho, order); });
+      },
+      py::arg("q"), py::arg("s_history"), py::arg("y_history"), py::arg("rho"), py::arg("order"),
+      "q <- H q by the L-BFGS two-loop over the history rows in order (oldest first).");
+  solvers.def(
+      "dots",
+      [](const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {
+        return translating_errors([&] { return aten::dots(a, b); });
+      },
+      py::arg("a"), py::arg("b"), "(a.b, a.a) over the pieces.");
+  solvers.def(
+      "cholesky_solve",
+      [](const at::Tensor& matrix, const at::Tensor& rhs) {
+        return translating_errors([&] { return aten::cholesky_solve(matrix, rhs); });
+      },
+      py::arg("matrix"), py::arg("rhs"), "matrix^-1 rhs in float64 by Cholesky (jitter <= 1e-8 relative on failure).");
 
   m.def("isa", [] { return std::string(fastoptim_isa::active().isa); }, "The kernel ISA the ops run.");
   m.def(

@@ -36,67 +36,62 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from . import _C
+
 LOSSES = ("mse", "ce", "bce")
 
+# ---- vectors over a group's parameters ----------------------------------------------------------
+# A vector of a group's parameter space is a list of contiguous tensors shaped like its parameters
+# (what autograd.grad returns); the vector algebra runs in fused C++ passes over all pieces at once
+# (fastoptim._C.solvers). SQN's history alone is kept flat.
 
-# ---- flat vectors over a group's parameters --------------------------------------------------
+
 def _flat(tensors) -> Tensor:
     return torch.cat([t.reshape(-1) for t in tensors])
 
 
 def _pieces(vector: Tensor, params: list[Tensor]) -> list[Tensor]:
-    return [piece.view_as(p) for piece, p in zip(vector.split([p.numel() for p in params]), params)]
+    return [piece.view(p.shape) for piece, p in zip(vector.split([p.numel() for p in params]), params)]
 
 
-def _add_(params: list[Tensor], vector: Tensor, alpha: float = 1.0) -> None:
-    torch._foreach_add_(params, _pieces(vector.to(params[0].dtype), params), alpha=alpha)
+def _vector(tensors) -> list[Tensor]:
+    """Detached contiguous pieces (copies only where a piece is not contiguous)."""
+    return [t.detach().contiguous() for t in tensors]
 
 
-def _descent(gradient: Tensor, direction: Tensor) -> Tensor:
+def _dot(a: list[Tensor], b: list[Tensor]) -> float:
+    return _C.solvers.dots(a, b)[0]
+
+
+def _add_(params: list[Tensor], vector: list[Tensor], alpha: float = 1.0) -> None:
+    torch._foreach_add_(params, vector, alpha=alpha)
+
+
+def _descent(gradient: list[Tensor], direction: list[Tensor]) -> list[Tensor]:
     """`direction`, or -gradient where it is not a descent direction (g'd >= 0)."""
-    return direction if gradient.dot(direction) < 0 else -gradient
+    return direction if _dot(gradient, direction) < 0 else torch._foreach_neg(gradient)
 
 
-def conjugate_gradient(matvec: Callable[[Tensor], Tensor], rhs: Tensor, x0: Tensor | None, max_iter: int, tol: float):
-    """Solves A x = rhs for a symmetric A by CG from x0 (or 0). Stops when ||r|| <= tol ||rhs|| (the
-    right-hand side, as Somax's CG measures it), after max_iter iterations, or on non-positive
-    curvature p'Ap <= 0: then the current iterate is returned, or rhs itself (the steepest-descent
-    direction of the quadratic) when that happens on the first iteration from zero. Returns
-    (x, iterations, stopped_on_curvature)."""
-    x = torch.zeros_like(rhs) if x0 is None else x0.clone()
-    r = rhs - matvec(x) if x0 is not None else rhs.clone()
-    p = r.clone()
-    rr = r.dot(r)
-    threshold = tol * rhs.norm()
-    for iteration in range(max_iter):
-        if rr.sqrt() <= threshold:
-            return x, iteration, False
-        ap = matvec(p)
-        curvature = p.dot(ap)
-        if curvature <= 0:
-            return (rhs.clone() if iteration == 0 and x0 is None else x), iteration, True
-        alpha = rr / curvature
-        x.add_(p, alpha=alpha)
-        r.sub_(ap, alpha=alpha)
-        rr_new = r.dot(r)
-        p.mul_(rr_new / rr).add_(r)
-        rr = rr_new
-    return x, max_iter, False
+def conjugate_gradient(apply: Callable[[list[Tensor]], list[Tensor]], rhs: list[Tensor], x0: list[Tensor] | None,
+                       max_iter: int, tol: float, shift: float = 0.0):
+    """Solves (H + shift I) x = rhs for a symmetric H, given by its products apply(p) = H p, by CG from
+    x0 (or 0), in the core's fused passes (each iteration: one product, three passes). Stops when
+    ||r|| <= tol ||rhs|| (the right-hand side, as Somax's CG measures it), after max_iter iterations,
+    or on non-positive curvature p'(H + shift I)p <= 0: then the current iterate is returned, or rhs
+    itself (the steepest-descent direction of the quadratic) when that happens on the first
+    iteration from zero. Vectors are lists of pieces; returns (x, iterations, stopped_on_curvature)."""
+    rhs = _vector(rhs)
+    x = [t.clone(memory_format=torch.contiguous_format) for t in x0] if x0 is not None else [torch.empty_like(t) for t in rhs]
+    iterations, stopped = _C.solvers.conjugate_gradient(apply, rhs, x, x0 is not None, float(shift), max_iter, float(tol))
+    return x, iterations, stopped
 
 
 def cholesky_solve(matrix: Tensor, rhs: Tensor) -> Tensor:
-    """matrix^-1 rhs for a symmetric positive definite matrix, in float64 by Cholesky. Only when the
-    factorisation fails (a matrix positive definite in exact arithmetic, not in floating point) is a
-    jitter added to the diagonal: 1e-12, then 1e-10, then 1e-8 times its mean diagonal, at most."""
-    matrix = matrix.double()
-    matrix = (matrix + matrix.T) / 2
-    scale = matrix.diagonal().abs().mean().clamp_min(torch.finfo(torch.float64).tiny)
-    for jitter in (0.0, 1e-12, 1e-10, 1e-8):
-        factor, info = torch.linalg.cholesky_ex(matrix + jitter * scale * torch.eye(len(matrix), dtype=matrix.dtype))
-        if int(info) == 0:
-            return torch.cholesky_solve(rhs.double().unsqueeze(-1), factor).squeeze(-1)
-    raise RuntimeError("the damped curvature system is not positive definite even with a jitter of 1e-8 (relative): "
-                       "raise damping")
+    """matrix^-1 rhs for a symmetric positive definite matrix (its lower triangle is read), in float64
+    by Cholesky in the core (Eigen). Only when the factorisation fails (a matrix positive definite in
+    exact arithmetic, not in floating point) is a jitter added to the diagonal: 1e-12, then 1e-10,
+    then 1e-8 times its mean diagonal, at most; beyond that a ValueError asks for more damping."""
+    return _C.solvers.cholesky_solve(matrix, rhs)
 
 
 # ---- the output-space side of each loss -------------------------------------------------------
@@ -228,6 +223,15 @@ class SecondOrderOptimizer(torch.optim.Optimizer):
                     raise TypeError(f"{type(self).__name__}: parameter #{index} of param group "
                                     f"{len(self.param_groups) - 1} has dtype {p.dtype}; the second-order solvers take "
                                     "float32 or float64 parameters (keep bf16/fp16 models in float32 for them)")
+                if p.dtype != group["params"][0].dtype:
+                    raise TypeError(f"{type(self).__name__}: param group {len(self.param_groups) - 1} mixes "
+                                    f"{group['params'][0].dtype} and {p.dtype} (parameter #{index}); a group's "
+                                    "curvature system has one dtype: put parameters of another dtype in a group of "
+                                    "their own")
+                if p.device.type != "cpu":
+                    raise TypeError(f"{type(self).__name__}: parameter #{index} of param group "
+                                    f"{len(self.param_groups) - 1} is on {p.device}; the second-order solvers run on "
+                                    "the CPU")
         except (TypeError, ValueError):
             self.param_groups.pop()
             raise
@@ -315,21 +319,22 @@ class SecondOrderOptimizer(torch.optim.Optimizer):
         curvature closure's value or None (then the curvature comes from `result`)."""
         raise NotImplementedError
 
-    def _previous_direction(self, params: list[Tensor]) -> Tensor | None:
-        """The direction the last step kept (flat), or None before the first."""
+    def _previous_direction(self, params: list[Tensor]) -> list[Tensor] | None:
+        """The direction the last step kept, or None before the first."""
         previous = [self.state[p].get("direction") for p in params]
-        return _flat(previous) if all(d is not None for d in previous) else None
+        return _vector(previous) if all(d is not None for d in previous) else None
 
-    def _keep_direction(self, params: list[Tensor], direction: Tensor) -> None:
-        for p, piece in zip(params, _pieces(direction, params)):
-            self.state[p]["direction"] = piece.clone()
+    def _keep_direction(self, params: list[Tensor], direction: list[Tensor]) -> None:
+        """Keeps `direction` (the state holds its pieces: they must not be changed afterwards)."""
+        for p, piece in zip(params, direction):
+            self.state[p]["direction"] = piece
 
-    def _warm_start(self, group, params) -> Tensor | None:
+    def _warm_start(self, group, params) -> list[Tensor] | None:
         """CG's start: warm_start times the previous direction, or None (zero)."""
         previous = self._previous_direction(params) if group["warm_start"] > 0 else None
-        return None if previous is None else group["warm_start"] * previous
+        return None if previous is None else torch._foreach_mul(previous, float(group["warm_start"]))
 
-    def _move(self, group, params, closure, loss: Tensor, gradient: Tensor, direction: Tensor) -> None:
+    def _move(self, group, params, closure, loss: Tensor, gradient: list[Tensor], direction: list[Tensor]) -> None:
         """theta <- theta + lr d, or Armijo from lr along d when the group asks for the line search."""
         if group["line_search"] == "armijo":
             self._armijo(group, params, closure, loss, gradient, direction, group["c1"])
@@ -344,13 +349,14 @@ class SecondOrderOptimizer(torch.optim.Optimizer):
             return OutputLoss(group["loss"], *result).value()
         return result
 
-    def _armijo(self, group, params, closure, loss: Tensor, gradient: Tensor, direction: Tensor, c1: float) -> Tensor:
+    def _armijo(self, group, params, closure, loss: Tensor, gradient: list[Tensor], direction: list[Tensor],
+                c1: float) -> tuple[Tensor, float]:
         """Moves params by alpha * direction, alpha from lr down by ls_decrease until
         f(theta + alpha d) <= f(theta) + c1 alpha g'd (at most max_ls tries; the last one is kept, as
         Somax does). A direction that is not a descent direction is replaced by -g. Returns (the loss
         there, alpha)."""
         direction = _descent(gradient, direction)
-        slope = gradient.dot(direction)
+        slope = _dot(gradient, direction)
         alpha, moved = float(group["lr"]), 0.0
         for _ in range(group["max_ls"]):
             _add_(params, direction, alpha - moved)
@@ -394,24 +400,22 @@ class NewtonCG(SecondOrderOptimizer):
         state["step"] += 1
         with torch.enable_grad():
             grads = torch.autograd.grad(curvature if curvature is not None else loss, params, create_graph=True)
-            gradient = _flat(grads if curvature is None else torch.autograd.grad(loss, params, retain_graph=True))
-        gradient = gradient.detach()
+            gradient = _vector(grads if curvature is None else torch.autograd.grad(loss, params, retain_graph=True))
         damping = float(state["damping"])
 
-        def hessian_apply(v: Tensor) -> Tensor:
+        def hessian_apply(v: list[Tensor]) -> list[Tensor]:
             with torch.enable_grad():
-                hv = torch.autograd.grad(grads, params, _pieces(v, params), retain_graph=True)
-            return _flat(hv).detach()
+                return list(torch.autograd.grad(grads, params, v, retain_graph=True))
 
-        direction, _, _ = conjugate_gradient(lambda v: hessian_apply(v) + damping * v, -gradient,
-                                             self._warm_start(group, params), group["cg_max_iter"], group["cg_tol"])
+        direction, _, _ = conjugate_gradient(hessian_apply, torch._foreach_neg(gradient), self._warm_start(group, params),
+                                             group["cg_max_iter"], group["cg_tol"], shift=damping)
         self._keep_direction(params, direction)
         lm = group["damping_policy"] == "lm"
         if group["line_search"] == "armijo":
             direction = _descent(gradient, direction)
         # d'Hd before the parameters move (the graph is the one at the start): the model's decrease
         # for the step alpha d actually taken is alpha g'd + alpha^2 d'Hd / 2
-        curvature = direction.dot(hessian_apply(direction)) if lm else None
+        curvature = _dot(direction, _vector(hessian_apply(direction))) if lm else None
         if group["line_search"] == "armijo":
             new_loss, alpha = self._armijo(group, params, closure, loss.detach(), gradient, direction, group["c1"])
         else:
@@ -419,7 +423,7 @@ class NewtonCG(SecondOrderOptimizer):
             _add_(params, direction, alpha)
             new_loss = self._loss_at(closure, group) if lm else None
         if lm:
-            predicted = alpha * gradient.dot(direction) + 0.5 * alpha**2 * curvature
+            predicted = alpha * _dot(gradient, direction) + 0.5 * alpha**2 * curvature
             rho = float((new_loss - loss.detach()) / predicted)
             if math.isfinite(rho):
                 factor = 1.5 if rho < 0.25 else 0.5 if rho > 0.75 else 1.0
@@ -464,19 +468,11 @@ class SQN(SecondOrderOptimizer):
 
     @staticmethod
     def two_loop(gradient: Tensor, s: Tensor, y: Tensor, rho: Tensor, order: list[int]) -> Tensor:
-        """H g by the L-BFGS two-loop recursion over the pairs s[i], y[i], rho[i] = 1/s'y, oldest first
-        in `order`; H_0 = gamma I with gamma = s'y/y'y of the newest pair (1 with none)."""
-        q = gradient.clone()
-        alphas = {}
-        for i in reversed(order):
-            alphas[i] = rho[i] * s[i].dot(q)
-            q.sub_(y[i], alpha=float(alphas[i]))
-        if order:
-            newest = order[-1]
-            q.mul_(s[newest].dot(y[newest]) / y[newest].dot(y[newest]))
-        for i in order:
-            beta = rho[i] * y[i].dot(q)
-            q.add_(s[i], alpha=float(alphas[i] - beta))
+        """H g (flat) by the L-BFGS two-loop recursion over the rows s[i], y[i], rho[i] = 1/s'y, oldest
+        first in `order`; H_0 = gamma I with gamma = s'y/y'y of the newest pair (1 with none). Runs
+        in the core: each axpy fused with the next dot, 2m + 1 passes for m pairs."""
+        q = gradient.detach().clone(memory_format=torch.contiguous_format)
+        _C.solvers.two_loop(q, s, y, rho.tolist(), order)
         return q
 
     def _step_group(self, group, params, loss, closure, curvature, curvature_closure) -> Tensor:
@@ -489,16 +485,16 @@ class SQN(SecondOrderOptimizer):
             curvature_gradient = gradient if curvature is None else _flat(torch.autograd.grad(curvature, params)).detach()
         m, start, length = group["history_size"], int(state["history_start"]), int(state["history_length"])
         order = [(start + k) % m for k in range(length)]
-        direction = -self.two_loop(gradient, state["s_history"], state["y_history"], state["rho_history"], order)
+        direction = self.two_loop(gradient, state["s_history"], state["y_history"], state["rho_history"], order).neg_()
         before = _flat([p.detach() for p in params])
-        self._move(group, params, closure, loss.detach(), gradient, direction)
+        self._move(group, params, closure, loss.detach(), _pieces(gradient, params), _pieces(direction, params))
         with torch.enable_grad():
             new_loss = self._evaluate(curvature_closure or closure)
             new_gradient = _flat(torch.autograd.grad(new_loss, params)).detach()
-        s = _flat([p.detach() for p in params]) - before
-        y = new_gradient - curvature_gradient
-        sy = s.dot(y)
-        if sy > group["curvature_eps"] * y.dot(y):
+        s = _flat([p.detach() for p in params]).sub_(before)
+        y = new_gradient.sub_(curvature_gradient)
+        sy, yy = _C.solvers.dots([y], [s])
+        if sy > group["curvature_eps"] * yy:
             slot = (start + length) % m if length < m else start
             state["s_history"][slot] = s
             state["y_history"][slot] = y
@@ -520,18 +516,19 @@ class ModelOutputs:
         self.outputs, self.params = outputs, params
         self._dummy = self._jt_dummy = None
 
-    def vjp(self, u: Tensor) -> Tensor:
+    def vjp(self, u: Tensor) -> list[Tensor]:
+        """J'u for the flattened output vector u, a vector of the parameters' space."""
         with torch.enable_grad():
             pieces = torch.autograd.grad(self.outputs.reshape(-1), self.params, u.to(self.outputs.dtype), retain_graph=True)
-        return _flat(pieces)
+        return _vector(pieces)
 
-    def jvp(self, v: Tensor) -> Tensor:
+    def jvp(self, v: list[Tensor]) -> Tensor:
+        """J v (flattened outputs) for a vector v of the parameters' space."""
         with torch.enable_grad():
             if self._dummy is None:
                 self._dummy = torch.zeros_like(self.outputs, requires_grad=True)
                 self._jt_dummy = torch.autograd.grad(self.outputs, self.params, self._dummy, create_graph=True)
-            jv = torch.autograd.grad(self._jt_dummy, self._dummy, _pieces(v.to(self.outputs.dtype), self.params),
-                                     retain_graph=True)[0]
+            jv = torch.autograd.grad(self._jt_dummy, self._dummy, v, retain_graph=True)[0]
         return jv.reshape(-1)
 
     def rows(self, rows: Tensor) -> Tensor:
@@ -617,19 +614,28 @@ class EGN(SecondOrderOptimizer):
         damping = float(state["damping"])
         if group["solver"] == "cholesky":
             gram = self.gram(c_model, c_loss, group["max_jacobian_bytes"])
-            w = cholesky_solve(gram + damping * torch.eye(len(gram), dtype=torch.float64), rhs)
+            gram.diagonal().add_(damping)
+            w = cholesky_solve(gram, rhs)
         else:
-            def system(v: Tensor) -> Tensor:
-                return c_loss.factor_transpose_apply(c_model.jvp(c_model.vjp(c_loss.factor_apply(v)))) + damping * v
-            w, _, _ = conjugate_gradient(system, rhs, None, group["cg_max_iter"], group["cg_tol"])
+            def system(v: list[Tensor]) -> list[Tensor]:  # J~ J~' v, in the output space (one piece)
+                return [c_loss.factor_transpose_apply(c_model.jvp(c_model.vjp(c_loss.factor_apply(v[0]))))]
+            (w,), _, _ = conjugate_gradient(system, [rhs], None, group["cg_max_iter"], group["cg_tol"], shift=damping)
         back = c_model.vjp(c_loss.factor_apply(w.to(rhs.dtype)))  # J~'w
-        direction = -back if same_batch else -(gradient - back) / damping
+        if same_batch:
+            direction = torch._foreach_neg(back)
+        else:
+            direction = torch._foreach_sub(back, gradient)
+            torch._foreach_div_(direction, damping)
         mu = float(group["momentum"])
         if mu > 0:
             velocity = self._previous_direction(params)
-            velocity = mu * (0 if velocity is None else velocity) + (1 - mu) * direction
+            if velocity is None:
+                velocity = torch._foreach_mul(direction, 1 - mu)
+            else:
+                torch._foreach_mul_(velocity, mu)
+                torch._foreach_add_(velocity, direction, alpha=1 - mu)
             self._keep_direction(params, velocity)
-            direction = velocity / (1 - mu ** float(state["step"]))
+            direction = torch._foreach_div(velocity, 1 - mu ** float(state["step"]))
         value = loss.value().detach()
         self._move(group, params, closure, value, gradient, direction)
         return value
@@ -663,11 +669,11 @@ class SGN(SecondOrderOptimizer):
         c_model = ModelOutputs((result if curvature is None else curvature)[0], params)
         damping = float(state["damping"])
 
-        def curvature_apply(v: Tensor) -> Tensor:
-            return c_model.vjp(c_loss.hessian_apply(c_model.jvp(v))) + damping * v
+        def curvature_apply(v: list[Tensor]) -> list[Tensor]:  # J'QJ v
+            return c_model.vjp(c_loss.hessian_apply(c_model.jvp(v)))
 
-        direction, _, _ = conjugate_gradient(curvature_apply, -gradient, self._warm_start(group, params),
-                                             group["cg_max_iter"], group["cg_tol"])
+        direction, _, _ = conjugate_gradient(curvature_apply, torch._foreach_neg(gradient), self._warm_start(group, params),
+                                             group["cg_max_iter"], group["cg_tol"], shift=damping)
         self._keep_direction(params, direction)
         value = loss.value().detach()
         self._move(group, params, closure, value, gradient, direction)
@@ -704,14 +710,16 @@ class SWMNG(SecondOrderOptimizer):
             grads = torch.cat([piece.reshape(b, -1) for piece in pieces], dim=1).double()
             gradient = grads.mean(0) if curvature is None else _flat(torch.autograd.grad(loss.value(), params)).double()
         damping = float(state["damping"])
-        w = cholesky_solve(grads @ grads.T + b * damping * torch.eye(b, dtype=torch.float64), grads @ gradient)
-        direction = ((grads.T @ w - gradient) / damping).to(result[0].dtype)
-        current = _flat([p.detach() for p in params])
+        gram = grads @ grads.T
+        gram.diagonal().add_(b * damping)
+        w = cholesky_solve(gram, grads @ gradient)
+        direction = _pieces(((grads.T @ w - gradient) / damping).to(params[0].dtype), params)
+        current = [p.detach().clone() for p in params]
         mu = float(group["momentum"])
         previous = [self.state[p].get("previous_param") for p in params]
         _add_(params, direction, float(group["lr"]))
         if mu > 0 and all(q is not None for q in previous):
-            _add_(params, current - _flat(previous), mu)
-        for p, piece in zip(params, _pieces(current, params)):
-            self.state[p]["previous_param"] = piece.clone()
+            _add_(params, torch._foreach_sub(current, previous), mu)
+        for p, piece in zip(params, current):
+            self.state[p]["previous_param"] = piece
         return loss.value().detach()

@@ -4,12 +4,13 @@ SWM-NG equals (F + lambda I)^-1 g, SQN's two-loop equals the dense BFGS inverse,
 negative curvature; then validation, resume and a real training problem."""
 
 import copy
+import math
 
 import pytest
 import torch
 
 import fastoptim
-from fastoptim.second_order import SQN, conjugate_gradient
+from fastoptim.second_order import SQN, cholesky_solve, conjugate_gradient
 
 
 @pytest.fixture(autouse=True)
@@ -61,8 +62,8 @@ def dense_gauss_newton_step(kind, weight, bias, x, y, damping):
     return -torch.linalg.solve(curvature, jac.T @ g)
 
 
-def flat(weight, bias):
-    return torch.cat([weight.detach().reshape(-1), bias.detach()])
+def flat(*tensors):
+    return torch.cat([t.detach().reshape(-1) for t in tensors])
 
 
 @pytest.mark.parametrize("kind", ["mse", "ce", "bce"])
@@ -132,16 +133,93 @@ def test_sqn_two_loop_equals_the_dense_bfgs_inverse():
 def test_cg_stops_on_negative_curvature():
     a = torch.diag(torch.tensor([2.0, -1.0, 3.0]))
     rhs = torch.tensor([1.0, 1.0, 1.0])
-    x, iterations, stopped = conjugate_gradient(lambda v: a @ v, rhs, None, 10, 0.0)
-    assert stopped and iterations >= 1 and torch.isfinite(x).all()
+    x, iterations, stopped = conjugate_gradient(lambda v: [a @ v[0]], [rhs], None, 10, 0.0)
+    assert stopped and iterations >= 1 and torch.isfinite(x[0]).all()
     # a first direction of negative curvature: the right-hand side itself (steepest descent)
-    x, iterations, stopped = conjugate_gradient(lambda v: -v, rhs, None, 10, 0.0)
-    assert stopped and iterations == 0 and torch.equal(x, rhs)
+    x, iterations, stopped = conjugate_gradient(lambda v: [-v[0]], [rhs], None, 10, 0.0)
+    assert stopped and iterations == 0 and torch.equal(x[0], rhs)
+    # the shift counts in the curvature: -I + 2I is positive definite
+    x, _, stopped = conjugate_gradient(lambda v: [-v[0]], [rhs], None, 10, 1e-12, shift=2.0)
+    assert not stopped and torch.equal(x[0], rhs)
     # a positive definite system is solved
     spd = torch.tensor([[4.0, 1.0], [1.0, 3.0]])
-    x, _, stopped = conjugate_gradient(lambda v: spd @ v, torch.tensor([1.0, 2.0]), None, 10, 1e-12)
-    torch.testing.assert_close(spd @ x, torch.tensor([1.0, 2.0]))
+    x, _, stopped = conjugate_gradient(lambda v: [spd @ v[0]], [torch.tensor([1.0, 2.0])], None, 10, 1e-12)
+    torch.testing.assert_close(spd @ x[0], torch.tensor([1.0, 2.0]))
     assert not stopped
+
+
+def random_spd(n, gen, dtype):
+    a = torch.randn(n, n, generator=gen, dtype=torch.float64)
+    return (a @ a.T / n + torch.eye(n, dtype=torch.float64)).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cg_over_pieces_equals_the_dense_solve_on_every_isa(dtype):
+    """The core's fused CG passes over pieces of the sizes that exercise the SIMD tails (0, 1, a
+    vector width +- 1, a large odd size), with a shift and a warm start: the dense solution, and the
+    same bits on every kernel ISA (the passes' sums are fixed-block sums)."""
+    gen = torch.Generator().manual_seed(5)
+    shapes = [(0,), (1,), (15,), (2, 8), (17,), (3, 3, 3), (1001,)]
+    sizes = [math.prod(shape) for shape in shapes]
+    n = sum(sizes)
+    a = random_spd(n, gen, dtype)
+    rhs = [torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype) for shape in shapes]
+    start = [torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype) for shape in shapes]
+
+    def apply(v):
+        product = a @ torch.cat([piece.reshape(-1) for piece in v])
+        return [piece.view(shape) for piece, shape in zip(product.split(sizes), shapes)]
+
+    expected = torch.linalg.solve(a.double() + 0.5 * torch.eye(n, dtype=torch.float64), flat(*rhs).double())
+    solutions = {}
+    previous = fastoptim._C.isa()
+    try:
+        for isa in fastoptim._C.available_isas():
+            fastoptim._C.set_isa(isa)
+            for x0 in (None, start):
+                x, iterations, stopped = conjugate_gradient(apply, rhs, x0, 400, 1e-12 if dtype == torch.float64 else 1e-6,
+                                                            shift=0.5)
+                assert not stopped and 0 < iterations < 400
+                assert [piece.shape for piece in x] == [torch.Size(shape) for shape in shapes]
+                tol = dict(rtol=1e-9, atol=1e-11) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
+                torch.testing.assert_close(flat(*x).double(), expected, **tol)
+                solutions[isa, x0 is None] = flat(*x)
+    finally:
+        fastoptim._C.set_isa(previous)
+    for (isa, cold), x in solutions.items():
+        assert torch.equal(x, solutions["scalar", cold]), f"{isa} differs from the scalar path"
+
+
+def test_core_dense_solve_and_its_jitter():
+    gen = torch.Generator().manual_seed(6)
+    for n in (1, 7, 64):
+        m = random_spd(n, gen, torch.float64)
+        rhs = torch.randn(n, generator=gen, dtype=torch.float64)
+        torch.testing.assert_close(cholesky_solve(m, rhs), torch.linalg.solve(m, rhs), rtol=1e-12, atol=1e-13)
+    # only the lower triangle is read
+    m = random_spd(5, gen, torch.float64)
+    rhs = torch.randn(5, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(cholesky_solve(torch.tril(m), rhs), torch.linalg.solve(m, rhs), rtol=1e-12, atol=1e-13)
+    # positive semi-definite (rank one): solved with a small jitter; indefinite: a clear error
+    v = torch.randn(4, generator=gen, dtype=torch.float64)
+    semi = torch.outer(v, v)
+    x = cholesky_solve(semi, v)
+    assert torch.isfinite(x).all()
+    with pytest.raises(ValueError, match="not positive definite.*raise damping"):
+        cholesky_solve(-torch.eye(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="n x n matrix"):
+        cholesky_solve(torch.eye(3, dtype=torch.float64), torch.ones(2, dtype=torch.float64))
+
+
+def test_core_passes_refuse_mismatched_pieces():
+    with pytest.raises(ValueError, match=r"b\[1\] has 3 elements, expected 2"):
+        fastoptim._C.solvers.dots([torch.ones(1), torch.ones(2)], [torch.ones(1), torch.ones(3)])
+    with pytest.raises(TypeError, match="one dtype per vector"):
+        fastoptim._C.solvers.dots([torch.ones(2, dtype=torch.float32)], [torch.ones(2, dtype=torch.float64)])
+    with pytest.raises(ValueError, match="contiguous"):
+        fastoptim._C.solvers.dots([torch.ones(2, 2)], [torch.ones(2, 2).t()])
+    with pytest.raises(ValueError, match="2 pieces, expected 1"):
+        conjugate_gradient(lambda v: [v[0], v[0]], [torch.ones(2)], None, 5, 0.0)
 
 
 # ---- a real problem: a tanh MLP on scikit-learn's diabetes data ------------------------------------
@@ -229,6 +307,13 @@ def test_bad_hyperparameters_raise_value_errors_naming_them(make, message):
 def test_low_precision_parameters_are_refused():
     with pytest.raises(TypeError, match=r"bfloat16; the second-order solvers take float32 or float64"):
         fastoptim.EGN([torch.nn.Parameter(torch.zeros(3, dtype=torch.bfloat16))])
+    # a group's curvature system has one dtype; parameters of another go in a group of their own
+    mixed = [torch.nn.Parameter(torch.zeros(3, dtype=torch.float64)), torch.nn.Parameter(torch.zeros(3, dtype=torch.float32))]
+    with pytest.raises(TypeError, match=r"mixes torch.float64 and torch.float32 \(parameter #1\)"):
+        fastoptim.SGN(mixed)
+    opt = fastoptim.SGN([mixed[0]])
+    opt.add_param_group({"params": [mixed[1]]})
+    assert len(opt.param_groups) == 2
 
 
 @pytest.mark.parametrize(

@@ -31,11 +31,37 @@ struct TensorSlots {
 // `count` Rule::Coeffs<T> (T = double for f64 storage, float otherwise), one per tensor.
 using ElementwiseKernel = void (*)(const TensorSlots* tensors, std::int64_t count, const void* coeffs, Dtype dtype);
 
+// The solvers' vector algebra (kernels/vector_passes.h). A vector of the solver's space is one
+// piece per parameter, all vectors cut alike: piece t has sizes[t] elements of `dtype` (f32 or f64)
+// at pieces[t]. Sums are taken in the storage type over fixed blocks (the same bits for any thread
+// count and ISA), then added piece by piece in double.
+struct Segments {
+  const std::int64_t* sizes;
+  std::int64_t count;
+  Dtype dtype;
+};
+struct VectorKernels {
+  // out = {a.b, a.a}
+  void (*dots)(const Segments& s, const void* const* a, const void* const* b, double* out);
+  // x += alpha p (unless x is null); r -= alpha (hp + shift p); returns r.r
+  double (*cg_update)(const Segments& s, void* const* x, void* const* r, const void* const* p, const void* const* hp,
+                      double alpha, double shift);
+  // y = a y + b u (u may be null: y = a y); returns w.y (0 when w is null)
+  double (*axpby_dot)(const Segments& s, void* const* y, double a, const void* const* u, double b,
+                      const void* const* w);
+  // Solves M x = rhs for the n x n symmetric positive definite M (row-major, float64; only its
+  // lower triangle is read) by Cholesky, adding jitter * mean|diag M| to the diagonal when the
+  // factorisation fails, for jitter in 0, 1e-12, 1e-10, 1e-8. Returns the jitter used, or -1 when
+  // every factorisation failed (x is then untouched).
+  double (*cholesky_solve)(const double* matrix, std::int64_t n, const double* rhs, double* x);
+};
+
 struct KernelTable {
   const char* isa;
 #define FASTOPTIM_TABLE_ENTRY(Type, name) ElementwiseKernel name;
   FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_TABLE_ENTRY)
 #undef FASTOPTIM_TABLE_ENTRY
+  VectorKernels vector;
 };
 
 // The tables this build has, best last; "scalar" (one lane, the reference path) is always there.
