@@ -238,12 +238,12 @@ PYBIND11_MODULE(_C, m) {
       "stopped on non-positive curvature).");
   solvers.def(
       "two_loop",
-      [](const at::Tensor& q, const at::Tensor& s, const at::Tensor& y, const std::vector<double>& rho,
+      [](const std::vector<at::Tensor>& q, const at::Tensor& s, const at::Tensor& y, const std::vector<double>& rho,
          const std::vector<std::int64_t>& order) {
         translating_errors([&] { aten::two_loop(q, s, y, rho, order); });
       },
       py::arg("q"), py::arg("s_history"), py::arg("y_history"), py::arg("rho"), py::arg("order"),
-      "q <- H q by the L-BFGS two-loop over the history rows in order (oldest first).");
+      "q <- H q (q's pieces) by the L-BFGS two-loop over the flat history rows in order (oldest first).");
   solvers.def(
       "dots",
       [](const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {

@@ -467,11 +467,12 @@ class SQN(SecondOrderOptimizer):
             state["history_length"] = torch.tensor(0, dtype=dtype)
 
     @staticmethod
-    def two_loop(gradient: Tensor, s: Tensor, y: Tensor, rho: Tensor, order: list[int]) -> Tensor:
-        """H g (flat) by the L-BFGS two-loop recursion over the rows s[i], y[i], rho[i] = 1/s'y, oldest
-        first in `order`; H_0 = gamma I with gamma = s'y/y'y of the newest pair (1 with none). Runs
-        in the core: each axpy fused with the next dot, 2m + 1 passes for m pairs."""
-        q = gradient.detach().clone(memory_format=torch.contiguous_format)
+    def two_loop(gradient: list[Tensor], s: Tensor, y: Tensor, rho: Tensor, order: list[int]) -> list[Tensor]:
+        """H g by the L-BFGS two-loop recursion over the flat rows s[i], y[i] (the pieces of g end to
+        end), rho[i] = 1/s'y, oldest first in `order`; H_0 = gamma I with gamma = s'y/y'y of the
+        newest pair (1 with none). Runs in the core: each axpy fused with the next dot, 2m + 1
+        passes for m pairs."""
+        q = [t.detach().clone(memory_format=torch.contiguous_format) for t in gradient]
         _C.solvers.two_loop(q, s, y, rho.tolist(), order)
         return q
 
@@ -480,24 +481,25 @@ class SQN(SecondOrderOptimizer):
         state["step"] += 1
         self._history(params, group, state)
         with torch.enable_grad():
-            gradient = _flat(torch.autograd.grad(loss, params)).detach()
+            gradient = _vector(torch.autograd.grad(loss, params))
             # the curvature pair's y is a difference of gradients of one batch: the closure's, or the curvature closure's
-            curvature_gradient = gradient if curvature is None else _flat(torch.autograd.grad(curvature, params)).detach()
+            curvature_gradient = gradient if curvature is None else _vector(torch.autograd.grad(curvature, params))
         m, start, length = group["history_size"], int(state["history_start"]), int(state["history_length"])
         order = [(start + k) % m for k in range(length)]
-        direction = self.two_loop(gradient, state["s_history"], state["y_history"], state["rho_history"], order).neg_()
-        before = _flat([p.detach() for p in params])
-        self._move(group, params, closure, loss.detach(), _pieces(gradient, params), _pieces(direction, params))
+        direction = self.two_loop(gradient, state["s_history"], state["y_history"], state["rho_history"], order)
+        torch._foreach_neg_(direction)
+        before = [p.detach().clone() for p in params]
+        self._move(group, params, closure, loss.detach(), gradient, direction)
         with torch.enable_grad():
             new_loss = self._evaluate(curvature_closure or closure)
-            new_gradient = _flat(torch.autograd.grad(new_loss, params)).detach()
-        s = _flat([p.detach() for p in params]).sub_(before)
-        y = new_gradient.sub_(curvature_gradient)
-        sy, yy = _C.solvers.dots([y], [s])
+            y = _vector(torch.autograd.grad(new_loss, params))
+        torch._foreach_sub_(y, curvature_gradient)
+        s = _vector(torch._foreach_sub([p.detach() for p in params], before))
+        sy, yy = _C.solvers.dots(y, s)
         if sy > group["curvature_eps"] * yy:
             slot = (start + length) % m if length < m else start
-            state["s_history"][slot] = s
-            state["y_history"][slot] = y
+            torch._foreach_copy_(_pieces(state["s_history"][slot], params), s)
+            torch._foreach_copy_(_pieces(state["y_history"][slot], params), y)
             state["rho_history"][slot] = 1.0 / float(sy)
             if length < m:
                 state["history_length"].fill_(length + 1)

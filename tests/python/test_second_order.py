@@ -127,7 +127,16 @@ def test_sqn_two_loop_equals_the_dense_bfgs_inverse():
     for i in order:  # H <- (I - rho s y') H (I - rho y s') + rho s s'
         left = torch.eye(d) - rho[i] * torch.outer(s[i], y[i])
         h = left @ h @ left.T + rho[i] * torch.outer(s[i], s[i])
-    torch.testing.assert_close(SQN.two_loop(g, s, y, rho, order), h @ g, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(SQN.two_loop([g], s, y, rho, order)[0], h @ g, rtol=1e-10, atol=1e-12)
+    # the same over pieces (a row of the history is the pieces end to end), on every kernel ISA
+    pieces = [g[:2].reshape(1, 2), g[2:2], g[2:]]
+    previous = fastoptim._C.isa()
+    try:
+        for isa in fastoptim._C.available_isas():
+            fastoptim._C.set_isa(isa)
+            torch.testing.assert_close(flat(*SQN.two_loop(pieces, s, y, rho, order)), h @ g, rtol=1e-10, atol=1e-12)
+    finally:
+        fastoptim._C.set_isa(previous)
 
 
 def test_cg_stops_on_negative_curvature():

@@ -93,30 +93,41 @@ std::pair<int, bool> conjugate_gradient(const TensorApply& apply, at::TensorList
   return {result.iterations, result.stopped_on_curvature};
 }
 
-void two_loop(const at::Tensor& q, const at::Tensor& s_history, const at::Tensor& y_history,
+void two_loop(at::TensorList q, const at::Tensor& s_history, const at::Tensor& y_history,
               const std::vector<double>& rho, const std::vector<std::int64_t>& order) {
   const char* op = "fastoptim two_loop";
-  const Cut cut = cut_of({q}, op);
-  auto q_p = pieces_of({q}, cut, "q", op);
-  const std::int64_t m = std::int64_t(rho.size()), d = q.numel();
+  const Cut cut = cut_of(q, op);
+  auto q_p = pieces_of(q, cut, "q", op);
+  const std::int64_t m = std::int64_t(rho.size());
+  std::int64_t d = 0;
+  for (const auto size : cut.sizes) d += size;
   for (const auto* history : {&s_history, &y_history}) {
     check_plain(*history, "a history", op);
     TORCH_CHECK_VALUE(history->dim() == 2 && history->size(0) == m && history->size(1) == d && history->is_contiguous() &&
-                          history->device().is_cpu() && history->scalar_type() == q.scalar_type(),
-                      op, ": the histories must be contiguous CPU tensors (", m, ", ", d, ") of ", q.scalar_type(),
+                          history->device().is_cpu() && history->scalar_type() == cut.scalar_type,
+                      op, ": the histories must be contiguous CPU tensors (", m, ", ", d, ") of ", cut.scalar_type,
                       ", got ", history->sizes(), " of ", history->scalar_type());
   }
-  std::vector<void*> s_rows(static_cast<size_t>(m), nullptr), y_rows(static_cast<size_t>(m), nullptr);
-  const std::int64_t row_bytes = d * q.element_size();
-  for (std::int64_t i = 0; i < m && d > 0; ++i) {
-    s_rows[size_t(i)] = static_cast<char*>(const_cast<void*>(s_history.const_data_ptr())) + i * row_bytes;
-    y_rows[size_t(i)] = static_cast<char*>(const_cast<void*>(y_history.const_data_ptr())) + i * row_bytes;
-  }
-  std::vector<solvers::Vector> s(static_cast<size_t>(m)), y(static_cast<size_t>(m));
-  for (std::int64_t i = 0; i < m; ++i) s[size_t(i)] = &s_rows[size_t(i)], y[size_t(i)] = &y_rows[size_t(i)];
   for (const auto i : order) TORCH_CHECK_VALUE(i >= 0 && i < m, op, ": order names row ", i, " of ", m);
   TORCH_CHECK_VALUE(std::int64_t(order.size()) <= m, op, ": order has ", order.size(), " rows of ", m);
-  const solvers::PieceSpace space(cut.sizes.data(), 1, cut.dtype);
+  // Each history row, cut into q's pieces: row i's piece t starts at element i * d + (q's elements before t).
+  const std::size_t pieces = cut.sizes.size();
+  std::vector<void*> row_pieces(2 * std::size_t(m) * pieces, nullptr);
+  std::vector<solvers::Vector> s(static_cast<size_t>(m)), y(static_cast<size_t>(m));
+  const std::int64_t element = q[0].element_size();
+  for (std::int64_t i = 0; i < m; ++i) {
+    void** s_row = &row_pieces[(2 * std::size_t(i)) * pieces];
+    void** y_row = s_row + pieces;
+    std::int64_t offset = i * d;
+    for (std::size_t t = 0; t < pieces; offset += cut.sizes[t], ++t) {
+      if (cut.sizes[t] == 0) continue;
+      s_row[t] = static_cast<char*>(const_cast<void*>(s_history.const_data_ptr())) + offset * element;
+      y_row[t] = static_cast<char*>(const_cast<void*>(y_history.const_data_ptr())) + offset * element;
+    }
+    s[size_t(i)] = s_row;
+    y[size_t(i)] = y_row;
+  }
+  const solvers::PieceSpace space(cut.sizes.data(), std::int64_t(pieces), cut.dtype);
   solvers::two_loop(space, solvers::Vector(q_p.data()), s.data(), y.data(), rho.data(), order.data(),
                     std::int64_t(order.size()));
 }

@@ -19,9 +19,9 @@ using TensorApply = std::function<std::vector<at::Tensor>(const std::vector<at::
 std::pair<int, bool> conjugate_gradient(const TensorApply& apply, at::TensorList rhs, at::TensorList x, bool warm,
                                         double shift, std::int64_t max_iter, double tol);
 
-// q <- H q by the L-BFGS two-loop over the rows order[k] of s_history and y_history (m x q.numel(),
-// q's dtype) with rho[i] = 1 / s_i'y_i (m values), oldest first. q is one contiguous tensor.
-void two_loop(const at::Tensor& q, const at::Tensor& s_history, const at::Tensor& y_history,
+// q <- H q by the L-BFGS two-loop over the rows order[k] of s_history and y_history (m x q's
+// elements, q's dtype; a row is q's pieces end to end) with rho[i] = 1 / s_i'y_i (m values), oldest first.
+void two_loop(at::TensorList q, const at::Tensor& s_history, const at::Tensor& y_history,
               const std::vector<double>& rho, const std::vector<std::int64_t>& order);
 
 // {a.b, a.a} over the pieces.
