@@ -576,7 +576,8 @@ class EGN(SecondOrderOptimizer):
 
     @staticmethod
     def gram(model: ModelOutputs, loss: OutputLoss, budget: int) -> Tensor:
-        """J~ J~' (n x n, float64), from rows of J~ computed a chunk at a time: two chunks of k rows
+        """J~ J~' (n x n, products in the parameters' dtype as the model's own matmuls are, returned in
+        float64 for the factorisation), from rows of J~ computed a chunk at a time: two chunks of k rows
         are held at once, k as large as `budget` bytes allow (a chunk is computed again for each
         later chunk it meets; one chunk when everything fits)."""
         outputs = model.outputs
@@ -589,7 +590,7 @@ class EGN(SecondOrderOptimizer):
         eye = torch.eye(n, dtype=outputs.dtype, device=outputs.device)
         # (row i of J~ = L'J is (L e_i)'J: the vector-Jacobian product of column i of L)
         def j_tilde(lo, hi):
-            return model.rows(loss.factor_apply(eye[lo:hi])).double()
+            return model.rows(loss.factor_apply(eye[lo:hi]))
 
         chunks = [(lo, min(lo + k, n)) for lo in range(0, n, k)]
         gram = torch.empty(n, n, dtype=torch.float64)
@@ -689,8 +690,8 @@ class SWMNG(SecondOrderOptimizer):
 
         d = -(F + lambda I)^-1 g = (G' (G G' + b lambda I)^-1 G g - g) / lambda
 
-    (a b x b Cholesky solve in float64), theta <- theta + lr d + mu (theta - theta_prev) with
-    ``momentum`` mu (heavy ball). The damping used is the current one, in both places (Somax's
+    (the b x d products in the parameters' dtype, the b x b Cholesky solve in float64),
+    theta <- theta + lr d + mu (theta - theta_prev) with ``momentum`` mu (heavy ball). The damping used is the current one, in both places (Somax's
     adaptive damping never reached its step).
     """
 
@@ -709,13 +710,14 @@ class SWMNG(SecondOrderOptimizer):
             b = per_example.numel()
             pieces = torch.autograd.grad(per_example, params, torch.eye(b, dtype=per_example.dtype), retain_graph=True,
                                          is_grads_batched=True)
-            grads = torch.cat([piece.reshape(b, -1) for piece in pieces], dim=1).double()
-            gradient = grads.mean(0) if curvature is None else _flat(torch.autograd.grad(loss.value(), params)).double()
+            grads = torch.cat([piece.reshape(b, -1) for piece in pieces], dim=1)
+            gradient = grads.mean(0) if curvature is None else _flat(torch.autograd.grad(loss.value(), params))
         damping = float(state["damping"])
-        gram = grads @ grads.T
+        # (the b x d products in the parameters' dtype, the b x b solve in float64)
+        gram = (grads @ grads.T).double()
         gram.diagonal().add_(b * damping)
-        w = cholesky_solve(gram, grads @ gradient)
-        direction = _pieces(((grads.T @ w - gradient) / damping).to(params[0].dtype), params)
+        w = cholesky_solve(gram, grads @ gradient).to(grads.dtype)
+        direction = _pieces((grads.T @ w - gradient) / damping, params)
         current = [p.detach().clone() for p in params]
         mu = float(group["momentum"])
         previous = [self.state[p].get("previous_param") for p in params]
