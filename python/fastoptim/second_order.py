@@ -104,6 +104,7 @@ class OutputLoss:
     def __init__(self, kind: str, outputs: Tensor, targets: Tensor) -> None:
         self.kind, self.outputs, self.targets = kind, outputs, targets
         self.batch = outputs.shape[0] if outputs.dim() > 0 else 1
+        self._p = None
 
     @staticmethod
     def check(kind: str, outputs: Any, targets: Any, where: str) -> None:
@@ -143,8 +144,11 @@ class OutputLoss:
         return self._apply(v, transpose=True)
 
     def _probabilities(self) -> Tensor:
-        f = self.outputs.detach()
-        return torch.softmax(f, dim=1) if self.kind == "ce" else torch.sigmoid(f)
+        """softmax (CE) or sigmoid (BCE) of the outputs, computed once (CG applies Q many times)."""
+        if self._p is None:
+            f = self.outputs.detach()
+            self._p = torch.softmax(f, dim=1) if self.kind == "ce" else torch.sigmoid(f)
+        return self._p
 
     def _apply(self, v: Tensor, transpose: bool) -> Tensor:
         """L v or L' v along the last dimension of v (n, or k x n for k vectors at once)."""
@@ -183,8 +187,17 @@ class OutputLoss:
         return e, e / self._apply(torch.ones_like(e), transpose=False)
 
     def hessian_apply(self, v: Tensor) -> Tensor:
-        """Q v = L (L' v)."""
-        return self.factor_apply(self.factor_transpose_apply(v))
+        """Q v (= L (L' v), formed directly)."""
+        b = self.batch
+        if self.kind == "mse":
+            return v / b
+        p = self._probabilities().reshape(-1)
+        if self.kind == "bce":
+            return v * (p * (1 - p)) / b
+        # CE, per example: (diag(p) - p p') v / b = p * (v - p'v) / b
+        p = p.reshape(b, -1)
+        v = v.reshape(b, -1)
+        return (p * (v - (p * v).sum(-1, keepdim=True))).reshape(-1) / b
 
 
 # ---- the base ---------------------------------------------------------------------------------
