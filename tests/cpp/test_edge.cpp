@@ -13,6 +13,8 @@
 
 #include "fastoptim/edge/optimizer.h"
 
+#include "expect.h"
+
 // Every operator new of this program is counted (the test replaces the global one).
 static long g_allocations = 0;
 void* operator new(std::size_t size) {
@@ -25,15 +27,6 @@ void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 using namespace fastoptim;
 
-static int failures = 0, passes = 0;
-static void expect(bool ok, const std::string& what) {
-  if (ok) {
-    ++passes;
-  } else {
-    ++failures;
-    std::printf("FAILED: %s\n", what.c_str());
-  }
-}
 
 // Parameters of sizes that exercise the SIMD tails, and matching gradients.
 struct Problem {
@@ -319,6 +312,5 @@ int main() {
   test_unusable_optimizer();
   test_bad_params_and_pointers();
   test_checkpoint_fuzz();
-  std::printf("%d passed, %d failed\n", passes, failures);
-  return failures == 0 ? 0 : 1;
+  return test::summary();
 }

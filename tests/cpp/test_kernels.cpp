@@ -17,6 +17,8 @@
 #include "fastoptim/core/reduce.h"
 #include "fastoptim/rules/all.h"
 
+#include "expect.h"
+
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
@@ -25,16 +27,6 @@ using namespace fastoptim;
 using fastoptim_isa::Dtype;
 using fastoptim_isa::TensorSlots;
 
-static int g_passed = 0, g_failed = 0;
-
-static void expect(bool ok, const std::string& what) {
-  if (ok) {
-    ++g_passed;
-  } else {
-    ++g_failed;
-    std::printf("FAILED: %s\n", what.c_str());
-  }
-}
 
 // ---- storage helpers ------------------------------------------------------------------------
 static std::size_t dtype_size(Dtype d) { return d == Dtype::f64 ? 8 : d == Dtype::f32 ? 4 : 2; }
@@ -325,6 +317,5 @@ int main() {
   test_reductions<double>();
   test_validation();
   test_bf16_rounding();
-  std::printf("%d passed, %d failed\n", g_passed, g_failed);
-  return g_failed == 0 ? 0 : 1;
+  return test::summary();
 }
