@@ -17,6 +17,6 @@ fi
 generator=()
 if command -v ninja >/dev/null; then generator=(-G Ninja); fi
 cmake -S . -B build/aarch64 "${generator[@]}" -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake \
-  -DFASTOPTIM_WITH_TORCH=OFF >/dev/null
+  -DFASTOPTIM_WITH_TORCH=OFF -DFASTOPTIM_WITH_CUDA=OFF >/dev/null
 cmake --build build/aarch64 --parallel 2
 FASTOPTIM_TEST_LARGE=16411 ctest --test-dir build/aarch64 --output-on-failure

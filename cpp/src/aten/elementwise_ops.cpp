@@ -116,14 +116,12 @@ typename Rule::Hyper checked_hyper(const char* op, c10::ArrayRef<double> values,
     // The tensor gives the learning rate, or for weight averaging (which has none) the weight,
     // so a value computed on the device (Scout's sync rate) needs no host round trip.
     check_scalar_tensor(*lr, std::string(op) + ": lr");
-    if constexpr (requires { h.lr; }) {
-      h.lr = read_scalar(*lr);
+    TORCH_CHECK_VALUE(rules::set_tensor_scalar(h, read_scalar(*lr)), op,
+                      ": this rule takes no tensor scalar, but one was given");
+    if constexpr (rules::has_lr_field<Hyper>::value) {
       TORCH_CHECK_VALUE(h.lr >= 0.0, op, ": invalid learning rate: ", h.lr);
-    } else if constexpr (requires { h.weight; }) {
-      h.weight = read_scalar(*lr);
+    } else if constexpr (rules::has_weight_field<Hyper>::value) {
       TORCH_CHECK_VALUE(h.weight >= 0.0 && h.weight <= 1.0, op, ": invalid weight: ", h.weight, " (must be in [0, 1])");
-    } else {
-      TORCH_CHECK_VALUE(false, op, ": this rule takes no tensor scalar, but one was given");
     }
   }
   const char* conflict = Rule::invalid_combination(h);

@@ -34,7 +34,7 @@ using fastoptim_isa::TensorSlots;
 // apply, and stores the parameter (unless the rule says this step leaves it) and, when StoreState,
 // the state. Element-wise rules and the second pass of two-pass rules both run it.
 template <class Rule, class S, int W, bool StoreState, class T>
-FASTOPTIM_ALWAYS_INLINE void update_lanes(const TensorSlots& t, const typename Rule::template Coeffs<T>& k, std::int64_t i,
+FASTOPTIM_HD FASTOPTIM_ALWAYS_INLINE void update_lanes(const TensorSlots& t, const typename Rule::template Coeffs<T>& k, std::int64_t i,
                          bool load_grad) {
   constexpr int kSlots = Rule::kStateSlots;
   S* param = static_cast<S*>(t.param) + i;

@@ -6,6 +6,11 @@
 #include <cstring>
 #include <type_traits>
 
+#include "fastoptim/core/device.h"
+#if defined(__CUDACC__)
+#include <cuda_fp16.h>
+#endif
+
 namespace fastoptim::core {
 
 struct bf16 { std::uint16_t bits; };
@@ -14,14 +19,14 @@ struct f16 { std::uint16_t bits; };
 // Arithmetic happens in double for double storage and in float for everything else.
 template <class S> using compute_t = std::conditional_t<std::is_same_v<S, double>, double, float>;
 
-inline float bf16_to_float(bf16 x) {
+FASTOPTIM_HD inline float bf16_to_float(bf16 x) {
   std::uint32_t u = std::uint32_t(x.bits) << 16;
   float f;
   std::memcpy(&f, &u, sizeof f);
   return f;
 }
 
-inline bf16 float_to_bf16(float f) {
+FASTOPTIM_HD inline bf16 float_to_bf16(float f) {
   if (f != f) return bf16{0x7FC0};
   std::uint32_t u;
   std::memcpy(&u, &f, sizeof u);
@@ -31,24 +36,34 @@ inline bf16 float_to_bf16(float f) {
 
 // _Float16 conversions are IEEE round-to-nearest-even, the same as F16C's vcvtps2ph with
 // _MM_FROUND_TO_NEAREST_INT, so the scalar tail and the SIMD body store identical bits. On aarch64
-// (where g++ 12 has no _Float16 in C++) the ACLE's __fp16 is the same IEEE half with the same rounding.
-#if defined(__aarch64__)
+// (where g++ 12 has no _Float16 in C++) the ACLE's __fp16 is the same IEEE half with the same rounding;
+// on a CUDA device, cuda_fp16's round-to-nearest-even conversions.
+#if FASTOPTIM_DEVICE_CODE
+#elif defined(__aarch64__)
 using half_t = __fp16;
 #else
 using half_t = _Float16;
 #endif
 
-inline float f16_to_float(f16 x) {
+FASTOPTIM_HD inline float f16_to_float(f16 x) {
+#if FASTOPTIM_DEVICE_CODE
+  return __half2float(__ushort_as_half(x.bits));
+#else
   half_t h;
   std::memcpy(&h, &x.bits, sizeof h);
   return static_cast<float>(h);
+#endif
 }
 
-inline f16 float_to_f16(float f) {
+FASTOPTIM_HD inline f16 float_to_f16(float f) {
+#if FASTOPTIM_DEVICE_CODE
+  return f16{__half_as_ushort(__float2half_rn(f))};
+#else
   half_t h = static_cast<half_t>(f);
   f16 out;
   std::memcpy(&out.bits, &h, sizeof h);
   return out;
+#endif
 }
 
 }  // namespace fastoptim::core

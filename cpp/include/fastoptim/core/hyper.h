@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <string>
 
+#include "fastoptim/core/device.h"
+
 namespace fastoptim::core {
 
 // What a field accepts. Flags are stored as 0/1 in the flat vector. Every check but `bound`
@@ -96,13 +98,13 @@ inline int first_invalid_field(const double* values) {
     LIST(FASTOPTIM_HYPER_MEMBER)                                                      \
     static constexpr ::fastoptim::core::Field kFields[] = {LIST(FASTOPTIM_HYPER_ENTRY)}; \
     static constexpr std::size_t kFieldCount = sizeof(kFields) / sizeof(kFields[0]);  \
-    static Hyper from(const double* values) {                                         \
+    FASTOPTIM_HD static Hyper from(const double* values) {                            \
       Hyper h;                                                                        \
       std::size_t i = 0;                                                              \
       LIST(FASTOPTIM_HYPER_READ)                                                      \
       return h;                                                                       \
     }                                                                                 \
-    void write(double* values) const {                                                \
+    FASTOPTIM_HD void write(double* values) const {                                   \
       std::size_t i = 0;                                                              \
       LIST(FASTOPTIM_HYPER_WRITE)                                                     \
     }                                                                                 \

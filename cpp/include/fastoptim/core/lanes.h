@@ -8,7 +8,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
+#include "fastoptim/core/device.h"
 #include "fastoptim/core/dtypes.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -37,105 +39,185 @@ namespace fastoptim::core {
 template <class T>
 constexpr int kLanes = FASTOPTIM_VECTOR_BYTES == 0 ? 1 : int(FASTOPTIM_VECTOR_BYTES / sizeof(T));
 
+#if FASTOPTIM_DEVICE_CODE
+// In nvcc's device pass, which has no vector extension: a thread's W values (W is 1 there), with
+// the lane-wise operators GCC's vectors have. A comparison gives a lane mask of the same shape.
+template <class T, int W>
+struct DeviceLanes {
+  T lane[W];
+  FASTOPTIM_HD T& operator[](int i) { return lane[i]; }
+  FASTOPTIM_HD const T& operator[](int i) const { return lane[i]; }
+};
+#define FASTOPTIM_DEVICE_LANEWISE(op, Result)                                                          \
+  template <class T, int W>                                                                            \
+  FASTOPTIM_HD inline DeviceLanes<Result, W> operator op(DeviceLanes<T, W> a, DeviceLanes<T, W> b) {   \
+    DeviceLanes<Result, W> r;                                                                          \
+    for (int i = 0; i < W; ++i) r.lane[i] = a.lane[i] op b.lane[i];                                    \
+    return r;                                                                                          \
+  }                                                                                                    \
+  template <class T, int W, class S, class = std::enable_if_t<std::is_arithmetic_v<S>>>               \
+  FASTOPTIM_HD inline DeviceLanes<Result, W> operator op(DeviceLanes<T, W> a, S b) {                   \
+    DeviceLanes<Result, W> r;                                                                          \
+    for (int i = 0; i < W; ++i) r.lane[i] = a.lane[i] op T(b);                                         \
+    return r;                                                                                          \
+  }                                                                                                    \
+  template <class T, int W, class S, class = std::enable_if_t<std::is_arithmetic_v<S>>>               \
+  FASTOPTIM_HD inline DeviceLanes<Result, W> operator op(S a, DeviceLanes<T, W> b) {                   \
+    DeviceLanes<Result, W> r;                                                                          \
+    for (int i = 0; i < W; ++i) r.lane[i] = T(a) op b.lane[i];                                         \
+    return r;                                                                                          \
+  }
+FASTOPTIM_DEVICE_LANEWISE(+, T)
+FASTOPTIM_DEVICE_LANEWISE(-, T)
+FASTOPTIM_DEVICE_LANEWISE(*, T)
+FASTOPTIM_DEVICE_LANEWISE(/, T)
+FASTOPTIM_DEVICE_LANEWISE(<, bool)
+FASTOPTIM_DEVICE_LANEWISE(>, bool)
+FASTOPTIM_DEVICE_LANEWISE(!=, bool)
+FASTOPTIM_DEVICE_LANEWISE(|, bool)
+#undef FASTOPTIM_DEVICE_LANEWISE
+template <class T, int W>
+FASTOPTIM_HD inline DeviceLanes<T, W> operator-(DeviceLanes<T, W> a) {
+  for (int i = 0; i < W; ++i) a.lane[i] = -a.lane[i];
+  return a;
+}
+#endif
+
 template <class T, int W>
 struct Vec {
+#if FASTOPTIM_DEVICE_CODE
+  using native = DeviceLanes<T, W>;
+#else
   typedef T native __attribute__((vector_size(sizeof(T) * W)));
+#endif
   native v;
 
   Vec() = default;
-  Vec(native x) : v(x) {}
-  static Vec broadcast(T x) { return Vec(native{} + x); }
+  FASTOPTIM_HD Vec(native x) : v(x) {}
+  FASTOPTIM_HD static Vec broadcast(T x) { return Vec(native{} + x); }
 
-  friend Vec operator+(Vec a, Vec b) { return a.v + b.v; }
-  friend Vec operator-(Vec a, Vec b) { return a.v - b.v; }
-  friend Vec operator*(Vec a, Vec b) { return a.v * b.v; }
-  friend Vec operator/(Vec a, Vec b) { return a.v / b.v; }
-  friend Vec operator+(Vec a, T b) { return a.v + b; }
-  friend Vec operator-(Vec a, T b) { return a.v - b; }
-  friend Vec operator*(Vec a, T b) { return a.v * b; }
-  friend Vec operator/(Vec a, T b) { return a.v / b; }
-  friend Vec operator*(T a, Vec b) { return a * b.v; }
-  friend Vec operator-(Vec a) { return -a.v; }
+  FASTOPTIM_HD friend Vec operator+(Vec a, Vec b) { return a.v + b.v; }
+  FASTOPTIM_HD friend Vec operator-(Vec a, Vec b) { return a.v - b.v; }
+  FASTOPTIM_HD friend Vec operator*(Vec a, Vec b) { return a.v * b.v; }
+  FASTOPTIM_HD friend Vec operator/(Vec a, Vec b) { return a.v / b.v; }
+  FASTOPTIM_HD friend Vec operator+(Vec a, T b) { return a.v + b; }
+  FASTOPTIM_HD friend Vec operator-(Vec a, T b) { return a.v - b; }
+  FASTOPTIM_HD friend Vec operator*(Vec a, T b) { return a.v * b; }
+  FASTOPTIM_HD friend Vec operator/(Vec a, T b) { return a.v / b; }
+  FASTOPTIM_HD friend Vec operator*(T a, Vec b) { return a * b.v; }
+  FASTOPTIM_HD friend Vec operator-(Vec a) { return -a.v; }
 };
 
 // Correctly rounded square root, lane-wise.
 template <class T, int W>
-inline Vec<T, W> sqrt(Vec<T, W> a) {
-#if defined(__AVX512F__)
+FASTOPTIM_HD inline Vec<T, W> sqrt(Vec<T, W> a) {
+#if defined(__AVX512F__) && !FASTOPTIM_DEVICE_CODE
   if constexpr (std::is_same_v<T, float> && W == 16) return (typename Vec<T, W>::native)_mm512_sqrt_ps((__m512)a.v);
   if constexpr (std::is_same_v<T, double> && W == 8) return (typename Vec<T, W>::native)_mm512_sqrt_pd((__m512d)a.v);
 #endif
-#if defined(__AVX__)
+#if defined(__AVX__) && !FASTOPTIM_DEVICE_CODE
   if constexpr (std::is_same_v<T, float> && W == 8) return (typename Vec<T, W>::native)_mm256_sqrt_ps((__m256)a.v);
   if constexpr (std::is_same_v<T, double> && W == 4) return (typename Vec<T, W>::native)_mm256_sqrt_pd((__m256d)a.v);
 #endif
-#if defined(__SSE2__)
+#if defined(__SSE2__) && !FASTOPTIM_DEVICE_CODE
   if constexpr (std::is_same_v<T, float> && W == 4) return (typename Vec<T, W>::native)_mm_sqrt_ps((__m128)a.v);
   if constexpr (std::is_same_v<T, double> && W == 2) return (typename Vec<T, W>::native)_mm_sqrt_pd((__m128d)a.v);
 #endif
-#if defined(__aarch64__)
+#if defined(__aarch64__) && !FASTOPTIM_DEVICE_CODE
   if constexpr (std::is_same_v<T, float> && W == 4) return (typename Vec<T, W>::native)vsqrtq_f32((float32x4_t)a.v);
   if constexpr (std::is_same_v<T, double> && W == 2) return (typename Vec<T, W>::native)vsqrtq_f64((float64x2_t)a.v);
 #endif
   Vec<T, W> r;
-  for (int i = 0; i < W; ++i) r.v[i] = std::sqrt(a.v[i]);
+  for (int i = 0; i < W; ++i) {
+#if FASTOPTIM_DEVICE_CODE
+    r.v[i] = ::sqrt(a.v[i]);
+#else
+    r.v[i] = std::sqrt(a.v[i]);
+#endif
+  }
   return r;
 }
 
 // a * b + c rounded once (fused multiply-add), lane-wise. torch's CPU kernels fuse add(alpha),
 // addcmul and lerp this way, so the rules do too where torch does; unfused everywhere else.
 template <class T, int W>
-inline Vec<T, W> mul_add(Vec<T, W> a, Vec<T, W> b, Vec<T, W> c) {
+FASTOPTIM_HD inline Vec<T, W> mul_add(Vec<T, W> a, Vec<T, W> b, Vec<T, W> c) {
   using N [[maybe_unused]] = typename Vec<T, W>::native;
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && !FASTOPTIM_DEVICE_CODE
   if constexpr (std::is_same_v<T, float> && W == 16) return (N)_mm512_fmadd_ps((__m512)a.v, (__m512)b.v, (__m512)c.v);
   if constexpr (std::is_same_v<T, double> && W == 8) return (N)_mm512_fmadd_pd((__m512d)a.v, (__m512d)b.v, (__m512d)c.v);
 #endif
-#if defined(__FMA__)
+#if defined(__FMA__) && !FASTOPTIM_DEVICE_CODE
   if constexpr (std::is_same_v<T, float> && W == 8) return (N)_mm256_fmadd_ps((__m256)a.v, (__m256)b.v, (__m256)c.v);
   if constexpr (std::is_same_v<T, double> && W == 4) return (N)_mm256_fmadd_pd((__m256d)a.v, (__m256d)b.v, (__m256d)c.v);
   if constexpr (std::is_same_v<T, float> && W == 4) return (N)_mm_fmadd_ps((__m128)a.v, (__m128)b.v, (__m128)c.v);
   if constexpr (std::is_same_v<T, double> && W == 2) return (N)_mm_fmadd_pd((__m128d)a.v, (__m128d)b.v, (__m128d)c.v);
 #endif
-#if defined(__aarch64__)
+#if defined(__aarch64__) && !FASTOPTIM_DEVICE_CODE
   if constexpr (std::is_same_v<T, float> && W == 4) return (N)vfmaq_f32((float32x4_t)c.v, (float32x4_t)a.v, (float32x4_t)b.v);
   if constexpr (std::is_same_v<T, double> && W == 2) return (N)vfmaq_f64((float64x2_t)c.v, (float64x2_t)a.v, (float64x2_t)b.v);
 #endif
   Vec<T, W> r;
-  for (int i = 0; i < W; ++i) r.v[i] = std::fma(a.v[i], b.v[i], c.v[i]);
+  for (int i = 0; i < W; ++i) {
+#if FASTOPTIM_DEVICE_CODE
+    r.v[i] = ::fma(a.v[i], b.v[i], c.v[i]);
+#else
+    r.v[i] = std::fma(a.v[i], b.v[i], c.v[i]);
+#endif
+  }
   return r;
 }
 
 template <class T, int W>
-inline Vec<T, W> mul_add(Vec<T, W> a, T b, Vec<T, W> c) {
+FASTOPTIM_HD inline Vec<T, W> mul_add(Vec<T, W> a, T b, Vec<T, W> c) {
   return mul_add(a, Vec<T, W>::broadcast(b), c);
+}
+
+// Lane-wise comparisons give a mask (a vector of all-ones/zero lanes, or bools on the device);
+// select(mask, a, b) takes a where the mask is set, b elsewhere.
+template <class T, int W>
+FASTOPTIM_HD inline auto less(Vec<T, W> a, Vec<T, W> b) { return a.v < b.v; }
+template <class T, int W>
+FASTOPTIM_HD inline auto greater(Vec<T, W> a, Vec<T, W> b) { return a.v > b.v; }
+template <class T, int W>
+FASTOPTIM_HD inline auto is_nan(Vec<T, W> a) { return a.v != a.v; }
+
+template <class Mask, class T, int W>
+FASTOPTIM_HD inline Vec<T, W> select(Mask mask, Vec<T, W> a, Vec<T, W> b) {
+#if FASTOPTIM_DEVICE_CODE
+  for (int i = 0; i < W; ++i)
+    if (!mask[i]) a.v[i] = b.v[i];
+  return a;
+#else
+  return mask ? a.v : b.v;
+#endif
 }
 
 // Lane-wise maximum that propagates NaN from either side, as torch.maximum does.
 template <class T, int W>
-inline Vec<T, W> maximum(Vec<T, W> a, Vec<T, W> b) {
-  return (a.v > b.v) | (a.v != a.v) ? a.v : b.v;
+FASTOPTIM_HD inline Vec<T, W> maximum(Vec<T, W> a, Vec<T, W> b) {
+  return select(greater(a, b) | is_nan(a), a, b);
 }
 
 // torch.clamp(a, low, high): low below low, high above high, NaN stays NaN.
 template <class T, int W>
-inline Vec<T, W> clamp(Vec<T, W> a, T low, T high) {
+FASTOPTIM_HD inline Vec<T, W> clamp(Vec<T, W> a, T low, T high) {
   const Vec<T, W> lo = Vec<T, W>::broadcast(low), hi = Vec<T, W>::broadcast(high);
-  return a.v < lo.v ? lo.v : (a.v > hi.v ? hi.v : a.v);
+  return select(less(a, lo), lo, select(greater(a, hi), hi, a));
 }
 
 // torch's lerp: fma(w, end - self, self) for |w| < 0.5, fma(w - 1, end - self, end) otherwise.
 // The branch is on a scalar, so every lane takes the same one.
 template <class T, int W>
-inline Vec<T, W> lerp(Vec<T, W> self, Vec<T, W> end, T weight) {
-  if (std::abs(weight) < T(0.5)) return mul_add(end - self, weight, self);
+FASTOPTIM_HD inline Vec<T, W> lerp(Vec<T, W> self, Vec<T, W> end, T weight) {
+  if ((weight < T(0) ? -weight : weight) < T(0.5)) return mul_add(end - self, weight, self);
   return mul_add(end - self, weight - T(1), end);
 }
 
 // ---- loads and stores: storage type S <-> compute lanes of T ---------------------------------
 
 template <int W, class S, class T = compute_t<S>>
-inline Vec<T, W> load(const S* src) {
+FASTOPTIM_HD inline Vec<T, W> load(const S* src) {
   Vec<T, W> r;
   if constexpr (std::is_same_v<S, T>) {
     std::memcpy(&r.v, src, sizeof(r.v));
@@ -150,13 +232,13 @@ inline Vec<T, W> load(const S* src) {
     std::memcpy(&r.v, &wide, sizeof r.v);
   } else {
     static_assert(std::is_same_v<S, f16>);
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && !FASTOPTIM_DEVICE_CODE
     if constexpr (W == 16) {
       r.v = (typename Vec<T, W>::native)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)src));
       return r;
     }
 #endif
-#if defined(__F16C__)
+#if defined(__F16C__) && !FASTOPTIM_DEVICE_CODE
     if constexpr (W == 8) {
       r.v = (typename Vec<T, W>::native)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)src));
       return r;
@@ -168,7 +250,7 @@ inline Vec<T, W> load(const S* src) {
 }
 
 template <int W, class S, class T>
-inline void store(S* dst, Vec<T, W> x) {
+FASTOPTIM_HD inline void store(S* dst, Vec<T, W> x) {
   if constexpr (std::is_same_v<S, T>) {
     std::memcpy(dst, &x.v, sizeof(x.v));
   } else if constexpr (std::is_same_v<S, bf16> && W == 1) {
@@ -187,13 +269,13 @@ inline void store(S* dst, Vec<T, W> x) {
     std::memcpy(dst, &h, sizeof h);
   } else {
     static_assert(std::is_same_v<S, f16>);
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && !FASTOPTIM_DEVICE_CODE
     if constexpr (W == 16) {
       _mm256_storeu_si256((__m256i*)dst, _mm512_cvtps_ph((__m512)x.v, _MM_FROUND_TO_NEAREST_INT));
       return;
     }
 #endif
-#if defined(__F16C__)
+#if defined(__F16C__) && !FASTOPTIM_DEVICE_CODE
     if constexpr (W == 8) {
       _mm_storeu_si128((__m128i*)dst, _mm256_cvtps_ph((__m256)x.v, _MM_FROUND_TO_NEAREST_INT));
       return;

@@ -14,14 +14,14 @@ struct Centralization {
   bool active;
   T row_length, row_mean;
 
-  static Centralization make(bool enabled, bool conv_only, int ndim, std::int64_t numel, std::int64_t rows) {
+  FASTOPTIM_HD static Centralization make(bool enabled, bool conv_only, int ndim, std::int64_t numel, std::int64_t rows) {
     return {enabled && ndim > (conv_only ? 3 : 1), T(double(numel) / double(rows)), T(0)};
   }
 
   void set_row_sum(T sum) { row_mean = sum / row_length; }
 
   template <int W>
-  void apply(core::Vec<T, W>& g) const {
+  FASTOPTIM_HD void apply(core::Vec<T, W>& g) const {
     if (active) g = g - row_mean;
   }
 };
@@ -32,10 +32,10 @@ struct Clip {
   T bound;
   bool active;
 
-  static Clip make(double bound, bool active) { return {T(bound), active && bound > 0}; }
+  FASTOPTIM_HD static Clip make(double bound, bool active) { return {T(bound), active && bound > 0}; }
 
   template <int W>
-  void apply(core::Vec<T, W>& x) const {
+  FASTOPTIM_HD void apply(core::Vec<T, W>& x) const {
     if (active) x = core::clamp(x, -bound, bound);
   }
 };

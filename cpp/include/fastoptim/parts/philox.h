@@ -15,7 +15,7 @@
 
 namespace fastoptim::parts {
 
-inline std::array<std::uint32_t, 4> philox4x32_10(std::array<std::uint32_t, 4> counter, std::array<std::uint32_t, 2> key) {
+FASTOPTIM_HD inline std::array<std::uint32_t, 4> philox4x32_10(std::array<std::uint32_t, 4> counter, std::array<std::uint32_t, 2> key) {
   constexpr std::uint64_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
   constexpr std::uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
   for (int round = 0; round < 10; ++round) {
@@ -30,11 +30,11 @@ inline std::array<std::uint32_t, 4> philox4x32_10(std::array<std::uint32_t, 4> c
 // A counter word (a stream key or a step) from a value kept as a float or double: a value outside
 // [0, 2**32), which only a damaged or hand-edited state holds, becomes 0 instead of the undefined
 // behaviour of the conversion.
-inline std::uint32_t counter_word(double value) {
+FASTOPTIM_HD inline std::uint32_t counter_word(double value) {
   return value >= 0.0 && value < 4294967296.0 ? std::uint32_t(value) : 0u;
 }
 
-inline double standard_normal(std::uint64_t seed, std::uint32_t stream, std::uint32_t step, std::uint64_t index) {
+FASTOPTIM_HD inline double standard_normal(std::uint64_t seed, std::uint32_t stream, std::uint32_t step, std::uint64_t index) {
   const auto x = philox4x32_10({std::uint32_t(index), std::uint32_t(index >> 32), stream, step},
                                {std::uint32_t(seed), std::uint32_t(seed >> 32)});
   constexpr double kTwoToMinus32 = 1.0 / 4294967296.0;
@@ -47,7 +47,7 @@ inline double standard_normal(std::uint64_t seed, std::uint32_t stream, std::uin
 // The draws of the W elements first, first + 1, ... (a scalar loop: the noise is on only for the
 // first steps of a run, while its amplitude decays).
 template <class T, int W>
-inline core::Vec<T, W> standard_normals(std::uint64_t seed, std::uint32_t stream, std::uint32_t step,
+FASTOPTIM_HD inline core::Vec<T, W> standard_normals(std::uint64_t seed, std::uint32_t stream, std::uint32_t step,
                                         std::int64_t first) {
   core::Vec<T, W> out;
   for (int w = 0; w < W; ++w) out.v[w] = T(standard_normal(seed, stream, step, std::uint64_t(first + w)));

@@ -11,12 +11,12 @@ struct WeightDecay {
   T weight_decay, decay_factor;
   bool active, decoupled;
 
-  static WeightDecay make(double lr, double weight_decay, bool decoupled) {
+  FASTOPTIM_HD static WeightDecay make(double lr, double weight_decay, bool decoupled) {
     return {T(weight_decay), T(1 - lr * weight_decay), weight_decay != 0, decoupled};
   }
 
   template <int W>
-  void apply(core::Vec<T, W>& p, core::Vec<T, W>& g) const {
+  FASTOPTIM_HD void apply(core::Vec<T, W>& p, core::Vec<T, W>& g) const {
     if (!active) return;
     if (decoupled) p = p * decay_factor;
     else g = core::mul_add(p, weight_decay, g);

@@ -32,7 +32,7 @@ struct AdaBelief {
   static constexpr int kStateSlots = 3;
   static constexpr bool kCountsSteps = true;
   static constexpr double kRectifyThreshold = 5;  // the official package's (RAdam's) rho_t threshold
-  static const char* invalid_combination(const Hyper&) { return nullptr; }
+  FASTOPTIM_HD static const char* invalid_combination(const Hyper&) { return nullptr; }
 
   template <class T>
   struct Coeffs {
@@ -46,7 +46,7 @@ struct AdaBelief {
   };
 
   template <class T>
-  static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
+  FASTOPTIM_HD static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
     const double bias_correction1 = 1 - std::pow(h.beta1, s.step);
     const double bias_correction2 = 1 - std::pow(h.beta2, s.step);
     using Mode = typename Coeffs<T>::Mode;
@@ -80,10 +80,10 @@ struct AdaBelief {
   }
 
   template <class T>
-  static bool writes_param(const Coeffs<T>& k) { return k.mode != Coeffs<T>::kFrozen || (k.decay.active && k.decay.decoupled); }
+  FASTOPTIM_HD static bool writes_param(const Coeffs<T>& k) { return k.mode != Coeffs<T>::kFrozen || (k.decay.active && k.decay.decoupled); }
 
   template <class T, int W>
-  static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
+  FASTOPTIM_HD static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
     if (k.maximize) g = -g;
     k.decay.apply(p, g);
     Vec<T, W>& exp_avg = state[kExpAvg];

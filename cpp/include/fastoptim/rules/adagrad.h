@@ -15,8 +15,8 @@ struct Adagrad {
   static constexpr core::StateSlot kState[] = {{"sum", nullptr}};
   static constexpr int kStateSlots = 1;
   static constexpr bool kCountsSteps = true;
-  static const char* invalid_combination(const Hyper&) { return nullptr; }
-  static double initial_value(const Hyper& h, int, std::int64_t) { return h.initial_accumulator_value; }
+  FASTOPTIM_HD static const char* invalid_combination(const Hyper&) { return nullptr; }
+  FASTOPTIM_HD static double initial_value(const Hyper& h, int, std::int64_t) { return h.initial_accumulator_value; }
 
   template <class T>
   struct Coeffs {
@@ -25,13 +25,13 @@ struct Adagrad {
   };
 
   template <class T>
-  static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
+  FASTOPTIM_HD static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
     const double clr = h.lr / (1 + (s.step - 1) * h.lr_decay);
     return {T(-clr), T(h.eps), T(h.weight_decay), h.maximize != 0, h.weight_decay != 0};
   }
 
   template <class T, int W>
-  static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
+  FASTOPTIM_HD static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
     if (k.maximize) g = -g;
     if (k.has_weight_decay) g = core::mul_add(p, k.weight_decay, g);
     Vec<T, W>& sum = state[0];

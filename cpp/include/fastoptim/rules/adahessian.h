@@ -28,7 +28,7 @@ struct AdaHessian {
   static constexpr int kStateSlots = 2;
   static constexpr int kScalarSlots = 1;  // hessian_step: refreshes so far (read here, counted by the front end)
   static constexpr bool kCountsSteps = true;
-  static const char* invalid_combination(const Hyper&) { return nullptr; }
+  FASTOPTIM_HD static const char* invalid_combination(const Hyper&) { return nullptr; }
 
   template <class T>
   struct Coeffs {
@@ -38,7 +38,7 @@ struct AdaHessian {
   };
 
   template <class T>
-  static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
+  FASTOPTIM_HD static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
     const double refreshes = s.scalar_state[0];
     // Before the first refresh v is 0 and the denominator is eps; no correction to divide by zero.
     const double bias_correction2 = refreshes > 0 ? 1 - std::pow(h.beta2, refreshes) : 1.0;
@@ -52,7 +52,7 @@ struct AdaHessian {
   }
 
   template <class T, int W>
-  static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
+  FASTOPTIM_HD static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
     if (k.maximize) g = -g;
     k.decay.apply(p, g);
     Vec<T, W>& exp_avg = state[kExpAvg];

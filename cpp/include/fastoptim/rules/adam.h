@@ -17,7 +17,7 @@ struct Adam {
   static constexpr core::StateSlot kState[] = {{"exp_avg", nullptr}, {"exp_avg_sq", nullptr}, {"max_exp_avg_sq", "amsgrad"}};
   static constexpr int kStateSlots = 3;
   static constexpr bool kCountsSteps = true;
-  static const char* invalid_combination(const Hyper&) { return nullptr; }
+  FASTOPTIM_HD static const char* invalid_combination(const Hyper&) { return nullptr; }
 
   template <class T>
   struct Coeffs {
@@ -27,7 +27,7 @@ struct Adam {
   };
 
   template <class T>
-  static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
+  FASTOPTIM_HD static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
     const double bias_correction1 = 1 - std::pow(h.beta1, s.step);
     const double bias_correction2 = 1 - std::pow(h.beta2, s.step);
     const double step_size = h.lr / bias_correction1;
@@ -43,7 +43,7 @@ struct Adam {
   }
 
   template <class T, int W>
-  static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
+  FASTOPTIM_HD static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
     if (k.maximize) g = -g;
     k.decay.apply(p, g);
     Vec<T, W>& exp_avg = state[kExpAvg];

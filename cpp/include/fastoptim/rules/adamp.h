@@ -35,7 +35,7 @@ struct AdamP {
   static constexpr int kSums = 4;  // g.theta, g.g, theta.theta, theta.q
   static constexpr bool kStateInFirstPass = true;
   static constexpr bool kSumsPerRow = true;
-  static const char* invalid_combination(const Hyper&) { return nullptr; }
+  FASTOPTIM_HD static const char* invalid_combination(const Hyper&) { return nullptr; }
 
   template <class T>
   struct Coeffs {
@@ -48,7 +48,7 @@ struct AdamP {
   };
 
   template <class T>
-  static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
+  FASTOPTIM_HD static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
     return {T(h.beta1),
             T(1 - h.beta1),
             T(h.beta2),
@@ -70,14 +70,14 @@ struct AdamP {
   }
 
   template <class T>
-  static bool apply_reads_grad(const Coeffs<T>& k) { return k.nesterov; }
+  FASTOPTIM_HD static bool apply_reads_grad(const Coeffs<T>& k) { return k.nesterov; }
   // Vectors are never projected (official: ndim > 1 only), so their step needs no sums.
   template <class T>
-  static bool needs_sums(const Coeffs<T>& k) { return k.matrix; }
+  FASTOPTIM_HD static bool needs_sums(const Coeffs<T>& k) { return k.matrix; }
 
   // q from the updated moments (and, for Nesterov, the gradient); both passes compute it alike.
   template <class T, int W>
-  static Vec<T, W> direction(Vec<T, W> g, const Vec<T, W>* state, const Coeffs<T>& k) {
+  FASTOPTIM_HD static Vec<T, W> direction(Vec<T, W> g, const Vec<T, W>* state, const Coeffs<T>& k) {
     if (k.maximize) g = -g;
     const Vec<T, W> denom =
         core::mul_add(sqrt(state[k.amsgrad ? kMaxExpAvgSq : kExpAvgSq]), k.inv_bias_correction2_sqrt, Vec<T, W>::broadcast(k.eps));
@@ -86,7 +86,7 @@ struct AdamP {
   }
 
   template <class T, int W>
-  static void advance(const Vec<T, W>&, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
+  FASTOPTIM_HD static void advance(const Vec<T, W>&, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
     if (k.maximize) g = -g;
     state[kExpAvg] = core::mul_add(g, k.one_minus_beta1, state[kExpAvg] * k.beta1);
     state[kExpAvgSq] = core::mul_add(k.one_minus_beta2 * g, g, state[kExpAvgSq] * k.beta2);
@@ -94,7 +94,7 @@ struct AdamP {
   }
 
   template <class T, int W>
-  static void contribute(const Vec<T, W>& p, const Vec<T, W>& g, const Vec<T, W>* state, const Coeffs<T>& k,
+  FASTOPTIM_HD static void contribute(const Vec<T, W>& p, const Vec<T, W>& g, const Vec<T, W>* state, const Coeffs<T>& k,
                          Vec<T, W>* out) {
     out[0] = g * p;
     out[1] = g * g;
@@ -104,13 +104,13 @@ struct AdamP {
 
   // |cos(g, theta)| from the sums g.theta, g.g, theta.theta.
   template <class T>
-  static T abs_cosine(T dot, T grad_sq, T weight_sq, T eps) {
+  FASTOPTIM_HD static T abs_cosine(T dot, T grad_sq, T weight_sq, T eps) {
     return std::abs(dot) / (std::max(std::sqrt(grad_sq), eps) * std::max(std::sqrt(weight_sq), eps));
   }
 
   // Chooses the channel view, the layer view or no projection for one tensor from its rows' sums.
   template <class T, class Sums>
-  static void finish_rows(Coeffs<T>* rows, const Sums* sums, std::int64_t row_count) {
+  FASTOPTIM_HD static void finish_rows(Coeffs<T>* rows, const Sums* sums, std::int64_t row_count) {
     const Coeffs<T>& k = rows[0];
     bool projected = false;
     if (k.matrix) {
@@ -134,7 +134,7 @@ struct AdamP {
   }
 
   template <class T, int W>
-  static void apply(Vec<T, W>& p, const Vec<T, W>& g, const Vec<T, W>* state, const Coeffs<T>& k) {
+  FASTOPTIM_HD static void apply(Vec<T, W>& p, const Vec<T, W>& g, const Vec<T, W>* state, const Coeffs<T>& k) {
     Vec<T, W> q = direction(g, state, k);
     if (k.projection != T(0)) q = q - p * k.projection;
     if (k.has_weight_decay) p = p * k.decay_factor;
@@ -144,7 +144,7 @@ struct AdamP {
  private:
   // theta_hat (theta_hat . q) = theta * (theta . q) / (||theta|| + eps)^2
   template <class T>
-  static T projection(T weight_dot_q, T weight_sq, T eps) {
+  FASTOPTIM_HD static T projection(T weight_dot_q, T weight_sq, T eps) {
     const T scale = std::sqrt(weight_sq) + eps;
     return weight_dot_q / (scale * scale);
   }

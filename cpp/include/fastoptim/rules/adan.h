@@ -30,7 +30,7 @@ struct Adan {
   static constexpr int kStateSlots = 5;
   static constexpr bool kCountsSteps = true;
   static constexpr bool kScalesGrad = true;  // max_grad_norm
-  static const char* invalid_combination(const Hyper&) { return nullptr; }
+  FASTOPTIM_HD static const char* invalid_combination(const Hyper&) { return nullptr; }
 
   template <class T>
   struct Coeffs {
@@ -42,7 +42,7 @@ struct Adan {
   };
 
   template <class T>
-  static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
+  FASTOPTIM_HD static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
     return {T(h.beta1),
             T(1 - h.beta1),
             T(h.beta2),
@@ -66,7 +66,7 @@ struct Adan {
   }
 
   template <class T, int W>
-  static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
+  FASTOPTIM_HD static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
     if (k.scales_grad) g = g * k.grad_scale;  // clipped before everything, the previous gradient too
     if (k.maximize) g = -g;
     // The previous gradient starts as the first one (official), so the first difference is 0.

@@ -26,13 +26,13 @@ struct AdEMAMix {
       {"exp_avg", "beta1"}, {"exp_avg_slow", nullptr}, {"exp_avg_sq", nullptr}};
   static constexpr int kStateSlots = 3;
   static constexpr bool kCountsSteps = true;
-  static const char* invalid_combination(const Hyper&) { return nullptr; }
+  FASTOPTIM_HD static const char* invalid_combination(const Hyper&) { return nullptr; }
 
   // The official schedulers, in double on the host.
-  static double alpha_at(const Hyper& h, double step) {
+  FASTOPTIM_HD static double alpha_at(const Hyper& h, double step) {
     return h.t_alpha > 0 && step < h.t_alpha ? (step / h.t_alpha) * h.alpha : h.alpha;
   }
-  static double beta3_at(const Hyper& h, double step) {
+  FASTOPTIM_HD static double beta3_at(const Hyper& h, double step) {
     if (!(h.t_beta3 > 0 && step < h.t_beta3)) return h.beta3;
     auto half_life = [](double beta) { return std::log(0.5) / std::log(beta + 1e-8) - 1; };
     const double a = step / h.t_beta3;
@@ -47,7 +47,7 @@ struct AdEMAMix {
   };
 
   template <class T>
-  static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
+  FASTOPTIM_HD static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
     const double beta3 = beta3_at(h, s.step);
     return {T(h.beta1),
             T(1 - h.beta1),
@@ -68,7 +68,7 @@ struct AdEMAMix {
   }
 
   template <class T, int W>
-  static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
+  FASTOPTIM_HD static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
     if (k.maximize) g = -g;
     if (k.has_weight_decay && !k.decoupled) g = core::mul_add(p, k.weight_decay, g);
     Vec<T, W> fast = g;

@@ -40,11 +40,11 @@ struct AMaC {
   static constexpr bool kSumsPerRow = true;
   static constexpr bool kStateInFirstPass = false;
   static constexpr bool kUsesIndex = true;  // the noise is keyed by the element's index
-  static const char* invalid_combination(const Hyper& h) {
+  FASTOPTIM_HD static const char* invalid_combination(const Hyper& h) {
     return h.min_lr > h.lr ? "min_lr must not exceed lr" : nullptr;
   }
   // The noise key is the parameter's position among all parameters (the Python class keys it so too).
-  static double initial_value(const Hyper&, int slot, std::int64_t position) {
+  FASTOPTIM_HD static double initial_value(const Hyper&, int slot, std::int64_t position) {
     return slot == kStateSlots ? double(position) : 0.0;
   }
 
@@ -60,7 +60,7 @@ struct AMaC {
   };
 
   template <class T>
-  static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
+  FASTOPTIM_HD static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
     const double t = s.step;
     const double lr_t = parts::warmup_cosine_lr(t, h.lr, h.min_lr, h.warmup_steps, h.schedule_steps);
     const double wd_t = h.warmup_steps > 0 ? h.weight_decay * parts::linear_decay(t, 2 * h.warmup_steps) : h.weight_decay;
@@ -90,21 +90,21 @@ struct AMaC {
 
   // The sums are the rows' gradient sums of centralization, and nothing else.
   template <class T>
-  static bool needs_sums(const Coeffs<T>& k) { return k.centralization.active; }
+  FASTOPTIM_HD static bool needs_sums(const Coeffs<T>& k) { return k.centralization.active; }
 
   template <class T, int W>
-  static void contribute(const Vec<T, W>&, const Vec<T, W>& g, const Vec<T, W>*, const Coeffs<T>& k, Vec<T, W>* out) {
+  FASTOPTIM_HD static void contribute(const Vec<T, W>&, const Vec<T, W>& g, const Vec<T, W>*, const Coeffs<T>& k, Vec<T, W>* out) {
     out[0] = k.maximize ? -g : g;
   }
 
   template <class T, class Sums>
-  static void finish_rows(Coeffs<T>* rows, const Sums* sums, std::int64_t row_count) {
+  FASTOPTIM_HD static void finish_rows(Coeffs<T>* rows, const Sums* sums, std::int64_t row_count) {
     if (!rows[0].centralization.active) return;
     for (std::int64_t r = 0; r < row_count; ++r) rows[r].centralization.set_row_sum(sums[r][0]);
   }
 
   template <class T, int W>
-  static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k, std::int64_t index) {
+  FASTOPTIM_HD static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k, std::int64_t index) {
     if (k.maximize) g = -g;
     k.centralization.apply(g);
     k.grad_clip.apply(g);

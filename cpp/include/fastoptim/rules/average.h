@@ -18,7 +18,7 @@ struct Average {
   static constexpr int kStateSlots = 1;
   static constexpr bool kCountsSteps = false;
   static constexpr bool kReadsGrad = false;
-  static const char* invalid_combination(const Hyper&) { return nullptr; }
+  FASTOPTIM_HD static const char* invalid_combination(const Hyper&) { return nullptr; }
 
   template <class T>
   struct Coeffs {
@@ -27,17 +27,17 @@ struct Average {
   };
 
   template <class T>
-  static Coeffs<T> prepare(const Hyper& h, const StepInfo&) {
+  FASTOPTIM_HD static Coeffs<T> prepare(const Hyper& h, const StepInfo&) {
     return {T(h.weight), T(h.count), h.count > 0, h.copy_back != 0};
   }
 
   template <class T>
-  static bool writes_param(const Coeffs<T>& k) {
+  FASTOPTIM_HD static bool writes_param(const Coeffs<T>& k) {
     return k.copy_back;
   }
 
   template <class T, int W>
-  static void apply(Vec<T, W>& p, Vec<T, W>, Vec<T, W>* state, const Coeffs<T>& k) {
+  FASTOPTIM_HD static void apply(Vec<T, W>& p, Vec<T, W>, Vec<T, W>* state, const Coeffs<T>& k) {
     state[0] = k.running_mean ? state[0] + (p - state[0]) / k.count : core::lerp(state[0], p, k.weight);
     if (k.copy_back) p = state[0];
   }

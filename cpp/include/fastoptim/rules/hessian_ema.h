@@ -18,7 +18,7 @@ struct HessianEMA {
   static constexpr int kStateSlots = 1;
   static constexpr bool kCountsSteps = false;
   static constexpr bool kReadsGrad = false;
-  static const char* invalid_combination(const Hyper&) { return nullptr; }
+  FASTOPTIM_HD static const char* invalid_combination(const Hyper&) { return nullptr; }
 
   template <class T>
   struct Coeffs {
@@ -27,17 +27,17 @@ struct HessianEMA {
   };
 
   template <class T>
-  static Coeffs<T> prepare(const Hyper& h, const StepInfo&) {
+  FASTOPTIM_HD static Coeffs<T> prepare(const Hyper& h, const StepInfo&) {
     return {T(h.beta2), T(1 - h.beta2), h.square != 0};
   }
 
   template <class T>
-  static bool writes_param(const Coeffs<T>&) {
+  FASTOPTIM_HD static bool writes_param(const Coeffs<T>&) {
     return false;
   }
 
   template <class T, int W>
-  static void apply(Vec<T, W>& estimate, Vec<T, W>, Vec<T, W>* state, const Coeffs<T>& k) {
+  FASTOPTIM_HD static void apply(Vec<T, W>& estimate, Vec<T, W>, Vec<T, W>* state, const Coeffs<T>& k) {
     state[0] = k.square ? core::mul_add(k.one_minus_beta2 * estimate, estimate, state[0] * k.beta2)
                         : core::lerp(state[0], estimate, k.one_minus_beta2);
   }

@@ -38,7 +38,7 @@ struct LAMB {
   static constexpr int kSums = 2;  // sum of u^2, sum of theta^2
   static constexpr bool kStateInFirstPass = true;  // the sums need the new moments
   static constexpr bool kScalesGrad = true;        // max_grad_norm
-  static const char* invalid_combination(const Hyper& h) {
+  FASTOPTIM_HD static const char* invalid_combination(const Hyper& h) {
     return h.clip_min > h.clip_max ? "scale_clip must be (low, high) with low <= high" : nullptr;
   }
 
@@ -55,7 +55,7 @@ struct LAMB {
   };
 
   template <class T>
-  static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
+  FASTOPTIM_HD static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
     const bool corrected = h.bias_correction != 0;
     double rectification = 1.0;
     bool adaptive = true;
@@ -93,7 +93,7 @@ struct LAMB {
 
   // u from the updated moments; pass 1 and pass 2 compute it alike.
   template <class T, int W>
-  static Vec<T, W> update(const Vec<T, W>& p, const Vec<T, W>* state, const Coeffs<T>& k) {
+  FASTOPTIM_HD static Vec<T, W> update(const Vec<T, W>& p, const Vec<T, W>* state, const Coeffs<T>& k) {
     Vec<T, W> u;
     if (k.adaptive) {
       const Vec<T, W> denom = core::mul_add(sqrt(state[kExpAvgSq]), k.inv_bias_correction2_sqrt, Vec<T, W>::broadcast(k.eps));
@@ -106,7 +106,7 @@ struct LAMB {
   }
 
   template <class T, int W>
-  static void advance(const Vec<T, W>&, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
+  FASTOPTIM_HD static void advance(const Vec<T, W>&, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
     if (k.scales_grad) g = g * k.grad_scale;
     if (k.maximize) g = -g;
     state[kExpAvg] = core::mul_add(g, k.one_minus_beta1, state[kExpAvg] * k.beta1);
@@ -114,14 +114,14 @@ struct LAMB {
   }
 
   template <class T, int W>
-  static void contribute(const Vec<T, W>& p, const Vec<T, W>&, const Vec<T, W>* state, const Coeffs<T>& k, Vec<T, W>* out) {
+  FASTOPTIM_HD static void contribute(const Vec<T, W>& p, const Vec<T, W>&, const Vec<T, W>* state, const Coeffs<T>& k, Vec<T, W>* out) {
     const Vec<T, W> u = update(p, state, k);
     out[0] = u * u;
     out[1] = p * p;
   }
 
   template <class T>
-  static void finish(Coeffs<T>& k, const T* sums) {
+  FASTOPTIM_HD static void finish(Coeffs<T>& k, const T* sums) {
     const T update_norm = std::sqrt(sums[0]);
     const T phi = std::clamp(std::sqrt(sums[1]), k.clip_min, k.clip_max);
     T ratio = (phi == T(0) || update_norm == T(0)) ? T(1) : phi / update_norm;
@@ -130,7 +130,7 @@ struct LAMB {
   }
 
   template <class T, int W>
-  static void apply(Vec<T, W>& p, const Vec<T, W>&, const Vec<T, W>* state, const Coeffs<T>& k) {
+  FASTOPTIM_HD static void apply(Vec<T, W>& p, const Vec<T, W>&, const Vec<T, W>* state, const Coeffs<T>& k) {
     p = core::mul_add(update(p, state, k), k.neg_lr_ratio, p);
   }
 };

@@ -30,7 +30,7 @@ struct LARS {
   static constexpr bool kCountsSteps = false;
   static constexpr int kSums = 2;                   // sum of theta^2, sum of g^2
   static constexpr bool kStateInFirstPass = false;  // the ratio comes before the momentum
-  static const char* invalid_combination(const Hyper& h) {
+  FASTOPTIM_HD static const char* invalid_combination(const Hyper& h) {
     if (h.nesterov != 0 && (h.momentum <= 0 || h.dampening != 0))
       return "Nesterov momentum requires a momentum and zero dampening";
     if (h.clip_min > h.clip_max) return "scale_clip must be (low, high) with low <= high";
@@ -45,7 +45,7 @@ struct LARS {
   };
 
   template <class T>
-  static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
+  FASTOPTIM_HD static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
     const bool excluded = h.exclude_1d != 0 && !s.matrix;
     const double weight_decay = excluded ? 0.0 : h.weight_decay;
     return {T(-h.lr),           T(h.momentum),          T(1.0 - h.dampening), T(weight_decay),
@@ -56,16 +56,16 @@ struct LARS {
 
   // An excluded tensor's ratio is 1 whatever its norms.
   template <class T>
-  static bool needs_sums(const Coeffs<T>& k) { return k.adapt; }
+  FASTOPTIM_HD static bool needs_sums(const Coeffs<T>& k) { return k.adapt; }
 
   template <class T, int W>
-  static void contribute(const Vec<T, W>& p, const Vec<T, W>& g, const Vec<T, W>*, const Coeffs<T>&, Vec<T, W>* out) {
+  FASTOPTIM_HD static void contribute(const Vec<T, W>& p, const Vec<T, W>& g, const Vec<T, W>*, const Coeffs<T>&, Vec<T, W>* out) {
     out[0] = p * p;
     out[1] = g * g;
   }
 
   template <class T>
-  static void finish(Coeffs<T>& k, const T* sums) {
+  FASTOPTIM_HD static void finish(Coeffs<T>& k, const T* sums) {
     const T weight_norm = std::sqrt(sums[0]);
     const T grad_norm = std::sqrt(sums[1]);
     k.ratio = (!k.adapt || weight_norm == T(0) || grad_norm == T(0))
@@ -76,7 +76,7 @@ struct LARS {
   }
 
   template <class T, int W>
-  static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
+  FASTOPTIM_HD static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
     if (k.maximize) g = -g;
     if (k.has_weight_decay) g = core::mul_add(p, k.weight_decay, g);
     if (!k.has_momentum) {

@@ -18,7 +18,7 @@ struct RMSprop {
       {"square_avg", nullptr}, {"momentum_buffer", "momentum"}, {"grad_avg", "centered"}};
   static constexpr int kStateSlots = 3;
   static constexpr bool kCountsSteps = true;
-  static const char* invalid_combination(const Hyper&) { return nullptr; }
+  FASTOPTIM_HD static const char* invalid_combination(const Hyper&) { return nullptr; }
 
   template <class T>
   struct Coeffs {
@@ -27,13 +27,13 @@ struct RMSprop {
   };
 
   template <class T>
-  static Coeffs<T> prepare(const Hyper& h, const StepInfo&) {
+  FASTOPTIM_HD static Coeffs<T> prepare(const Hyper& h, const StepInfo&) {
     return {T(-h.lr),         T(h.alpha),          T(1.0 - h.alpha), T(h.eps),     T(h.weight_decay),
             T(h.momentum),    h.maximize != 0,     h.weight_decay != 0, h.centered != 0, h.momentum > 0};
   }
 
   template <class T, int W>
-  static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
+  FASTOPTIM_HD static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
     if (k.maximize) g = -g;
     if (k.has_weight_decay) g = core::mul_add(p, k.weight_decay, g);
     Vec<T, W>& square_avg = state[kSquareAvg];

@@ -73,6 +73,24 @@ struct uses_index : std::false_type {};
 template <class Rule>
 struct uses_index<Rule, std::void_t<decltype(Rule::kUsesIndex)>> : std::bool_constant<Rule::kUsesIndex> {};
 
+// The field a tensor scalar given with a step replaces (a tensor lr): lr, or for weight averaging,
+// which has none, its weight. set_tensor_scalar is false for a rule with neither.
+template <class Hyper, class = void>
+struct has_lr_field : std::false_type {};
+template <class Hyper>
+struct has_lr_field<Hyper, std::void_t<decltype(std::declval<Hyper&>().lr)>> : std::true_type {};
+template <class Hyper, class = void>
+struct has_weight_field : std::false_type {};
+template <class Hyper>
+struct has_weight_field<Hyper, std::void_t<decltype(std::declval<Hyper&>().weight)>> : std::true_type {};
+
+template <class Hyper>
+FASTOPTIM_HD inline bool set_tensor_scalar(Hyper& h, double value) {
+  if constexpr (has_lr_field<Hyper>::value) h.lr = value;
+  else if constexpr (has_weight_field<Hyper>::value) h.weight = value;
+  return has_lr_field<Hyper>::value || has_weight_field<Hyper>::value;
+}
+
 // Whether a rule takes a grad_scale (kScalesGrad = true).
 template <class Rule, class = void>
 struct scales_grad : std::false_type {};
@@ -105,7 +123,7 @@ struct has_apply_reads_grad<Rule, Coeffs, std::void_t<decltype(Rule::apply_reads
 
 // Whether pass 2 of a two-pass rule loads the gradient: always when it updates the state.
 template <class Rule, class Coeffs>
-inline bool second_pass_reads_grad(const Coeffs& k) {
+FASTOPTIM_HD inline bool second_pass_reads_grad(const Coeffs& k) {
   if constexpr (!Rule::kStateInFirstPass) return true;
   else if constexpr (has_apply_reads_grad<Rule, Coeffs>::value) return Rule::apply_reads_grad(k);
   else return false;
@@ -121,7 +139,7 @@ struct has_initial_value<
     : std::true_type {};
 
 template <class Rule>
-inline double initial_value(const typename Rule::Hyper& h, int slot, std::int64_t position) {
+FASTOPTIM_HD inline double initial_value(const typename Rule::Hyper& h, int slot, std::int64_t position) {
   if constexpr (has_initial_value<Rule>::value) return Rule::initial_value(h, slot, position);
   else return 0.0;
 }
@@ -140,7 +158,7 @@ struct has_writes_param<Rule, Coeffs, std::void_t<decltype(Rule::writes_param(st
     : std::true_type {};
 
 template <class Rule, class Coeffs>
-inline bool writes_param(const Coeffs& k) {
+FASTOPTIM_HD inline bool writes_param(const Coeffs& k) {
   if constexpr (has_writes_param<Rule, Coeffs>::value) return Rule::writes_param(k);
   else return true;
 }
@@ -154,7 +172,7 @@ struct has_needs_sums<Rule, Coeffs, std::void_t<decltype(Rule::needs_sums(std::d
     : std::true_type {};
 
 template <class Rule, class Coeffs>
-inline bool needs_sums(const Coeffs& k) {
+FASTOPTIM_HD inline bool needs_sums(const Coeffs& k) {
   if constexpr (has_needs_sums<Rule, Coeffs>::value) return Rule::needs_sums(k);
   else return true;
 }

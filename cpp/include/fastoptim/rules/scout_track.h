@@ -22,7 +22,7 @@ struct ScoutTrack {
   static constexpr int kStateSlots = 4;
   static constexpr bool kCountsSteps = false;
   static constexpr bool kReadsGrad = false;
-  static const char* invalid_combination(const Hyper&) { return nullptr; }
+  FASTOPTIM_HD static const char* invalid_combination(const Hyper&) { return nullptr; }
 
   template <class T>
   struct Coeffs {
@@ -30,17 +30,17 @@ struct ScoutTrack {
   };
 
   template <class T>
-  static Coeffs<T> prepare(const Hyper& h, const StepInfo&) {
+  FASTOPTIM_HD static Coeffs<T> prepare(const Hyper& h, const StepInfo&) {
     return {h.window_start != 0};
   }
 
   template <class T>
-  static bool writes_param(const Coeffs<T>&) {
+  FASTOPTIM_HD static bool writes_param(const Coeffs<T>&) {
     return false;
   }
 
   template <class T, int W>
-  static void apply(Vec<T, W>& p, Vec<T, W>, Vec<T, W>* state, const Coeffs<T>& k) {
+  FASTOPTIM_HD static void apply(Vec<T, W>& p, Vec<T, W>, Vec<T, W>* state, const Coeffs<T>& k) {
     const Vec<T, W> delta = p - state[kPrevious];
     if (k.window_start) {
       state[kSumSq] = delta * delta;

@@ -14,7 +14,7 @@ struct SGD {
   static constexpr core::StateSlot kState[] = {{"momentum_buffer", "momentum"}};
   static constexpr int kStateSlots = 1;
   static constexpr bool kCountsSteps = false;
-  static const char* invalid_combination(const Hyper& h) {
+  FASTOPTIM_HD static const char* invalid_combination(const Hyper& h) {
     if (h.nesterov != 0 && (h.momentum <= 0 || h.dampening != 0))
       return "Nesterov momentum requires a momentum and zero dampening";
     return nullptr;
@@ -27,13 +27,13 @@ struct SGD {
   };
 
   template <class T>
-  static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
+  FASTOPTIM_HD static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
     return {T(-h.lr), T(h.momentum), T(1.0 - h.dampening), T(h.weight_decay), h.maximize != 0,
             h.weight_decay != 0, h.momentum != 0, h.nesterov != 0, s.fresh};
   }
 
   template <class T, int W>
-  static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
+  FASTOPTIM_HD static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
     if (k.maximize) g = -g;
     if (k.has_weight_decay) g = core::mul_add(p, k.weight_decay, g);
     if (k.has_momentum) {

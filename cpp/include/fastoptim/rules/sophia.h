@@ -26,7 +26,7 @@ struct Sophia {
   static constexpr core::StateSlot kState[] = {{"exp_avg", nullptr}, {"hessian", nullptr}};
   static constexpr int kStateSlots = 2;
   static constexpr bool kCountsSteps = true;
-  static const char* invalid_combination(const Hyper&) { return nullptr; }
+  FASTOPTIM_HD static const char* invalid_combination(const Hyper&) { return nullptr; }
 
   template <class T>
   struct Coeffs {
@@ -36,7 +36,7 @@ struct Sophia {
   };
 
   template <class T>
-  static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
+  FASTOPTIM_HD static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
     return {T(1 - h.beta1),
             T(1 - std::pow(h.beta1, s.step)),
             T(h.rho * h.bs),
@@ -49,7 +49,7 @@ struct Sophia {
   }
 
   template <class T, int W>
-  static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
+  FASTOPTIM_HD static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
     using V = Vec<T, W>;
     if (k.maximize) g = -g;
     k.decay.apply(p, g);
@@ -58,12 +58,12 @@ struct Sophia {
     const V m = k.bias_correction ? exp_avg / k.bias_correction1 : exp_avg;
     const V denom = state[kHessian] * k.hessian_scale + k.eps;
     const V zero = V::broadcast(T(0)), clip = V::broadcast(k.clip);
-    const V abs_m = m.v < zero.v ? -m.v : m.v;
+    const V abs_m = core::select(core::less(m, zero), -m, m);
     const V ratio = abs_m / denom;
     // min(|m| / d, c) as torch.clamp(max=c) (NaN stays NaN); c where d <= 0
-    const V clipped = denom.v > zero.v ? (ratio.v > clip.v ? clip.v : ratio.v) : clip.v;
+    const V clipped = core::select(core::greater(denom, zero), core::select(core::greater(ratio, clip), clip, ratio), clip);
     // sign(m) * clipped: 0 where m is 0, NaN where m is NaN
-    const V update = m.v > zero.v ? clipped.v : (m.v < zero.v ? -clipped.v : m.v * zero.v);
+    const V update = core::select(core::greater(m, zero), clipped, core::select(core::less(m, zero), -clipped, m * zero));
     p = core::mul_add(update, k.neg_lr, p);
   }
 };

@@ -32,11 +32,11 @@ struct TAdam {
   static constexpr bool kCountsSteps = true;
   static constexpr int kSums = 1;                   // sum of (g - m)^2 / (v + eps)
   static constexpr bool kStateInFirstPass = false;  // the sum reads the previous moments
-  static const char* invalid_combination(const Hyper& h) {
+  FASTOPTIM_HD static const char* invalid_combination(const Hyper& h) {
     return h.beta1 > 0 ? nullptr : "TAdam needs beta1 > 0 (W is updated with (2 beta1 - 1) / beta1)";
   }
   // W starts at b1 / (1 - b1), the sum of the weights a steady first moment would have had.
-  static double initial_value(const Hyper& h, int slot, std::int64_t) {
+  FASTOPTIM_HD static double initial_value(const Hyper& h, int slot, std::int64_t) {
     return slot == kStateSlots ? h.beta1 / (1 - h.beta1) : 0.0;
   }
 
@@ -49,7 +49,7 @@ struct TAdam {
   };
 
   template <class T>
-  static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
+  FASTOPTIM_HD static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
     const double dof = h.dof > 0 ? h.dof : double(s.numel);
     return {T(h.beta2),
             T(1 - h.beta2),
@@ -69,21 +69,21 @@ struct TAdam {
   }
 
   template <class T, int W>
-  static Vec<T, W> gradient(const Vec<T, W>& p, Vec<T, W> g, const Coeffs<T>& k) {
+  FASTOPTIM_HD static Vec<T, W> gradient(const Vec<T, W>& p, Vec<T, W> g, const Coeffs<T>& k) {
     if (k.maximize) g = -g;
     if (k.has_weight_decay) g = core::mul_add(p, k.weight_decay, g);
     return g;
   }
 
   template <class T, int W>
-  static void contribute(const Vec<T, W>& p, const Vec<T, W>& g, const Vec<T, W>* state, const Coeffs<T>& k,
+  FASTOPTIM_HD static void contribute(const Vec<T, W>& p, const Vec<T, W>& g, const Vec<T, W>* state, const Coeffs<T>& k,
                          Vec<T, W>* out) {
     const Vec<T, W> residual = gradient(p, g, k) - state[kExpAvg];
     out[0] = residual * residual / (state[kExpAvgSq] + k.eps);
   }
 
   template <class T>
-  static void finish(Coeffs<T>& k, const T* sums, T* const* scalars) {
+  FASTOPTIM_HD static void finish(Coeffs<T>& k, const T* sums, T* const* scalars) {
     T& big_w = *scalars[0];
     const T w = k.unit_weight ? T(1) : k.dof_plus_numel / (sums[0] + k.dof);
     k.keep = big_w / (big_w + w);
@@ -92,7 +92,7 @@ struct TAdam {
   }
 
   template <class T, int W>
-  static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
+  FASTOPTIM_HD static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
     g = gradient(p, g, k);
     Vec<T, W>& exp_avg = state[kExpAvg];
     Vec<T, W>& exp_avg_sq = state[kExpAvgSq];

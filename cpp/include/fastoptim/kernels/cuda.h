@@ -1,0 +1,57 @@
+// The CUDA kernels' host interface (cpp/src/cuda/, built when CMake finds nvcc): every element-wise
+// rule's step on the device, from the same rule headers as the CPU kernels (their prepare and apply
+// compile for the device too), over raw device pointers and a raw stream. Includes no CUDA header,
+// so any C++ front end can call it; it links the CUDA runtime only.
+//
+// Nothing is read back to the host inside a step: the step counters, a tensor lr and a grad scale
+// are device pointers, and each block computes its tensor's coefficients (prepare) on the device
+// from them, so a step can be captured in a CUDA graph (torch.optim's capturable=True).
+#pragma once
+#include <cstdint>
+
+#include "fastoptim/core/isa.h"
+
+namespace fastoptim_cuda {
+
+using fastoptim_isa::Dtype;
+using fastoptim_isa::TensorSlots;
+
+// One tensor of a call: its memory (TensorSlots: device pointers, as the CPU kernels take host
+// ones), its step counter, and what prepare() knows of its shape.
+struct DeviceTensor {
+  TensorSlots slots;
+  float* step = nullptr;  // device: the tensor's step count (float32, as torch.optim keeps it); null if the rule counts none
+  int ndim = 1;
+  bool fresh = false;     // the state was created for this step
+};
+
+// What a call needs besides its tensors.
+struct StepArgs {
+  const double* hyper = nullptr;       // host: the rule's hyperparameters, flat, in field order (checked by the caller)
+  const float* lr = nullptr;           // device: replaces the lr field (a tensor lr), or null
+  const float* grad_scale = nullptr;   // device: a factor on every gradient (rules with kScalesGrad), or null
+  void* stream = nullptr;              // cudaStream_t; null is the default stream
+};
+
+// Steps `count` tensors of one storage dtype: a handful of launches whatever the count (a launch
+// takes up to kTensorsPerLaunch tensors, then their step counters are advanced in one more). Returns
+// 0, or the CUDA error code of the first failed launch.
+using StepFunction = int (*)(const DeviceTensor* tensors, std::int64_t count, Dtype dtype, const StepArgs& args);
+
+constexpr int kTensorsPerLaunch = 24;
+
+struct RuleEntry {
+  const char* name;         // the rule's kName
+  StepFunction step;        // null when the rule has no CUDA path yet
+  const char* unsupported;  // why not, or null
+};
+
+// Every element-wise rule, in FASTOPTIM_ELEMENTWISE_RULES order.
+const RuleEntry* rules(int* count);
+const RuleEntry* find_rule(const char* name);
+
+// Devices the CUDA runtime sees (0 without a driver or a GPU), and an error code's text.
+int device_count();
+const char* error_text(int code);
+
+}  // namespace fastoptim_cuda
