@@ -49,10 +49,14 @@ static void test_simd_matches_scalar() {
   std::vector<int> simd_tables;
   for (int ti = 1; ti < fastoptim_isa::table_count(); ++ti)
     if (fastoptim_isa::cpu_supports(fastoptim_isa::table(ti).isa)) simd_tables.push_back(ti);
-  // FASTOPTIM_TEST_CONFIG_STRIDE=k (the aarch64 run under qemu takes 2) runs each dtype on every k-th
-  // configuration, shifted by dtype, so each configuration still meets the SIMD paths in some dtype.
+  // Each dtype runs every k-th configuration, shifted by dtype, so each configuration still meets
+  // every SIMD path in some dtype: k = 2 by default, FASTOPTIM_TEST_CONFIG_STRIDE=k sets it (the
+  // aarch64 run under qemu takes 4), FASTOPTIM_TEST_FULL=1 runs every configuration in every dtype.
   const char* stride_text = std::getenv("FASTOPTIM_TEST_CONFIG_STRIDE");
-  const std::size_t stride = stride_text ? std::size_t(std::max(1, std::atoi(stride_text))) : 1;
+  const char* full = std::getenv("FASTOPTIM_TEST_FULL");
+  const std::size_t stride = full && std::string(full) == "1" ? 1
+                             : stride_text                     ? std::size_t(std::max(1, std::atoi(stride_text)))
+                                                               : 2;
   std::size_t dtype_index = 0;
   for (Dtype d : {Dtype::f32, Dtype::f64, Dtype::bf16, Dtype::f16}) {
     std::vector<int> mismatches(simd_tables.size(), 0);

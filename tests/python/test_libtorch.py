@@ -9,6 +9,7 @@ meets them: programs built with find_package(fastoptim) against this installatio
 """
 
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -32,10 +33,19 @@ def build(source: Path, build_dir: Path, *prefixes: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def parity(tmp_path_factory):
-    out = build(ROOT / "tests" / "libtorch", tmp_path_factory.mktemp("libtorch"), fastoptim.cmake_prefix_path,
-                torch.utils.cmake_prefix_path)
-    return out / "parity"
+def programs(tmp_path_factory):
+    """The parity harness and the libtorch example, built side by side (each is one translation unit
+    that includes torch/torch.h: two builds at once keep both cores busy)."""
+    prefixes = (fastoptim.cmake_prefix_path, torch.utils.cmake_prefix_path)
+    with ThreadPoolExecutor(2) as pool:
+        parity = pool.submit(build, ROOT / "tests" / "libtorch", tmp_path_factory.mktemp("libtorch"), *prefixes)
+        example = pool.submit(build, ROOT / "examples" / "cpp", tmp_path_factory.mktemp("example"), *prefixes)
+        return {"parity": parity.result() / "parity", "example": example.result() / "train"}
+
+
+@pytest.fixture(scope="module")
+def parity(programs):
+    return programs["parity"]
 
 
 def make_params():
@@ -96,9 +106,8 @@ def test_every_optimizer_rule_has_its_libtorch_class(parity, tmp_path):
         assert done.returncode == 0, rule  # 3: no fastoptim::optim class for this rule
 
 
-def test_the_libtorch_example_trains(tmp_path):
-    out = build(ROOT / "examples" / "cpp", tmp_path / "build", fastoptim.cmake_prefix_path, torch.utils.cmake_prefix_path)
-    done = subprocess.run([str(out / "train")], cwd=tmp_path, capture_output=True, text=True)
+def test_the_libtorch_example_trains(programs, tmp_path):
+    done = subprocess.run([str(programs["example"])], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
