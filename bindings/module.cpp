@@ -12,6 +12,7 @@
 
 #include "fastoptim/aten/elementwise_ops.h"
 #include "fastoptim/aten/solver_ops.h"
+#include "fastoptim/aten/layout.h"
 #include "fastoptim/core/isa.h"
 #include "fastoptim/edge/optimizer.h"
 #include "fastoptim/rules/all.h"
@@ -38,6 +39,7 @@ py::dict describe() {
   d["state"] = state;
   d["counts_steps"] = Rule::kCountsSteps;
   d["reads_grad"] = rules::reads_grad<Rule>::value;
+  d["row_major"] = aten::needs_row_major<Rule>();
   d["scales_grad"] = rules::scales_grad<Rule>::value;
   // What a state slot starts at (rules::initial_value), for the rules whose start is not zero: the
   // Python classes create their state from it, as the libtorch and edge front ends do.
@@ -129,12 +131,12 @@ struct Gathered {
 };
 
 // The steady-state gather of FusedOptimizer._gather: every param of `params` with a gradient, its
-// gradient (made contiguous) and its state tensors under `keys` (the used state slots, then "step"
+// gradient (in the parameter's memory layout) and its state tensors under `keys` (the used state slots, then "step"
 // for rules that count steps), state slot-major as the step takes them. None whenever the Python
 // gather has more to do: a param without its state (it creates it), a sparse gradient (it raises),
-// anything that is not a tensor where one is expected.
+// anything that is not a tensor where one is expected, a non-contiguous param of a `row_major` rule.
 py::object gather_group(const py::list& params, const py::dict& state, const std::vector<py::str>& keys,
-                        std::size_t slot_keys) {
+                        std::size_t slot_keys, bool row_major) {
   auto gathered = std::make_unique<Gathered>();
   std::vector<std::vector<at::Tensor>> slots(slot_keys);
   for (const py::handle item : params) {
@@ -143,6 +145,7 @@ py::object gather_group(const py::list& params, const py::dict& state, const std
     const at::Tensor& grad = p.grad();
     if (!grad.defined()) continue;
     if (grad.layout() != at::kStrided) return py::none();
+    if (row_major && !p.is_contiguous()) return py::none();  // (stepped as a contiguous copy)
     // A plain dict lookup: the state is a defaultdict, whose __missing__ must not run here.
     PyObject* param_state = PyDict_GetItemWithError(state.ptr(), item.ptr());
     if (param_state == nullptr) {
@@ -159,7 +162,7 @@ py::object gather_group(const py::list& params, const py::dict& state, const std
       (j < slot_keys ? slots[j] : gathered->steps).push_back(THPVariable_Unpack(value));
     }
     gathered->params.push_back(p);
-    gathered->grads.push_back(grad.is_contiguous() ? grad : grad.contiguous());
+    gathered->grads.push_back(aten::same_layout(grad, p) ? grad : at::empty_like(p).copy_(grad));
   }
   for (auto& slot : slots)
     for (auto& tensor : slot) gathered->state.push_back(std::move(tensor));
@@ -203,6 +206,7 @@ PYBIND11_MODULE(_C, m) {
   py::class_<Gathered>(m, "Gathered", "A param group's step arguments, gathered by gather_group.")
       .def("__len__", [](const Gathered& g) { return g.params.size(); });
   m.def("gather_group", &gather_group, py::arg("params"), py::arg("state"), py::arg("keys"), py::arg("slot_keys"),
+        py::arg("row_major"),
         "The steady-state gather of a param group (every state tensor already there), or None.");
   // The direct entries again, for arguments gather_group collected.
 #define FASTOPTIM_GATHERED(Type, name)                                                                      \

@@ -65,6 +65,12 @@ def memory_span(t: Tensor) -> tuple[Any, int, int] | None:
     return t.device, start, start + extent * t.element_size()
 
 
+def in_layout_of(tensor: Tensor, like: Tensor) -> Tensor:
+    """`tensor`'s values in the memory layout of `like` (itself when it already has it): what an
+    element-wise step that walks `like` in memory order must read beside it."""
+    return tensor if tensor.stride() == like.stride() else torch.empty_like(like).copy_(tensor)
+
+
 def to_float(value: Any) -> float:
     """A hyperparameter as a float; 1-element tensors (as torch allows for betas) too."""
     return float(value.detach().cpu()) if isinstance(value, Tensor) else float(value)
@@ -117,6 +123,11 @@ class FusedOptimizer(torch.optim.Optimizer):
         # per-tensor scalar state, kept in the compute type: float32, or float64 for float64 params
         self._scalar_state = [name for name, _, scalar in meta["state"] if scalar]
         self._counts_steps = bool(meta["counts_steps"])
+        # Rules that sum over a tensor (or its rows) or key noise by element index step in row-major
+        # order: their state is contiguous, and a parameter of another layout (channels_last) is
+        # stepped as a contiguous copy, written back after the step. The others step any dense
+        # layout in place, in memory order, with state in the parameter's layout.
+        self._row_major = bool(meta["row_major"])
         # The same C++ step two ways: the custom op (traceable by torch.compile) and a direct
         # pybind11 entry with half the call overhead for eager steps.
         self._op = getattr(torch.ops.fastoptim, f"{self.rule}_step_")
@@ -143,7 +154,8 @@ class FusedOptimizer(torch.optim.Optimizer):
             value = self._rule_initial_value(self._hyper(group), slot, self._position(param))
         if name in self._scalar_state:
             return torch.full((1,), value, dtype=self._compute_dtype(param), device=param.device)
-        return torch.full_like(param, value, memory_format=torch.preserve_format)
+        layout = torch.contiguous_format if self._row_major else torch.preserve_format
+        return torch.full_like(param, value, memory_format=layout)
 
     def _position(self, param: Tensor) -> int:
         """The parameter's position among all parameters, from a map rebuilt only when a parameter
@@ -258,10 +270,21 @@ class FusedOptimizer(torch.optim.Optimizer):
         count) keeps its float32 value, where torch's load would cast it to a bf16/fp16 parameter's dtype."""
         state_dict = self._checked_state_dict(state_dict)
         super().load_state_dict(state_dict)
+        element_state = [name for name, _ in self._state_slots if name not in self._scalar_state]
         for p, state in self.state.items():
             for name in self._scalar_state:
                 if isinstance(state.get(name), _Uncast):
                     state[name] = state[name].tensor.to(dtype=self._compute_dtype(p), device=p.device)
+            # element-shaped state in the layout the step walks (a state dict saved from a
+            # contiguous model loads into a channels_last one, and back)
+            for name in element_state:
+                value = state.get(name)
+                if not isinstance(value, Tensor):
+                    continue
+                if self._row_major and not value.is_contiguous():
+                    state[name] = value.contiguous()
+                elif not self._row_major:
+                    state[name] = in_layout_of(value, p)
 
     def _checked_state_dict(self, state_dict: Any) -> dict[str, Any]:
         """A copy of `state_dict` ready for torch's load (steps converted, scalar state shielded from
@@ -389,8 +412,15 @@ class FusedOptimizer(torch.optim.Optimizer):
                     if is_fresh:
                         fresh_indices.append(len(params))
                 rows.append(row)
+            if self._row_major:
+                grads.append(grad if grad.is_contiguous() else grad.contiguous())
+                if not p.is_contiguous():
+                    contiguous = p.contiguous()
+                    created.append((p, _WriteBack(contiguous)))
+                    p = contiguous
+            else:  # the gradient in the parameter's layout
+                grads.append(in_layout_of(grad, p))
             params.append(p)
-            grads.append(grad if grad.is_contiguous() else grad.contiguous())
         if not params:
             return None
         columns = list(zip(*rows)) if rows else []
@@ -415,7 +445,7 @@ class FusedOptimizer(torch.optim.Optimizer):
                 return None
             hyper = self._hyper(group)
             used, keys = self._state_keys(hyper)
-            gathered = _C.gather_group(group["params"], self.state, keys, len(used))
+            gathered = _C.gather_group(group["params"], self.state, keys, len(used), self._row_major)
             if gathered is None:
                 return None
             if len(gathered):
@@ -531,9 +561,23 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     def _commit(self, created) -> None:
         # State created for a step joins the optimizer only once the step has succeeded, so a
-        # rejected step leaves the optimizer exactly as it was.
+        # rejected step leaves the optimizer exactly as it was; so do the results of parameters
+        # stepped as contiguous copies.
         for p, new in created:
-            self.state[p].update(new)
+            if isinstance(new, _WriteBack):
+                p.copy_(new.tensor)
+            else:
+                self.state[p].update(new)
+
+
+class _WriteBack:
+    """In a step's `created` list: the contiguous copy a row-major rule stepped in place of a
+    parameter of another layout, copied back into the parameter once the step has succeeded."""
+
+    __slots__ = ("tensor",)
+
+    def __init__(self, tensor: Tensor) -> None:
+        self.tensor = tensor
 
 
 class _Uncast:

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from . import _C
-from ._base import FusedOptimizer, check_betas, check_non_negative, check_positive_int, check_tensor_lr
+from ._base import FusedOptimizer, check_betas, check_non_negative, check_positive_int, check_tensor_lr, in_layout_of
 from .hessian import DISTRIBUTIONS, gauss_newton_bartlett, hutchinson, spatial_average
 from .wrappers import EMA, with_lookahead
 
@@ -221,7 +221,7 @@ class HessianDiagonalOptimizer(FusedOptimizer):
                 continue
             ema = self._state_column(args, self.hessian_key)
             targets = [ema[i] for i in chosen]
-            values = [estimates[id(args[0][i])].to(t.dtype).contiguous() for i, t in zip(chosen, targets)]
+            values = [in_layout_of(estimates[id(args[0][i])].to(t.dtype), t) for i, t in zip(chosen, targets)]
             hyper = [float(group["betas"][1]), float(self.square_estimate)]
             _C.hessian_ema_step_(values, [], targets, [], [], hyper, None)
             if self.refresh_counter is not None:

@@ -246,7 +246,7 @@ ADAM_HYPER = [1e-3, 0.9, 0.999, 1e-8, 0.0, 0.0, 0.0, 0.0]
     "corrupt,error,message",
     [
         (lambda g: g.__setitem__(2, torch.randn(16)), ValueError, r"grads\[2\] has shape \[16\] but params\[2\] has shape \[17\]"),
-        (lambda g: g.__setitem__(2, torch.randn(34)[::2]), ValueError, r"grads\[2\] must be contiguous"),
+        (lambda g: g.__setitem__(2, torch.randn(34)[::2]), ValueError, r"grads\[2\] has strides \[2\] but params\[2\] has strides \[1\]"),
         (lambda g: g.__setitem__(2, torch.randn(17, device="meta")), ValueError,
          r"grads\[2\] is on meta but params\[2\] is on cpu|params\[0\] is on cpu while other tensors"),
         (lambda g: g.__setitem__(2, torch.randn(17).to_sparse()), TypeError, r"grads\[2\] has layout Sparse"),

@@ -2,6 +2,8 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include "fastoptim/aten/layout.h"
+
 namespace fastoptim::aten {
 
 // Every tensor the kernels read or write must be a plain tensor with memory of its own. A tensor

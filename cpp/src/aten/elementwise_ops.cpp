@@ -82,7 +82,8 @@ void check_matches_param(const at::Tensor& t, const at::Tensor& param, const Ten
                     "] is on ", param.device());
   TORCH_CHECK_VALUE(t.sizes() == param.sizes(), op, ": ", name, " has shape ", t.sizes(), " but params[", i,
                     "] has shape ", param.sizes());
-  TORCH_CHECK_VALUE(t.is_contiguous(), op, ": ", name, " must be contiguous");
+  TORCH_CHECK_VALUE(same_layout(t, param), op, ": ", name, " has strides ", t.strides(), " but params[", i,
+                    "] has strides ", param.strides(), " (it must have the parameter's memory layout)");
 }
 
 // A rule's per-tensor scalar state (TAdam's W) is one value in the compute type of params[i]:
@@ -175,7 +176,14 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
                      p.scalar_type(), "; supported: float32, float64, bfloat16, float16");
     TORCH_CHECK_VALUE(p.device().is_cpu(), op, ": params[", i, "] is on ", p.device(),
                       "; this build of fastoptim runs on the CPU only");
-    TORCH_CHECK_VALUE(p.is_contiguous(), op, ": params[", i, "] must be contiguous");
+    if constexpr (needs_row_major<Rule>()) {
+      TORCH_CHECK_VALUE(p.is_contiguous(), op, ": params[", i, "] has strides ", p.strides(), "; ", Rule::kName,
+                        " sums over (or indexes) a tensor's elements in row-major order, so it steps contiguous "
+                        "parameters only (the Python classes step a contiguous copy of such a parameter)");
+    } else {
+      TORCH_CHECK_VALUE(p.is_non_overlapping_and_dense(), op, ": params[", i, "] has strides ", p.strides(),
+                        " that do not cover its memory densely (a strided view); step a contiguous parameter");
+    }
     if (rules::reads_grad<Rule>::value) check_matches_param(grads[i], p, TensorName{"grads", i}, op);
     for (size_t s = 0; s < slots.size(); ++s) {
       const TensorName name{"state", i, Rule::kState[slots[s]].name};
