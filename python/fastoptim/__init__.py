@@ -4,7 +4,22 @@ import os
 
 import torch  # noqa: F401  (torch must be loaded before the extension: it provides libtorch and libgomp)
 
-from . import _C
+from ._build_info import TORCH_VERSION as _BUILT_AGAINST
+
+
+def _release(version: str) -> str:
+    """'2.13.0' of '2.13.0+cpu': the C++ ABI follows the release, not the local build tag."""
+    return version.split("+", 1)[0]
+
+
+if _release(torch.__version__) != _release(_BUILT_AGAINST):
+    raise ImportError(
+        f"fastoptim was built against torch {_BUILT_AGAINST}, but torch {torch.__version__} is installed: its compiled "
+        f"module cannot load under another torch. Rebuild it against this torch (in the fastoptim source folder: "
+        f"pip install --no-build-isolation --no-deps --force-reinstall .) or install torch=={_release(_BUILT_AGAINST)}."
+    )
+
+from . import _C  # noqa: E402
 from .optimizers import LAMB, LARS, SGD, AdaBelief, Adagrad, Adam, AdamP, AdamW, AdEMAMix, Adan, RaLars, RMSprop, TAdam
 from .amac import AMaC
 from .hessian_diagonal import AdaHessian, SophiaG, SophiaH, SophiaOptim
