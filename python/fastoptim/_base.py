@@ -11,7 +11,7 @@ from __future__ import annotations
 import numbers
 import operator
 import re
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -484,7 +484,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         return tuple(new[k] if k in new else state[k] for k in keys), any(name in new for name in used)
 
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Performs a single optimization step.
 
         Args:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numbers
 import warnings
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -159,7 +159,7 @@ class HessianDiagonalOptimizer(FusedOptimizer):
 
     # ---- the step -------------------------------------------------------------------------------
     @torch.no_grad()
-    def step(self, closure=None, hessian: Sequence[Tensor] | None = None):
+    def step(self, closure: Callable[[], Any] | None = None, hessian: Sequence[Tensor] | None = None) -> Any:
         """One step; on refresh steps (or with `hessian`) the estimate is folded in first.
 
         Args:
@@ -340,7 +340,8 @@ class SophiaG(Sophia):
             return self._step_bs
         return super()._field_value(group, name)
 
-    def step(self, closure=None, hessian: Sequence[Tensor] | None = None, bs: float | None = None):
+    def step(self, closure: Callable[[], Any] | None = None, hessian: Sequence[Tensor] | None = None,
+             bs: float | None = None) -> Any:
         """As ``HessianDiagonalOptimizer.step``; ``bs`` replaces every group's ``bs`` for this step
         (the official ``step(bs=...)``)."""
         if bs is not None and not bs > 0:

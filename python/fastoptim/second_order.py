@@ -297,7 +297,7 @@ class SecondOrderOptimizer(torch.optim.Optimizer):
         return result
 
     @torch.no_grad()
-    def step(self, closure=None, curvature_closure=None):
+    def step(self, closure: Callable[[], Any] | None = None, curvature_closure: Callable[[], Any] | None = None) -> Any:
         """One step; returns the loss at the parameters it started from.
 
         Args:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor
@@ -109,7 +109,7 @@ class OptimizerWrapper(torch.optim.Optimizer):
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.base_optimizer.zero_grad(set_to_none=set_to_none)
 
-    def step(self, closure=None, **kwargs):
+    def step(self, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
         """The base optimizer's step (keyword arguments go to it, e.g. SophiaH's ``hessian``),
         then the wrapper's own update. Everything the wrapper's update needs is checked first, so a
         wrapper never raises after its base has moved the parameters."""
