@@ -13,6 +13,7 @@
 #pragma once
 #include <cmath>
 
+#include "fastoptim/parts/rectification.h"
 #include "fastoptim/rules/rule.h"
 
 namespace fastoptim::rules {
@@ -53,14 +54,10 @@ struct AdaBelief {
     Mode mode = Coeffs<T>::kAdaptive;
     double step_size = 1 / bias_correction1;
     if (h.rectify != 0) {
-      const double rho_inf = 2 / (1 - h.beta2) - 1;
-      const double beta2_t = std::pow(h.beta2, s.step);
-      const double rho_t = rho_inf - 2 * s.step * beta2_t / (1 - beta2_t);
-      if (rho_t >= kRectifyThreshold) {
+      const auto r = parts::Rectification::at(h.beta2, s.step);
+      if (r.rho_t >= kRectifyThreshold) {  // (the official package's comparison)
         mode = Coeffs<T>::kRectified;
-        step_size = std::sqrt(bias_correction2 * (rho_t - 4) / (rho_inf - 4) * (rho_t - 2) / rho_t * rho_inf /
-                              (rho_inf - 2)) /
-                    bias_correction1;
+        step_size = r.term_with_bias_correction(bias_correction2) / bias_correction1;
       } else {
         mode = h.degenerated_to_sgd != 0 ? Coeffs<T>::kMomentum : Coeffs<T>::kFrozen;
       }

@@ -18,6 +18,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "fastoptim/parts/rectification.h"
+#include "fastoptim/parts/trust_ratio.h"
 #include "fastoptim/rules/rule.h"
 
 namespace fastoptim::rules {
@@ -60,11 +62,9 @@ struct LAMB {
     double rectification = 1.0;
     bool adaptive = true;
     if (h.rectify != 0) {
-      const double rho_inf = 2 / (1 - h.beta2) - 1;
-      const double beta2_t = std::pow(h.beta2, s.step);
-      const double rho_t = rho_inf - 2 * s.step * beta2_t / (1 - beta2_t);
-      if (rho_t > h.sma_threshold)
-        rectification = std::sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t));
+      const auto r = parts::Rectification::at(h.beta2, s.step);
+      if (r.rho_t > h.sma_threshold)  // (holocron's comparison)
+        rectification = r.term();
       else
         adaptive = h.force_adaptive_momentum != 0;
     }
@@ -124,9 +124,7 @@ struct LAMB {
   FASTOPTIM_HD static void finish(Coeffs<T>& k, const T* sums) {
     const T update_norm = std::sqrt(sums[0]);
     const T phi = std::clamp(std::sqrt(sums[1]), k.clip_min, k.clip_max);
-    T ratio = (phi == T(0) || update_norm == T(0)) ? T(1) : phi / update_norm;
-    if (k.trust_clip) ratio = std::min(ratio, T(1));
-    k.neg_lr_ratio = k.neg_lr * ratio;
+    k.neg_lr_ratio = k.neg_lr * parts::trust_ratio(phi, update_norm, phi == T(0) || update_norm == T(0), k.trust_clip);
   }
 
   template <class T, int W>

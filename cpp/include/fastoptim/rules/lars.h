@@ -12,6 +12,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "fastoptim/parts/momentum.h"
+#include "fastoptim/parts/trust_ratio.h"
 #include "fastoptim/rules/rule.h"
 
 namespace fastoptim::rules {
@@ -39,8 +41,9 @@ struct LARS {
 
   template <class T>
   struct Coeffs {
-    T neg_lr, momentum, one_minus_dampening, weight_decay, clip_min, clip_max, trust_coefficient, eps;
-    bool maximize, has_weight_decay, has_momentum, nesterov, fresh, adapt, trust_clip;
+    T neg_lr, weight_decay, clip_min, clip_max, trust_coefficient, eps;
+    parts::Momentum<T> momentum;
+    bool maximize, has_weight_decay, adapt, trust_clip;
     T ratio;  // r, set by finish() from the tensor's sums
   };
 
@@ -48,10 +51,18 @@ struct LARS {
   FASTOPTIM_HD static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
     const bool excluded = h.exclude_1d != 0 && !s.matrix;
     const double weight_decay = excluded ? 0.0 : h.weight_decay;
-    return {T(-h.lr),           T(h.momentum),          T(1.0 - h.dampening), T(weight_decay),
-            T(h.clip_min),      T(h.clip_max),          T(h.trust_coefficient), T(h.eps),
-            h.maximize != 0,    weight_decay != 0,      h.momentum != 0,      h.nesterov != 0,
-            s.fresh,            !excluded,              h.trust_clip != 0,    T(1)};
+    return {T(-h.lr),
+            T(weight_decay),
+            T(h.clip_min),
+            T(h.clip_max),
+            T(h.trust_coefficient),
+            T(h.eps),
+            parts::Momentum<T>::make(h.momentum, h.dampening, h.nesterov != 0, s.fresh),
+            h.maximize != 0,
+            weight_decay != 0,
+            !excluded,
+            h.trust_clip != 0,
+            T(1)};
   }
 
   // An excluded tensor's ratio is 1 whatever its norms.
@@ -68,25 +79,20 @@ struct LARS {
   FASTOPTIM_HD static void finish(Coeffs<T>& k, const T* sums) {
     const T weight_norm = std::sqrt(sums[0]);
     const T grad_norm = std::sqrt(sums[1]);
-    k.ratio = (!k.adapt || weight_norm == T(0) || grad_norm == T(0))
-                  ? T(1)
-                  : k.trust_coefficient * std::clamp(weight_norm, k.clip_min, k.clip_max) /
-                        (grad_norm + k.weight_decay * weight_norm + k.eps);
-    if (k.trust_clip) k.ratio = std::min(k.ratio, T(1));
+    k.ratio = parts::trust_ratio(k.trust_coefficient * std::clamp(weight_norm, k.clip_min, k.clip_max),
+                                 grad_norm + k.weight_decay * weight_norm + k.eps,
+                                 !k.adapt || weight_norm == T(0) || grad_norm == T(0), k.trust_clip);
   }
 
   template <class T, int W>
   FASTOPTIM_HD static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
     if (k.maximize) g = -g;
     if (k.has_weight_decay) g = core::mul_add(p, k.weight_decay, g);
-    if (!k.has_momentum) {
+    if (!k.momentum.active) {  // (one product of the scalars, as holocron's code rounds it)
       p = core::mul_add(g, k.neg_lr * k.ratio, p);
       return;
     }
-    const Vec<T, W> d = g * k.ratio;
-    Vec<T, W>& buf = state[0];
-    buf = k.fresh ? d : core::mul_add(d, k.one_minus_dampening, buf * k.momentum);
-    p = core::mul_add(k.nesterov ? core::mul_add(buf, k.momentum, d) : buf, k.neg_lr, p);
+    p = core::mul_add(k.momentum.apply(g * k.ratio, state[0]), k.neg_lr, p);
   }
 };
 

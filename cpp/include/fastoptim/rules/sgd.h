@@ -1,5 +1,6 @@
 // SGD with momentum, dampening, Nesterov, L2 weight decay and maximize: torch.optim.SGD's math.
 #pragma once
+#include "fastoptim/parts/momentum.h"
 #include "fastoptim/rules/rule.h"
 
 namespace fastoptim::rules {
@@ -22,27 +23,22 @@ struct SGD {
 
   template <class T>
   struct Coeffs {
-    T neg_lr, momentum, one_minus_dampening, weight_decay;
-    bool maximize, has_weight_decay, has_momentum, nesterov, fresh;
+    T neg_lr, weight_decay;
+    parts::Momentum<T> momentum;
+    bool maximize, has_weight_decay;
   };
 
   template <class T>
   FASTOPTIM_HD static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
-    return {T(-h.lr), T(h.momentum), T(1.0 - h.dampening), T(h.weight_decay), h.maximize != 0,
-            h.weight_decay != 0, h.momentum != 0, h.nesterov != 0, s.fresh};
+    return {T(-h.lr), T(h.weight_decay), parts::Momentum<T>::make(h.momentum, h.dampening, h.nesterov != 0, s.fresh),
+            h.maximize != 0, h.weight_decay != 0};
   }
 
   template <class T, int W>
   FASTOPTIM_HD static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
     if (k.maximize) g = -g;
     if (k.has_weight_decay) g = core::mul_add(p, k.weight_decay, g);
-    if (k.has_momentum) {
-      Vec<T, W>& buf = state[0];
-      // torch starts the buffer as a copy of the first gradient, without dampening.
-      buf = k.fresh ? g : core::mul_add(g, k.one_minus_dampening, buf * k.momentum);
-      g = k.nesterov ? core::mul_add(buf, k.momentum, g) : buf;
-    }
-    p = core::mul_add(g, k.neg_lr, p);
+    p = core::mul_add(k.momentum.apply(g, state[0]), k.neg_lr, p);
   }
 };
 
