@@ -13,9 +13,9 @@
 #include "fastoptim/aten/elementwise_ops.h"
 #include "fastoptim/aten/solver_ops.h"
 #include "fastoptim/aten/layout.h"
-#include "fastoptim/core/isa.h"
+#include "fastoptim/kernels/isa.h"
 #include "fastoptim/edge/optimizer.h"
-#include "fastoptim/rules/all.h"
+#include "fastoptim/rules/registry.h"
 
 namespace py = pybind11;
 using namespace fastoptim;

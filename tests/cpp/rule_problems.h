@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "fastoptim/core/dtypes.h"
-#include "fastoptim/core/isa.h"
-#include "fastoptim/rules/all.h"
+#include "fastoptim/kernels/isa.h"
+#include "fastoptim/rules/registry.h"
 
 using namespace fastoptim;
 using fastoptim_isa::Dtype;

@@ -155,7 +155,7 @@ void test_rule_on_device() {
     for (std::size_t c = 0; c < configs.size(); ++c) {
       const Problem start(d, sizes, Rule::kStateSlots, 7u + unsigned(c), rules::scalar_slots_of<Rule>::value, rows);
       Problem cpu = start, gpu = start;
-      run_steps<Rule>(scalar.*rules::KernelEntry<Rule>::member, cpu, configs[c], kSteps);
+      run_steps<Rule>(scalar.*kernels::KernelEntry<Rule>::member, cpu, configs[c], kSteps);
       run_cuda_steps<Rule>(*entry, gpu, configs[c]);
       bad += mismatches(gpu, cpu);
     }

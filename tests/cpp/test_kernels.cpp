@@ -13,10 +13,10 @@
 #include <vector>
 
 #include "fastoptim/core/dtypes.h"
-#include "fastoptim/core/isa.h"
+#include "fastoptim/kernels/isa.h"
 #include "fastoptim/core/parallel.h"
 #include "fastoptim/core/reduce.h"
-#include "fastoptim/rules/all.h"
+#include "fastoptim/rules/registry.h"
 
 #include "expect.h"
 #include "rule_problems.h"
@@ -32,7 +32,7 @@ using fastoptim_isa::TensorSlots;
 
 template <class Rule>
 static void test_simd_matches_scalar() {
-  constexpr auto entry = rules::KernelEntry<Rule>::member;
+  constexpr auto entry = kernels::KernelEntry<Rule>::member;
   const auto& scalar = fastoptim_isa::table(0);
   // the last two are matrices (33 x 65, 6 x 9): per-row rules see rows shorter and longer than a vector;
   // 40009 is five reduction blocks with a ragged last one, and brings the call over the size at

@@ -12,7 +12,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "fastoptim/core/isa.h"
+#include "fastoptim/kernels/isa.h"
 #include "fastoptim/solvers/conjugate_gradient.h"
 #include "fastoptim/solvers/dense.h"
 #include "fastoptim/solvers/space.h"

@@ -15,8 +15,8 @@
 
 #include "fastoptim/aten/elementwise_ops.h"
 #include "checks.h"
-#include "fastoptim/core/isa.h"
-#include "fastoptim/rules/all.h"
+#include "fastoptim/kernels/isa.h"
+#include "fastoptim/rules/registry.h"
 
 namespace fastoptim::aten {
 namespace {
@@ -222,7 +222,7 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
     else batch.coeffs_float.push_back(Rule::template prepare<float>(h, info));
   }
 
-  const fastoptim_isa::ElementwiseKernel kernel = fastoptim_isa::active().*rules::KernelEntry<Rule>::member;
+  const fastoptim_isa::ElementwiseKernel kernel = fastoptim_isa::active().*kernels::KernelEntry<Rule>::member;
   for (size_t d = 0; d < batches.size(); ++d) {
     auto& b = batches[d];
     if (b.tensors.empty()) continue;

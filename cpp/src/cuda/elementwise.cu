@@ -7,9 +7,9 @@
 #include <algorithm>
 #include <type_traits>
 
-#include "fastoptim/core/driver.h"
+#include "fastoptim/kernels/driver.h"
 #include "fastoptim/kernels/cuda.h"
-#include "fastoptim/rules/all.h"
+#include "fastoptim/rules/registry.h"
 
 namespace fastoptim_cuda {
 namespace {
@@ -60,7 +60,7 @@ __global__ void __launch_bounds__(kThreads) step_kernel(const Batch<Rule> batch)
   const std::int64_t begin = (std::int64_t(blockIdx.x) - batch.first_block[t]) * kChunk;
   const std::int64_t end = begin + kChunk < tensor.slots.numel ? begin + kChunk : tensor.slots.numel;
   for (std::int64_t i = begin + threadIdx.x; i < end; i += kThreads)
-    core::update_lanes<Rule, S, 1, true>(tensor.slots, coeffs, i, rules::reads_grad<Rule>::value);
+    kernels::update_lanes<Rule, S, 1, true>(tensor.slots, coeffs, i, rules::reads_grad<Rule>::value);
 }
 
 // After the batch's step: each tensor's counter advances (as the CPU path's float32 increment).

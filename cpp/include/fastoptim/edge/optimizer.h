@@ -29,7 +29,8 @@
 #include <cstring>
 #include <vector>
 
-#include "fastoptim/rules/all.h"
+#include "fastoptim/kernels/isa.h"
+#include "fastoptim/rules/registry.h"
 
 namespace fastoptim::edge {
 
@@ -244,7 +245,7 @@ class Optimizer {
       coeffs_[i] = Rule::template prepare<float>(hyper_, info);
       slots[i].grad = rules::reads_grad<Rule>::value ? grads[i] : nullptr;
     }
-    (fastoptim_isa::active().*rules::KernelEntry<Rule>::member)(slots.data(), std::int64_t(slots.size()), coeffs_.data(),
+    (fastoptim_isa::active().*kernels::KernelEntry<Rule>::member)(slots.data(), std::int64_t(slots.size()), coeffs_.data(),
                                                                  fastoptim_isa::Dtype::f32);
   }
 
@@ -339,7 +340,7 @@ class Optimizer {
   mutable const char* error_ = "";  // the last call's problem (const calls report theirs too)
 };
 
-// fastoptim::edge::<Rule type> for every rule of the catalogue (rules/list.h).
+// fastoptim::edge::<Rule type> for every rule of the catalogue (rules/registry.h).
 #define FASTOPTIM_EDGE_ALIAS(Type, name) using Type = Optimizer<rules::Type>;
 FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_EDGE_ALIAS)
 #undef FASTOPTIM_EDGE_ALIAS

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "fastoptim/core/isa.h"
+#include "fastoptim/kernels/isa.h"
 #include "fastoptim/core/lanes.h"
 #include "fastoptim/core/reduce.h"
 

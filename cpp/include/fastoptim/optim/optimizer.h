@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "fastoptim/aten/elementwise_ops.h"
-#include "fastoptim/rules/all.h"
+#include "fastoptim/rules/registry.h"
 
 namespace fastoptim::optim {
 

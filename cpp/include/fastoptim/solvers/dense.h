@@ -3,7 +3,7 @@
 #pragma once
 #include <cstdint>
 
-#include "fastoptim/core/isa.h"
+#include "fastoptim/kernels/isa.h"
 
 namespace fastoptim::solvers {
 

@@ -6,7 +6,7 @@
 #include <cstring>
 #include <vector>
 
-#include "fastoptim/core/isa.h"
+#include "fastoptim/kernels/isa.h"
 
 namespace fastoptim::solvers {
 

@@ -12,14 +12,15 @@
 #include <vector>
 
 #include "fastoptim/core/dtypes.h"
-#include "fastoptim/core/isa.h"
+#include "fastoptim/kernels/isa.h"
 #include "fastoptim/core/lanes.h"
 #include "fastoptim/core/parallel.h"
 #include "fastoptim/core/reduce.h"
 #include "fastoptim/rules/rule.h"
 
-namespace fastoptim::core {
+namespace fastoptim::kernels {
 
+using namespace fastoptim::core;  // (the primitives the driver is written in)
 using fastoptim_isa::TensorSlots;
 
 // The per-W-elements step must be inlined into its loop: as a call (GCC declines for the larger
@@ -333,4 +334,4 @@ void elementwise_kernel(const TensorSlots* tensors, std::int64_t count, const vo
   }
 }
 
-}  // namespace fastoptim::core
+}  // namespace fastoptim::kernels

@@ -5,7 +5,7 @@
 #pragma once
 #include <cstdint>
 
-#include "fastoptim/rules/list.h"
+#include "fastoptim/rules/registry.h"
 
 namespace fastoptim_isa {
 
@@ -79,3 +79,18 @@ const char* requested_isa();
 int max_threads();
 
 }  // namespace fastoptim_isa
+
+namespace fastoptim::kernels {
+
+// KernelEntry<Rule>::member: the rule's entry in a fastoptim_isa::KernelTable.
+template <class Rule>
+struct KernelEntry;
+#define FASTOPTIM_KERNEL_ENTRY(Type, name)                                  \
+  template <>                                                               \
+  struct KernelEntry<rules::Type> {                                         \
+    static constexpr auto member = &fastoptim_isa::KernelTable::name;       \
+  };
+FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_KERNEL_ENTRY)
+#undef FASTOPTIM_KERNEL_ENTRY
+
+}  // namespace fastoptim::kernels

@@ -5,7 +5,7 @@
 #include <cstring>
 #include <vector>
 
-#include "fastoptim/core/isa.h"
+#include "fastoptim/kernels/isa.h"
 
 #if defined(_OPENMP)
 #include <omp.h>
