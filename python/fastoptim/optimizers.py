@@ -729,3 +729,49 @@ class AdamP(FusedOptimizer):
             wd_ratio=wd_ratio, nesterov=nesterov, maximize=maximize,
         )
         super().__init__(params, defaults)
+
+
+class Lion(FusedOptimizer):
+    r"""Lion (Chen et al., 2023) with pytorch_optimizer's signature and defaults:
+
+    .. math::
+        u = \operatorname{sign}(\beta_1 m + (1-\beta_1) g),\quad
+        m \leftarrow \beta_2 m + (1-\beta_2) g,\quad
+        \theta \leftarrow \theta - \mathrm{lr}\,u
+
+    with decoupled weight decay :math:`\theta \leftarrow \theta(1 - \mathrm{lr}\,\lambda)` (``fixed_decay``:
+    :math:`1 - \lambda`), or L2 decay on the gradient with ``weight_decouple=False``. ``sign`` is
+    torch's (0 for 0 and NaN). One fused pass; state ``exp_avg``, as pytorch_optimizer names it.
+
+    Args:
+        params: the parameters or param groups.
+        lr: the learning rate (a float or a 1-element tensor).
+        betas: (beta1, beta2): the interpolation of the update's sign, and the momentum's decay.
+        weight_decay: the decay coefficient lambda.
+        weight_decouple: decoupled decay (AdamW-style, the default) or L2 on the gradient.
+        fixed_decay: decoupled decay not scaled by lr.
+        foreach: accepted for pytorch_optimizer's signature; fastoptim always runs its fused pass.
+        maximize: maximize the objective.
+    """
+
+    rule = "lion"
+
+    def __init__(
+        self,
+        params,
+        lr: float | Tensor = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.99),
+        weight_decay: float = 0.0,
+        weight_decouple: bool = True,
+        fixed_decay: bool = False,
+        foreach: bool | None = None,
+        maximize: bool = False,
+    ) -> None:
+        check_tensor_lr(lr)
+        check_non_negative(lr=lr, weight_decay=weight_decay)
+        check_betas(betas)
+        defaults = dict(
+            lr=lr, betas=tuple(betas), weight_decay=weight_decay, weight_decouple=weight_decouple,
+            fixed_decay=fixed_decay, foreach=foreach, maximize=maximize,
+        )
+        super().__init__(params, defaults)

@@ -29,6 +29,7 @@ CASES = [
     ("AMaC", dict(lr=0.01, warmup_steps=4, lookahead_k=None, swa_start=None, seed=3)),
     ("AdaHessian", dict(lr=0.01)),
     ("SophiaH", dict(lr=0.01)),
+    ("Lion", dict(lr=0.01, weight_decay=0.1)),
 ]
 
 

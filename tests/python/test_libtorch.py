@@ -70,6 +70,7 @@ CASES = {
     "AMaC": dict(lr=0.01, warmup_steps=4, lookahead_k=None, swa_start=None, seed=3),
     "SophiaG": dict(lr=0.01),
     "AdaHessian": dict(lr=0.01),
+    "Lion": dict(lr=0.01, weight_decay=0.1),
 }
 
 

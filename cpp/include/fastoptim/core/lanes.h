@@ -206,6 +206,13 @@ FASTOPTIM_HD inline Vec<T, W> clamp(Vec<T, W> a, T low, T high) {
   return select(less(a, lo), lo, select(greater(a, hi), hi, a));
 }
 
+// torch.sign: 1 above zero, -1 below, 0 for zero and for NaN.
+template <class T, int W>
+FASTOPTIM_HD inline Vec<T, W> sign(Vec<T, W> a) {
+  const Vec<T, W> zero = Vec<T, W>::broadcast(T(0));
+  return select(greater(a, zero), Vec<T, W>::broadcast(T(1)), select(less(a, zero), Vec<T, W>::broadcast(T(-1)), zero));
+}
+
 // torch's lerp: fma(w, end - self, self) for |w| < 0.5, fma(w - 1, end - self, end) otherwise.
 // The branch is on a scalar, so every lane takes the same one.
 template <class T, int W>

@@ -18,12 +18,13 @@
 #include "fastoptim/rules/hessian_ema.h"
 #include "fastoptim/rules/lamb.h"
 #include "fastoptim/rules/lars.h"
+#include "fastoptim/rules/lion.h"
 #include "fastoptim/rules/rmsprop.h"
 #include "fastoptim/rules/scout_track.h"
 #include "fastoptim/rules/sgd.h"
 #include "fastoptim/rules/sophia.h"
 #include "fastoptim/rules/tadam.h"
 
-#define FASTOPTIM_OPTIMIZER_RULES(X) X(SGD, sgd) X(Adagrad, adagrad) X(RMSprop, rmsprop) X(Adam, adam) X(AdaBelief, adabelief) X(AdEMAMix, ademamix) X(Adan, adan) X(LAMB, lamb) X(LARS, lars) X(TAdam, tadam) X(AdamP, adamp) X(AMaC, amac) X(Sophia, sophia) X(AdaHessian, adahessian)
+#define FASTOPTIM_OPTIMIZER_RULES(X) X(SGD, sgd) X(Adagrad, adagrad) X(RMSprop, rmsprop) X(Adam, adam) X(AdaBelief, adabelief) X(AdEMAMix, ademamix) X(Adan, adan) X(LAMB, lamb) X(LARS, lars) X(TAdam, tadam) X(AdamP, adamp) X(AMaC, amac) X(Sophia, sophia) X(AdaHessian, adahessian) X(Lion, lion)
 #define FASTOPTIM_HELPER_RULES(X) X(HessianEMA, hessian_ema) X(Average, average) X(ScoutTrack, scout_track)
 #define FASTOPTIM_ELEMENTWISE_RULES(X) FASTOPTIM_OPTIMIZER_RULES(X) FASTOPTIM_HELPER_RULES(X)
