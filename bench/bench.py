@@ -23,9 +23,11 @@ AdamP likewise on matrices (pass 1 also takes the per-channel sums) = 40 B; its 
 never projects, take one pass, as AdamW = 28 B (so (A) and (B) are 28 B, (C) 28 or 40 per tensor). LARS (momentum 0.9), two passes:
 read p, g; then read p, g, b and write p, b = 28 B. TAdam, two passes: read g, m, v; then read p, g,
 m, v and write p, m, v = 40 B. SophiaG between refreshes: read p, g, m, h; write p, m = 24 B (its
-"fastoptim AdamW" row, the same tensors stepped by AdamW, is counted at AdamW's 28 B).
+"fastoptim AdamW" row, the same tensors stepped by AdamW, is counted at AdamW's 28 B). Lion: read p, g,
+m; write p, m = 20 B.
 
-Peers: torch.optim's implementations for the classic five; for holocron's set, holocron.optim
+Peers: torch.optim's implementations for the classic five; for Lion, pytorch_optimizer's and timm's,
+each with and without foreach; for holocron's set, holocron.optim
 (pylocron), pytorch_optimizer with and without foreach, timm with and without foreach (LAMB, LARS,
 AdaBelief, Adan; its AdamP has no foreach), and the official package where there is one
 (adabelief-pytorch, adamp), each in its closest configuration to fastoptim's (RaLars:
@@ -63,7 +65,7 @@ OUT = HERE / "out"
 # by "+": the byte model above, in the form ceiling.c runs it. AdamP's vectors take "4/3" (pattern()).
 PATTERNS = {"AdamW": "4/3", "Adam": "4/3", "SGD": "3/2", "Adagrad": "3/2", "RMSprop": "3/2", "AdaBelief": "4/3",
             "AdEMAMix": "5/4", "Adan": "6/5", "LAMB": "4/2+3/1", "RaLars": "4/2+3/1", "LARS": "2/0+3/2",
-            "TAdam": "3/0+4/3", "AdamP": "4/2+3/1", "SophiaG": "4/2"}
+            "TAdam": "3/0+4/3", "AdamP": "4/2+3/1", "SophiaG": "4/2", "Lion": "3/2"}
 
 
 def pattern_streams(pattern: str) -> int:
@@ -86,8 +88,11 @@ CONFIG = {
     "TAdam": dict(lr=1e-3),
     "AdamP": dict(lr=1e-3),
     "SophiaG": dict(lr=1e-3),
+    "Lion": dict(lr=1e-4, weight_decay=1e-2),
 }
 HOLOCRON_SET = {"AdaBelief", "AdEMAMix", "Adan", "LAMB", "RaLars", "LARS", "TAdam", "AdamP"}
+# optimizers torch.optim and holocron lack: their peers are pytorch_optimizer's and timm's
+OTHER_PEERS_SET = {"Lion"}
 # pytorch_optimizer's class and extra options where they differ from fastoptim's name (None: no peer there)
 KOZISTR = {"LAMB": ("Lamb", {}), "RaLars": ("Lamb", dict(rectify=True)), "TAdam": None}
 HAS_FUSED = {"AdamW", "Adam", "SGD", "Adagrad"}
@@ -182,6 +187,7 @@ TIMM = {
     "AdamP": ("adamp", "AdamP", {}, False),
     "AdaBelief": ("adabelief", "AdaBelief", dict(eps=1e-8, decoupled_decay=False, rectify=False), True),
     "Adan": ("adan", "Adan", {}, True),
+    "Lion": ("lion", "Lion", {}, True),
 }
 
 
@@ -189,7 +195,7 @@ def peer_implementations(name: str, params):
     import pytorch_optimizer
 
     cfg = CONFIG[name]
-    peers = {"holocron": getattr(holocron_optim(), name)(params, **cfg)}
+    peers = {"holocron": getattr(holocron_optim(), name)(params, **cfg)} if name in HOLOCRON_SET else {}
     kozistr = KOZISTR.get(name, (name, {}))
     if kozistr is not None:
         cls, extra = getattr(pytorch_optimizer, kozistr[0]), kozistr[1]
@@ -232,7 +238,7 @@ def implementations(name: str, params, peers: bool = True):
     impls = {"fastoptim": getattr(fastoptim, name)(params, **CONFIG[name])}
     if not peers:
         return impls
-    if name in HOLOCRON_SET:
+    if name in HOLOCRON_SET or name in OTHER_PEERS_SET:
         return {**impls, **peer_implementations(name, params)}
     cls = getattr(torch.optim, name)
     impls["torch foreach=False"] = cls(params, **CONFIG[name], foreach=False)
