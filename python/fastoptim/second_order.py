@@ -644,12 +644,11 @@ class EGN(SecondOrderOptimizer):
             torch._foreach_div_(direction, damping)
         mu = float(group["momentum"])
         if mu > 0:
-            velocity = self._previous_direction(params)
-            if velocity is None:
-                velocity = torch._foreach_mul(direction, 1 - mu)
-            else:
-                torch._foreach_mul_(velocity, mu)
-                torch._foreach_add_(velocity, direction, alpha=1 - mu)
+            # (new tensors: the kept direction is the state's, and changes only once this step has one)
+            previous = self._previous_direction(params)
+            velocity = torch._foreach_mul(direction, 1 - mu)
+            if previous is not None:
+                torch._foreach_add_(velocity, previous, alpha=mu)
             self._keep_direction(params, velocity)
             direction = torch._foreach_div(velocity, 1 - mu ** float(state["step"]))
         value = loss.value().detach()
