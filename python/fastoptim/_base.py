@@ -157,6 +157,11 @@ class FusedOptimizer(torch.optim.Optimizer):
         layout = torch.contiguous_format if self._row_major else torch.preserve_format
         return torch.full_like(param, value, memory_format=layout)
 
+    def _in_step_layout(self, tensor: Tensor, param: Tensor) -> Tensor:
+        """`tensor` (a gradient or state of `param`) in the layout the step walks: row-major for the
+        row-major rules, else the parameter's own (itself when it already is)."""
+        return tensor.contiguous() if self._row_major else in_layout_of(tensor, param)
+
     def _position(self, param: Tensor) -> int:
         """The parameter's position among all parameters, from a map rebuilt only when a parameter
         is new to it (a first step creates all states: one pass, not one per parameter)."""
@@ -278,13 +283,8 @@ class FusedOptimizer(torch.optim.Optimizer):
             # element-shaped state in the layout the step walks (a state dict saved from a
             # contiguous model loads into a channels_last one, and back)
             for name in element_state:
-                value = state.get(name)
-                if not isinstance(value, Tensor):
-                    continue
-                if self._row_major and not value.is_contiguous():
-                    state[name] = value.contiguous()
-                elif not self._row_major:
-                    state[name] = in_layout_of(value, p)
+                if isinstance(state.get(name), Tensor):
+                    state[name] = self._in_step_layout(state[name], p)
 
     def _checked_state_dict(self, state_dict: Any) -> dict[str, Any]:
         """A copy of `state_dict` ready for torch's load (steps converted, scalar state shielded from
@@ -412,14 +412,11 @@ class FusedOptimizer(torch.optim.Optimizer):
                     if is_fresh:
                         fresh_indices.append(len(params))
                 rows.append(row)
-            if self._row_major:
-                grads.append(grad if grad.is_contiguous() else grad.contiguous())
-                if not p.is_contiguous():
-                    contiguous = p.contiguous()
-                    created.append((p, _WriteBack(contiguous)))
-                    p = contiguous
-            else:  # the gradient in the parameter's layout
-                grads.append(in_layout_of(grad, p))
+            grads.append(self._in_step_layout(grad, p))
+            if self._row_major and not p.is_contiguous():
+                contiguous = p.contiguous()
+                created.append((p, _WriteBack(contiguous)))
+                p = contiguous
             params.append(p)
         if not params:
             return None
