@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstring>
 #include <type_traits>
 
 #include "fastoptim/kernels/driver.h"
@@ -127,12 +128,8 @@ const RuleEntry* rules(int* count) {
 }
 
 const RuleEntry* find_rule(const char* name) {
-  for (const auto& rule : kRules) {
-    const char* a = rule.name;
-    const char* b = name;
-    while (*a && *a == *b) ++a, ++b;
-    if (*a == *b) return &rule;
-  }
+  for (const auto& rule : kRules)
+    if (std::strcmp(rule.name, name) == 0) return &rule;
   return nullptr;
 }
 
