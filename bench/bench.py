@@ -24,9 +24,10 @@ never projects, take one pass, as AdamW = 28 B (so (A) and (B) are 28 B, (C) 28 
 read p, g; then read p, g, b and write p, b = 28 B. TAdam, two passes: read g, m, v; then read p, g,
 m, v and write p, m, v = 40 B. SophiaG between refreshes: read p, g, m, h; write p, m = 24 B (its
 "fastoptim AdamW" row, the same tensors stepped by AdamW, is counted at AdamW's 28 B). Lion: read p, g,
-m; write p, m = 20 B.
+m; write p, m = 20 B. NAdam, RAdam, Adamax, Adadelta (two state arrays) and Rprop (prev, step_size):
+28 B, as AdamW. ASGD (t0=0, so it averages from the second step): read p, g, ax; write p, ax = 20 B.
 
-Peers: torch.optim's implementations for the classic five; for Lion, pytorch_optimizer's and timm's,
+Peers: torch.optim's implementations for torch.optim's optimizers; for Lion, pytorch_optimizer's and timm's,
 each with and without foreach; for holocron's set, holocron.optim
 (pylocron), pytorch_optimizer with and without foreach, timm with and without foreach (LAMB, LARS,
 AdaBelief, Adan; its AdamP has no foreach), and the official package where there is one
@@ -46,6 +47,7 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime
+import inspect
 import os
 import platform
 import statistics
@@ -57,15 +59,15 @@ from pathlib import Path
 import torch
 
 import fastoptim
+from fastoptim.records import RECORDS
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 
 # Each optimizer's passes over a tensor, "R/W" each (read R arrays, write W of them in place), joined
-# by "+": the byte model above, in the form ceiling.c runs it. AdamP's vectors take "4/3" (pattern()).
-PATTERNS = {"AdamW": "4/3", "Adam": "4/3", "SGD": "3/2", "Adagrad": "3/2", "RMSprop": "3/2", "AdaBelief": "4/3",
-            "AdEMAMix": "5/4", "Adan": "6/5", "LAMB": "4/2+3/1", "RaLars": "4/2+3/1", "LARS": "2/0+3/2",
-            "TAdam": "3/0+4/3", "AdamP": "4/2+3/1", "SophiaG": "4/2", "Lion": "3/2"}
+# by "+": the byte model above, in the form ceiling.c runs it (the records' patterns). AdamP's
+# vectors take "4/3" (pattern()).
+PATTERNS = {r.name: r.pattern for r in RECORDS if r.pattern}
 
 
 def pattern_streams(pattern: str) -> int:
@@ -73,29 +75,15 @@ def pattern_streams(pattern: str) -> int:
 
 
 STREAMS = {name: pattern_streams(pattern) for name, pattern in PATTERNS.items()}
-CONFIG = {
-    "AdamW": dict(lr=1e-3),
-    "Adam": dict(lr=1e-3),
-    "SGD": dict(lr=1e-3, momentum=0.9, nesterov=True),
-    "Adagrad": dict(lr=1e-2),
-    "RMSprop": dict(lr=1e-2),
-    "AdaBelief": dict(lr=1e-3),
-    "AdEMAMix": dict(lr=1e-3),
-    "Adan": dict(lr=1e-3),
-    "LAMB": dict(lr=1e-3),
-    "RaLars": dict(lr=1e-3),
-    "LARS": dict(lr=1e-3, momentum=0.9),
-    "TAdam": dict(lr=1e-3),
-    "AdamP": dict(lr=1e-3),
-    "SophiaG": dict(lr=1e-3),
-    "Lion": dict(lr=1e-4, weight_decay=1e-2),
-}
+CONFIG = {r.name: r.bench for r in RECORDS if r.bench is not None}
 HOLOCRON_SET = {"AdaBelief", "AdEMAMix", "Adan", "LAMB", "RaLars", "LARS", "TAdam", "AdamP"}
 # optimizers torch.optim and holocron lack: their peers are pytorch_optimizer's and timm's
 OTHER_PEERS_SET = {"Lion"}
 # pytorch_optimizer's class and extra options where they differ from fastoptim's name (None: no peer there)
 KOZISTR = {"LAMB": ("Lamb", {}), "RaLars": ("Lamb", dict(rectify=True)), "TAdam": None}
-HAS_FUSED = {"AdamW", "Adam", "SGD", "Adagrad"}
+# torch.optim classes with a fused CPU path
+HAS_FUSED = {r.name for r in RECORDS if r.torch_reference
+             and "fused" in inspect.signature(getattr(torch.optim, r.torch_reference)).parameters}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 

@@ -53,6 +53,12 @@ def check_positive_int(**values: Any) -> None:
             raise ValueError(f"Invalid {name} value: {value!r} (expected an integer >= 1)")
 
 
+def arguments_as_defaults(arguments: dict[str, Any]) -> dict[str, Any]:
+    """A constructor's arguments (its ``locals()`` before anything else is assigned) as its param
+    group defaults, under the signature's names, as torch.optim stores them."""
+    return {name: value for name, value in arguments.items() if name not in ("self", "params", "__class__")}
+
+
 def memory_span(t: Tensor) -> tuple[Any, int, int] | None:
     """(device, first byte, byte after the last) of the memory a dense tensor covers, or None when
     it covers none here (empty, meta, or a tensor subclass such as DTensor, which the step refuses)."""
@@ -86,6 +92,10 @@ class FusedOptimizer(torch.optim.Optimizer):
     #: rule fields this class pins instead of reading them from the param group (e.g. LAMB's rule
     #: also serves RaLars, whose rectification LAMB switches off)
     fixed_fields: dict[str, float] = {}
+
+    #: the shape of per-tensor scalar state: (1,) as holocron keeps TAdam's W_t; () for the
+    #: torch.optim classes, as torch keeps NAdam's mu_product and ASGD's eta and mu
+    scalar_state_shape: tuple[int, ...] = (1,)
 
     #: public names of rule fields that a group does not hold under the field's own name (beyond
     #: beta<k>, which is betas[k-1]), for messages
@@ -151,9 +161,13 @@ class FusedOptimizer(torch.optim.Optimizer):
         value = 0.0
         if self._rule_initial_value is not None:
             slot = next(i for i, (slot_name, _) in enumerate(self._state_slots) if slot_name == name)
-            value = self._rule_initial_value(self._hyper(group), slot, self._position(param))
+            # (with a tensor lr as its value: a start value may be the lr, as Rprop's step size
+            # and ASGD's eta are; read on the step that creates the state only, as torch does)
+            hyper = [to_float(group["lr"]) if name == "lr" else value
+                     for name, value in zip(self._fields, self._hyper(group))]
+            value = self._rule_initial_value(hyper, slot, self._position(param))
         if name in self._scalar_state:
-            return torch.full((1,), value, dtype=self._compute_dtype(param), device=param.device)
+            return torch.full(self.scalar_state_shape, value, dtype=self._compute_dtype(param), device=param.device)
         layout = torch.contiguous_format if self._row_major else torch.preserve_format
         return torch.full_like(param, value, memory_format=layout)
 

@@ -11,44 +11,11 @@ import pytest
 import torch
 
 import fastoptim
+from fastoptim.records import RECORDS, record
 
-# Each option that changes the math, alone and combined, per optimizer.
-CONFIGS: dict[str, list[dict]] = {
-    "SGD": [
-        dict(lr=0.05),
-        dict(lr=0.05, momentum=0.9),
-        dict(lr=0.05, momentum=0.9, dampening=0.3),
-        dict(lr=0.05, momentum=0.9, nesterov=True),
-        dict(lr=0.05, momentum=0.5, weight_decay=0.1),
-        dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01, maximize=True),
-    ],
-    "Adagrad": [
-        dict(),
-        dict(lr_decay=0.01),
-        dict(weight_decay=0.1),
-        dict(initial_accumulator_value=0.5),
-        dict(lr=0.05, eps=1e-6, maximize=True, lr_decay=0.001, weight_decay=0.01),
-    ],
-    "RMSprop": [
-        dict(),
-        dict(momentum=0.9),
-        dict(centered=True),
-        dict(weight_decay=0.1),
-        dict(alpha=0.9, eps=1e-6, centered=True, momentum=0.8, weight_decay=0.01, maximize=True),
-    ],
-    "Adam": [
-        dict(),
-        dict(amsgrad=True),
-        dict(weight_decay=0.1),
-        dict(maximize=True),
-        dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, amsgrad=True, weight_decay=0.05, maximize=True),
-    ],
-    "AdamW": [
-        dict(),
-        dict(amsgrad=True),
-        dict(lr=1e-2, weight_decay=0.1, maximize=True),
-    ],
-}
+# Each option that changes the math, alone and combined, for each optimizer tested against
+# torch.optim: the records' configs.
+CONFIGS: dict[str, list[dict]] = {r.name: list(r.configs) for r in RECORDS if r.torch_reference}
 
 # Sizes around every SIMD width (4, 8, 16 floats), a large odd size, 2-D, 4-D (a conv weight) and 0-d.
 SHAPES = [(0,), (1,), (15,), (16,), (17,), (1023,), (100003,), (33, 65), (6, 3, 3, 3), ()]
@@ -144,7 +111,7 @@ def run_side_by_side(name, cfg, shapes, dtype, steps, torch_kwargs=None, seed=0)
     """Steps fastoptim.<name> and torch.optim.<name> on identical parameters and gradients."""
     params, ref_params, ours, ref = run_pair(
         lambda ps: getattr(fastoptim, name)(ps, **cfg),
-        lambda ps: getattr(torch.optim, name)(ps, **cfg, **(torch_kwargs or dict(foreach=False))),
+        lambda ps: getattr(torch.optim, record(name).torch_reference)(ps, **cfg, **(torch_kwargs or dict(foreach=False))),
         dtype, steps, shapes, seed=seed,
     )
     return ours, ref, params, ref_params
@@ -185,7 +152,8 @@ def assert_low_precision_steps_round_once(make_optimizer, dtype, steps=4, make_r
         ref = make_reference(wide)
         for p, q in zip(params, wide):
             for key, value in ours.state[p].items():
-                ref.state[q][key] = value.clone() if key == "step" else value.float()
+                # (a copy: a float32 per-parameter scalar, NAdam's mu_product, must not be shared)
+                ref.state[q][key] = value.clone() if key == "step" else value.to(torch.float32, copy=True)
         set_grads([params], step, dtype)
         for p, q in zip(params, wide):
             q.grad = p.grad.float()
@@ -292,19 +260,10 @@ OPTIMIZERS = sorted(
     # (the second-order solvers step with closures of their own kind: tests/python/test_second_order.py)
     and not issubclass(getattr(fastoptim, name), fastoptim.second_order.SecondOrderOptimizer)
 )
-# options that make each step read and write as much as it can (decay, momentum, maximize)
-RICH = {
-    "SGD": dict(momentum=0.9, weight_decay=0.1, maximize=True),
-    "Adagrad": dict(weight_decay=0.1, maximize=True),
-    "RMSprop": dict(momentum=0.9, centered=True, weight_decay=0.1, maximize=True),
-    "LARS": dict(momentum=0.9, weight_decay=0.1, maximize=True),
-    "AMaC": dict(seed=0, warmup_steps=2),  # a fixed seed: two instances must draw the same noise
-}
-
-
 def make_rich(name, params, **kwargs):
-    """Optimizer `name` over params with RICH options; Hessian-diagonal ones fold in stand-in estimates."""
-    opt = getattr(fastoptim, name)(params, **{"weight_decay": 0.1, "maximize": True, **RICH.get(name, {}), **kwargs})
+    """Optimizer `name` over params with its record's rich options (the heaviest step);
+    Hessian-diagonal ones fold in stand-in estimates."""
+    opt = getattr(fastoptim, name)(params, **{**record(name).rich, **kwargs})
     return given_hessian_if_needed(opt)
 
 

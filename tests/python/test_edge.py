@@ -7,30 +7,10 @@ import pytest
 import torch
 
 import fastoptim
+from fastoptim.records import RECORDS
 from reference import SHAPES, given_hessian_if_needed, make_params, noise_grads, rule_optimizer, zero_estimates
 
-CASES = [
-    ("SGD", dict(lr=0.01)),
-    ("SGD", dict(lr=0.01, momentum=0.9, nesterov=True, weight_decay=0.1, maximize=True)),
-    ("SGD", dict(lr=0.01, momentum=0.9, dampening=0.3)),
-    ("Adagrad", dict(lr=0.01, lr_decay=0.01, weight_decay=0.1, initial_accumulator_value=0.5)),
-    ("RMSprop", dict(lr=0.01, momentum=0.9, centered=True, weight_decay=0.1)),
-    ("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.1)),
-    ("AdamW", dict(lr=0.01)),
-    ("AdaBelief", dict(lr=0.01, weight_decay=0.1, rectify=True)),
-    ("AdEMAMix", dict(lr=0.01, t_alpha=5, t_beta3=5)),
-    ("Adan", dict(lr=0.01, weight_decay=0.1)),
-    ("SophiaG", dict(lr=0.01)),
-    ("LAMB", dict(lr=0.01, weight_decay=0.1)),
-    ("RaLars", dict(lr=0.01)),
-    ("LARS", dict(lr=0.01, momentum=0.9, weight_decay=0.1, exclude_1d=True)),
-    ("TAdam", dict(lr=0.01)),
-    ("AdamP", dict(lr=0.01, weight_decay=0.1)),
-    ("AMaC", dict(lr=0.01, warmup_steps=4, lookahead_k=None, swa_start=None, seed=3)),
-    ("AdaHessian", dict(lr=0.01)),
-    ("SophiaH", dict(lr=0.01)),
-    ("Lion", dict(lr=0.01, weight_decay=0.1)),
-]
+CASES = [(r.name, r.front_end) for r in RECORDS if r.front_end is not None]
 
 
 @pytest.mark.parametrize("name, kwargs", CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])

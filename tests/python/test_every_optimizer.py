@@ -2,18 +2,37 @@
 the gradients are read and never written, a tensor lr steps like the float it holds, and a
 rejected step leaves parameters and state as they were."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 import fastoptim
+from fastoptim.records import BY_NAME, RECORDS, readme_table
 from reference import OPTIMIZERS, SHAPES, clone_params, make_params, make_rich, rule_optimizer, set_grads
 
 make = make_rich
 
 
-def test_the_list_covers_the_catalogue_so_far():
-    assert {"SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "LARS", "LAMB", "RaLars", "TAdam", "AdaBelief", "AdamP",
-            "Adan", "AdEMAMix", "AMaC", "SophiaG", "SophiaH", "AdaHessian", "SophiaOptim"} <= set(OPTIMIZERS)
+def test_every_optimizer_has_one_record_and_every_record_an_optimizer():
+    assert sorted(r.name for r in RECORDS) == OPTIMIZERS
+    assert len(BY_NAME) == len(RECORDS)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_the_class_defaults_are_its_rules_defaults_and_its_records_preset(name):
+    """The rule's field list is where defaults live: a class differs from it only by its record's
+    preset (AMaC's seed, drawn at random when not given, aside)."""
+    inner = rule_optimizer(getattr(fastoptim, name)(make_params([(3,)], torch.float32)))
+    fields = fastoptim._C.rules[inner.rule]["fields"]
+    differences = {field: value for (field, default, _), value in zip(fields, inner._hyper(inner.param_groups[0]))
+                   if value != default and not (name == "AMaC" and field == "seed")}
+    assert differences == BY_NAME[name].preset
+
+
+def test_the_readme_table_is_the_records_table():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert readme_table() in readme, "regenerate it: python -m fastoptim.records"
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)

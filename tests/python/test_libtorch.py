@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import fastoptim
+from fastoptim.records import RECORDS
 from reference import given_hessian_if_needed, rule_optimizer, zero_estimates
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,25 +54,7 @@ def make_params():
     return [torch.randn(s, dtype=torch.float64).to(torch.float32).requires_grad_() for s in SHAPES]
 
 
-CASES = {
-    "SGD": dict(lr=0.01, momentum=0.9, nesterov=True, weight_decay=0.1),
-    "Adagrad": dict(lr=0.01, initial_accumulator_value=0.3, lr_decay=0.01),
-    "RMSprop": dict(lr=0.01, momentum=0.9, centered=True),
-    "Adam": dict(lr=0.01, amsgrad=True),
-    "AdamW": dict(lr=0.01),
-    "AdaBelief": dict(lr=0.01, rectify=True),
-    "AdEMAMix": dict(lr=0.01, t_alpha=10, t_beta3=10),
-    "Adan": dict(lr=0.01, weight_decay=0.1),
-    "LAMB": dict(lr=0.01, weight_decay=0.1),
-    "RaLars": dict(lr=0.01),
-    "LARS": dict(lr=0.01, momentum=0.9, weight_decay=0.1),
-    "TAdam": dict(lr=0.01),
-    "AdamP": dict(lr=0.01, weight_decay=0.1),
-    "AMaC": dict(lr=0.01, warmup_steps=4, lookahead_k=None, swa_start=None, seed=3),
-    "SophiaG": dict(lr=0.01),
-    "AdaHessian": dict(lr=0.01),
-    "Lion": dict(lr=0.01, weight_decay=0.1),
-}
+CASES = {r.name: r.front_end for r in RECORDS if r.front_end is not None}
 
 
 def python_run(name):

@@ -209,6 +209,9 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
       write_scalar(steps[i], info.step);
       info.step = read_scalar(steps[i]);  // the value as stored (float32 in torch.optim's state)
     }
+    if (rules::advance_scalars<Rule>(h, info))
+      for (size_t s = 0; s < slots.size(); ++s)
+        if (slots[s] >= Rule::kStateSlots) write_scalar(state[s * n + i], info.scalar_next[slots[s] - Rule::kStateSlots]);
     if (p.numel() == 0) continue;
     auto& batch = batches[size_t(*storage_dtype(p.scalar_type()))];
     TensorSlots t{};

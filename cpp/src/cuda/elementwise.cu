@@ -40,6 +40,21 @@ __device__ typename Rule::Hyper hyper_of(const Batch<Rule>& b) {
   return h;
 }
 
+// What prepare knows about tensor t of the batch at this step: the step after this step's
+// increment, as stored in float32 (what the CPU path computes with), and the per-tensor scalars
+// before the step (in the compute type T) and, for rules that advance them, after it.
+template <class Rule, class T>
+__device__ rules::StepInfo step_info(const Batch<Rule>& batch, const DeviceTensor& tensor, const typename Rule::Hyper& h) {
+  const double step = tensor.step ? double(*tensor.step + 1.0f) : 0.0;
+  const std::int64_t rows = tensor.ndim > 1 ? tensor.slots.rows : 1;
+  rules::StepInfo info{step, tensor.fresh, tensor.slots.numel, tensor.ndim > 1, rows,
+                       batch.grad_scale ? double(*batch.grad_scale) : 1.0, tensor.ndim};
+  for (int j = 0; j < rules::scalar_slots_of<Rule>::value; ++j)
+    if (const void* scalar = tensor.slots.state[Rule::kStateSlots + j]) info.scalar_state[j] = *static_cast<const T*>(scalar);
+  rules::advance_scalars<Rule>(h, info);
+  return info;
+}
+
 template <class Rule, class S>
 __global__ void __launch_bounds__(kThreads) step_kernel(const Batch<Rule> batch) {
   using T = core::compute_t<S>;
@@ -48,14 +63,8 @@ __global__ void __launch_bounds__(kThreads) step_kernel(const Batch<Rule> batch)
   const DeviceTensor& tensor = batch.tensors[t];
   __shared__ typename Rule::template Coeffs<T> coeffs;
   if (threadIdx.x == 0) {
-    // (the step after this step's increment, as stored in float32: what the CPU path computes with)
-    const double step = tensor.step ? double(*tensor.step + 1.0f) : 0.0;
-    const std::int64_t rows = tensor.ndim > 1 ? tensor.slots.rows : 1;
-    rules::StepInfo info{step, tensor.fresh, tensor.slots.numel, tensor.ndim > 1, rows,
-                         batch.grad_scale ? double(*batch.grad_scale) : 1.0, tensor.ndim};
-    for (int j = 0; j < rules::scalar_slots_of<Rule>::value; ++j)
-      if (const void* scalar = tensor.slots.state[Rule::kStateSlots + j]) info.scalar_state[j] = *static_cast<const T*>(scalar);
-    coeffs = Rule::template prepare<T>(hyper_of(batch), info);
+    const typename Rule::Hyper h = hyper_of(batch);
+    coeffs = Rule::template prepare<T>(h, step_info<Rule, T>(batch, tensor, h));
   }
   __syncthreads();
   const std::int64_t begin = (std::int64_t(blockIdx.x) - batch.first_block[t]) * kChunk;
@@ -64,11 +73,20 @@ __global__ void __launch_bounds__(kThreads) step_kernel(const Batch<Rule> batch)
     kernels::update_lanes<Rule, S, 1, true>(tensor.slots, coeffs, i, rules::reads_grad<Rule>::value);
 }
 
-// After the batch's step: each tensor's counter advances (as the CPU path's float32 increment).
-template <class Rule>
+// After the batch's step (every block of a tensor has read the values before it): each tensor's
+// advancing scalars are stored, and its counter advances (as the CPU path's float32 increment).
+template <class Rule, class S>
 __global__ void advance_steps(const Batch<Rule> batch) {
+  using T = core::compute_t<S>;
   const int t = int(threadIdx.x);
-  if (t < batch.count && batch.tensors[t].step) *batch.tensors[t].step += 1.0f;
+  if (t >= batch.count) return;
+  const DeviceTensor& tensor = batch.tensors[t];
+  if constexpr (rules::has_next_scalars<Rule>::value) {
+    const rules::StepInfo info = step_info<Rule, T>(batch, tensor, hyper_of(batch));
+    for (int j = 0; j < rules::scalar_slots_of<Rule>::value; ++j)
+      if (void* scalar = tensor.slots.state[Rule::kStateSlots + j]) *static_cast<T*>(scalar) = T(info.scalar_next[j]);
+  }
+  if (tensor.step) *tensor.step += 1.0f;
 }
 
 template <class Rule, class S>
@@ -89,7 +107,8 @@ int step_dtype(const DeviceTensor* tensors, std::int64_t count, const StepArgs& 
     for (int t = batch.count; t < kTensorsPerLaunch; ++t) batch.first_block[t + 1] = batch.first_block[t];
     if (batch.first_block[batch.count] > 0)
       step_kernel<Rule, S><<<batch.first_block[batch.count], kThreads, 0, stream>>>(batch);
-    if (Rule::kCountsSteps) advance_steps<Rule><<<1, kTensorsPerLaunch, 0, stream>>>(batch);
+    if (Rule::kCountsSteps || rules::has_next_scalars<Rule>::value)
+      advance_steps<Rule, S><<<1, kTensorsPerLaunch, 0, stream>>>(batch);
     if (const cudaError_t error = cudaGetLastError(); error != cudaSuccess) return int(error);
   }
   return 0;

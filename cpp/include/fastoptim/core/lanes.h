@@ -199,6 +199,12 @@ FASTOPTIM_HD inline Vec<T, W> maximum(Vec<T, W> a, Vec<T, W> b) {
   return select(greater(a, b) | is_nan(a), a, b);
 }
 
+// torch.abs: |a|, +0 for either zero, NaN for NaN.
+template <class T, int W>
+FASTOPTIM_HD inline Vec<T, W> abs(Vec<T, W> a) {
+  return maximum(a, -a);
+}
+
 // torch.clamp(a, low, high): low below low, high above high, NaN stays NaN.
 template <class T, int W>
 FASTOPTIM_HD inline Vec<T, W> clamp(Vec<T, W> a, T low, T high) {

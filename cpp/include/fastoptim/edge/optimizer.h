@@ -242,6 +242,9 @@ class Optimizer {
       info.ndim = params_[i].ndim;
       for (int s = 0; s < kScalarSlots; ++s)
         info.scalar_state[s] = slots[i].state[Rule::kStateSlots + s] ? *static_cast<float*>(slots[i].state[Rule::kStateSlots + s]) : 0.0;
+      if (rules::advance_scalars<Rule>(hyper_, info))
+        for (int s = 0; s < kScalarSlots; ++s)
+          if (slots[i].state[Rule::kStateSlots + s]) *static_cast<float*>(slots[i].state[Rule::kStateSlots + s]) = float(info.scalar_next[s]);
       coeffs_[i] = Rule::template prepare<float>(hyper_, info);
       slots[i].grad = rules::reads_grad<Rule>::value ? grads[i] : nullptr;
     }

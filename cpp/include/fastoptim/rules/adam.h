@@ -1,6 +1,7 @@
 // Adam and AdamW (one rule; decoupled_weight_decay is the flag) with amsgrad and maximize:
 // torch.optim.Adam's math, bias corrections in double on the host as torch computes them.
 #pragma once
+#include "fastoptim/parts/moments.h"
 #include "fastoptim/rules/rule.h"
 
 namespace fastoptim::rules {
@@ -21,7 +22,8 @@ struct Adam {
 
   template <class T>
   struct Coeffs {
-    T one_minus_beta1, beta2, one_minus_beta2, bias_correction2_sqrt, neg_step_size, eps;
+    parts::AdamMoments<T> moments;
+    T bias_correction2_sqrt, neg_step_size, eps;
     parts::WeightDecay<T> decay;
     bool maximize, amsgrad;
   };
@@ -31,9 +33,7 @@ struct Adam {
     const double bias_correction1 = 1 - std::pow(h.beta1, s.step);
     const double bias_correction2 = 1 - std::pow(h.beta2, s.step);
     const double step_size = h.lr / bias_correction1;
-    return {T(1 - h.beta1),
-            T(h.beta2),
-            T(1 - h.beta2),
+    return {parts::AdamMoments<T>::make(h.beta1, h.beta2),
             T(std::pow(bias_correction2, 0.5)),
             T(-step_size),
             T(h.eps),
@@ -48,8 +48,7 @@ struct Adam {
     k.decay.apply(p, g);
     Vec<T, W>& exp_avg = state[kExpAvg];
     Vec<T, W>& exp_avg_sq = state[kExpAvgSq];
-    exp_avg = core::lerp(exp_avg, g, k.one_minus_beta1);
-    exp_avg_sq = core::mul_add(k.one_minus_beta2 * g, g, exp_avg_sq * k.beta2);
+    k.moments.update(exp_avg, exp_avg_sq, g);
     Vec<T, W> second_moment = exp_avg_sq;
     if (k.amsgrad) second_moment = state[kMaxExpAvgSq] = core::maximum(state[kMaxExpAvgSq], exp_avg_sq);
     const Vec<T, W> denom = sqrt(second_moment) / k.bias_correction2_sqrt + k.eps;

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "fastoptim/parts/moments.h"
 #include "fastoptim/rules/rule.h"
 
 namespace fastoptim::rules {
@@ -89,7 +90,7 @@ struct AdamP {
   FASTOPTIM_HD static void advance(const Vec<T, W>&, Vec<T, W> g, Vec<T, W>* state, const Coeffs<T>& k) {
     if (k.maximize) g = -g;
     state[kExpAvg] = core::mul_add(g, k.one_minus_beta1, state[kExpAvg] * k.beta1);
-    state[kExpAvgSq] = core::mul_add(k.one_minus_beta2 * g, g, state[kExpAvgSq] * k.beta2);
+    parts::ema_of_square(state[kExpAvgSq], g, k.beta2, k.one_minus_beta2);
     if (k.amsgrad) state[kMaxExpAvgSq] = core::maximum(state[kMaxExpAvgSq], state[kExpAvgSq]);
   }
 

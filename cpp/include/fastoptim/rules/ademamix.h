@@ -8,6 +8,7 @@
 #pragma once
 #include <cmath>
 
+#include "fastoptim/parts/moments.h"
 #include "fastoptim/rules/rule.h"
 
 namespace fastoptim::rules {
@@ -80,7 +81,7 @@ struct AdEMAMix {
     Vec<T, W>& slow = state[kExpAvgSlow];
     slow = core::mul_add(g, k.one_minus_beta3, slow * k.beta3);
     Vec<T, W>& exp_avg_sq = state[kExpAvgSq];
-    exp_avg_sq = core::mul_add(k.one_minus_beta2 * g, g, exp_avg_sq * k.beta2);
+    parts::ema_of_square(exp_avg_sq, g, k.beta2, k.one_minus_beta2);
     const Vec<T, W> denom = sqrt(exp_avg_sq) / k.bias_correction2_sqrt + k.eps;
     const Vec<T, W> mixed = fast + k.alpha * slow;
     if (k.has_weight_decay && k.decoupled) {  // the official order: u + wd theta, then theta - lr (...)

@@ -15,6 +15,7 @@
 #include "fastoptim/parts/centralization.h"
 #include "fastoptim/parts/philox.h"
 #include "fastoptim/parts/schedules.h"
+#include "fastoptim/parts/moments.h"
 #include "fastoptim/rules/rule.h"
 
 namespace fastoptim::rules {
@@ -111,7 +112,7 @@ struct AMaC {
     Vec<T, W>& exp_avg = state[kExpAvg];
     Vec<T, W>& exp_avg_sq = state[kExpAvgSq];
     exp_avg = core::mul_add(g, k.one_minus_beta1, exp_avg * k.beta1);
-    exp_avg_sq = core::mul_add(k.one_minus_beta2 * g, g, exp_avg_sq * k.beta2);
+    parts::ema_of_square(exp_avg_sq, g, k.beta2, k.one_minus_beta2);
     Vec<T, W> delta = (exp_avg / k.bias_correction1) / (sqrt(exp_avg_sq) / k.bias_correction2_sqrt + k.eps);
     if (k.noisy) delta = core::mul_add(parts::standard_normals<T, W>(k.seed, k.stream, k.step, index), k.sigma, delta);
     k.update_clip.apply(delta);

@@ -20,6 +20,7 @@
 
 #include "fastoptim/parts/rectification.h"
 #include "fastoptim/parts/trust_ratio.h"
+#include "fastoptim/parts/moments.h"
 #include "fastoptim/rules/rule.h"
 
 namespace fastoptim::rules {
@@ -110,7 +111,7 @@ struct LAMB {
     if (k.scales_grad) g = g * k.grad_scale;
     if (k.maximize) g = -g;
     state[kExpAvg] = core::mul_add(g, k.one_minus_beta1, state[kExpAvg] * k.beta1);
-    state[kExpAvgSq] = core::mul_add(k.one_minus_beta2 * g, g, state[kExpAvgSq] * k.beta2);
+    parts::ema_of_square(state[kExpAvgSq], g, k.beta2, k.one_minus_beta2);
   }
 
   template <class T, int W>

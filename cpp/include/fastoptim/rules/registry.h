@@ -7,24 +7,31 @@
 // averaging for the wrappers, Scout's statistics, the Hessian EMA's refresh).
 #pragma once
 #include "fastoptim/rules/adabelief.h"
+#include "fastoptim/rules/adadelta.h"
 #include "fastoptim/rules/adagrad.h"
 #include "fastoptim/rules/adahessian.h"
 #include "fastoptim/rules/adam.h"
 #include "fastoptim/rules/adamp.h"
 #include "fastoptim/rules/adan.h"
 #include "fastoptim/rules/ademamix.h"
+#include "fastoptim/rules/adamax.h"
+#include "fastoptim/rules/asgd.h"
 #include "fastoptim/rules/amac.h"
 #include "fastoptim/rules/average.h"
 #include "fastoptim/rules/hessian_ema.h"
 #include "fastoptim/rules/lamb.h"
 #include "fastoptim/rules/lars.h"
 #include "fastoptim/rules/lion.h"
+#include "fastoptim/rules/nadam.h"
+#include "fastoptim/rules/radam.h"
 #include "fastoptim/rules/rmsprop.h"
+#include "fastoptim/rules/rprop.h"
 #include "fastoptim/rules/scout_track.h"
 #include "fastoptim/rules/sgd.h"
 #include "fastoptim/rules/sophia.h"
 #include "fastoptim/rules/tadam.h"
 
-#define FASTOPTIM_OPTIMIZER_RULES(X) X(SGD, sgd) X(Adagrad, adagrad) X(RMSprop, rmsprop) X(Adam, adam) X(AdaBelief, adabelief) X(AdEMAMix, ademamix) X(Adan, adan) X(LAMB, lamb) X(LARS, lars) X(TAdam, tadam) X(AdamP, adamp) X(AMaC, amac) X(Sophia, sophia) X(AdaHessian, adahessian) X(Lion, lion)
+#define FASTOPTIM_OPTIMIZER_RULES(X) X(SGD, sgd) X(Adagrad, adagrad) X(RMSprop, rmsprop) X(Adam, adam) X(AdaBelief, adabelief) X(AdEMAMix, ademamix) X(Adan, adan) X(LAMB, lamb) X(LARS, lars) X(TAdam, tadam) X(AdamP, adamp) X(AMaC, amac) X(Sophia, sophia) X(AdaHessian, adahessian) X(Lion, lion) \
+  X(NAdam, nadam) X(RAdam, radam) X(Adamax, adamax) X(Adadelta, adadelta) X(ASGD, asgd) X(Rprop, rprop)
 #define FASTOPTIM_HELPER_RULES(X) X(HessianEMA, hessian_ema) X(Average, average) X(ScoutTrack, scout_track)
 #define FASTOPTIM_ELEMENTWISE_RULES(X) FASTOPTIM_OPTIMIZER_RULES(X) FASTOPTIM_HELPER_RULES(X)

@@ -34,6 +34,9 @@
 //                            tensor) of the first of its W elements (counter-based noise)
 //   kScalesGrad = true        the op may be given a grad_scale (a global gradient-norm clip factor,
 //                            computed by the front end), which prepare() finds in StepInfo
+//   next_scalars(h, s, next)  an element-wise rule's per-tensor scalars after this step (NAdam's
+//                             mu_product, ASGD's eta and mu), from those before it (s.scalar_state);
+//                             the front end stores them, and prepare sees them in s.scalar_next
 //   initial_value(h, slot, position)  what state slot `slot` of the parameter at `position` (its
 //                             index among all parameters of the optimizer) starts at; default 0
 //                             (Adagrad's sum, TAdam's W, AMaC's noise key)
@@ -65,6 +68,7 @@ struct StepInfo {
   double grad_scale = 1.0;  // factor on every gradient this step (rules with kScalesGrad)
   int ndim = 0;
   double scalar_state[2] = {0, 0};  // the rule's per-tensor scalar state as it was before this step
+  double scalar_next[2] = {0, 0};   // and after it (rules with next_scalars; see advance_scalars)
 };
 
 // Whether a rule's apply takes the index of its first element in the tensor (kUsesIndex = true).
@@ -142,6 +146,26 @@ template <class Rule>
 FASTOPTIM_HD inline double initial_value(const typename Rule::Hyper& h, int slot, std::int64_t position) {
   if constexpr (has_initial_value<Rule>::value) return Rule::initial_value(h, slot, position);
   else return 0.0;
+}
+
+// Whether a rule advances its per-tensor scalars itself (next_scalars), on the host before prepare.
+template <class Rule, class = void>
+struct has_next_scalars : std::false_type {};
+template <class Rule>
+struct has_next_scalars<Rule, std::void_t<decltype(Rule::next_scalars(std::declval<const typename Rule::Hyper&>(),
+                                                                       std::declval<const StepInfo&>(),
+                                                                       std::declval<double*>()))>> : std::true_type {};
+
+// Runs the rule's next_scalars into s.scalar_next; true when the front end must store them (the
+// value it stores must be the one prepare saw: the rule keeps them exact in float32).
+template <class Rule>
+FASTOPTIM_HD inline bool advance_scalars(const typename Rule::Hyper& h, StepInfo& s) {
+  if constexpr (has_next_scalars<Rule>::value) {
+    Rule::next_scalars(h, s, s.scalar_next);
+    return true;
+  } else {
+    return false;
+  }
 }
 
 // Whether a rule reads a gradient (true unless it says kReadsGrad = false).

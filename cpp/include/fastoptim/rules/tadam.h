@@ -12,6 +12,7 @@
 #pragma once
 #include <cmath>
 
+#include "fastoptim/parts/moments.h"
 #include "fastoptim/rules/rule.h"
 
 namespace fastoptim::rules {
@@ -97,7 +98,7 @@ struct TAdam {
     Vec<T, W>& exp_avg = state[kExpAvg];
     Vec<T, W>& exp_avg_sq = state[kExpAvgSq];
     exp_avg = core::mul_add(g, k.take, exp_avg * k.keep);
-    exp_avg_sq = core::mul_add(k.one_minus_beta2 * g, g, exp_avg_sq * k.beta2);
+    parts::ema_of_square(exp_avg_sq, g, k.beta2, k.one_minus_beta2);
     Vec<T, W> second_moment = exp_avg_sq;
     if (k.amsgrad) second_moment = state[kMaxExpAvgSq] = core::maximum(state[kMaxExpAvgSq], exp_avg_sq);
     p = p + (k.neg_step_size * exp_avg) / (sqrt(second_moment) / k.bias_correction2_sqrt + k.eps);
