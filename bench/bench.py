@@ -76,9 +76,9 @@ def pattern_streams(pattern: str) -> int:
 
 STREAMS = {name: pattern_streams(pattern) for name, pattern in PATTERNS.items()}
 CONFIG = {r.name: r.bench for r in RECORDS if r.bench is not None}
-HOLOCRON_SET = {"AdaBelief", "AdEMAMix", "Adan", "LAMB", "RaLars", "LARS", "TAdam", "AdamP"}
+HOLOCRON_SET = {r.name for r in RECORDS if r.family == "holocron.optim"}
 # optimizers torch.optim and holocron lack: their peers are pytorch_optimizer's and timm's
-OTHER_PEERS_SET = {"Lion"}
+OTHER_PEERS_SET = {r.name for r in RECORDS if r.family == "pytorch_optimizer"}
 # pytorch_optimizer's class and extra options where they differ from fastoptim's name (None: no peer there)
 KOZISTR = {"LAMB": ("Lamb", {}), "RaLars": ("Lamb", dict(rectify=True)), "TAdam": None}
 # torch.optim classes with a fused CPU path

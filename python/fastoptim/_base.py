@@ -161,10 +161,11 @@ class FusedOptimizer(torch.optim.Optimizer):
         value = 0.0
         if self._rule_initial_value is not None:
             slot = next(i for i, (slot_name, _) in enumerate(self._state_slots) if slot_name == name)
-            # (with a tensor lr as its value: a start value may be the lr, as Rprop's step size
-            # and ASGD's eta are; read on the step that creates the state only, as torch does)
-            hyper = [to_float(group["lr"]) if name == "lr" else value
-                     for name, value in zip(self._fields, self._hyper(group))]
+            hyper = self._hyper(group)
+            if isinstance(group.get("lr"), Tensor):
+                # a start value may be the lr (Rprop's step size, ASGD's eta): the tensor's value,
+                # read on the step that creates the state only, as torch does
+                hyper[self._fields.index("lr")] = to_float(group["lr"])
             value = self._rule_initial_value(hyper, slot, self._position(param))
         if name in self._scalar_state:
             return torch.full(self.scalar_state_shape, value, dtype=self._compute_dtype(param), device=param.device)

@@ -9,7 +9,7 @@ so adding an optimizer is its rule, its class and one record here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 #: the options every step-reading-and-writing test adds unless a record says otherwise
@@ -39,6 +39,9 @@ class OptimizerRecord:
     #: where the class's defaults differ from its rule's field list (AdamW is Adam's rule with
     #: decoupled decay and 1e-2): a test holds every class to its rule's defaults plus this
     preset: dict[str, float] = field(default_factory=dict)
+    #: whose signature and defaults the class takes: "torch.optim", "holocron.optim", "pytorch_optimizer",
+    #: or the paper's or seed's name (set by the sections of RECORDS below)
+    family: str = ""
 
     @property
     def torch_reference(self) -> str | None:
@@ -51,177 +54,193 @@ def _torch(name: str) -> str:
     return f"torch.optim.{name}"
 
 
+def _family(family: str, *records: OptimizerRecord) -> tuple[OptimizerRecord, ...]:
+    return tuple(replace(r, family=family) for r in records)
+
+
 RECORDS: tuple[OptimizerRecord, ...] = (
-    # ---- torch.optim ----
-    OptimizerRecord(
-        "SGD", "SGD with momentum, dampening, Nesterov", _torch("SGD"),
-        configs=(
-            dict(lr=0.05),
-            dict(lr=0.05, momentum=0.9),
-            dict(lr=0.05, momentum=0.9, dampening=0.3),
-            dict(lr=0.05, momentum=0.9, nesterov=True),
-            dict(lr=0.05, momentum=0.5, weight_decay=0.1),
-            dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01, maximize=True),
+    *_family(
+        "torch.optim",
+        OptimizerRecord(
+            "SGD", "SGD with momentum, dampening, Nesterov", _torch("SGD"),
+            configs=(
+                dict(lr=0.05),
+                dict(lr=0.05, momentum=0.9),
+                dict(lr=0.05, momentum=0.9, dampening=0.3),
+                dict(lr=0.05, momentum=0.9, nesterov=True),
+                dict(lr=0.05, momentum=0.5, weight_decay=0.1),
+                dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01, maximize=True),
+            ),
+            rich=dict(momentum=0.9, weight_decay=0.1, maximize=True),
+            front_end=dict(lr=0.01, momentum=0.9, nesterov=True, weight_decay=0.1, maximize=True),
+            pattern="3/2", bench=dict(lr=1e-3, momentum=0.9, nesterov=True),
         ),
-        rich=dict(momentum=0.9, weight_decay=0.1, maximize=True),
-        front_end=dict(lr=0.01, momentum=0.9, nesterov=True, weight_decay=0.1, maximize=True),
-        pattern="3/2", bench=dict(lr=1e-3, momentum=0.9, nesterov=True),
-    ),
-    OptimizerRecord(
-        "Adagrad", "Adagrad with lr decay", _torch("Adagrad"),
-        configs=(
-            dict(),
-            dict(lr_decay=0.01),
-            dict(weight_decay=0.1),
-            dict(initial_accumulator_value=0.5),
-            dict(lr=0.05, eps=1e-6, maximize=True, lr_decay=0.001, weight_decay=0.01),
+        OptimizerRecord(
+            "Adagrad", "Adagrad with lr decay", _torch("Adagrad"),
+            configs=(
+                dict(),
+                dict(lr_decay=0.01),
+                dict(weight_decay=0.1),
+                dict(initial_accumulator_value=0.5),
+                dict(lr=0.05, eps=1e-6, maximize=True, lr_decay=0.001, weight_decay=0.01),
+            ),
+            front_end=dict(lr=0.01, lr_decay=0.01, weight_decay=0.1, initial_accumulator_value=0.5),
+            pattern="3/2", bench=dict(lr=1e-2),
         ),
-        front_end=dict(lr=0.01, lr_decay=0.01, weight_decay=0.1, initial_accumulator_value=0.5),
-        pattern="3/2", bench=dict(lr=1e-2),
-    ),
-    OptimizerRecord(
-        "RMSprop", "RMSprop, centered, with momentum", _torch("RMSprop"),
-        configs=(
-            dict(),
-            dict(momentum=0.9),
-            dict(centered=True),
-            dict(weight_decay=0.1),
-            dict(alpha=0.9, eps=1e-6, centered=True, momentum=0.8, weight_decay=0.01, maximize=True),
+        OptimizerRecord(
+            "RMSprop", "RMSprop, centered, with momentum", _torch("RMSprop"),
+            configs=(
+                dict(),
+                dict(momentum=0.9),
+                dict(centered=True),
+                dict(weight_decay=0.1),
+                dict(alpha=0.9, eps=1e-6, centered=True, momentum=0.8, weight_decay=0.01, maximize=True),
+            ),
+            rich=dict(momentum=0.9, centered=True, weight_decay=0.1, maximize=True),
+            front_end=dict(lr=0.01, momentum=0.9, centered=True, weight_decay=0.1),
+            pattern="3/2", bench=dict(lr=1e-2),
         ),
-        rich=dict(momentum=0.9, centered=True, weight_decay=0.1, maximize=True),
-        front_end=dict(lr=0.01, momentum=0.9, centered=True, weight_decay=0.1),
-        pattern="3/2", bench=dict(lr=1e-2),
-    ),
-    OptimizerRecord(
-        "Adam", "Adam, amsgrad, decoupled decay", _torch("Adam"),
-        configs=(
-            dict(),
-            dict(amsgrad=True),
-            dict(weight_decay=0.1),
-            dict(maximize=True),
-            dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, amsgrad=True, weight_decay=0.05, maximize=True),
+        OptimizerRecord(
+            "Adam", "Adam, amsgrad, decoupled decay", _torch("Adam"),
+            configs=(
+                dict(),
+                dict(amsgrad=True),
+                dict(weight_decay=0.1),
+                dict(maximize=True),
+                dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, amsgrad=True, weight_decay=0.05, maximize=True),
+            ),
+            front_end=dict(lr=0.01, amsgrad=True, weight_decay=0.1),
+            pattern="4/3", bench=dict(lr=1e-3),
         ),
-        front_end=dict(lr=0.01, amsgrad=True, weight_decay=0.1),
-        pattern="4/3", bench=dict(lr=1e-3),
-    ),
-    OptimizerRecord(
-        "AdamW", "Adam with decoupled weight decay (Adam's rule, one flag)", _torch("AdamW"),
-        configs=(dict(), dict(amsgrad=True), dict(lr=1e-2, weight_decay=0.1, maximize=True)),
-        front_end=dict(lr=0.01),
-        pattern="4/3", bench=dict(lr=1e-3), preset=dict(weight_decay=1e-2, decoupled_weight_decay=1),
-    ),
-    OptimizerRecord(
-        "NAdam", "Adam with Nesterov momentum and momentum decay; NAdamW", _torch("NAdam"),
-        configs=(
-            dict(),
-            dict(weight_decay=0.1),
-            dict(weight_decay=0.1, decoupled_weight_decay=True),
-            dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, momentum_decay=0.01, maximize=True),
+        OptimizerRecord(
+            "AdamW", "Adam with decoupled weight decay (Adam's rule, one flag)", _torch("AdamW"),
+            configs=(dict(), dict(amsgrad=True), dict(lr=1e-2, weight_decay=0.1, maximize=True)),
+            front_end=dict(lr=0.01),
+            pattern="4/3", bench=dict(lr=1e-3), preset=dict(weight_decay=1e-2, decoupled_weight_decay=1),
         ),
-        front_end=dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True),
-        pattern="4/3", bench=dict(lr=2e-3),
-    ),
-    OptimizerRecord(
-        "RAdam", "Adam with variance rectification", _torch("RAdam"),
-        configs=(
-            dict(),
-            dict(weight_decay=0.1),
-            dict(weight_decay=0.1, decoupled_weight_decay=True),
-            dict(lr=1e-2, betas=(0.8, 0.9), eps=1e-6, maximize=True),
+        OptimizerRecord(
+            "NAdam", "Adam with Nesterov momentum and momentum decay; NAdamW", _torch("NAdam"),
+            configs=(
+                dict(),
+                dict(weight_decay=0.1),
+                dict(weight_decay=0.1, decoupled_weight_decay=True),
+                dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, momentum_decay=0.01, maximize=True),
+            ),
+            front_end=dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True),
+            pattern="4/3", bench=dict(lr=2e-3),
         ),
-        front_end=dict(lr=0.01, weight_decay=0.1),
-        pattern="4/3", bench=dict(lr=1e-3),
+        OptimizerRecord(
+            "RAdam", "Adam with variance rectification", _torch("RAdam"),
+            configs=(
+                dict(),
+                dict(weight_decay=0.1),
+                dict(weight_decay=0.1, decoupled_weight_decay=True),
+                dict(lr=1e-2, betas=(0.8, 0.9), eps=1e-6, maximize=True),
+            ),
+            front_end=dict(lr=0.01, weight_decay=0.1),
+            pattern="4/3", bench=dict(lr=1e-3),
+        ),
+        OptimizerRecord(
+            "Adamax", "Adam with the infinity norm", _torch("Adamax"),
+            configs=(dict(), dict(weight_decay=0.1), dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-4, maximize=True)),
+            front_end=dict(lr=0.01, weight_decay=0.1),
+            pattern="4/3", bench=dict(lr=2e-3),
+        ),
+        OptimizerRecord(
+            "Adadelta", "Adadelta", _torch("Adadelta"),
+            configs=(dict(), dict(weight_decay=0.1), dict(lr=0.5, rho=0.5, eps=1e-4, maximize=True)),
+            front_end=dict(lr=0.5, weight_decay=0.1),
+            pattern="4/3", bench=dict(lr=1.0),
+        ),
+        OptimizerRecord(
+            "ASGD", "averaged SGD", _torch("ASGD"),
+            configs=(dict(), dict(t0=5), dict(lr=0.05, lambd=0.01, alpha=0.5, t0=3, weight_decay=0.1, maximize=True)),
+            rich=dict(t0=1, weight_decay=0.1, maximize=True),
+            front_end=dict(lr=0.05, lambd=0.01, t0=4, weight_decay=0.1),
+            pattern="3/2", bench=dict(lr=1e-2, t0=0),
+        ),
+        OptimizerRecord(
+            "Rprop", "resilient backpropagation", _torch("Rprop"),
+            configs=(dict(), dict(lr=0.05, etas=(0.3, 1.5), step_sizes=(1e-3, 0.2), maximize=True)),
+            rich=dict(maximize=True),
+            front_end=dict(lr=0.05, etas=(0.3, 1.5), step_sizes=(1e-3, 0.2)),
+            pattern="4/3", bench=dict(lr=1e-2),
+        ),
     ),
-    OptimizerRecord(
-        "Adamax", "Adam with the infinity norm", _torch("Adamax"),
-        configs=(dict(), dict(weight_decay=0.1), dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-4, maximize=True)),
-        front_end=dict(lr=0.01, weight_decay=0.1),
-        pattern="4/3", bench=dict(lr=2e-3),
+    *_family(
+        "holocron.optim",
+        OptimizerRecord(
+            "AdaBelief", "Adam with the belief in the gradient; rectify, amsgrad",
+            "holocron.optim and adabelief-pytorch (tests/python/test_adabelief.py)",
+            front_end=dict(lr=0.01, weight_decay=0.1, rectify=True), pattern="4/3", bench=dict(lr=1e-3),
+        ),
+        OptimizerRecord(
+            "AdEMAMix", "Adam with a mix of two EMAs", "holocron.optim (tests/python/test_ademamix.py)",
+            front_end=dict(lr=0.01, t_alpha=5, t_beta3=5), pattern="5/4", bench=dict(lr=1e-3),
+        ),
+        OptimizerRecord(
+            "Adan", "adaptive Nesterov momentum", "holocron.optim and pytorch_optimizer (tests/python/test_adan.py)",
+            front_end=dict(lr=0.01, weight_decay=0.1), pattern="6/5", bench=dict(lr=1e-3),
+        ),
+        OptimizerRecord(
+            "LAMB", "layer-wise trust ratio over Adam", "holocron.optim and pytorch_optimizer (tests/python/test_lamb.py)",
+            front_end=dict(lr=0.01, weight_decay=0.1), pattern="4/2+3/1", bench=dict(lr=1e-3),
+        ),
+        OptimizerRecord(
+            "LARS", "layer-wise trust ratio over SGD", "holocron.optim and the paper (tests/python/test_lars.py)",
+            rich=dict(momentum=0.9, weight_decay=0.1, maximize=True),
+            front_end=dict(lr=0.01, momentum=0.9, weight_decay=0.1, exclude_1d=True),
+            pattern="2/0+3/2", bench=dict(lr=1e-3, momentum=0.9),
+        ),
+        OptimizerRecord(
+            "RaLars", "LAMB with RAdam's rectification", "holocron.optim (tests/python/test_ralars.py)",
+            front_end=dict(lr=0.01), pattern="4/2+3/1", bench=dict(lr=1e-3), preset=dict(rectify=1),
+        ),
+        OptimizerRecord(
+            "TAdam", "Adam with Student-t weighting", "holocron.optim and the paper (tests/python/test_tadam.py)",
+            front_end=dict(lr=0.01), pattern="3/0+4/3", bench=dict(lr=1e-3),
+        ),
+        OptimizerRecord(
+            "AdamP", "Adam with radial projection", "adamp, the official code (tests/python/test_adamp.py)",
+            front_end=dict(lr=0.01, weight_decay=0.1), pattern="4/2+3/1", bench=dict(lr=1e-3),
+        ),
     ),
-    OptimizerRecord(
-        "Adadelta", "Adadelta", _torch("Adadelta"),
-        configs=(dict(), dict(weight_decay=0.1), dict(lr=0.5, rho=0.5, eps=1e-4, maximize=True)),
-        front_end=dict(lr=0.5, weight_decay=0.1),
-        pattern="4/3", bench=dict(lr=1.0),
+    *_family(
+        "AMaC",
+        OptimizerRecord(
+            "AMaC", "the AMaC seed's composition (Adam, momentum, clipping, noise, Lookahead, SWA)",
+            "its parts' references (tests/python/test_amac.py)",
+            rich=dict(seed=0, warmup_steps=2, weight_decay=0.1, maximize=True),  # a fixed seed: two instances draw the same noise
+            front_end=dict(lr=0.01, warmup_steps=4, lookahead_k=None, swa_start=None, seed=3),
+        ),
     ),
-    OptimizerRecord(
-        "ASGD", "averaged SGD", _torch("ASGD"),
-        configs=(dict(), dict(t0=5), dict(lr=0.05, lambd=0.01, alpha=0.5, t0=3, weight_decay=0.1, maximize=True)),
-        rich=dict(t0=1, weight_decay=0.1, maximize=True),
-        front_end=dict(lr=0.05, lambd=0.01, t0=4, weight_decay=0.1),
-        pattern="3/2", bench=dict(lr=1e-2, t0=0),
+    *_family(
+        "pytorch_optimizer",
+        OptimizerRecord(
+            "Lion", "sign of an interpolated momentum", "pytorch_optimizer (tests/python/test_lion.py)",
+            front_end=dict(lr=0.01, weight_decay=0.1), pattern="3/2", bench=dict(lr=1e-4, weight_decay=1e-2),
+        ),
     ),
-    OptimizerRecord(
-        "Rprop", "resilient backpropagation", _torch("Rprop"),
-        configs=(dict(), dict(lr=0.05, etas=(0.3, 1.5), step_sizes=(1e-3, 0.2), maximize=True)),
-        rich=dict(maximize=True),
-        front_end=dict(lr=0.05, etas=(0.3, 1.5), step_sizes=(1e-3, 0.2)),
-        pattern="4/3", bench=dict(lr=1e-2),
-    ),
-    # ---- holocron.optim's set ----
-    OptimizerRecord(
-        "AdaBelief", "Adam with the belief in the gradient; rectify, amsgrad",
-        "holocron.optim and adabelief-pytorch (tests/python/test_adabelief.py)",
-        front_end=dict(lr=0.01, weight_decay=0.1, rectify=True), pattern="4/3", bench=dict(lr=1e-3),
-    ),
-    OptimizerRecord(
-        "AdEMAMix", "Adam with a mix of two EMAs", "holocron.optim (tests/python/test_ademamix.py)",
-        front_end=dict(lr=0.01, t_alpha=5, t_beta3=5), pattern="5/4", bench=dict(lr=1e-3),
-    ),
-    OptimizerRecord(
-        "Adan", "adaptive Nesterov momentum", "holocron.optim and pytorch_optimizer (tests/python/test_adan.py)",
-        front_end=dict(lr=0.01, weight_decay=0.1), pattern="6/5", bench=dict(lr=1e-3),
-    ),
-    OptimizerRecord(
-        "LAMB", "layer-wise trust ratio over Adam", "holocron.optim and pytorch_optimizer (tests/python/test_lamb.py)",
-        front_end=dict(lr=0.01, weight_decay=0.1), pattern="4/2+3/1", bench=dict(lr=1e-3),
-    ),
-    OptimizerRecord(
-        "LARS", "layer-wise trust ratio over SGD", "holocron.optim and the paper (tests/python/test_lars.py)",
-        rich=dict(momentum=0.9, weight_decay=0.1, maximize=True),
-        front_end=dict(lr=0.01, momentum=0.9, weight_decay=0.1, exclude_1d=True),
-        pattern="2/0+3/2", bench=dict(lr=1e-3, momentum=0.9),
-    ),
-    OptimizerRecord(
-        "RaLars", "LAMB with RAdam's rectification", "holocron.optim (tests/python/test_ralars.py)",
-        front_end=dict(lr=0.01), pattern="4/2+3/1", bench=dict(lr=1e-3), preset=dict(rectify=1),
-    ),
-    OptimizerRecord(
-        "TAdam", "Adam with Student-t weighting", "holocron.optim and the paper (tests/python/test_tadam.py)",
-        front_end=dict(lr=0.01), pattern="3/0+4/3", bench=dict(lr=1e-3),
-    ),
-    OptimizerRecord(
-        "AdamP", "Adam with radial projection", "adamp, the official code (tests/python/test_adamp.py)",
-        front_end=dict(lr=0.01, weight_decay=0.1), pattern="4/2+3/1", bench=dict(lr=1e-3),
-    ),
-    # ---- others ----
-    OptimizerRecord(
-        "AMaC", "the AMaC seed's composition (Adam, momentum, clipping, noise, Lookahead, SWA)",
-        "its parts' references (tests/python/test_amac.py)",
-        rich=dict(seed=0, warmup_steps=2, weight_decay=0.1, maximize=True),  # a fixed seed: two instances draw the same noise
-        front_end=dict(lr=0.01, warmup_steps=4, lookahead_k=None, swa_start=None, seed=3),
-    ),
-    OptimizerRecord(
-        "Lion", "sign of an interpolated momentum", "pytorch_optimizer (tests/python/test_lion.py)",
-        front_end=dict(lr=0.01, weight_decay=0.1), pattern="3/2", bench=dict(lr=1e-4, weight_decay=1e-2),
-    ),
-    OptimizerRecord(
-        "SophiaG", "clipped Newton step with a Gauss-Newton-Bartlett Hessian EMA",
-        "the official Sophia code (tests/python/test_sophia.py)",
-        front_end=dict(lr=0.01), pattern="4/2", bench=dict(lr=1e-3),
-        preset=dict(bs=5120),  # the official SophiaG's batch size; SophiaH estimates per sample
-    ),
-    OptimizerRecord(
-        "SophiaH", "Sophia with Hutchinson's Hessian estimate", "pytorch_optimizer (tests/python/test_sophia.py)",
-        front_end=dict(lr=0.01),
-    ),
-    OptimizerRecord(
-        "AdaHessian", "Adam over a spatially averaged Hessian diagonal", "pytorch_optimizer (tests/python/test_adahessian.py)",
-        front_end=dict(lr=0.01),
-    ),
-    OptimizerRecord(
-        "SophiaOptim", "Sophia with Lookahead (the Sophia seed's composition)", "its parts (tests/python/test_sophia_optim.py)",
-        preset=dict(lr=1e-3, beta1=0.9, rho=0.1, weight_decay=1e-2, eps=1e-8),  # the Sophia seed's defaults
+    *_family(
+        "Sophia",
+        OptimizerRecord(
+            "SophiaG", "clipped Newton step with a Gauss-Newton-Bartlett Hessian EMA",
+            "the official Sophia code (tests/python/test_sophia.py)",
+            front_end=dict(lr=0.01), pattern="4/2", bench=dict(lr=1e-3),
+            preset=dict(bs=5120),  # the official SophiaG's batch size; SophiaH estimates per sample
+        ),
+        OptimizerRecord(
+            "SophiaH", "Sophia with Hutchinson's Hessian estimate", "pytorch_optimizer (tests/python/test_sophia.py)",
+            front_end=dict(lr=0.01),
+        ),
+        OptimizerRecord(
+            "AdaHessian", "Adam over a spatially averaged Hessian diagonal", "pytorch_optimizer (tests/python/test_adahessian.py)",
+            front_end=dict(lr=0.01),
+        ),
+        OptimizerRecord(
+            "SophiaOptim", "Sophia with Lookahead (the Sophia seed's composition)", "its parts (tests/python/test_sophia_optim.py)",
+            preset=dict(lr=1e-3, beta1=0.9, rho=0.1, weight_decay=1e-2, eps=1e-8),  # the Sophia seed's defaults
+        ),
     ),
 )
 
@@ -234,8 +253,8 @@ def record(name: str) -> OptimizerRecord:
 
 def readme_table() -> str:
     """The README's catalogue table, one row per record."""
-    rows = ["| Optimizer | What it is | Exact against |", "|---|---|---|"]
-    rows += [f"| `{r.name}` | {r.summary} | {r.reference} |" for r in RECORDS]
+    rows = ["| Optimizer | Signature of | What it is | Exact against |", "|---|---|---|---|"]
+    rows += [f"| `{r.name}` | {r.family} | {r.summary} | {r.reference} |" for r in RECORDS]
     return "\n".join(rows)
 
 
