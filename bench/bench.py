@@ -25,10 +25,12 @@ read p, g; then read p, g, b and write p, b = 28 B. TAdam, two passes: read g, m
 m, v and write p, m, v = 40 B. SophiaG between refreshes: read p, g, m, h; write p, m = 24 B (its
 "fastoptim AdamW" row, the same tensors stepped by AdamW, is counted at AdamW's 28 B). Lion: read p, g,
 m; write p, m = 20 B. NAdam, RAdam, Adamax, Adadelta (two state arrays) and Rprop (prev, step_size):
-28 B, as AdamW. ASGD (t0=0, so it averages from the second step): read p, g, ax; write p, ax = 20 B.
+28 B, as AdamW; so are ADOPT and AdamWScheduleFree (read p, g, z, v; write p, z, v). SGDScheduleFree: read p, g, z;
+write p, z = 20 B. ASGD (t0=0, so it averages from the second step): read p, g, ax; write p, ax = 20 B.
 
 Peers: torch.optim's implementations for torch.optim's optimizers; for Lion, pytorch_optimizer's and timm's,
-each with and without foreach; for holocron's set, holocron.optim
+each with and without foreach; for ADOPT, pytorch_optimizer's with and without foreach; for
+the Schedule-Free pair, the schedulefree package's with and without foreach; for holocron's set, holocron.optim
 (pylocron), pytorch_optimizer with and without foreach, timm with and without foreach (LAMB, LARS,
 AdaBelief, Adan; its AdamP has no foreach), and the official package where there is one
 (adabelief-pytorch, adamp), each in its closest configuration to fastoptim's (RaLars:
@@ -79,6 +81,8 @@ CONFIG = {r.name: r.bench for r in RECORDS if r.bench is not None}
 HOLOCRON_SET = {r.name for r in RECORDS if r.family == "holocron.optim"}
 # optimizers torch.optim and holocron lack: their peers are pytorch_optimizer's and timm's
 OTHER_PEERS_SET = {r.name for r in RECORDS if r.family == "pytorch_optimizer"}
+# the schedulefree package's optimizers: their peers are that package's classes
+SCHEDULEFREE_SET = {r.name for r in RECORDS if r.family == "schedulefree"}
 # pytorch_optimizer's class and extra options where they differ from fastoptim's name (None: no peer there)
 KOZISTR = {"LAMB": ("Lamb", {}), "RaLars": ("Lamb", dict(rectify=True)), "TAdam": None}
 # torch.optim classes with a fused CPU path
@@ -228,6 +232,13 @@ def implementations(name: str, params, peers: bool = True):
         return impls
     if name in HOLOCRON_SET or name in OTHER_PEERS_SET:
         return {**impls, **peer_implementations(name, params)}
+    if name in SCHEDULEFREE_SET:
+        import schedulefree
+
+        for foreach in (False, True):
+            impls[f"schedulefree foreach={foreach}"] = peer = getattr(schedulefree, name)(params, **CONFIG[name], foreach=foreach)
+            peer.train()  # (it refuses to step in its initial eval mode)
+        return impls
     cls = getattr(torch.optim, name)
     impls["torch foreach=False"] = cls(params, **CONFIG[name], foreach=False)
     impls["torch foreach=True"] = cls(params, **CONFIG[name], foreach=True)

@@ -27,6 +27,8 @@ class AMaCUpdate(FusedOptimizer):
         if name == "clip_value":
             return group["clip_value"] or 0.0  # None: off
         if name == "clip_update":
+            if group["clip_mode"] not in ("grad", "update"):  # (a group added later is checked here only)
+                raise ValueError(f"Invalid clip_mode value: {group['clip_mode']!r} (expected 'grad' or 'update')")
             return group["clip_mode"] == "update"
         if name == "schedule_steps":  # the seed's horizon 3W when total_steps is None
             return 3 * warmup if group["total_steps"] is None else group["total_steps"]
@@ -121,8 +123,6 @@ class AMaC(SWA):
             raise ValueError(f"Invalid momentum value: {momentum} (expected a float in [0, 1))")
         if clip_value is not None and not clip_value > 0.0:
             raise ValueError(f"Invalid clip_value value: {clip_value} (expected a number > 0, or None)")
-        if clip_mode not in ("grad", "update"):
-            raise ValueError(f"Invalid clip_mode value: {clip_mode!r} (expected 'grad' or 'update')")
         for name, steps in (("warmup_steps", warmup_steps), ("total_steps", total_steps),
                             ("noise_decay_steps", noise_decay_steps)):
             if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):

@@ -220,6 +220,25 @@ RECORDS: tuple[OptimizerRecord, ...] = (
             "Lion", "sign of an interpolated momentum", "pytorch_optimizer (tests/python/test_lion.py)",
             front_end=dict(lr=0.01, weight_decay=0.1), pattern="3/2", bench=dict(lr=1e-4, weight_decay=1e-2),
         ),
+        OptimizerRecord(
+            "ADOPT", "Adam normalised by the earlier steps' second moment, clipped", "pytorch_optimizer (tests/python/test_adopt.py)",
+            front_end=dict(lr=0.01, weight_decay=0.1), pattern="4/3", bench=dict(lr=1e-3),
+        ),
+    ),
+    *_family(
+        "schedulefree",
+        OptimizerRecord(
+            "AdamWScheduleFree", "AdamW without a schedule: an average of the iterates, train()/eval()",
+            "the schedulefree package (tests/python/test_schedule_free.py)",
+            rich=dict(weight_decay=0.1, warmup_steps=2), front_end=dict(lr=0.01, weight_decay=0.1, warmup_steps=3),
+            pattern="4/3", bench=dict(lr=2.5e-3),
+        ),
+        OptimizerRecord(
+            "SGDScheduleFree", "SGD without a schedule: an average of the iterates, train()/eval()",
+            "the schedulefree package (tests/python/test_schedule_free.py)",
+            rich=dict(weight_decay=0.1, warmup_steps=2), front_end=dict(lr=0.01, weight_decay=0.1, warmup_steps=3),
+            pattern="3/2", bench=dict(lr=1.0),
+        ),
     ),
     *_family(
         "Sophia",

@@ -2,6 +2,7 @@
 the gradients are read and never written, a tensor lr steps like the float it holds, and a
 rejected step leaves parameters and state as they were."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,16 @@ import torch
 
 import fastoptim
 from fastoptim.records import BY_NAME, RECORDS, readme_table
-from reference import OPTIMIZERS, SHAPES, clone_params, make_params, make_rich, rule_optimizer, set_grads
+from reference import (
+    OPTIMIZERS,
+    SHAPES,
+    assert_low_precision_steps_round_once,
+    clone_params,
+    make_params,
+    make_rich,
+    rule_optimizer,
+    set_grads,
+)
 
 make = make_rich
 
@@ -33,6 +43,58 @@ def test_the_class_defaults_are_its_rules_defaults_and_its_records_preset(name):
 def test_the_readme_table_is_the_records_table():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert readme_table() in readme, "regenerate it: python -m fastoptim.records"
+
+
+def bad_group_value(group: dict, public_name: str):
+    """A copy of `group` with the hyperparameter `public_name` ("lr", or an element of a tuple:
+    "betas[1]", "etas[0]") set to NaN."""
+    group = {key: value for key, value in group.items() if key != "params"}
+    key, _, index = public_name.partition("[")
+    if index:
+        values = list(group[key])
+        values[int(index[:-1])] = float("nan")
+        group[key] = tuple(values)
+    else:
+        group[key] = float("nan")
+    return group
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_hyperparameter_is_checked_and_named(name):
+    """Each field of the rule that a param group holds, set to NaN, is refused when the group is
+    added, by a message naming it as the user wrote it; the group is not added."""
+    opt = make(name, make_params([(3,)], torch.float32))
+    inner = rule_optimizer(opt)
+    group = inner.param_groups[0]
+    public = [inner._public_name(field) for field in inner._fields if field not in inner.fixed_fields]
+    checked = [label for label in public if label.partition("[")[0] in group]
+    assert "lr" in checked and len(checked) >= len(public) - 2  # (a class may derive a field or two from its own keys)
+    for label in checked:
+        bad = bad_group_value(group, label)
+        named = "learning rate" if label == "lr" else label  # (torch's wording)
+        with pytest.raises((ValueError, TypeError), match=re.escape(named)):
+            inner.add_param_group({"params": make_params([(2,)], torch.float32, seed=7), **bad})
+        assert len(inner.param_groups) == 1
+
+
+# the optimizers whose step is the rule's alone (no wrapper, no Hessian estimate to fold in)
+PLAIN = [name for name in OPTIMIZERS if isinstance(make(name, make_params([(1,)], torch.float32)), fastoptim._base.FusedOptimizer)]
+
+
+# LAMB and AdamP take their per-tensor sums over the new moments as stored: in fp16 the rounded
+# moments move the trust ratio (or projection) by more than an ulp of the result, which their own
+# tests bound; bf16's coarser ulp holds it.
+SUMS_OF_STORED_STATE = {"LAMB", "AdamP"}
+
+
+@pytest.mark.parametrize(
+    "name,dtype",
+    [(name, dtype) for name in PLAIN for dtype in (torch.bfloat16, torch.float16)
+     if not (dtype == torch.float16 and name in SUMS_OF_STORED_STATE)],
+    ids=str,
+)
+def test_low_precision_steps_are_the_float32_step_rounded_once(name, dtype):
+    assert_low_precision_steps_round_once(lambda params: make(name, params, lr=1e-2), dtype)
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)

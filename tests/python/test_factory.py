@@ -22,7 +22,7 @@ def test_every_optimizer_is_listed_and_created_by_name():
     assert names == sorted(names)
     # every optimizer of the generic tests, and the second-order solvers
     assert {name.lower() for name in OPTIMIZERS} | {"newtoncg", "sqn", "egn", "sgn", "swmng"} == set(names)
-    assert fastoptim.list_optimizers("adam") == ["adam", "adamax", "adamp", "adamw", "nadam", "radam", "tadam"]
+    assert fastoptim.list_optimizers("adam") == ["adam", "adamax", "adamp", "adamw", "adamwschedulefree", "nadam", "radam", "tadam"]
     for name in names:
         opt = fastoptim.create_optimizer(model(), name, lr=0.01)
         assert type(opt).__name__.lower() == name

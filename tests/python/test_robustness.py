@@ -103,9 +103,9 @@ def test_the_edge_entry_checks_its_buffers_before_stepping(grads, error, message
 
 
 # ---- resume is bit-exact in every dtype, scalar state included ---------------------------------
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
 @pytest.mark.parametrize("name", OPTIMIZERS)
-def test_low_precision_resume_is_bit_exact(name, dtype):
+def test_resume_is_bit_exact(name, dtype):
     assert_resumes_bit_identically(lambda params: make_rich(name, params), SMALL + [(17,)], save_at=3, until=7, dtype=dtype)
 
 

@@ -12,6 +12,7 @@
 #include "fastoptim/rules/adahessian.h"
 #include "fastoptim/rules/adam.h"
 #include "fastoptim/rules/adamp.h"
+#include "fastoptim/rules/adopt.h"
 #include "fastoptim/rules/adan.h"
 #include "fastoptim/rules/ademamix.h"
 #include "fastoptim/rules/adamax.h"
@@ -26,12 +27,14 @@
 #include "fastoptim/rules/radam.h"
 #include "fastoptim/rules/rmsprop.h"
 #include "fastoptim/rules/rprop.h"
+#include "fastoptim/rules/schedule_free.h"
 #include "fastoptim/rules/scout_track.h"
 #include "fastoptim/rules/sgd.h"
 #include "fastoptim/rules/sophia.h"
 #include "fastoptim/rules/tadam.h"
 
 #define FASTOPTIM_OPTIMIZER_RULES(X) X(SGD, sgd) X(Adagrad, adagrad) X(RMSprop, rmsprop) X(Adam, adam) X(AdaBelief, adabelief) X(AdEMAMix, ademamix) X(Adan, adan) X(LAMB, lamb) X(LARS, lars) X(TAdam, tadam) X(AdamP, adamp) X(AMaC, amac) X(Sophia, sophia) X(AdaHessian, adahessian) X(Lion, lion) \
-  X(NAdam, nadam) X(RAdam, radam) X(Adamax, adamax) X(Adadelta, adadelta) X(ASGD, asgd) X(Rprop, rprop)
+  X(NAdam, nadam) X(RAdam, radam) X(Adamax, adamax) X(Adadelta, adadelta) X(ASGD, asgd) X(Rprop, rprop) X(ADOPT, adopt) \
+  X(AdamWScheduleFree, adamw_schedulefree) X(SGDScheduleFree, sgd_schedulefree)
 #define FASTOPTIM_HELPER_RULES(X) X(HessianEMA, hessian_ema) X(Average, average) X(ScoutTrack, scout_track)
 #define FASTOPTIM_ELEMENTWISE_RULES(X) FASTOPTIM_OPTIMIZER_RULES(X) FASTOPTIM_HELPER_RULES(X)

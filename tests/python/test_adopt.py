@@ -1,0 +1,74 @@
+"""ADOPT against pytorch_optimizer 4.1.0's ADOPT (both of its paths, per parameter and foreach) over
+50 steps at the sizes of every SIMD tail, in every decay mode, with and without clipping; its
+clip_lambda as fastoptim takes it."""
+
+import math
+
+import pytest
+import torch
+from pytorch_optimizer import ADOPT as KozistrADOPT
+
+import fastoptim
+from fastoptim import StepPower
+from reference import (
+    PARITY_DTYPES,
+    TOLERANCE,
+    assert_all_close_rel,
+    run_pair,
+)
+
+CASES = [  # (fastoptim and pytorch_optimizer take the same arguments)
+    dict(),
+    dict(lr=1e-3, betas=(0.8, 0.99), eps=1e-4),
+    dict(clip_lambda=None),
+    dict(clip_lambda=StepPower(0.5)),
+    dict(weight_decay=0.1),
+    dict(weight_decay=0.1, weight_decouple=True),
+    dict(weight_decay=0.1, weight_decouple=True, fixed_decay=True),
+    dict(weight_decay=0.1, maximize=True),
+]
+
+
+@PARITY_DTYPES
+@pytest.mark.parametrize("foreach", [False, True], ids=["per_param", "foreach"])
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_matches_pytorch_optimizer(case, foreach, dtype):
+    pair = run_pair(
+        lambda ps: fastoptim.ADOPT(ps, **{"lr": 1e-2, **case}),
+        lambda ps: KozistrADOPT(ps, **{"lr": 1e-2, **case}, foreach=foreach),
+        dtype,
+    )
+    assert_all_close_rel(pair.params, pair.ref_params, TOLERANCE[dtype])
+    for p, q in zip(pair.params, pair.ref_params):
+        for name in ("exp_avg", "exp_avg_sq"):
+            assert_all_close_rel([pair.ours.state[p][name]], [pair.ref.state[q][name]], TOLERANCE[dtype])
+
+
+def test_the_first_step_only_measures_the_gradient():
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))
+    opt = fastoptim.ADOPT([p], lr=1.0)
+    p.grad = torch.tensor([0.5, -1.0, 0.0])
+    opt.step()
+    assert torch.equal(p.detach(), torch.tensor([1.0, -2.0, 3.0]))
+    assert torch.equal(opt.state[p]["exp_avg"], torch.zeros(3))
+    assert torch.equal(opt.state[p]["exp_avg_sq"], torch.tensor([0.25, 1.0, 0.0]))
+
+
+def test_the_clip_bound_is_step_to_the_exponent():
+    # v = 1e-12 after step 1, so g / max(sqrt(v), eps) = 1e6 at step 2: clipped to 2 ** 0.25 (or 2 ** 0.5)
+    for clip_lambda, bound in ((StepPower(0.25), 2 ** 0.25), (StepPower(0.5), 2 ** 0.5), (None, 1e6)):
+        p = torch.nn.Parameter(torch.zeros(1))
+        opt = fastoptim.ADOPT([p], lr=1.0, betas=(0.0, 0.5), eps=1e-6, clip_lambda=clip_lambda)
+        p.grad = torch.tensor([1e-6])
+        opt.step()
+        p.grad = torch.tensor([1.0])
+        opt.step()
+        assert math.isclose(-p.item(), bound, rel_tol=1e-6)
+
+
+def test_clip_lambda_other_than_a_step_power_is_refused_and_none_is_kept_as_inf():
+    p = [torch.nn.Parameter(torch.zeros(3))]
+    with pytest.raises(TypeError, match=r"clip_lambda must be fastoptim.StepPower"):
+        fastoptim.ADOPT(p, clip_lambda=lambda step: step ** 0.25)
+    assert fastoptim.ADOPT(p, clip_lambda=None).param_groups[0]["clip_exponent"] == math.inf
+    assert StepPower(0.25)(16) == 2.0 and KozistrADOPT(p, clip_lambda=StepPower(0.25)).clip_lambda(16) == 2.0
