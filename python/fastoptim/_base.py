@@ -8,6 +8,7 @@ param group per step.
 
 from __future__ import annotations
 
+import functools
 import numbers
 import operator
 import re
@@ -82,10 +83,64 @@ def to_float(value: Any) -> float:
     return float(value.detach().cpu()) if isinstance(value, Tensor) else float(value)
 
 
+class Rule:
+    """What a front end reads from one C++ rule's metadata: field and state names, checks, start
+    values, and its two entries."""
+
+    def __init__(self, name: str) -> None:
+        meta = _C.rules[name]
+        self.name = name
+        self.fields = [field for field, _, _ in meta["fields"]]
+        self.flag_fields = {field for field, _, is_flag in meta["fields"] if is_flag}
+        self.check = meta["check"]
+        # (state name, field that must be nonzero for it to exist, or None)
+        self.state_slots = [(state, needs) for state, needs, _ in meta["state"]]
+        # The rule's start values where a slot does not start at zero (Adagrad's sum, TAdam's W,
+        # AMaC's noise key): (hyper, slot index, parameter position) -> value; None: all zero.
+        self.initial_value = meta["initial_value"]
+        # per-tensor scalar state, kept in the compute type: float32, or float64 for float64 params
+        self.scalar_state = [state for state, _, scalar in meta["state"] if scalar]
+        self.element_state = [state for state, _ in self.state_slots if state not in self.scalar_state]
+        self.counts_steps = bool(meta["counts_steps"])
+        # Rules that sum over a tensor (or its rows) or key noise by element index step in row-major
+        # order: their state is contiguous, and a parameter of another layout (channels_last) is
+        # stepped as a contiguous copy, written back after the step. The others step any dense
+        # layout in place, in memory order, with state in the parameter's layout.
+        self.row_major = bool(meta["row_major"])
+        # The same C++ step two ways: the custom op (traceable by torch.compile) and a direct
+        # pybind11 entry with half the call overhead for eager steps (and one taking the lists
+        # gathered in C++).
+        self.op = getattr(torch.ops.fastoptim, f"{name}_step_")
+        self.direct = getattr(_C, f"{name}_step_")
+        self.direct_gathered = getattr(_C, f"{name}_step_gathered")
+
+    def used_state(self, hyper: list[float]) -> list[str]:
+        """The state slots a step with these hyperparameters keeps."""
+        values = dict(zip(self.fields, hyper))
+        return [state for state, needs in self.state_slots if needs is None or values[needs] != 0]
+
+    def state_keys(self, hyper: list[float]) -> tuple[list[str], list[str]]:
+        """The state slots this step uses, and the per-parameter state keys it reads: those slots,
+        then "step" for rules that count steps."""
+        used = self.used_state(hyper)
+        return used, used + ["step"] if self.counts_steps else used
+
+    def in_step_layout(self, tensor: Tensor, param: Tensor) -> Tensor:
+        """`tensor` (a gradient or state of `param`) in the layout the step walks: row-major for the
+        row-major rules, else the parameter's own (itself when it already is)."""
+        return tensor.contiguous() if self.row_major else in_layout_of(tensor, param)
+
+
+@functools.cache
+def rule_named(name: str) -> Rule:
+    return Rule(name)
+
+
 class FusedOptimizer(torch.optim.Optimizer):
     """A torch.optim.Optimizer whose update runs in fastoptim's C++ kernels."""
 
-    #: name of the C++ rule (the op is torch.ops.fastoptim.<rule>_step_)
+    #: name of the C++ rule (the op is torch.ops.fastoptim.<rule>_step_); a class whose groups
+    #: step with different rules (Muon: AdamW for its non-matrix groups) overrides _rule_name
     rule: str
     #: group keys an older state dict may lack, filled in on load (torch.optim's __setstate__ does the same)
     setstate_defaults: dict[str, Any] = {}
@@ -105,7 +160,6 @@ class FusedOptimizer(torch.optim.Optimizer):
         # (also what copy.deepcopy and pickle call: torch's __getstate__ keeps only defaults, state
         # and param_groups, so what the class derives from its rule is derived again)
         super().__setstate__(state)
-        self._derive_from_rule()
         for group in self.param_groups:
             for key, value in self.setstate_defaults.items():
                 group.setdefault(key, value)
@@ -116,35 +170,16 @@ class FusedOptimizer(torch.optim.Optimizer):
                 f"{type(self).__name__}: differentiable=True is not supported; fastoptim's kernels "
                 "update tensors in place outside autograd (use torch.optim for differentiable steps)"
             )
-        self._derive_from_rule()  # add_param_group, run by torch's __init__, checks groups with it
         super().__init__(params, defaults)
 
-    def _derive_from_rule(self) -> None:
-        """What the class reads from its C++ rule's metadata: field and state names, checks, entries."""
-        meta = _C.rules[self.rule]
-        self._fields = [name for name, _, _ in meta["fields"]]
-        self._flag_fields = {name for name, _, is_flag in meta["fields"] if is_flag}
-        self._rule_check = meta["check"]
-        # (state name, field that must be nonzero for it to exist, or None)
-        self._state_slots = [(name, needs) for name, needs, _ in meta["state"]]
-        # The rule's start values where a slot does not start at zero (Adagrad's sum, TAdam's W,
-        # AMaC's noise key): (hyper, slot index, parameter position) -> value; None: all zero.
-        self._rule_initial_value = meta["initial_value"]
-        # per-tensor scalar state, kept in the compute type: float32, or float64 for float64 params
-        self._scalar_state = [name for name, _, scalar in meta["state"] if scalar]
-        self._counts_steps = bool(meta["counts_steps"])
-        # Rules that sum over a tensor (or its rows) or key noise by element index step in row-major
-        # order: their state is contiguous, and a parameter of another layout (channels_last) is
-        # stepped as a contiguous copy, written back after the step. The others step any dense
-        # layout in place, in memory order, with state in the parameter's layout.
-        self._row_major = bool(meta["row_major"])
-        # The same C++ step two ways: the custom op (traceable by torch.compile) and a direct
-        # pybind11 entry with half the call overhead for eager steps.
-        self._op = getattr(torch.ops.fastoptim, f"{self.rule}_step_")
-        self._direct = getattr(_C, f"{self.rule}_step_")
-        self._direct_gathered = getattr(_C, f"{self.rule}_step_gathered")
-
     # ---- what a subclass may override -------------------------------------------------------
+    def _rule_name(self, group: dict[str, Any]) -> str:
+        """The C++ rule `group` steps with: the class's."""
+        return self.rule
+
+    def _rule_of(self, group: dict[str, Any]) -> Rule:
+        return rule_named(self._rule_name(group))
+
     def _field_value(self, group: dict[str, Any], name: str) -> Any:
         """The value of rule field `name` in `group`: torch's group keys, with the rules' beta1,
         beta2, ... read from the group's `betas` tuple."""
@@ -159,23 +194,19 @@ class FusedOptimizer(torch.optim.Optimizer):
         says otherwise): shaped like the parameter, in its dtype, as torch.optim does; a per-tensor
         scalar is one value in the compute type."""
         value = 0.0
-        if self._rule_initial_value is not None:
-            slot = next(i for i, (slot_name, _) in enumerate(self._state_slots) if slot_name == name)
+        rule = self._rule_of(group)
+        if rule.initial_value is not None:
+            slot = next(i for i, (slot_name, _) in enumerate(rule.state_slots) if slot_name == name)
             hyper = self._hyper(group)
             if isinstance(group.get("lr"), Tensor):
                 # a start value may be the lr (Rprop's step size, ASGD's eta): the tensor's value,
                 # read on the step that creates the state only, as torch does
-                hyper[self._fields.index("lr")] = to_float(group["lr"])
-            value = self._rule_initial_value(hyper, slot, self._position(param))
-        if name in self._scalar_state:
+                hyper[rule.fields.index("lr")] = to_float(group["lr"])
+            value = rule.initial_value(hyper, slot, self._position(param))
+        if name in rule.scalar_state:
             return torch.full(self.scalar_state_shape, value, dtype=self._compute_dtype(param), device=param.device)
-        layout = torch.contiguous_format if self._row_major else torch.preserve_format
+        layout = torch.contiguous_format if rule.row_major else torch.preserve_format
         return torch.full_like(param, value, memory_format=layout)
-
-    def _in_step_layout(self, tensor: Tensor, param: Tensor) -> Tensor:
-        """`tensor` (a gradient or state of `param`) in the layout the step walks: row-major for the
-        row-major rules, else the parameter's own (itself when it already is)."""
-        return tensor.contiguous() if self._row_major else in_layout_of(tensor, param)
 
     def _position(self, param: Tensor) -> int:
         """The parameter's position among all parameters, from a map rebuilt only when a parameter
@@ -205,8 +236,9 @@ class FusedOptimizer(torch.optim.Optimizer):
         betas = len(self.defaults["betas"]) if "betas" in self.defaults else None  # as many as the signature's
         if betas and "betas" in group and (not isinstance(group["betas"], (tuple, list)) or len(group["betas"]) != betas):
             raise ValueError(f"{where}: Invalid betas: {group['betas']!r} (expected {betas} values)")
+        rule = self._rule_of(group)
         values = []
-        for name in self._fields:
+        for name in rule.fields:
             label = self._public_name(name)
             try:
                 value = self._field_value(group, name)
@@ -219,16 +251,16 @@ class FusedOptimizer(torch.optim.Optimizer):
                     raise ValueError(f"{where}: Tensor {label} must be a 1-element real tensor, got shape "
                                      f"{tuple(value.shape)} and dtype {value.dtype}")
                 value = float(value.detach().cpu())  # once, here: a step never calls .item()
-            elif name in self._flag_fields:
+            elif name in rule.flag_fields:
                 if not isinstance(value, numbers.Real) or value not in (0, 1):
                     raise TypeError(f"{where}: {label} must be a bool, got {value!r}")
             elif isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise TypeError(f"{where}: {label} must be a number, got {value!r}")
             values.append(float(value))
-        problem = self._rule_check(values)
+        problem = rule.check(values)
         if isinstance(problem, tuple):
             index, accepts = problem
-            name = self._fields[index]
+            name = rule.fields[index]
             label = "learning rate" if name == "lr" else f"{self._public_name(name)} value"
             raise ValueError(f"{where}: Invalid {label}: {values[index]} (must be {accepts})")
         if problem is not None:
@@ -290,16 +322,20 @@ class FusedOptimizer(torch.optim.Optimizer):
         count) keeps its float32 value, where torch's load would cast it to a bf16/fp16 parameter's dtype."""
         state_dict = self._checked_state_dict(state_dict)
         super().load_state_dict(state_dict)
-        element_state = [name for name, _ in self._state_slots if name not in self._scalar_state]
-        for p, state in self.state.items():
-            for name in self._scalar_state:
-                if isinstance(state.get(name), _Uncast):
-                    state[name] = state[name].tensor.to(dtype=self._compute_dtype(p), device=p.device)
-            # element-shaped state in the layout the step walks (a state dict saved from a
-            # contiguous model loads into a channels_last one, and back)
-            for name in element_state:
-                if isinstance(state.get(name), Tensor):
-                    state[name] = self._in_step_layout(state[name], p)
+        for group in self.param_groups:
+            rule = self._rule_of(group)
+            for p in group["params"]:
+                state = self.state.get(p)
+                if not state:
+                    continue
+                for name in rule.scalar_state:
+                    if isinstance(state.get(name), _Uncast):
+                        state[name] = state[name].tensor.to(dtype=self._compute_dtype(p), device=p.device)
+                # element-shaped state in the layout the step walks (a state dict saved from a
+                # contiguous model loads into a channels_last one, and back)
+                for name in rule.element_state:
+                    if isinstance(state.get(name), Tensor):
+                        state[name] = rule.in_step_layout(state[name], p)
 
     def _checked_state_dict(self, state_dict: Any) -> dict[str, Any]:
         """A copy of `state_dict` ready for torch's load (steps converted, scalar state shielded from
@@ -320,7 +356,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         for group_index, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
             merged = {**self.setstate_defaults, **saved, "params": group["params"]}
             self._check_group(merged, f"{where}: param_groups[{group_index}]")
-            used, keys = self._state_keys(self._hyper(merged))
+            rule = self._rule_of(merged)
+            used, keys = rule.state_keys(self._hyper(merged))
             for index, (p, key) in enumerate(zip(group["params"], saved["params"])):
                 entry = state.get(key)
                 if entry is None:
@@ -328,10 +365,11 @@ class FusedOptimizer(torch.optim.Optimizer):
                 label = f"{where}: state of parameter #{index} (shape {tuple(p.shape)}) of param_groups[{group_index}]"
                 if not isinstance(entry, dict):
                     raise TypeError(f"{label} must be a dict of tensors, got {type(entry).__name__}")
-                state[key] = self._checked_param_state(dict(entry), p, used, keys, label)
+                state[key] = self._checked_param_state(dict(entry), p, rule, used, keys, label)
         return {**state_dict, "state": state}
 
-    def _checked_param_state(self, entry: dict[str, Any], p: Tensor, used: list[str], keys: list[str], label: str):
+    def _checked_param_state(self, entry: dict[str, Any], p: Tensor, rule: Rule, used: list[str], keys: list[str],
+                             label: str):
         step = entry.get("step")
         if step is not None and not isinstance(step, Tensor):
             if isinstance(step, bool) or not isinstance(step, numbers.Real):
@@ -351,12 +389,12 @@ class FusedOptimizer(torch.optim.Optimizer):
                 raise TypeError(f"{label}: {name!r} must be a tensor, got {type(value).__name__}")
             if not value.is_floating_point():
                 raise TypeError(f"{label}: {name!r} must be a floating-point tensor, got {value.dtype}")
-            if name in used and name not in self._scalar_state:  # shaped like the parameter
+            if name in used and name not in rule.scalar_state:  # shaped like the parameter
                 if value.shape != p.shape:
                     raise ValueError(f"{label}: {name!r} must have shape {tuple(p.shape)}, got {tuple(value.shape)}")
             elif value.numel() != 1:
                 raise ValueError(f"{label}: {name!r} must have one element, got shape {tuple(value.shape)}")
-        for name in self._scalar_state:
+        for name in rule.scalar_state:
             if name in entry:
                 entry[name] = _Uncast(entry[name])
         return entry
@@ -364,21 +402,11 @@ class FusedOptimizer(torch.optim.Optimizer):
     # ---- the step -----------------------------------------------------------------------------
     def _hyper(self, group: dict[str, Any]) -> list[float]:
         values = []
-        for name in self._fields:
+        for name in self._rule_of(group).fields:
             value = self._field_value(group, name)
             # A tensor lr goes to the op as a tensor; its slot here is a placeholder.
             values.append(0.0 if name == "lr" and isinstance(value, Tensor) else to_float(value))
         return values
-
-    def _used_state(self, hyper: list[float]) -> list[str]:
-        values = dict(zip(self._fields, hyper))
-        return [name for name, needs in self._state_slots if needs is None or values[needs] != 0]
-
-    def _state_keys(self, hyper: list[float]) -> tuple[list[str], list[str]]:
-        """The state slots this step uses, and the per-parameter state keys it reads: those slots,
-        then "step" for rules that count steps."""
-        used = self._used_state(hyper)
-        return used, used + ["step"] if self._counts_steps else used
 
     def _param_label(self, group: dict[str, Any], index: int, param: Tensor) -> str:
         names = group.get("param_names")
@@ -389,8 +417,9 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _gather(self, group: dict[str, Any]):
         """The arguments of this group's C++ step, and the state it would create: (args, created),
         or None when no parameter of the group has a gradient. Changes nothing."""
+        rule = self._rule_of(group)
         hyper = self._hyper(group)
-        used, keys = self._state_keys(hyper)
+        used, keys = rule.state_keys(hyper)
         if not keys:  # e.g. SGD without momentum: no state at all
             rows_of = None
         elif len(keys) == 1:
@@ -423,12 +452,12 @@ class FusedOptimizer(torch.optim.Optimizer):
                 except (KeyError, TypeError):  # TypeError: no state yet (None)
                     row = None
                 if row is None:
-                    row, is_fresh = self._state_with_missing(p, group, state or {}, used, keys, created)
+                    row, is_fresh = self._state_with_missing(p, group, rule, state or {}, used, keys, created)
                     if is_fresh:
                         fresh_indices.append(len(params))
                 rows.append(row)
-            grads.append(self._in_step_layout(grad, p))
-            if self._row_major and not p.is_contiguous():
+            grads.append(rule.in_step_layout(grad, p))
+            if rule.row_major and not p.is_contiguous():
                 contiguous = p.contiguous()
                 created.append((p, _WriteBack(contiguous)))
                 p = contiguous
@@ -437,7 +466,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             return None
         columns = list(zip(*rows)) if rows else []
         state_lists = columns[: len(used)]
-        steps = list(columns[len(used)]) if self._counts_steps else []
+        steps = list(columns[len(used)]) if rule.counts_steps else []
         flat_state = [t for column in state_lists for t in column]
         fresh = [False] * len(params)
         for i in fresh_indices:
@@ -455,9 +484,10 @@ class FusedOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             if group.get("max_grad_norm"):
                 return None
+            rule = self._rule_of(group)
             hyper = self._hyper(group)
-            used, keys = self._state_keys(hyper)
-            gathered = _C.gather_group(group["params"], self.state, keys, len(used), self._row_major)
+            used, keys = rule.state_keys(hyper)
+            gathered = _C.gather_group(group["params"], self.state, keys, len(used), rule.row_major)
             if gathered is None:
                 return None
             if len(gathered):
@@ -483,11 +513,11 @@ class FusedOptimizer(torch.optim.Optimizer):
             return None
         return torch.clamp(max_norm / (grad_norm + group["eps"]), max=1.0)
 
-    def _state_with_missing(self, p, group, state, used, keys, created):
+    def _state_with_missing(self, p, group, rule, state, used, keys, created):
         """The row of state tensors (in `keys` order) for `p`, with new tensors for what `state`
         lacks; the new ones are recorded in `created`. Also returns whether any of them is new."""
         new: dict[str, Tensor] = {}
-        if self._counts_steps and "step" not in state:
+        if rule.counts_steps and "step" not in state:
             new["step"] = torch.tensor(0.0, dtype=torch.float32)
         for name in used:
             if name not in state:
@@ -517,9 +547,9 @@ class FusedOptimizer(torch.optim.Optimizer):
             steady = self._gather_steady()
             if steady is not None:
                 for group, gathered, hyper, lr in steady[1:]:  # the first group is checked inside its own step
-                    self._call(self._direct_gathered, group, gathered, hyper, lr, check_only=True)
+                    self._step_gathered(group, gathered, hyper, lr, check_only=True)
                 for group, gathered, hyper, lr in steady:
-                    self._call(self._direct_gathered, group, gathered, hyper, lr)
+                    self._step_gathered(group, gathered, hyper, lr)
                 return
         gathered = [(group, w) for group in self.param_groups if (w := self._gather(group)) is not None]
         grad_norm = self._global_grad_norm(gathered)
@@ -527,18 +557,26 @@ class FusedOptimizer(torch.optim.Optimizer):
         if torch.compiler.is_compiling():
             if before_update is not None:
                 before_update(work)
-            for _, args, created in work:
-                self._op(*args)
+            for group, args, created in work:
+                self._rule_of(group).op(*args)
                 self._commit(created)
             return
         # The first group is checked inside its own step, unless something runs before it.
         for group, args, _ in work if before_update is not None else work[1:]:
-            self._call(self._direct, group, *args, check_only=True)
+            self._step_listed(group, *args, check_only=True)
         if before_update is not None:
             before_update(work)
         for group, args, created in work:
-            self._call(self._direct, group, *args)
+            self._step_listed(group, *args)
             self._commit(created)
+
+    def _step_listed(self, group: dict[str, Any], *args, **kwargs) -> None:
+        """The C++ step of `group` on the lists the Python gather made."""
+        self._call(self._rule_of(group).direct, group, *args, **kwargs)
+
+    def _step_gathered(self, group: dict[str, Any], *args, **kwargs) -> None:
+        """The C++ step of `group` on the lists gathered in C++."""
+        self._call(self._rule_of(group).direct_gathered, group, *args, **kwargs)
 
     def _call(self, entry, group: dict[str, Any], *args, **kwargs) -> None:
         """entry(*args, **kwargs), a C++ step of `group`; its errors name parameters as the group does."""
@@ -565,10 +603,10 @@ class FusedOptimizer(torch.optim.Optimizer):
         text = re.sub(rf"\bsteps\[{position}\]", f"the step of {label}", text)
         return type(error)(text)
 
-    def _state_column(self, args, name: str) -> list[Tensor]:
+    def _state_column(self, group: dict[str, Any], args, name: str) -> list[Tensor]:
         """From a group's step arguments: the state tensors `name` of its params, in their order."""
         params, hyper, flat_state = args[0], args[5], args[2]
-        index = self._used_state(hyper).index(name)
+        index = self._rule_of(group).used_state(hyper).index(name)
         return list(flat_state[index * len(params):(index + 1) * len(params)])
 
     def _commit(self, created) -> None:

@@ -219,13 +219,13 @@ class HessianDiagonalOptimizer(FusedOptimizer):
             chosen = [i for i, p in enumerate(args[0]) if id(p) in estimates]
             if not chosen:
                 continue
-            ema = self._state_column(args, self.hessian_key)
+            ema = self._state_column(group, args, self.hessian_key)
             targets = [ema[i] for i in chosen]
             values = [in_layout_of(estimates[id(args[0][i])].to(t.dtype), t) for i, t in zip(chosen, targets)]
             hyper = [float(group["betas"][1]), float(self.square_estimate)]
             _C.hessian_ema_step_(values, [], targets, [], [], hyper, None)
             if self.refresh_counter is not None:
-                counters = self._state_column(args, self.refresh_counter)
+                counters = self._state_column(group, args, self.refresh_counter)
                 torch._foreach_add_([counters[i] for i in chosen], 1.0)
 
     @torch.no_grad()
@@ -236,8 +236,8 @@ class HessianDiagonalOptimizer(FusedOptimizer):
             id(p): p.grad for group in self.param_groups for p in group["params"] if p.grad is not None
         }
         work = [(group, *w) for group in self.param_groups if (w := self._gather(group)) is not None]
-        for _, args, created in work:
-            self._direct(*args, None, check_only=True)
+        for group, args, _ in work:
+            self._step_listed(group, *args, None, check_only=True)
         for _, _, created in work:
             self._commit(created)
         self._fold(work, given)

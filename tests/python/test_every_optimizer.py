@@ -34,7 +34,7 @@ def test_the_class_defaults_are_its_rules_defaults_and_its_records_preset(name):
     """The rule's field list is where defaults live: a class differs from it only by its record's
     preset (AMaC's seed, drawn at random when not given, aside)."""
     inner = rule_optimizer(getattr(fastoptim, name)(make_params([(3,)], torch.float32)))
-    fields = fastoptim._C.rules[inner.rule]["fields"]
+    fields = fastoptim._C.rules[inner._rule_name(inner.param_groups[0])]["fields"]
     differences = {field: value for (field, default, _), value in zip(fields, inner._hyper(inner.param_groups[0]))
                    if value != default and not (name == "AMaC" and field == "seed")}
     assert differences == BY_NAME[name].preset
@@ -66,7 +66,7 @@ def test_every_hyperparameter_is_checked_and_named(name):
     opt = make(name, make_params([(3,)], torch.float32))
     inner = rule_optimizer(opt)
     group = inner.param_groups[0]
-    public = [inner._public_name(field) for field in inner._fields if field not in inner.fixed_fields]
+    public = [inner._public_name(field) for field in inner._rule_of(group).fields if field not in inner.fixed_fields]
     checked = [label for label in public if label.partition("[")[0] in group]
     assert "lr" in checked and len(checked) >= len(public) - 2  # (a class may derive a field or two from its own keys)
     for label in checked:
@@ -163,7 +163,7 @@ def test_steady_steps_gather_in_cpp_with_the_same_bits(name):
     set_grads([params, other], 0, torch.float32)
     fast.step()
     python.step()
-    gathered = count_calls(rule_optimizer(fast), "_direct_gathered")
+    gathered = count_calls(rule_optimizer(fast), "_step_gathered")
     plain_steps = 0  # steps that fold in no Hessian estimate
     for step in range(1, 6):
         groups = rule_optimizer(fast).param_groups
@@ -190,7 +190,7 @@ def test_the_python_gather_takes_over_where_there_is_more_to_do():
     opt = fastoptim.AdamW(params)
     set_grads([params], 0, torch.float32)
     opt.step()
-    gathered, python = count_calls(opt, "_direct_gathered"), count_calls(opt, "_direct")
+    gathered, python = count_calls(opt, "_step_gathered"), count_calls(opt, "_step_listed")
     opt.step()
     assert (len(gathered), len(python)) == (1, 0)
     late = make_params([(4,)], torch.float32, seed=3)
@@ -212,6 +212,6 @@ def test_the_steady_gather_leaves_a_global_norm_to_the_python_gather():
     opt = fastoptim.Adan(params, max_grad_norm=0.5)
     set_grads([params], 0, torch.float32)
     opt.step()
-    gathered, python = count_calls(opt, "_direct_gathered"), count_calls(opt, "_direct")
+    gathered, python = count_calls(opt, "_step_gathered"), count_calls(opt, "_step_listed")
     opt.step()
     assert (len(gathered), len(python)) == (0, 1)
