@@ -30,10 +30,11 @@ py::dict describe() {
     fields.append(py::make_tuple(f.name, f.default_value, f.check == core::Check::flag));
   // (name, field it needs or None, per-tensor scalar in the compute type rather than shaped like the param)
   py::list state;
-  int index = 0;
-  for (const auto& slot : Rule::kState)
+  for (int index = 0; index < Rule::kStateSlots + rules::scalar_slots_of<Rule>::value; ++index) {
+    const core::StateSlot& slot = Rule::kState[index];
     state.append(py::make_tuple(slot.name, slot.needs_field ? py::object(py::str(slot.needs_field)) : py::object(py::none()),
-                                index++ >= Rule::kStateSlots));
+                                index >= Rule::kStateSlots));
+  }
   py::dict d;
   d["fields"] = fields;
   d["state"] = state;
@@ -177,6 +178,11 @@ PYBIND11_MODULE(_C, m) {
   py::dict rules_dict;
 #define FASTOPTIM_DESCRIBE(Type, name) rules_dict[#name] = describe<rules::Type>();
   FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_DESCRIBE)
+  // an optimizer of its own in every front end, or a step the front ends compose (registry.h)
+#define FASTOPTIM_MARK_OPTIMIZER(Type, name) rules_dict[#name]["optimizer"] = true;
+#define FASTOPTIM_MARK_HELPER(Type, name) rules_dict[#name]["optimizer"] = false;
+  FASTOPTIM_OPTIMIZER_RULES(FASTOPTIM_MARK_OPTIMIZER)
+  FASTOPTIM_HELPER_RULES(FASTOPTIM_MARK_HELPER)
 #undef FASTOPTIM_DESCRIBE
   m.attr("rules") = rules_dict;
 

@@ -152,6 +152,10 @@ class FusedOptimizer(torch.optim.Optimizer):
     #: torch.optim classes, as torch keeps NAdam's mu_product and ASGD's eta and mu
     scalar_state_shape: tuple[int, ...] = (1,)
 
+    #: whether a steady step (every state tensor made) gathers its lists in C++; a class that
+    #: rewrites the lists of the Python gather (Muon) says False
+    gathers_in_cpp: bool = True
+
     #: public names of rule fields that a group does not hold under the field's own name (beyond
     #: beta<k>, which is betas[k-1]), for messages
     public_names: dict[str, str] = {}
@@ -222,7 +226,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         return torch.float64 if param.dtype == torch.float64 else torch.float32
 
     # ---- param groups: checked when added or loaded ---------------------------------------------
-    def _public_name(self, name: str) -> str:
+    def _public_name(self, name: str, group: dict[str, Any] | None = None) -> str:
+        """What the user calls rule field `name` (of `group`'s rule), for messages."""
         if name in self.public_names:
             return self.public_names[name]
         if name.startswith("beta") and name[4:].isdigit():
@@ -239,7 +244,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         rule = self._rule_of(group)
         values = []
         for name in rule.fields:
-            label = self._public_name(name)
+            label = self._public_name(name, group)
             try:
                 value = self._field_value(group, name)
             except (KeyError, IndexError) as error:
@@ -261,7 +266,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         if isinstance(problem, tuple):
             index, accepts = problem
             name = rule.fields[index]
-            label = "learning rate" if name == "lr" else f"{self._public_name(name)} value"
+            label = "learning rate" if name == "lr" else f"{self._public_name(name, group)} value"
             raise ValueError(f"{where}: Invalid {label}: {values[index]} (must be {accepts})")
         if problem is not None:
             raise ValueError(f"{where}: {problem}")
@@ -543,7 +548,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         """One C++ step per param group. Every group is checked before any tensor changes; then
         ``before_update(work)`` (if given) may write state tensors, e.g. fold in a new estimate,
         knowing the step will not be rejected. ``work`` holds per group (group, args, created)."""
-        if before_update is None and not torch.compiler.is_compiling():
+        if before_update is None and self.gathers_in_cpp and not torch.compiler.is_compiling():
             steady = self._gather_steady()
             if steady is not None:
                 for group, gathered, hyper, lr in steady[1:]:  # the first group is checked inside its own step

@@ -37,7 +37,8 @@ class OptimizerRecord:
     #: the bench's options
     bench: dict[str, Any] | None = None
     #: where the class's defaults differ from its rule's field list (AdamW is Adam's rule with
-    #: decoupled decay and 1e-2): a test holds every class to its rule's defaults plus this
+    #: decoupled decay and 1e-2; for a class whose groups step with several rules, Muon, where any
+    #: group's do): a test holds every class to its rules' defaults plus this
     preset: dict[str, float] = field(default_factory=dict)
     #: whose signature and defaults the class takes: "torch.optim", "holocron.optim", "pytorch_optimizer",
     #: or the paper's or seed's name (set by the sections of RECORDS below)
@@ -165,6 +166,11 @@ RECORDS: tuple[OptimizerRecord, ...] = (
             rich=dict(maximize=True),
             front_end=dict(lr=0.05, etas=(0.3, 1.5), step_sizes=(1e-3, 0.2)),
             pattern="4/3", bench=dict(lr=1e-2),
+        ),
+        OptimizerRecord(
+            "Muon", "momentum orthogonalised by Newton-Schulz for matrices; AdamW for the rest",
+            "torch.optim's Muon, and AdamW for the rest (tests/python/test_muon.py)",
+            rich=dict(weight_decay=0.1), preset=dict(weight_decay=0.1, decoupled_weight_decay=1),
         ),
     ),
     *_family(

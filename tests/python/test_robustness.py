@@ -132,38 +132,40 @@ def test_tadam_weight_keeps_its_float32_value_through_a_bf16_load():
 
 
 # ---- load_state_dict checks everything before anything changes ---------------------------------
-def corrupt_missing(sd, name):
-    entry = sd["state"][1]
+def corrupt_missing(sd, key):
+    entry = sd["state"][key]
     entry.pop(next(k for k in entry if k != "step"))
 
 
-def corrupt_list(sd, name):
-    sd["state"][1] = list(sd["state"][1].values())
+def corrupt_list(sd, key):
+    sd["state"][key] = list(sd["state"][key].values())
 
 
-def corrupt_shape(sd, name):
-    entry = sd["state"][1]
-    key = next(k for k, v in entry.items() if k != "step" and v.numel() > 1)
-    entry[key] = torch.zeros(7)
+def corrupt_shape(sd, key):
+    entry = sd["state"][key]
+    name = next(k for k, v in entry.items() if k != "step" and v.numel() > 1)
+    entry[name] = torch.zeros(7)
 
 
-def corrupt_type(sd, name):
-    entry = sd["state"][1]
-    key = next(k for k in entry if k != "step")
-    entry[key] = "zeros"
+def corrupt_type(sd, key):
+    entry = sd["state"][key]
+    name = next(k for k in entry if k != "step")
+    entry[name] = "zeros"
 
 
-def corrupt_lr(sd, name):
+def corrupt_lr(sd, key):
     sd["param_groups"][0]["lr"] = "0.001"
 
 
-def corrupt_inf(sd, name):
+def corrupt_inf(sd, key):
     sd["param_groups"][0]["lr"] = float("inf")
 
 
+# (each corrupts the state of the (3, 4) parameter, `{param}` in the messages: "parameter #1 ... of
+# param_groups\[0\]", or where its class puts it in another group, Muon, there; `{index}` its index)
 CORRUPTIONS = {
-    "missing-key": (corrupt_missing, ValueError, r"state of parameter #1 \(shape \(3, 4\)\) of param_groups\[0\] lacks"),
-    "list": (corrupt_list, TypeError, r"state of parameter #1\b.*must be a dict of tensors, got list"),
+    "missing-key": (corrupt_missing, ValueError, r"state of {param} lacks"),
+    "list": (corrupt_list, TypeError, r"state of parameter #{index}\b.*must be a dict of tensors, got list"),
     "shape": (corrupt_shape, ValueError, r"must have shape \(3, 4\), got \(7,\)"),
     "type": (corrupt_type, TypeError, r"must be a tensor, got str"),
     "string-lr": (corrupt_lr, TypeError, r"param_groups\[0\]: lr must be a number, got '0.001'"),
@@ -177,9 +179,14 @@ def test_a_bad_state_dict_is_refused_at_load_and_changes_nothing(name, corruptio
     corrupt, error, message = CORRUPTIONS[corruption]
     source, _ = stepped(name)
     saved = copy.deepcopy(source.state_dict())
-    only_key = corruption == "missing-key" and len(saved["state"][1]) == 1  # SGD's, LARS's momentum_buffer
-    corrupt(saved, name)
     target, params = stepped(name, steps=1)
+    # the state dict's key of the (3, 4) parameter, and how a message names it
+    groups = rule_optimizer(target).param_groups
+    in_order = [(g, i, p) for g, group in enumerate(groups) for i, p in enumerate(group["params"])]
+    key, (group_index, index, _) = next((k, (g, i, p)) for k, (g, i, p) in enumerate(in_order) if p is params[1])
+    message = message.format(index=index, param=rf"parameter #{index} \(shape \(3, 4\)\) of param_groups\[{group_index}\]")
+    only_key = corruption == "missing-key" and len(saved["state"][key]) == 1  # SGD's, LARS's momentum_buffer
+    corrupt(saved, key)
     if only_key:
         # an entry left empty is no state, which the next step creates (torch's SGD: a new momentum_buffer)
         target.load_state_dict(saved)

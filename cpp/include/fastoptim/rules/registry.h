@@ -4,7 +4,8 @@
 // header, its include here, its entry in the list.
 // FASTOPTIM_OPTIMIZER_RULES are the optimizers (their first field is lr; each front end has a
 // class for each); FASTOPTIM_HELPER_RULES are steps the front ends compose into others (weight
-// averaging for the wrappers, Scout's statistics, the Hessian EMA's refresh).
+// averaging for the wrappers, Scout's statistics, the Hessian EMA's refresh, Muon's two element-wise
+// halves around its orthogonalisation).
 #pragma once
 #include "fastoptim/rules/adabelief.h"
 #include "fastoptim/rules/adadelta.h"
@@ -23,6 +24,7 @@
 #include "fastoptim/rules/lamb.h"
 #include "fastoptim/rules/lars.h"
 #include "fastoptim/rules/lion.h"
+#include "fastoptim/rules/muon.h"
 #include "fastoptim/rules/nadam.h"
 #include "fastoptim/rules/radam.h"
 #include "fastoptim/rules/rmsprop.h"
@@ -36,5 +38,6 @@
 #define FASTOPTIM_OPTIMIZER_RULES(X) X(SGD, sgd) X(Adagrad, adagrad) X(RMSprop, rmsprop) X(Adam, adam) X(AdaBelief, adabelief) X(AdEMAMix, ademamix) X(Adan, adan) X(LAMB, lamb) X(LARS, lars) X(TAdam, tadam) X(AdamP, adamp) X(AMaC, amac) X(Sophia, sophia) X(AdaHessian, adahessian) X(Lion, lion) \
   X(NAdam, nadam) X(RAdam, radam) X(Adamax, adamax) X(Adadelta, adadelta) X(ASGD, asgd) X(Rprop, rprop) X(ADOPT, adopt) \
   X(AdamWScheduleFree, adamw_schedulefree) X(SGDScheduleFree, sgd_schedulefree)
-#define FASTOPTIM_HELPER_RULES(X) X(HessianEMA, hessian_ema) X(Average, average) X(ScoutTrack, scout_track)
+#define FASTOPTIM_HELPER_RULES(X) X(HessianEMA, hessian_ema) X(Average, average) X(ScoutTrack, scout_track) X(Muon, muon) \
+  X(MuonUpdate, muon_update)
 #define FASTOPTIM_ELEMENTWISE_RULES(X) FASTOPTIM_OPTIMIZER_RULES(X) FASTOPTIM_HELPER_RULES(X)
