@@ -1,11 +1,13 @@
 // The libtorch classes driven the way tests/python/test_libtorch.py drives the Python ones:
 //   parity <rule> <steps> <out.pt> <hyper values...>
+//   parity adamw-options        (prints AdamWOptions()'s hyperparameters)
 // builds parameters of several shapes from torch::manual_seed(0), steps the rule's
 // fastoptim::optim class `steps` times with gradients from torch::manual_seed(100 + step) (the same
 // tensors Python draws), saving and reloading the optimizer through torch::save / torch::load
 // halfway into a new optimizer, and writes the parameters to out.pt (torch.load reads it).
 #include <torch/torch.h>
 
+#include <cstdio>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -45,6 +47,10 @@ void run(const std::vector<double>& values, int steps, const std::string& out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 2 && std::string(argv[1]) == "adamw-options") {  // the hyperparameters AdamWOptions() starts from
+    for (double value : fastoptim::optim::AdamWOptions().values()) std::printf("%.17g ", value);
+    return 0;
+  }
   if (argc < 4) return 2;
   const std::string rule = argv[1];
   const int steps = std::stoi(argv[2]);

@@ -81,6 +81,12 @@ def test_libtorch_class_steps_as_the_python_class_does(parity, tmp_path, name):
         assert torch.equal(a, b), (name, tuple(b.shape))
 
 
+def test_adamw_options_start_where_the_python_adamw_starts(parity):
+    done = subprocess.run([str(parity), "adamw-options"], capture_output=True, text=True, check=True)
+    opt = fastoptim.AdamW(make_params())
+    assert [float(v) for v in done.stdout.split()] == opt._hyper(opt.param_groups[0])
+
+
 def test_every_optimizer_rule_has_its_libtorch_class(parity, tmp_path):
     optimizer_rules = [name for name, meta in fastoptim._C.rules.items() if meta["optimizer"]]
     assert {rule_optimizer(getattr(fastoptim, n)(make_params(), **CASES[n])).rule for n in CASES} == set(optimizer_rules)

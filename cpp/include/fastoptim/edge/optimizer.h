@@ -348,13 +348,8 @@ class Optimizer {
 FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_EDGE_ALIAS)
 #undef FASTOPTIM_EDGE_ALIAS
 
-// AdamW: the Adam rule with decoupled weight decay, torch.optim.AdamW's default decay 1e-2.
-inline rules::Adam::Hyper adamw_defaults() {
-  rules::Adam::Hyper h;
-  h.decoupled_weight_decay = 1;
-  h.weight_decay = 1e-2;
-  return h;
-}
+// AdamW: the Adam rule with its AdamW preset (decoupled weight decay, 1e-2).
+inline rules::Adam::Hyper adamw_defaults() { return rules::Adam::adamw_preset(); }
 class AdamW : public Optimizer<rules::Adam> {
  public:
   explicit AdamW(std::vector<Param> params, const Hyper& hyper = adamw_defaults()) : Optimizer(std::move(params), hyper) {}

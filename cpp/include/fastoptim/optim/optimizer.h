@@ -13,7 +13,7 @@
 //   names and a float32 `step`, saved and loaded by torch::save / torch::load.
 // - step() calls the ATen-layer entry the Python classes call (fastoptim::aten::elementwise_step),
 //   so both give the same bits. Every group is checked before any tensor changes.
-// AdamW is Adam's options with decoupled weight decay and torch.optim.AdamW's decay default.
+// AdamW is Adam's options from the rule's AdamW preset (decoupled weight decay, 1e-2).
 #pragma once
 #include <torch/optim/optimizer.h>
 #include <torch/optim/serialize.h>
@@ -76,6 +76,12 @@ struct RuleOptions : torch::optim::OptimizerOptions {
   struct Type##Options : RuleOptions<Type##Options, rules::Type> {                              \
     Type##Options() = default;                                                                  \
     explicit Type##Options(double learning_rate) { lr(learning_rate); }                         \
+    /* options holding hyperparameters of the rule (a preset: rules::Adam::adamw_preset()) */   \
+    explicit Type##Options(const rules::Type::Hyper& hyper) {                                   \
+      std::vector<double> values(rules::Type::Hyper::kFieldCount);                              \
+      hyper.write(values.data());                                                               \
+      *this = from_values(values);                                                              \
+    }                                                                                           \
     FASTOPTIM_FIELDS_##name(FASTOPTIM_OPTION)                                                    \
                                                                                                 \
    public: /* (TORCH_ARG leaves its member private) */                                         \
@@ -202,9 +208,9 @@ class RuleOptimizer : public torch::optim::Optimizer {
 FASTOPTIM_OPTIMIZER_RULES(FASTOPTIM_OPTIMIZER_CLASS)
 #undef FASTOPTIM_OPTIMIZER_CLASS
 
-// AdamW: Adam's rule and options with decoupled weight decay on, weight_decay 1e-2 by default.
+// AdamW: Adam's rule and options, started from the rule's AdamW preset.
 struct AdamWOptions : AdamOptions {
-  AdamWOptions() { decoupled_weight_decay(1).weight_decay(1e-2); }
+  AdamWOptions() : AdamOptions(rules::Adam::adamw_preset()) {}
   explicit AdamWOptions(double learning_rate) : AdamWOptions() { lr(learning_rate); }
 };
 // (The setters return AdamOptions&, so AdamW takes AdamOptions; start them from AdamWOptions.)

@@ -20,6 +20,15 @@ struct Adam {
   static constexpr bool kCountsSteps = true;
   FASTOPTIM_HD static const char* invalid_combination(const Hyper&) { return nullptr; }
 
+  // AdamW, as every front end presets it: this rule with decoupled decay and torch.optim.AdamW's
+  // decay of 1e-2 (the Python class's signature says the same, held to it by a test).
+  static Hyper adamw_preset() {
+    Hyper h;
+    h.decoupled_weight_decay = 1;
+    h.weight_decay = 1e-2;
+    return h;
+  }
+
   template <class T>
   struct Coeffs {
     parts::AdamMoments<T> moments;
