@@ -88,6 +88,29 @@ class AMaC(SWA):
     from ``warmup_steps`` and does not checkpoint it); the learning rate is read from the param
     group each step, so schedulers act during warm-up too. Memory: ``exp_avg``, ``exp_avg_sq``,
     ``momentum_buffer``, ``slow_param`` and ``swa_param`` are five parameter-sized buffers.
+
+    Args:
+        params: the parameters or param groups.
+        lr: the peak learning rate (a float or a 1-element tensor).
+        betas: (beta1, beta2): Adam's decays.
+        momentum: mu, the momentum on the Adam step.
+        eps: added to the denominator.
+        weight_decay: the decoupled decay, scheduled to 0 at 2W.
+        lookahead_alpha: Lookahead's sync rate.
+        lookahead_k: Lookahead's sync period (None: no Lookahead).
+        clip_value: the clipping bound c (None: no clipping).
+        warmup_steps: W, the linear warm-up's length.
+        total_steps: T, the cosine's horizon (None: 3W).
+        swa_start: the step SWA starts averaging at (None: no SWA).
+        noise_factor: the scale of the Gaussian noise on the step.
+        seed: the noise's key (None: drawn from torch's generator).
+        clip_mode: "grad" (clip the gradient) or "update" (clip the step, after the noise).
+        min_lr: where the cosine ends.
+        swa_freq: SWA's averaging period (None: every step).
+        noise_decay_steps: the step the noise reaches 0 at (None: 2W).
+        gradient_centralization: subtract the gradient's mean over all dims but the first (ndim > 1).
+        gc_conv_only: centralize conv kernels (ndim > 3) only.
+        maximize: maximize the objective.
     """
 
     def __init__(

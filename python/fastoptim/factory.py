@@ -33,7 +33,11 @@ def _catalogue() -> dict[str, type]:
 
 
 def list_optimizers(filter: str = "") -> list[str]:  # noqa: A002  (timm's argument name)
-    """The names `create_optimizer` takes, sorted; `filter` keeps those containing it."""
+    """The names `create_optimizer` takes, sorted; `filter` keeps those containing it.
+
+    Args:
+        filter: a substring the names must contain ("" : all).
+    """
     return sorted(name for name in _catalogue() if filter.lower() in name)
 
 

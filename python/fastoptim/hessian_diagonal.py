@@ -306,6 +306,21 @@ class SophiaG(Sophia):
     (the official script refreshes after it, on a new forward pass).
     State: ``step``, ``exp_avg``, ``hessian``. ``win_rate()`` gives the fraction of coordinates not
     clipped (0.1-0.5 is healthy, the authors say).
+
+    Args:
+        params: the parameters or param groups.
+        lr: the learning rate (a float or a 1-element tensor).
+        betas: (beta1, beta2): the momentum's and the Hessian EMA's decays.
+        rho: the scale of the Hessian in the denominator.
+        weight_decay: decoupled decay.
+        maximize: maximize the objective.
+        capturable: torch's flag, kept in the group.
+        eps: added to the denominator.
+        clip_threshold: the bound of the clipped ratio.
+        hessian_update_interval: steps between refreshes of the Hessian estimate.
+        bias_correction: bias-correct the momentum.
+        bs: the examples (tokens) behind an estimate (the official step's bs).
+        seed: the key of the labels an estimate samples from the logits (None: drawn from torch's generator).
     """
 
     square_estimate = True
@@ -366,6 +381,22 @@ class SophiaH(Sophia):
 
     pytorch_optimizer's SophiaH(p=c) is this optimizer with rho=1, clip_threshold=c, eps=0 (it
     differs only where 0 < h < its eps, or h <= 0 and |m| < c eps).
+
+    Args:
+        params: the parameters or param groups.
+        lr: the learning rate (a float or a 1-element tensor).
+        betas: (beta1, beta2): the momentum's and the Hessian EMA's decays.
+        rho: the scale of the Hessian in the denominator.
+        weight_decay: decoupled decay.
+        maximize: maximize the objective.
+        capturable: torch's flag, kept in the group.
+        eps: added to the denominator.
+        clip_threshold: the bound of the clipped ratio.
+        hessian_update_interval: steps between refreshes of the Hessian estimate.
+        bias_correction: bias-correct the momentum.
+        n_samples: Hutchinson probes averaged per refresh.
+        distribution: the probes' distribution, "rademacher" or "gaussian".
+        seed: the probes' key (None: drawn from torch's generator).
     """
 
     square_estimate = False
@@ -417,6 +448,21 @@ class AdaHessian(HessianDiagonalOptimizer):
     AdaHessian also folds the signed estimate without averaging; ``step(hessian=...)`` estimates
     are used as given, so with the same estimates the two agree.
     State: ``step``, ``exp_avg``, ``exp_hessian_diag_sq``, ``hessian_step`` (refreshes).
+
+    Args:
+        params: the parameters or param groups.
+        lr: the learning rate (a float or a 1-element tensor).
+        betas: (beta1, beta2): the momentum's and the Hessian EMA's decays.
+        eps: added to the denominator.
+        weight_decay: decoupled decay (L2 with ``weight_decouple=False``).
+        hessian_power: k, the power of the Hessian in the denominator.
+        spatial_average_block_size: per ndim 1..4, the block length of the spatial average, or -1 (the official: 1-D none, 2-D rows, 3-D the last dim, 4-D the last two).
+        n_samples: Hutchinson probes averaged per refresh.
+        update_period: steps between refreshes (the official: every step).
+        weight_decouple: decoupled decay.
+        distribution: the probes' distribution, "rademacher" or "gaussian".
+        seed: the probes' key (None: drawn from torch's generator).
+        maximize: maximize the objective.
     """
 
     rule = "adahessian"
@@ -486,6 +532,23 @@ class SophiaOptim(EMA):
 
     The seed's code crashes on its own README call; its intent is what is built here (its decay
     applied twice, square root of a signed estimate, +-rho clamp and second update are not).
+
+    Args:
+        params: the parameters or param groups.
+        lr: the learning rate (a float or a 1-element tensor).
+        betas: (beta1, beta2): the momentum's and the Hessian EMA's decays.
+        eps: added to the denominator.
+        rho: Sophia's gamma, the scale of the Hessian in the denominator.
+        weight_decay: decoupled decay.
+        ema_decay: the decay of the weights' EMA.
+        hessian_update_interval: steps between refreshes of the Hessian estimate.
+        n_samples: Hutchinson probes averaged per refresh.
+        clip_threshold: the bound of the clipped ratio.
+        lookahead_k: Lookahead's sync period (None: no Lookahead).
+        lookahead_alpha: Lookahead's sync rate.
+        distribution: the probes' distribution, "rademacher" or "gaussian".
+        seed: the probes' key (None: drawn from torch's generator).
+        maximize: maximize the objective.
     """
 
     def __init__(

@@ -26,6 +26,16 @@ class SGD(FusedOptimizer):
     """torch.optim.SGD (momentum, dampening, Nesterov, weight decay, maximize) on fastoptim's kernels.
 
     State: ``momentum_buffer`` when momentum != 0, started as a copy of the first gradient as torch does.
+
+    Args:
+        params: the parameters or param groups.
+        lr: the learning rate (a float or a 1-element tensor).
+        momentum: the momentum factor (0: none).
+        dampening: the dampening of the momentum.
+        weight_decay: L2 penalty added to the gradient.
+        nesterov: Nesterov momentum (needs a momentum and no dampening).
+        maximize: maximize the objective.
+        foreach, fused, differentiable: torch's flags, kept in the group (fastoptim always runs its fused step; differentiable=True is refused).
     """
 
     rule = "sgd"
@@ -62,6 +72,16 @@ class Adagrad(FusedOptimizer):
     """torch.optim.Adagrad (lr_decay, weight decay, initial accumulator, maximize) on fastoptim's kernels.
 
     State: ``step`` and ``sum``, created for every parameter at construction as torch does.
+
+    Args:
+        params: the parameters or param groups.
+        lr: the learning rate (a float or a 1-element tensor).
+        lr_decay: lr / (1 + (t - 1) lr_decay) at step t.
+        weight_decay: L2 penalty added to the gradient.
+        initial_accumulator_value: what the sum of squares starts at.
+        eps: added to the denominator.
+        foreach, fused, differentiable: torch's flags, kept in the group.
+        maximize: maximize the objective.
     """
 
     rule = "adagrad"
@@ -104,6 +124,17 @@ class RMSprop(FusedOptimizer):
     """torch.optim.RMSprop (alpha, momentum, centered, weight decay, maximize) on fastoptim's kernels.
 
     State: ``step``, ``square_avg``, ``momentum_buffer`` when momentum > 0, ``grad_avg`` when centered.
+
+    Args:
+        params: the parameters or param groups.
+        lr: the learning rate (a float or a 1-element tensor).
+        alpha: the smoothing constant of the squared-gradient average.
+        eps: added to the denominator.
+        weight_decay: L2 penalty added to the gradient.
+        momentum: the momentum factor (0: none).
+        centered: normalise by the estimated variance (keeps an average of the gradient too).
+        capturable, foreach, differentiable: torch's flags, kept in the group.
+        maximize: maximize the objective.
     """
 
     rule = "rmsprop"
@@ -141,6 +172,17 @@ class Adam(FusedOptimizer):
     fastoptim's kernels. AdamW is this class with decoupled weight decay: one rule, one flag.
 
     State: ``step``, ``exp_avg``, ``exp_avg_sq``, and ``max_exp_avg_sq`` when amsgrad.
+
+    Args:
+        params: the parameters or param groups.
+        lr: the learning rate (a float or a 1-element tensor).
+        betas: (beta1, beta2): the decays of the first and second moments.
+        eps: added to the denominator.
+        weight_decay: L2 penalty, or decoupled decay with ``decoupled_weight_decay``.
+        amsgrad: divide by the running maximum of the second moment.
+        decoupled_weight_decay: AdamW-style decay.
+        foreach, capturable, fused, differentiable: torch's flags, kept in the group.
+        maximize: maximize the objective.
     """
 
     rule = "adam"
@@ -183,7 +225,18 @@ class Adam(FusedOptimizer):
 
 
 class AdamW(Adam):
-    """torch.optim.AdamW: Adam with decoupled weight decay (default 1e-2), on fastoptim's kernels."""
+    """torch.optim.AdamW: Adam with decoupled weight decay (default 1e-2), on fastoptim's kernels.
+
+    Args:
+        params: the parameters or param groups.
+        lr: the learning rate (a float or a 1-element tensor).
+        betas: (beta1, beta2): the decays of the first and second moments.
+        eps: added to the denominator.
+        weight_decay: the decoupled decay coefficient.
+        amsgrad: divide by the running maximum of the second moment.
+        foreach, capturable, fused, differentiable: torch's flags, kept in the group.
+        maximize: maximize the objective.
+    """
 
     def __init__(
         self,
@@ -232,6 +285,18 @@ class AdEMAMix(FusedOptimizer):
     (``weight_decouple=False`` gives holocron's L2 ``g + wd*theta``); the schedulers exist; ``alpha``
     is validated; ``maximize`` is offered. With ``weight_decay=0`` and the schedulers off it computes
     what holocron computes. State: ``step``, ``exp_avg``, ``exp_avg_slow``, ``exp_avg_sq``.
+
+    Args:
+        params: the parameters or param groups.
+        lr: the learning rate (a float or a 1-element tensor).
+        betas: (beta1, beta2, beta3): the fast EMA's, the second moment's and the slow EMA's decays.
+        alpha: the weight of the slow EMA.
+        eps: added to the denominator.
+        weight_decay: decoupled decay (L2 with ``weight_decouple=False``).
+        t_alpha: steps of alpha's linear warm-up (None: none).
+        t_beta3: steps of beta3's warm-up (None: none).
+        weight_decouple: decoupled decay, as the paper (False: holocron's L2).
+        maximize: maximize the objective.
     """
 
     rule = "ademamix"
@@ -302,6 +367,20 @@ class AdaBelief(FusedOptimizer):
     (the default here keeps holocron's L2); ``rectify`` and ``maximize`` are offered. State:
     ``step``, ``exp_avg``, ``exp_avg_sq`` (holds s, under holocron's and torch's name),
     ``max_exp_avg_sq`` with amsgrad.
+
+    Args:
+        params: the parameters or param groups.
+        lr: the learning rate (a float or a 1-element tensor).
+        betas: (beta1, beta2): the decays of the first moment and of the belief s.
+        eps: added inside s (``eps_inside``) and to the denominator.
+        weight_decay: L2 penalty, or decoupled decay with ``weight_decouple``.
+        amsgrad: divide by the running maximum of s.
+        eps_inside: add eps inside s, as the paper and the official package do (False: holocron's code).
+        weight_decouple: AdamW-style decay.
+        rectify: the official package's RAdam rectification.
+        degenerated_to_sgd: with ``rectify``, take momentum steps while the variance is intractable.
+        holocron_compat: holocron's code exactly (eps outside only, L2 decay).
+        maximize: maximize the objective.
     """
 
     rule = "adabelief"
@@ -369,6 +448,17 @@ class Adan(FusedOptimizer):
     gradient kept is the scaled one, as in the official code. The norm is computed with tensor
     ops and reaches the C++ step as a tensor: nothing is copied to the host.
     State: ``step``, ``exp_avg``, ``exp_avg_diff``, ``exp_avg_sq``, ``prev_grad``, ``max_exp_avg_sq`` (amsgrad).
+
+    Args:
+        params: the parameters or param groups.
+        lr: the learning rate (a float or a 1-element tensor).
+        betas: (beta1, beta2, beta3) in the official code's convention.
+        eps: added to the denominator.
+        weight_decay: the proximal decay coefficient.
+        amsgrad: divide by the running maximum of n.
+        no_prox: decoupled decay before the update instead of the proximal step.
+        max_grad_norm: clip every gradient by the norm of all of them first (None or 0: off).
+        maximize: maximize the objective.
     """
 
     rule = "adan"
@@ -446,6 +536,19 @@ class LAMB(_ScaleClipOptimizer):
     hyperparameter (holocron keeps it on the instance, outside the state dict); the trust ratio
     is not stored in the state (holocron's ``local_lr``); ``maximize`` is offered.
     State: ``step``, ``exp_avg``, ``exp_avg_sq``.
+
+    Args:
+        params: the parameters or param groups.
+        lr: the learning rate (a float or a 1-element tensor).
+        betas: (beta1, beta2): the decays of the first and second moments.
+        eps: added to the denominator.
+        weight_decay: the decay added to the update before the trust ratio.
+        scale_clip: (low, high) bounds of the parameter norm in the ratio (None: (0, 10)).
+        bias_correction: bias-correct the moments, as holocron's docs write (False: holocron's code).
+        trust_clip: cap the ratio at 1.
+        grad_averaging: m <- beta1 m + (1 - beta1) g (False: m <- beta1 m + g).
+        max_grad_norm: clip every gradient by the norm of all of them first (None or 0: off).
+        maximize: maximize the objective.
     """
 
     rule = "lamb"
@@ -505,6 +608,17 @@ class RaLars(_ScaleClipOptimizer):
     later change of β2 leaves it stale); the threshold 4 is holocron's and is exposed as
     ``sma_threshold`` (torch.optim.RAdam uses 5); the trust ratio is not stored in the state
     (holocron's ``local_lr``); ``maximize`` is offered. State: ``step``, ``exp_avg``, ``exp_avg_sq``.
+
+    Args:
+        params: the parameters or param groups.
+        lr: the learning rate (a float or a 1-element tensor).
+        betas: (beta1, beta2): the decays of the first and second moments.
+        eps: added to the denominator.
+        weight_decay: the decay added to the update before the trust ratio.
+        force_adaptive_momentum: take the adaptive step also while the variance is intractable.
+        scale_clip: (low, high) bounds of the parameter norm in the ratio (None: (0, 10)).
+        sma_threshold: the SMA length above which the step is rectified (holocron's 4).
+        maximize: maximize the objective.
     """
 
     rule = "lamb"
@@ -568,6 +682,20 @@ class LARS(_ScaleClipOptimizer):
     clipping mode); ``exclude_1d=True`` leaves tensors of ndim <= 1 (biases, norm scales) out of
     both the adaptation and the weight decay (ratio 1, λ = 0), as the SimCLR/BYOL/Barlow Twins
     recipes do, so they take plain SGD steps.
+
+    Args:
+        params: the parameters or param groups.
+        lr: the learning rate (a float or a 1-element tensor).
+        momentum: the momentum factor (0: none).
+        dampening: the dampening of the momentum.
+        weight_decay: the decay added to the gradient inside the ratio.
+        nesterov: Nesterov momentum.
+        scale_clip: (low, high) bounds of the parameter norm in the ratio (None: (0, 10)).
+        trust_coefficient: eta, the ratio's scale.
+        eps: added to the ratio's denominator.
+        trust_clip: cap the ratio at 1.
+        exclude_1d: tensors of ndim <= 1 (biases, norm scales) take plain SGD steps: ratio 1, no decay.
+        maximize: maximize the objective.
     """
 
     rule = "lars"
@@ -628,6 +756,17 @@ class TAdam(FusedOptimizer):
     holocron's docstring writes v with :math:`g_t - g_{t-1}`, its code (and this class) with
     :math:`g_t^2`; ``maximize`` is offered. State: ``step``, ``exp_avg``, ``exp_avg_sq``,
     ``max_exp_avg_sq`` (amsgrad), ``W_t``.
+
+    Args:
+        params: the parameters or param groups.
+        lr: the learning rate (a float or a 1-element tensor).
+        betas: (beta1, beta2): the decays of the first and second moments (beta1 > 0).
+        eps: added to the denominator.
+        weight_decay: L2 penalty added to the gradient.
+        amsgrad: divide by the running maximum of v.
+        dof: the Student-t degrees of freedom nu (None: the tensor's element count).
+        first_step_weight: "student_t" (holocron's) or "adam" (w = 1 on the first step).
+        maximize: maximize the objective.
     """
 
     rule = "tadam"
@@ -702,6 +841,18 @@ class AdamP(FusedOptimizer):
     No holocron-compatible preset is offered: holocron's code differs from the official algorithm
     in the five behaviours above, each a different kernel path, and a user migrating from holocron
     gets the algorithm holocron documents (the spec's rule for presets: only where cheap).
+
+    Args:
+        params: the parameters or param groups.
+        lr: the learning rate (a float or a 1-element tensor).
+        betas: (beta1, beta2): the decays of the first and second moments.
+        eps: added to the denominator.
+        weight_decay: decoupled decay (scaled by ``wd_ratio`` where projected).
+        amsgrad: divide by the running maximum of v.
+        delta: the cosine threshold of the projection.
+        wd_ratio: the decay's scale on projected tensors.
+        nesterov: Nesterov momentum in the update.
+        maximize: maximize the objective.
     """
 
     rule = "adamp"

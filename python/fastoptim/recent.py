@@ -17,7 +17,11 @@ from ._base import FusedOptimizer, arguments_as_defaults, to_float
 class StepPower:
     """``clip(step) = step ** exponent``, a clip schedule ADOPT's kernel computes itself (per parameter,
     from its own step count): the kind of ``clip_lambda`` fastoptim's ADOPT takes. Called, it gives
-    pytorch_optimizer's value, so it also works as that package's ``clip_lambda``."""
+    pytorch_optimizer's value, so it also works as that package's ``clip_lambda``.
+
+    Args:
+        exponent: e in step ** e (0.25 is the paper's; inf: no clipping after step 1).
+    """
 
     def __init__(self, exponent: float) -> None:
         self.exponent = float(exponent)

@@ -392,6 +392,19 @@ class NewtonCG(SecondOrderOptimizer):
     decrease of the step taken (rho < 1/4: lambda * 1.5; rho > 3/4: lambda * 0.5; clamped to
     [1e-12, 1e6]; non-finite rho skipped); it costs one more closure call and one more HVP.
     ``line_search="armijo"`` backtracks from lr (c1 = 0.1 as Somax, factor 0.8, at most 15 tries).
+
+    Args:
+        params: the parameters.
+        lr: the step's scale (Armijo's first trial with a line search).
+        damping: lambda, added to the Hessian.
+        cg_max_iter: CG iterations at most.
+        cg_tol: CG stops when ||r|| <= cg_tol ||g||.
+        warm_start: c, CG starts at c * d_prev (0: cold).
+        damping_policy: "const" or "lm" (adapted from the step's actual to predicted decrease).
+        line_search: None or "armijo".
+        max_ls: backtracking steps at most.
+        c1: Armijo's sufficient-decrease constant.
+        ls_decrease: the backtracking factor.
     """
 
     closure_kind = "loss"
@@ -452,6 +465,16 @@ class SQN(SecondOrderOptimizer):
     on the same batch at the new parameters gives y = g_new - g, s = theta_new - theta. Pairs with
     s'y <= ``curvature_eps`` ||y||^2 are skipped (Somax stores them). The closure is called twice a
     step (three or more with the line search). Memory: 2 * history_size parameter-sized buffers.
+
+    Args:
+        params: the parameters.
+        lr: the step's scale (Armijo's first trial with a line search).
+        history_size: the (s, y) pairs kept.
+        line_search: None or "armijo".
+        curvature_eps: pairs with s'y <= curvature_eps ||y||^2 are skipped.
+        max_ls: backtracking steps at most.
+        c1: Armijo's sufficient-decrease constant.
+        ls_decrease: the backtracking factor.
     """
 
     closure_kind = "loss"
@@ -569,6 +592,21 @@ class EGN(SecondOrderOptimizer):
     L'J(J'(Lv)). ``momentum`` mu: v <- mu v + (1 - mu) d, used d = v / (1 - mu^t);
     ``line_search="armijo"`` backtracks from lr (c1 = 0.1). With a curvature closure (another batch),
     d = -(g - J~'(lambda I + J~ J~')^-1 J~ g) / lambda, J~ from that batch, g from the closure's.
+
+    Args:
+        params: the parameters.
+        lr: the step's scale (Armijo's first trial with a line search).
+        damping: lambda, added to the Gauss-Newton matrix.
+        loss: "mse", "ce" (softmax cross-entropy) or "bce": the loss whose Hessian in the outputs is Q.
+        momentum: heavy-ball momentum on the step.
+        line_search: None or "armijo".
+        solver: "cholesky" (forms the n x n system) or "cg" (matrix-free).
+        max_jacobian_bytes: the memory a chunk of Jacobian rows may take.
+        cg_max_iter: CG iterations at most (solver="cg").
+        cg_tol: CG's relative tolerance (solver="cg").
+        max_ls: backtracking steps at most.
+        c1: Armijo's sufficient-decrease constant.
+        ls_decrease: the backtracking factor.
     """
 
     closure_kind = "outputs"
@@ -663,6 +701,19 @@ class SGN(SecondOrderOptimizer):
     ``line_search="armijo"``, c1 = 0.1, beyond Somax's SGN). ``warm_start`` c starts CG at c * d_prev
     (0: cold, Somax's behaviour). With a curvature closure the products come from its batch.
     Memory O(parameters).
+
+    Args:
+        params: the parameters.
+        lr: the step's scale (Armijo's first trial with a line search).
+        damping: lambda, added to the Gauss-Newton matrix.
+        loss: "mse", "ce" (softmax cross-entropy) or "bce": the loss whose Hessian in the outputs is Q.
+        cg_max_iter: CG iterations at most.
+        cg_tol: CG stops when ||r|| <= cg_tol ||g||.
+        warm_start: c, CG starts at c * d_prev (0: cold).
+        line_search: None or "armijo".
+        max_ls: backtracking steps at most.
+        c1: Armijo's sufficient-decrease constant.
+        ls_decrease: the backtracking factor.
     """
 
     closure_kind = "outputs"
@@ -705,6 +756,13 @@ class SWMNG(SecondOrderOptimizer):
     (the b x d products in the parameters' dtype, the b x b Cholesky solve in float64),
     theta <- theta + lr d + mu (theta - theta_prev) with ``momentum`` mu (heavy ball). The damping used is the current one, in both places (Somax's
     adaptive damping never reached its step).
+
+    Args:
+        params: the parameters.
+        lr: the step's scale.
+        damping: lambda, added to the empirical Fisher.
+        loss: "mse", "ce" (softmax cross-entropy) or "bce": the per-example loss.
+        momentum: heavy-ball momentum mu.
     """
 
     closure_kind = "outputs"

@@ -294,6 +294,11 @@ class Lookahead(OptimizerWrapper):
     The slow weights start as the parameters at construction (the paper's phi_0 = theta_0) and are
     saved in the state dict under ``slow_param`` (holocron's wrapper never saved them, and raised
     on ``state_dict()`` with torch >= 2.1). Every parameter of a group is synced, with or without a grad.
+
+    Args:
+        base_optimizer: the optimizer whose steps are the fast weights' (fastoptim's or torch's).
+        sync_rate: alpha, the slow weights' step toward the fast ones.
+        sync_period: k, base steps between syncs.
     """
 
     buffer_key = "slow_param"
@@ -337,6 +342,11 @@ class Scout(Lookahead):
     Known limit: the running statistics are stored in the parameter's dtype (the C++ driver keeps
     state in the parameter's dtype), so for bf16/fp16 parameters they accumulate in that precision;
     the coherence itself is computed in fp32.
+
+    Args:
+        base_optimizer: the optimizer whose steps are the fast weights' (fastoptim's or torch's).
+        sync_rate: the lowest sync rate (the rate is max(1 - coherence, sync_rate)).
+        sync_period: k, base steps between syncs (the updates whose coherence is measured).
     """
 
     own_keys = ("slow_param", "scout_previous", "scout_sum_sq", "scout_min_delta", "scout_max_delta")
@@ -391,6 +401,13 @@ class EMA(OptimizerWrapper):
     ** -warmup_power)`` for the n-th update (the warm-up of timm's ModelEmaV3), so early averages
     are not dominated by the random initialisation. Use ``swapped_in()`` to evaluate the averaged
     weights and ``copy_averaged_to(model)`` to copy them out.
+
+    Args:
+        base_optimizer: the optimizer whose weights are averaged (fastoptim's or torch's).
+        decay: d, the average's decay.
+        update_every: base steps between updates of the average.
+        warmup_power: the power of timm's warm-up of d (None: no warm-up).
+        warmup_gamma: the scale of that warm-up's step count.
     """
 
     buffer_key = "ema_param"
@@ -450,6 +467,11 @@ class SWA(OptimizerWrapper):
     ``avg <- avg + (theta - avg) / (n + 1)``, the first time ``avg <- theta`` - AveragedModel's default
     average on the CPU (its get_swa_avg_fn; bit for bit). Pair it with torch.optim.swa_utils.SWALR for the SWA learning rate, and run
     ``torch.optim.swa_utils.update_bn`` on a model that ``copy_averaged_to`` filled.
+
+    Args:
+        base_optimizer: the optimizer whose weights are averaged (fastoptim's or torch's).
+        swa_start: the step averaging starts at (None: never).
+        swa_freq: steps between the averaged ones.
     """
 
     buffer_key = "swa_param"

@@ -36,3 +36,23 @@ def test_mypy_strict_checks_a_users_calls(tmp_path):
     bad = mypy(tmp_path, BAD)
     assert bad.returncode == 1
     assert 'Argument "lr" to "AdamW" has incompatible type "str"; expected "float | Tensor"' in bad.stdout
+
+
+def test_every_public_class_and_function_documents_each_argument():
+    """An Args: section in every public docstring, naming each parameter of the signature."""
+    import inspect
+    import re
+
+    import fastoptim
+
+    for name in fastoptim.__all__:
+        obj = getattr(fastoptim, name)
+        doc = inspect.getdoc(obj) or ""
+        assert "Args:" in doc, f"{name} has no Args: section"
+        documented = set()
+        for line in doc.split("Args:", 1)[1].splitlines():
+            match = re.match(r"\s{4}([\w, ]+):", line)
+            if match:
+                documented |= {part.strip() for part in match.group(1).split(",")}
+        missing = [p for p in inspect.signature(obj).parameters if p not in documented and p not in ("self", "kwargs")]
+        assert not missing, f"{name}'s Args: lacks {missing}"
