@@ -72,6 +72,26 @@ def memory_span(t: Tensor) -> tuple[Any, int, int] | None:
     return t.device, start, start + extent * t.element_size()
 
 
+@functools.cache
+def _dtensor_type() -> type | None:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # (a torch built without distributed)
+        return None
+    return DTensor
+
+
+def is_dtensor(t: Any) -> bool:
+    dtensor = _dtensor_type()
+    return dtensor is not None and isinstance(t, dtensor)
+
+
+def local_of(t: Tensor) -> Tensor:
+    """A DTensor's local shard (the tensor itself, under no_grad: updates in place land in the
+    DTensor), or a plain tensor as it is."""
+    return t.to_local() if is_dtensor(t) else t
+
+
 def in_layout_of(tensor: Tensor, like: Tensor) -> Tensor:
     """`tensor`'s values in the memory layout of `like` (itself when it already has it): what an
     element-wise step that walks `like` in memory order must read beside it."""
@@ -155,6 +175,9 @@ class FusedOptimizer(torch.optim.Optimizer):
     #: whether a steady step (every state tensor made) gathers its lists in C++; a class that
     #: rewrites the lists of the Python gather (Muon) says False
     gathers_in_cpp: bool = True
+    #: whether a group holds DTensor parameters (their steps take the Python gather, which steps
+    #: their local shards)
+    _holds_dtensors: bool = False
 
     #: public names of rule fields that a group does not hold under the field's own name (beyond
     #: beta<k>, which is betas[k-1]), for messages
@@ -164,6 +187,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         # (also what copy.deepcopy and pickle call: torch's __getstate__ keeps only defaults, state
         # and param_groups, so what the class derives from its rule is derived again)
         super().__setstate__(state)
+        self._holds_dtensors = any(is_dtensor(p) for group in self.param_groups for p in group["params"])
         for group in self.param_groups:
             for key, value in self.setstate_defaults.items():
                 group.setdefault(key, value)
@@ -282,6 +306,36 @@ class FusedOptimizer(torch.optim.Optimizer):
         except (TypeError, ValueError):
             self.param_groups.pop()
             raise
+        self._holds_dtensors = self._holds_dtensors or any(is_dtensor(p) for p in self.param_groups[-1]["params"])
+
+    def _steps_whole_tensors(self, group: dict[str, Any]) -> bool:
+        """Whether `group`'s step needs each tensor whole: its rule sums over a tensor or keys noise
+        by element position (row_major). Such a group steps DTensors only when they are replicated."""
+        return self._rule_of(group).row_major
+
+    def _local_shards(self, group: dict[str, Any], index: int, param: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
+        """The local shards of a DTensor parameter and its gradient, which the step updates in place
+        (an element-wise step of each shard is the step of the whole tensor), or a clear error where
+        that does not hold: a gradient of other placements, a pending reduction, or a rule that needs
+        the whole tensor and a parameter that is sharded."""
+        label = self._param_label(group, index, param)
+        if not is_dtensor(grad) or grad.device_mesh != param.device_mesh or grad.placements != param.placements:
+            raise TypeError(
+                f"{type(self).__name__}: the gradient of {label} must be a DTensor with the parameter's mesh and "
+                f"placements {param.placements}, got {type(grad).__name__}"
+                f"{' with placements ' + str(grad.placements) if is_dtensor(grad) else ''}"
+            )
+        if any(placement.is_partial() for placement in grad.placements):
+            raise TypeError(f"{type(self).__name__}: the gradient of {label} has a pending reduction "
+                            f"({grad.placements}); reduce it (redistribute) before the step")
+        if self._steps_whole_tensors(group) and not all(placement.is_replicate() for placement in param.placements):
+            raise ValueError(
+                f"{type(self).__name__} reduces over each whole tensor (or keys noise by element position), so it "
+                f"steps a DTensor parameter only when it is replicated; {label} has placements {param.placements} "
+                "(sums across shards are not supported yet: use an element-wise optimizer such as AdamW for "
+                "sharded parameters)"
+            )
+        return param.to_local(), grad.to_local()
 
     def _check_new_params(self, params: list[Tensor], groups: list[dict[str, Any]]) -> None:
         """Refuses a parameter twice in `params`, or one whose memory overlaps another's (of `params`
@@ -461,6 +515,8 @@ class FusedOptimizer(torch.optim.Optimizer):
                     if is_fresh:
                         fresh_indices.append(len(params))
                 rows.append(row)
+            if self._holds_dtensors and is_dtensor(p):
+                p, grad = self._local_shards(group, index, p, grad)
             grads.append(rule.in_step_layout(grad, p))
             if rule.row_major and not p.is_contiguous():
                 contiguous = p.contiguous()
@@ -473,6 +529,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         state_lists = columns[: len(used)]
         steps = list(columns[len(used)]) if rule.counts_steps else []
         flat_state = [t for column in state_lists for t in column]
+        if self._holds_dtensors:
+            flat_state = [local_of(t) for t in flat_state]
         fresh = [False] * len(params)
         for i in fresh_indices:
             fresh[i] = True
@@ -548,7 +606,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         """One C++ step per param group. Every group is checked before any tensor changes; then
         ``before_update(work)`` (if given) may write state tensors, e.g. fold in a new estimate,
         knowing the step will not be rejected. ``work`` holds per group (group, args, created)."""
-        if before_update is None and self.gathers_in_cpp and not torch.compiler.is_compiling():
+        if before_update is None and self.gathers_in_cpp and not self._holds_dtensors and not torch.compiler.is_compiling():
             steady = self._gather_steady()
             if steady is not None:
                 for group, gathered, hyper, lr in steady[1:]:  # the first group is checked inside its own step

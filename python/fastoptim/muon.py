@@ -129,6 +129,9 @@ class Muon(FusedOptimizer):
             if chosen or (not params and use_muon):
                 self.add_param_group({**param_group, "params": chosen, "use_muon": use_muon})
 
+    def _steps_whole_tensors(self, group: dict[str, Any]) -> bool:
+        return group["use_muon"] or super()._steps_whole_tensors(group)  # (the iteration takes whole matrices)
+
     def _gather(self, group: dict[str, Any]):
         """A matrix group's momentum step writes the update to orthogonalise into scratch tensors,
         which take the parameters' place in its arguments; the parameters wait in `_matrices`."""

@@ -13,8 +13,8 @@ template <class What>
 void check_plain(const at::Tensor& t, const What& what, const char* op) {
   TORCH_CHECK_TYPE(!t.unsafeGetTensorImpl()->is_python_dispatch(), op, ": ", what,
                    " is a tensor subclass with its own dispatch (such as a DTensor from FSDP2's fully_shard or "
-                   "distribute_tensor); fastoptim steps plain tensors only (DTensor support is planned: step the "
-                   "local shards, or use torch.optim for DTensor parameters)");
+                   "distribute_tensor); the ops step plain tensors (fastoptim's Python optimizers step a DTensor "
+                   "parameter by its local shard)");
   TORCH_CHECK_TYPE(t.layout() == at::kStrided, op, ": ", what, " has layout ", t.layout(),
                    "; only dense (strided) tensors are supported (sparse gradients are not)");
   // (a meta tensor has no memory either: the device check names it)
