@@ -98,6 +98,11 @@ def in_layout_of(tensor: Tensor, like: Tensor) -> Tensor:
     return tensor if tensor.stride() == like.stride() else torch.empty_like(like).copy_(tensor)
 
 
+def lr_tensor(group: dict[str, Any]) -> Tensor | None:
+    """A group's lr when it is a tensor (the ops take it as one), else None (its value is in the hyper vector)."""
+    return group["lr"] if isinstance(group["lr"], Tensor) else None
+
+
 def to_float(value: Any) -> float:
     """A hyperparameter as a float; 1-element tensors (as torch allows for betas) too."""
     return float(value.detach().cpu()) if isinstance(value, Tensor) else float(value)
@@ -459,9 +464,11 @@ class FusedOptimizer(torch.optim.Optimizer):
         return entry
 
     # ---- the step -----------------------------------------------------------------------------
-    def _hyper(self, group: dict[str, Any]) -> list[float]:
+    def _hyper(self, group: dict[str, Any], rule: Rule | None = None) -> list[float]:
+        """`group`'s hyperparameters as the flat vector its rule's op takes (or `rule`'s: a class
+        that composes a helper rule into its step)."""
         values = []
-        for name in self._rule_of(group).fields:
+        for name in (rule or self._rule_of(group)).fields:
             value = self._field_value(group, name)
             # A tensor lr goes to the op as a tensor; its slot here is a placeholder.
             values.append(0.0 if name == "lr" and isinstance(value, Tensor) else to_float(value))
@@ -534,8 +541,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         fresh = [False] * len(params)
         for i in fresh_indices:
             fresh[i] = True
-        lr = group["lr"]
-        args = (params, grads, flat_state, steps, fresh if fresh_indices else [], hyper, lr if isinstance(lr, Tensor) else None)
+        args = (params, grads, flat_state, steps, fresh if fresh_indices else [], hyper, lr_tensor(group))
         return args, created
 
     def _gather_steady(self):
@@ -554,8 +560,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             if gathered is None:
                 return None
             if len(gathered):
-                lr = group["lr"]
-                work.append((group, gathered, hyper, lr if isinstance(lr, Tensor) else None))
+                work.append((group, gathered, hyper, lr_tensor(group)))
         return work
 
     @staticmethod

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import FusedOptimizer, arguments_as_defaults, in_layout_of, rule_named
+from ._base import FusedOptimizer, arguments_as_defaults, in_layout_of, lr_tensor, rule_named
 
 DEFAULT_NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 # torch's adjust_lr_fn values, as the number the rules' field lists hold (rules/muon.h)
@@ -151,8 +151,8 @@ class Muon(FusedOptimizer):
 
         def check_then(work) -> None:
             for group, params, _ in self._matrices:  # the parameters are not in the momentum step's lists
-                self._call(update_rule.direct, group, params, params, [], [], [], self._update_hyper(group),
-                           self._lr_tensor(group), check_only=True)
+                self._call(update_rule.direct, group, params, params, [], [], [], self._hyper(group, update_rule),
+                           lr_tensor(group), check_only=True)
             if before_update is not None:
                 before_update(work)
 
@@ -163,13 +163,5 @@ class Muon(FusedOptimizer):
             orthogonalised = [in_layout_of(orthogonalise(u, coefficients, steps, eps).to(p.dtype), p)
                               for p, u in zip(params, updates)]
             (update_rule.op if torch.compiler.is_compiling() else update_rule.direct)(
-                params, orthogonalised, [], [], [], self._update_hyper(group), self._lr_tensor(group))
+                params, orthogonalised, [], [], [], self._hyper(group, update_rule), lr_tensor(group))
         self._matrices = []
-
-    def _update_hyper(self, group: dict[str, Any]) -> list[float]:
-        lr = group["lr"]
-        return [0.0 if isinstance(lr, Tensor) else float(lr), float(group["weight_decay"]), float(self._field_value(group, "adjust_lr_fn"))]
-
-    @staticmethod
-    def _lr_tensor(group: dict[str, Any]) -> Tensor | None:
-        return group["lr"] if isinstance(group["lr"], Tensor) else None

@@ -81,17 +81,23 @@ class ADOPT(FusedOptimizer):
         maximize: bool = False,
     ) -> None:
         defaults = arguments_as_defaults(locals())
-        self.clip_lambda = defaults.pop("clip_lambda")
-        if self.clip_lambda is None:
+        clip = defaults.pop("clip_lambda")
+        if clip is None:
             defaults["clip_exponent"] = math.inf
-        elif isinstance(self.clip_lambda, StepPower):
-            defaults["clip_exponent"] = self.clip_lambda.exponent
+        elif isinstance(clip, StepPower):
+            defaults["clip_exponent"] = clip.exponent
         else:
             raise TypeError(
                 f"ADOPT: clip_lambda must be fastoptim.StepPower(exponent) (clip = step ** exponent, computed in "
-                f"the kernel) or None (no clipping), got {self.clip_lambda!r}"
+                f"the kernel) or None (no clipping), got {clip!r}"
             )
         super().__init__(params, defaults)
+
+    @property
+    def clip_lambda(self) -> StepPower | None:
+        """The first param group's clip schedule, as pytorch_optimizer's attribute of that name."""
+        exponent = self.param_groups[0]["clip_exponent"]
+        return None if math.isinf(exponent) else StepPower(exponent)
 
 
 class _ScheduleFree(FusedOptimizer):

@@ -71,4 +71,6 @@ def test_clip_lambda_other_than_a_step_power_is_refused_and_none_is_kept_as_inf(
     with pytest.raises(TypeError, match=r"clip_lambda must be fastoptim.StepPower"):
         fastoptim.ADOPT(p, clip_lambda=lambda step: step ** 0.25)
     assert fastoptim.ADOPT(p, clip_lambda=None).param_groups[0]["clip_exponent"] == math.inf
+    assert fastoptim.ADOPT(p, clip_lambda=None).clip_lambda is None
+    assert fastoptim.ADOPT(p, clip_lambda=StepPower(0.5)).clip_lambda(16) == 4.0
     assert StepPower(0.25)(16) == 2.0 and KozistrADOPT(p, clip_lambda=StepPower(0.25)).clip_lambda(16) == 2.0

@@ -21,9 +21,9 @@ struct ScheduleFreeCommon {
   static FASTOPTIM_HD parts::ScheduleFreeSchedule schedule(const Hyper& h) {
     return {h.lr, h.warmup_steps, h.r, h.weight_lr_power};
   }
-  // state slot `slot` of `slots` in all: the scalars are the last two
-  static FASTOPTIM_HD double start_value(int slot, int slots) {
-    return slot == slots - 2 ? parts::ScheduleFreeSchedule::kLrMaxStart : 0.0;
+  // What state slot `slot` starts at, for a rule whose first scalar slot (lr_max) is `lr_max_slot`.
+  static FASTOPTIM_HD double start_value(int slot, int lr_max_slot) {
+    return slot == lr_max_slot ? parts::ScheduleFreeSchedule::kLrMaxStart : 0.0;
   }
   static FASTOPTIM_HD void next_scalars(const Hyper& h, const StepInfo& s, double* next) {
     schedule(h).advance(s.step, s.scalar_state, next);
@@ -52,7 +52,7 @@ struct AdamWScheduleFree {
   FASTOPTIM_HD static const char* invalid_combination(const Hyper& h) {
     return h.beta1 == 0 ? "betas[0] must be > 0 (eval() moves the parameters by 1 - 1/beta1)" : nullptr;
   }
-  FASTOPTIM_HD static double initial_value(const Hyper&, int slot, std::int64_t) { return Common::start_value(slot, 4); }
+  FASTOPTIM_HD static double initial_value(const Hyper&, int slot, std::int64_t) { return Common::start_value(slot, kStateSlots); }
   FASTOPTIM_HD static void next_scalars(const Hyper& h, const StepInfo& s, double* next) { Common::next_scalars(h, s, next); }
 
   template <class T>
@@ -93,7 +93,7 @@ struct SGDScheduleFree {
   FASTOPTIM_HD static const char* invalid_combination(const Hyper& h) {
     return h.momentum == 0 ? "Momentum must be between 0 and 1 exclusive: 0.0" : nullptr;
   }
-  FASTOPTIM_HD static double initial_value(const Hyper&, int slot, std::int64_t) { return Common::start_value(slot, 3); }
+  FASTOPTIM_HD static double initial_value(const Hyper&, int slot, std::int64_t) { return Common::start_value(slot, kStateSlots); }
   FASTOPTIM_HD static void next_scalars(const Hyper& h, const StepInfo& s, double* next) { Common::next_scalars(h, s, next); }
 
   template <class T>
