@@ -33,10 +33,12 @@ def test_every_optimizer_has_one_record_and_every_record_an_optimizer():
 def test_the_class_defaults_are_its_rules_defaults_and_its_records_preset(name):
     """The rule's field list is where defaults live: a class differs from it only by its record's
     preset (AMaC's seed, drawn at random when not given, aside)."""
-    inner = rule_optimizer(getattr(fastoptim, name)(make_params([(3,)], torch.float32)))
-    fields = fastoptim._C.rules[inner._rule_name(inner.param_groups[0])]["fields"]
-    differences = {field: value for (field, default, _), value in zip(fields, inner._hyper(inner.param_groups[0]))
-                   if value != default and not (name == "AMaC" and field == "seed")}
+    inner = rule_optimizer(getattr(fastoptim, name)(make_params([(3,), (2, 3)], torch.float32)))
+    differences = {}
+    for group in inner.param_groups:  # (Muon's groups step with two rules)
+        fields = fastoptim._C.rules[inner._rule_name(group)]["fields"]
+        differences.update({field: value for (field, default, _), value in zip(fields, inner._hyper(group))
+                            if value != default and not (name == "AMaC" and field == "seed")})
     assert differences == BY_NAME[name].preset
 
 
