@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import FusedOptimizer, arguments_as_defaults, in_layout_of, lr_tensor, rule_named
+from ._base import FusedOptimizer, arguments_as_defaults, in_layout_of, is_dtensor, lr_tensor, rule_named
 
 DEFAULT_NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 # torch's adjust_lr_fn values, as the number the rules' field lists hold (rules/muon.h)
@@ -28,6 +28,25 @@ def orthogonalise(update: Tensor, coefficients: tuple[float, float, float], step
         gram = x @ x.T
         x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
     return x.T if tall else x
+
+
+def is_sharded(param: Tensor) -> bool:
+    """A DTensor whose ranks hold different parts of it."""
+    return is_dtensor(param) and not all(placement.is_replicate() for placement in param.placements)
+
+
+def whole_matrix_step(param: Tensor, update: Tensor, step) -> Tensor:
+    """step(update), where `update` is `param`'s (or, for a DTensor sharded across ranks, its local
+    shard's): the shards are gathered into the whole matrix, every rank runs the step on the same
+    bits, and each keeps the slice of the result that is its shard (FSDP2's Shard(0), tensor
+    parallelism's Shard(1)), so a sharded step is the unsharded one."""
+    if not is_sharded(param):
+        return step(update)
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    whole = DTensor.from_local(update, param.device_mesh, param.placements, shape=param.shape,
+                               stride=param.stride()).full_tensor()
+    return distribute_tensor(step(whole), param.device_mesh, param.placements, src_data_rank=None).to_local()
 
 
 class Muon(FusedOptimizer):
@@ -98,6 +117,8 @@ class Muon(FusedOptimizer):
                 raise ValueError(f"Adjust learning rate function {value!r} is not supported (adjust_lr_fn must be None, "
                                  "'original' or 'match_rms_adamw')")
             return _LR_ADJUSTMENTS[value]
+        if name in ("rows", "columns"):  # (muon_update's: the tensor's own shape; see _update for shards)
+            return 0
         if not group["use_muon"] and name in ("beta1", "beta2", "eps"):
             return group["adamw_eps"] if name == "eps" else group["adamw_betas"][int(name[-1]) - 1]
         return super()._field_value(group, name)
@@ -129,9 +150,6 @@ class Muon(FusedOptimizer):
             if chosen or (not params and use_muon):
                 self.add_param_group({**param_group, "params": chosen, "use_muon": use_muon})
 
-    def _steps_whole_tensors(self, group: dict[str, Any]) -> bool:
-        return group["use_muon"] or super()._steps_whole_tensors(group)  # (the iteration takes whole matrices)
-
     def _gather(self, group: dict[str, Any]):
         """A matrix group's momentum step writes the update to orthogonalise into scratch tensors,
         which take the parameters' place in its arguments; the parameters wait in `_matrices`."""
@@ -140,28 +158,36 @@ class Muon(FusedOptimizer):
             return gathered
         args, created = gathered
         updates = [torch.empty_like(g) for g in args[1]]
-        self._matrices.append((group, args[0], updates))
+        stepped = [p for p in group["params"] if p.grad is not None]  # (args[0] holds them, or their local shards)
+        self._matrices.append((group, stepped, args[0], updates))
         return (updates, *args[1:]), created
 
     def _update(self, before_update=None) -> None:
         """The base class's step (checks; the matrices' momentum and the AdamW groups' steps), then
         each matrix's orthogonalised update."""
-        self._matrices: list[tuple[dict[str, Any], list[Tensor], list[Tensor]]] = []
+        self._matrices: list[tuple[dict[str, Any], list[Tensor], list[Tensor], list[Tensor]]] = []
         update_rule = rule_named("muon_update")
 
         def check_then(work) -> None:
-            for group, params, _ in self._matrices:  # the parameters are not in the momentum step's lists
+            for group, _, params, _ in self._matrices:  # the parameters are not in the momentum step's lists
                 self._call(update_rule.direct, group, params, params, [], [], [], self._hyper(group, update_rule),
                            lr_tensor(group), check_only=True)
             if before_update is not None:
                 before_update(work)
 
         super()._update(check_then)
-        for group, params, updates in self._matrices:
+        for group, stepped, params, updates in self._matrices:
             coefficients, steps, eps = group["ns_coefficients"], group["ns_steps"], group["eps"]
             # (in the parameter's dtype and memory layout, which the update rule walks)
-            orthogonalised = [in_layout_of(orthogonalise(u, coefficients, steps, eps).to(p.dtype), p)
-                              for p, u in zip(params, updates)]
-            (update_rule.op if torch.compiler.is_compiling() else update_rule.direct)(
-                params, orthogonalised, [], [], [], self._hyper(group, update_rule), lr_tensor(group))
+            orthogonalised = [
+                in_layout_of(whole_matrix_step(param, u, lambda m: orthogonalise(m, coefficients, steps, eps)).to(p.dtype), p)
+                for param, p, u in zip(stepped, params, updates)
+            ]
+            entry = update_rule.op if torch.compiler.is_compiling() else update_rule.direct
+            hyper = self._hyper(group, update_rule)
+            whole = [i for i, param in enumerate(stepped) if not is_sharded(param)]
+            entry([params[i] for i in whole], [orthogonalised[i] for i in whole], [], [], [], hyper, lr_tensor(group))
+            for i, param in enumerate(stepped):
+                if is_sharded(param):  # (its lr is adjusted for the whole matrix's shape, not its shard's)
+                    entry([params[i]], [orthogonalised[i]], [], [], [], [*hyper[:-2], *param.shape], lr_tensor(group))
         self._matrices = []

@@ -108,7 +108,7 @@ def main():
         for placement in [Replicate()] if whole else [Shard(0), Shard(1), Replicate()]:
             failures += run(name, placement, mesh)
             runs.append(f"{name} {placement}")
-    for name in ("AdamW", "Lion", "ADOPT", "NAdam"):
+    for name in ("AdamW", "Lion", "ADOPT", "NAdam", "Muon"):
         failures += fsdp2(name, mesh)
         runs.append(f"FSDP2 {name}")
     if rank == 0:

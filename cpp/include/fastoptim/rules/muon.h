@@ -3,7 +3,7 @@
 // through ATen as torch does:
 //   muon         B <- lerp(B, g, 1 - mu);  U = nesterov ? lerp(g, B, mu) : B
 //                (U, the update to orthogonalise, is written in the "param" slot: a scratch tensor)
-//   muon_update  theta <- theta (1 - lr wd) - lr' O   for the orthogonalised O of an A x B matrix,
+//   muon_update  theta <- theta (1 - lr wd) - lr' O   for the orthogonalised O of an A x B matrix (or a shard of it),
 //                lr' = lr sqrt(max(1, A / B)) ("original") or 0.2 lr sqrt(max(A, B)) ("match_rms_adamw")
 // `muon`'s field list is Muon's hyperparameters, all of them (the orthogonalisation's too), so
 // a param group is checked by it as any other rule's.
@@ -55,7 +55,11 @@ struct Muon {
 
 struct MuonUpdate {
   static constexpr const char* kName = "muon_update";
-#define FASTOPTIM_FIELDS_muon_update(F) F(lr, 1e-3, non_negative) F(weight_decay, 0.1, non_negative) F(adjust_lr_fn, 0, whole)
+// rows and columns: the shape the lr is adjusted for, 0 for the tensor's own (a front end stepping
+// the shard of a matrix gives the whole matrix's)
+#define FASTOPTIM_FIELDS_muon_update(F)                                                              \
+  F(lr, 1e-3, non_negative) F(weight_decay, 0.1, non_negative) F(adjust_lr_fn, 0, whole) F(rows, 0, whole) \
+  F(columns, 0, whole)
   FASTOPTIM_HYPER(FASTOPTIM_FIELDS_muon_update)
 
   static constexpr core::StateSlot kState[] = {{nullptr, nullptr}};  // (none: C++ has no empty arrays)
@@ -78,7 +82,8 @@ struct MuonUpdate {
 
   template <class T>
   FASTOPTIM_HD static Coeffs<T> prepare(const Hyper& h, const StepInfo& s) {
-    const double rows = double(s.rows), columns = s.rows > 0 ? double(s.numel) / double(s.rows) : 0.0;
+    const double rows = h.rows > 0 ? h.rows : double(s.rows);
+    const double columns = h.columns > 0 ? h.columns : s.rows > 0 ? double(s.numel) / double(s.rows) : 0.0;
     return {T(1 - h.lr * h.weight_decay), T(-adjusted_lr(h, rows, columns))};
   }
 
