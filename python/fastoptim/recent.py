@@ -6,7 +6,7 @@ package's).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -92,6 +92,22 @@ class ADOPT(FusedOptimizer):
                 f"the kernel) or None (no clipping), got {clip!r}"
             )
         super().__init__(params, defaults)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """FusedOptimizer's load, taking pytorch_optimizer's ADOPT checkpoints too: their step count
+        is the param group's (``group["step"]``), which becomes each parameter's ``step``."""
+        groups = state_dict.get("param_groups") if isinstance(state_dict, dict) else None
+        if isinstance(groups, list) and isinstance(state_dict.get("state"), dict):
+            state = dict(state_dict["state"])
+            for group in groups:
+                if not isinstance(group, dict) or isinstance(group.get("step"), (bool, type(None))):
+                    continue
+                for key in group.get("params", []):
+                    entry = state.get(key)
+                    if isinstance(entry, dict) and entry and "step" not in entry:
+                        state[key] = {**entry, "step": torch.tensor(float(group["step"]), dtype=torch.float32)}
+            state_dict = {**state_dict, "state": state}
+        super().load_state_dict(state_dict)
 
     @property
     def clip_lambda(self) -> StepPower | None:

@@ -2,6 +2,7 @@
 50 steps at the sizes of every SIMD tail, in every decay mode, with and without clipping; its
 clip_lambda as fastoptim takes it."""
 
+import copy
 import math
 
 import pytest
@@ -10,12 +11,7 @@ from pytorch_optimizer import ADOPT as KozistrADOPT
 
 import fastoptim
 from fastoptim import StepPower
-from reference import (
-    PARITY_DTYPES,
-    TOLERANCE,
-    assert_all_close_rel,
-    run_pair,
-)
+from reference import PARITY_DTYPES, TOLERANCE, assert_all_close_rel, make_params, noise_grads, run_pair
 
 CASES = [  # (fastoptim and pytorch_optimizer take the same arguments)
     dict(),
@@ -74,3 +70,24 @@ def test_clip_lambda_other_than_a_step_power_is_refused_and_none_is_kept_as_inf(
     assert fastoptim.ADOPT(p, clip_lambda=None).clip_lambda is None
     assert fastoptim.ADOPT(p, clip_lambda=StepPower(0.5)).clip_lambda(16) == 4.0
     assert StepPower(0.25)(16) == 2.0 and KozistrADOPT(p, clip_lambda=StepPower(0.25)).clip_lambda(16) == 2.0
+
+
+def test_a_pytorch_optimizer_checkpoint_resumes_here():
+    """pytorch_optimizer counts ADOPT's steps per group (group["step"]); loaded here, each parameter
+    takes that count, and the run continues as pytorch_optimizer's own would."""
+    params = make_params([(17,), (33, 65)], torch.float64)
+    mine = [p.detach().clone().requires_grad_() for p in params]
+    theirs = KozistrADOPT(params, lr=1e-2, weight_decay=0.1, foreach=False)
+    for step in range(10):
+        if step == 5:
+            ours = fastoptim.ADOPT(mine, lr=1e-2, weight_decay=0.1)
+            ours.load_state_dict(copy.deepcopy(theirs.state_dict()))
+            for p, q in zip(mine, params):
+                p.data.copy_(q.detach())
+        for p, q, g in zip(params, mine, noise_grads(params, step)):
+            p.grad, q.grad = g.clone(), g.clone()
+        theirs.step()
+        if step >= 5:
+            ours.step()
+    assert ours.state[mine[0]]["step"].item() == 10
+    assert_all_close_rel(mine, params, TOLERANCE[torch.float64])
