@@ -70,6 +70,7 @@ OUT = HERE / "out"
 # by "+": the byte model above, in the form ceiling.c runs it (the records' patterns). AdamP's
 # vectors take "4/3" (pattern()).
 PATTERNS = {r.name: r.pattern for r in RECORDS if r.pattern}
+VECTOR_PATTERNS = {r.name: r.vector_pattern for r in RECORDS if r.vector_pattern}
 
 
 def pattern_streams(pattern: str) -> int:
@@ -93,8 +94,8 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 def pattern(name: str, param) -> str:
     """`name`'s passes over `param` (AdamP's vectors take one pass, its matrices two)."""
-    if name == "AdamP" and param.dim() <= 1:
-        return PATTERNS["AdamW"]
+    if param.dim() <= 1 and name in VECTOR_PATTERNS:
+        return VECTOR_PATTERNS[name]
     return PATTERNS[name]
 
 

@@ -24,13 +24,14 @@ from .optimizers import LAMB, LARS, SGD, AdaBelief, Adagrad, Adam, AdamP, AdamW,
 from .torch_family import ASGD, Adadelta, Adamax, NAdam, RAdam, Rprop
 from .recent import ADOPT, AdamWScheduleFree, SGDScheduleFree, StepPower
 from .muon import Muon
+from .adafactor import Adafactor
 from .amac import AMaC
 from .hessian_diagonal import AdaHessian, SophiaG, SophiaH, SophiaOptim
 from .wrappers import EMA, SWA, Lookahead, OptimizerWrapper, Scout
 from .second_order import EGN, SGN, SQN, SWMNG, NewtonCG
 from .factory import create_optimizer, list_optimizers, param_groups
 
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam", "Adamax", "Adadelta", "ASGD", "Rprop", "AdaBelief", "AdEMAMix", "Adan", "LAMB", "LARS", "RaLars", "TAdam", "AdamP", "AMaC", "Lion", "ADOPT", "Muon", "AdamWScheduleFree", "SGDScheduleFree", "SophiaG", "SophiaH", "AdaHessian", "SophiaOptim", "Lookahead", "Scout", "EMA", "SWA", "NewtonCG", "SQN", "EGN", "SGN", "SWMNG", "StepPower", "create_optimizer", "list_optimizers", "param_groups"]
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam", "Adamax", "Adadelta", "ASGD", "Rprop", "Adafactor", "AdaBelief", "AdEMAMix", "Adan", "LAMB", "LARS", "RaLars", "TAdam", "AdamP", "AMaC", "Lion", "ADOPT", "Muon", "AdamWScheduleFree", "SGDScheduleFree", "SophiaG", "SophiaH", "AdaHessian", "SophiaOptim", "Lookahead", "Scout", "EMA", "SWA", "NewtonCG", "SQN", "EGN", "SGN", "SWMNG", "StepPower", "create_optimizer", "list_optimizers", "param_groups"]
 __version__ = "0.1.0"
 
 if _C.isa_request() is not None:  # FASTOPTIM_ISA named a table this build lacks or this CPU cannot run

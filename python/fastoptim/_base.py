@@ -241,6 +241,15 @@ class FusedOptimizer(torch.optim.Optimizer):
         layout = torch.contiguous_format if rule.row_major else torch.preserve_format
         return torch.full_like(param, value, memory_format=layout)
 
+    def _keys_of(self, param: Tensor, used: list[str], keys: list[str]) -> tuple[list[str], list[str]]:
+        """The state slots and state keys of `param`, given its group's (Rule.state_keys): the same
+        for every parameter, unless a class keeps other state for some (Adafactor's matrices)."""
+        return used, keys
+
+    def _state_shape(self, name: str, param: Tensor) -> torch.Size:
+        """The shape of element state `name` of `param`: the parameter's."""
+        return param.shape
+
     def _position(self, param: Tensor) -> int:
         """The parameter's position among all parameters, from a map rebuilt only when a parameter
         is new to it (a first step creates all states: one pass, not one per parameter)."""
@@ -429,7 +438,7 @@ class FusedOptimizer(torch.optim.Optimizer):
                 label = f"{where}: state of parameter #{index} (shape {tuple(p.shape)}) of param_groups[{group_index}]"
                 if not isinstance(entry, dict):
                     raise TypeError(f"{label} must be a dict of tensors, got {type(entry).__name__}")
-                state[key] = self._checked_param_state(dict(entry), p, rule, used, keys, label)
+                state[key] = self._checked_param_state(dict(entry), p, rule, *self._keys_of(p, used, keys), label)
         return {**state_dict, "state": state}
 
     def _checked_param_state(self, entry: dict[str, Any], p: Tensor, rule: Rule, used: list[str], keys: list[str],
@@ -453,9 +462,10 @@ class FusedOptimizer(torch.optim.Optimizer):
                 raise TypeError(f"{label}: {name!r} must be a tensor, got {type(value).__name__}")
             if not value.is_floating_point():
                 raise TypeError(f"{label}: {name!r} must be a floating-point tensor, got {value.dtype}")
-            if name in used and name not in rule.scalar_state:  # shaped like the parameter
-                if value.shape != p.shape:
-                    raise ValueError(f"{label}: {name!r} must have shape {tuple(p.shape)}, got {tuple(value.shape)}")
+            if name in used and name not in rule.scalar_state:  # shaped like the parameter (or as the class says)
+                shape = self._state_shape(name, p)
+                if value.shape != shape:
+                    raise ValueError(f"{label}: {name!r} must have shape {tuple(shape)}, got {tuple(value.shape)}")
             elif value.numel() != 1:
                 raise ValueError(f"{label}: {name!r} must have one element, got shape {tuple(value.shape)}")
         for name in rule.scalar_state:
@@ -502,15 +512,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         created: list[tuple[Tensor, dict[str, Tensor]]] = []
         # This loop runs once per parameter per step: plain lookups and appends only; the state
         # lists are built from `rows` afterwards.
-        for index, p in enumerate(group["params"]):
-            grad = p.grad
-            if grad is None:
-                continue
-            if grad.layout != torch.strided:
-                raise TypeError(
-                    f"{type(self).__name__} got a sparse gradient ({grad.layout}) for "
-                    f"{self._param_label(group, index, p)}; fastoptim does not support sparse gradients yet"
-                )
+        for index, p, grad in self._with_grads(group):
             if rows_of is not None:
                 state = get_state(p)  # one lookup: hashing a tensor is a Python-level call
                 try:
@@ -543,6 +545,18 @@ class FusedOptimizer(torch.optim.Optimizer):
             fresh[i] = True
         args = (params, grads, flat_state, steps, fresh if fresh_indices else [], hyper, lr_tensor(group))
         return args, created
+
+    def _with_grads(self, group: dict[str, Any]):
+        """(index, parameter, gradient) of each parameter of `group` that has a gradient; a sparse
+        gradient raises a TypeError naming its parameter."""
+        for index, p in enumerate(group["params"]):
+            grad = p.grad
+            if grad is None:
+                continue
+            if grad.layout != torch.strided:
+                raise TypeError(f"{type(self).__name__} got a sparse gradient ({grad.layout}) for "
+                                f"{self._param_label(group, index, p)}; fastoptim does not support sparse gradients yet")
+            yield index, p, grad
 
     def _gather_steady(self):
         """The steady-state step's arguments of every group, gathered in C++ (no Python loop over
@@ -646,25 +660,28 @@ class FusedOptimizer(torch.optim.Optimizer):
         """The C++ step of `group` on the lists gathered in C++."""
         self._call(self._rule_of(group).direct_gathered, group, *args, **kwargs)
 
-    def _call(self, entry, group: dict[str, Any], *args, **kwargs) -> None:
-        """entry(*args, **kwargs), a C++ step of `group`; its errors name parameters as the group does."""
+    def _call(self, entry, group: dict[str, Any], *args, listed: list[int] | None = None, **kwargs) -> None:
+        """entry(*args, **kwargs), a C++ step of `group`; its errors name parameters as the group does
+        (`listed`: the indices in the group of the params the step takes, when not all with a gradient)."""
         try:
             entry(*args, **kwargs)
         except (TypeError, ValueError) as error:
-            raise self._relabeled(error, group) from None
+            raise self._relabeled(error, group, listed) from None
 
-    def _relabeled(self, error: Exception, group: dict[str, Any]) -> Exception:
-        """The C++ step's error with "params[i]" (i counts the group's params that have a gradient,
-        the lists the step takes) replaced by the parameter's label in its group."""
+    def _relabeled(self, error: Exception, group: dict[str, Any], listed: list[int] | None = None) -> Exception:
+        """The C++ step's error with "params[i]" (i counts the params the step takes: `listed`, by default
+        the group's params that have a gradient) replaced by the parameter's label in its group."""
         text = str(error)
         match = re.search(r"\b(?:params|grads|steps)\[(\d+)\]", text)
         if match is None:
             return error
         position = int(match.group(1))
-        with_grads = [(i, p) for i, p in enumerate(group["params"]) if p.grad is not None]
-        if position >= len(with_grads):
+        if listed is None:
+            listed = [i for i, p in enumerate(group["params"]) if p.grad is not None]
+        if position >= len(listed):
             return error
-        index, p = with_grads[position]
+        index = listed[position]
+        p = group["params"][index]
         label = self._param_label(group, index, p)
         text = re.sub(rf"\bparams\[{position}\]", label, text)
         text = re.sub(rf"\bgrads\[{position}\]", f"the gradient of {label}", text)

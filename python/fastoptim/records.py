@@ -28,12 +28,21 @@ class OptimizerRecord:
     reference: str
     #: options that change the math, alone and combined: each runs against a torch.optim reference
     configs: tuple[dict[str, Any], ...] = ()
+    #: shapes of the tests' shared set that the reference cannot step (the parity tests leave them
+    #: out; the class steps them, as its own tests show)
+    reference_fails_on: tuple[tuple[int, ...], ...] = ()
+    #: the option (and its index, for a tuple) whose None stands for the machine epsilon of each
+    #: parameter's dtype (Adafactor's eps[0]): a float32 step stands for a bf16/fp16 one with it set
+    dtype_epsilon_option: tuple[str, int] | None = None
     #: options that make a step read and write as much as it can (decay, momentum, maximize)
     rich: dict[str, Any] = field(default_factory=lambda: dict(_DECAY_AND_MAXIMIZE))
     #: options of the libtorch and edge parity runs (None: no class of its own in those front ends)
     front_end: dict[str, Any] | None = None
     #: the bench: the passes over a tensor, "R/W" each (R arrays read, W written), joined by "+"
     pattern: str | None = None
+    #: the passes over a vector (ndim <= 1) where they differ from `pattern` (AdamP's vectors take one
+    #: pass; Adafactor keeps a vector's second moment whole)
+    vector_pattern: str | None = None
     #: the bench's options
     bench: dict[str, Any] | None = None
     #: where the class's defaults differ from its rule's field list (AdamW is Adam's rule with
@@ -168,6 +177,20 @@ RECORDS: tuple[OptimizerRecord, ...] = (
             pattern="4/3", bench=dict(lr=1e-2),
         ),
         OptimizerRecord(
+            "Adafactor", "second moments factored into rows and columns; relative step sizes", _torch("Adafactor"),
+            configs=(
+                dict(),
+                dict(weight_decay=0.1),
+                dict(eps=(1e-2, 1e-2)),
+                # (an eps1 of 1e-3 at least: below it, V stored in fp16 is subnormal, and its rounding moves u by
+                # more than the low-precision test's ulp)
+                dict(lr=0.05, beta2_decay=-0.5, eps=(1e-3, 1e-4), d=2.0, weight_decay=0.05, maximize=True),
+            ),
+            reference_fails_on=((0,),), dtype_epsilon_option=("eps", 0),  # (torch divides by the numel: ZeroDivisionError on an empty tensor)
+            # (a matrix's passes: the g^2 sums, the u^2 and theta^2 sums, the update)
+            pattern="1/0+2/0+2/1", vector_pattern="3/1+3/1", bench=dict(lr=1e-2),
+        ),
+        OptimizerRecord(
             "Muon", "momentum orthogonalised by Newton-Schulz for matrices; AdamW for the rest",
             "torch.optim's Muon, and AdamW for the rest (tests/python/test_muon.py)",
             rich=dict(weight_decay=0.1), preset=dict(weight_decay=0.1, decoupled_weight_decay=1),
@@ -208,7 +231,7 @@ RECORDS: tuple[OptimizerRecord, ...] = (
         ),
         OptimizerRecord(
             "AdamP", "Adam with radial projection", "adamp, the official code (tests/python/test_adamp.py)",
-            front_end=dict(lr=0.01, weight_decay=0.1), pattern="4/2+3/1", bench=dict(lr=1e-3),
+            front_end=dict(lr=0.01, weight_decay=0.1), pattern="4/2+3/1", vector_pattern="4/3", bench=dict(lr=1e-3),
         ),
     ),
     *_family(

@@ -107,8 +107,28 @@ def assert_all_close_rel(params, expected, rtol):
         assert_close_rel(p.detach(), q.detach(), rtol, f"shape {tuple(q.shape)}")
 
 
+def reference_shapes(name, shapes=SHAPES):
+    """`shapes` less those the record of `name` says its reference cannot step."""
+    return [s for s in shapes if tuple(s) not in record(name).reference_fails_on]
+
+
+def with_dtype_epsilon(name, cfg, dtype):
+    """`cfg` with the option of `name` whose None means "the parameter dtype's epsilon" (its record's
+    dtype_epsilon_option) set to `dtype`'s: the options of a float32 step standing for a `dtype` step."""
+    option = record(name).dtype_epsilon_option
+    if option is None:
+        return cfg
+    key, index = option
+    values = list(cfg.get(key, inspect.signature(getattr(fastoptim, name)).parameters[key].default))
+    if values[index] is None:
+        values[index] = torch.finfo(dtype).eps
+    return {**cfg, key: tuple(values)}
+
+
 def run_side_by_side(name, cfg, shapes, dtype, steps, torch_kwargs=None, seed=0):
-    """Steps fastoptim.<name> and torch.optim.<name> on identical parameters and gradients."""
+    """Steps fastoptim.<name> and torch.optim.<name> on identical parameters and gradients (of
+    `shapes`, less those the record says its reference cannot step)."""
+    shapes = reference_shapes(name, shapes)
     params, ref_params, ours, ref = run_pair(
         lambda ps: getattr(fastoptim, name)(ps, **cfg),
         lambda ps: getattr(torch.optim, record(name).torch_reference)(ps, **cfg, **(torch_kwargs or dict(foreach=False))),
@@ -139,12 +159,12 @@ def assert_resumes_bit_identically(make_optimizer, shapes, save_at, until, dtype
     return opt, resumed
 
 
-def assert_low_precision_steps_round_once(make_optimizer, dtype, steps=4, make_reference=None):
+def assert_low_precision_steps_round_once(make_optimizer, dtype, steps=4, make_reference=None, shapes=SHAPES):
     """Each step of make_optimizer on bf16/fp16 params equals the float32 step of make_reference
     (by default the same optimizer) from the same state widened, rounded to the storage dtype:
     within one of its ulps."""
     make_reference = make_reference or make_optimizer
-    params = make_params(SHAPES, dtype)
+    params = make_params(shapes, dtype)
     ours = make_optimizer(params)
     ulp = 2.0**-7 if dtype == torch.bfloat16 else 2.0**-10
     for step in range(steps):

@@ -19,8 +19,10 @@ from reference import (
     case_id,
     clone_params,
     make_params,
+    reference_shapes,
     run_side_by_side,
     set_grads,
+    with_dtype_epsilon,
 )
 
 
@@ -135,7 +137,8 @@ def test_low_precision_step_is_the_float32_step_rounded_once(case, dtype):
     name, cfg = case
     assert_low_precision_steps_round_once(
         lambda ps: getattr(fastoptim, name)(ps, **cfg), dtype, steps=3,
-        make_reference=lambda ps: getattr(torch.optim, name)(ps, **cfg, foreach=False),
+        make_reference=lambda ps: getattr(torch.optim, name)(ps, **with_dtype_epsilon(name, cfg, dtype), foreach=False),
+        shapes=reference_shapes(name),
     )
 
 

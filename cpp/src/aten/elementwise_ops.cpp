@@ -11,6 +11,7 @@
 #include <optional>
 #include <ostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "fastoptim/aten/elementwise_ops.h"
@@ -48,6 +49,21 @@ void write_scalar(const at::Tensor& t, double value) {
   else *static_cast<double*>(t.data_ptr()) = value;
 }
 
+// Adds one to a step counter; returns the count as stored (float32 in torch.optim's state).
+double advance_step(const at::Tensor& step) {
+  write_scalar(step, read_scalar(step) + 1);
+  return read_scalar(step);
+}
+
+double machine_epsilon(at::ScalarType t) {
+  switch (t) {
+    case at::kDouble: return 2.220446049250313e-16;
+    case at::kBFloat16: return 0.0078125;
+    case at::kHalf: return 0.0009765625;
+    default: return 1.1920928955078125e-07;
+  }
+}
+
 template <class What>
 void check_scalar_tensor(const at::Tensor& t, const What& what) {
   TORCH_CHECK_VALUE(t.defined(), "fastoptim: ", what, " is undefined");
@@ -69,6 +85,16 @@ struct TensorName {
 std::ostream& operator<<(std::ostream& out, const TensorName& n) {
   if (n.state) return out << n.state << " of params[" << n.index << "]";
   return out << n.list << "[" << n.index << "]";
+}
+
+// params[i] is a plain CPU tensor of a dtype the kernels take.
+void check_param(const at::Tensor& p, size_t i, const char* op) {
+  TORCH_CHECK_VALUE(p.defined(), op, ": params[", i, "] is undefined");
+  check_plain(p, TensorName{"params", i}, op);
+  TORCH_CHECK_TYPE(storage_dtype(p.scalar_type()).has_value(), op, ": params[", i, "] has dtype ", p.scalar_type(),
+                   "; supported: float32, float64, bfloat16, float16");
+  TORCH_CHECK_VALUE(p.device().is_cpu(), op, ": params[", i, "] is on ", p.device(),
+                    "; this build of fastoptim runs on the CPU only");
 }
 
 // A tensor that travels with params[i] (its grad or a state tensor) must match it exactly.
@@ -170,12 +196,7 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
 
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& p = params[i];
-    TORCH_CHECK_VALUE(p.defined(), op, ": params[", i, "] is undefined");
-    check_plain(p, TensorName{"params", i}, op);
-    TORCH_CHECK_TYPE(storage_dtype(p.scalar_type()).has_value(), op, ": params[", i, "] has dtype ",
-                     p.scalar_type(), "; supported: float32, float64, bfloat16, float16");
-    TORCH_CHECK_VALUE(p.device().is_cpu(), op, ": params[", i, "] is on ", p.device(),
-                      "; this build of fastoptim runs on the CPU only");
+    check_param(p, i, op);
     if constexpr (needs_row_major<Rule>()) {
       TORCH_CHECK_VALUE(p.is_contiguous(), op, ": params[", i, "] has strides ", p.strides(), "; ", Rule::kName,
                         " sums over (or indexes) a tensor's elements in row-major order, so it steps contiguous "
@@ -201,14 +222,11 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
     const at::Tensor& p = params[i];
     const std::int64_t rows = p.dim() > 1 ? p.size(0) : 1;
     rules::StepInfo info{0.0, fresh.size() == n && fresh[i], p.numel(), p.dim() > 1, rows, scale, int(p.dim())};
+    info.dtype_eps = machine_epsilon(p.scalar_type());
     static_assert(rules::scalar_slots_of<Rule>::value <= 2, "StepInfo::scalar_state holds two values");
     for (size_t s = 0; s < slots.size(); ++s)
       if (slots[s] >= Rule::kStateSlots) info.scalar_state[slots[s] - Rule::kStateSlots] = read_scalar(state[s * n + i]);
-    if (Rule::kCountsSteps) {
-      info.step = read_scalar(steps[i]) + 1;
-      write_scalar(steps[i], info.step);
-      info.step = read_scalar(steps[i]);  // the value as stored (float32 in torch.optim's state)
-    }
+    if (Rule::kCountsSteps) info.step = advance_step(steps[i]);
     if (rules::advance_scalars<Rule>(h, info))
       for (size_t s = 0; s < slots.size(); ++s)
         if (slots[s] >= Rule::kStateSlots) write_scalar(state[s * n + i], info.scalar_next[slots[s] - Rule::kStateSlots]);
@@ -243,6 +261,72 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
 FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_INSTANTIATE)
 #undef FASTOPTIM_INSTANTIATE
 
+void adafactor_factored_step(at::TensorList params, at::TensorList grads, at::TensorList row_factors,
+                             at::TensorList column_factors, at::TensorList steps, c10::ArrayRef<double> hyper,
+                             const std::optional<at::Tensor>& lr, bool check_only) {
+  using Rule = rules::Adafactor;
+  const char* op = "fastoptim::adafactor_factored_step_";
+  const auto h = checked_hyper<Rule>(op, hyper, lr);
+  const size_t n = params.size();
+  TORCH_CHECK_VALUE(grads.size() == n && row_factors.size() == n && column_factors.size() == n && steps.size() == n,
+                    op, ": expected one gradient, row factor, column factor and step per param (", n, "), got ",
+                    grads.size(), ", ", row_factors.size(), ", ", column_factors.size(), " and ", steps.size());
+  for (size_t i = 0; i < n; ++i) {
+    const at::Tensor& p = params[i];
+    check_param(p, i, op);
+    TORCH_CHECK_VALUE(p.dim() >= 2, op, ": params[", i, "] has shape ", p.sizes(),
+                      "; the factored step takes tensors of two or more dims");
+    TORCH_CHECK_VALUE(p.is_contiguous(), op, ": params[", i, "] has strides ", p.strides(),
+                      "; the factored step walks rows of contiguous tensors");
+    check_matches_param(grads[i], p, TensorName{"grads", i}, op);
+    // (torch's shapes: the parameter's, with the last dim 1 for the rows' factor, the one before for the columns')
+    const std::pair<const at::Tensor*, const char*> factors[] = {{&row_factors[i], "row_var"}, {&column_factors[i], "col_var"}};
+    for (int f = 0; f < 2; ++f) {
+      const at::Tensor& factor = *factors[f].first;
+      const TensorName name{"state", i, factors[f].second};
+      std::vector<std::int64_t> shape(p.sizes().begin(), p.sizes().end());
+      shape[shape.size() - 1 - size_t(f)] = 1;
+      TORCH_CHECK_VALUE(factor.defined(), op, ": ", name, " is undefined");
+      check_plain(factor, name, op);
+      TORCH_CHECK_TYPE(factor.scalar_type() == p.scalar_type(), op, ": ", name, " has dtype ", factor.scalar_type(),
+                       " but params[", i, "] has dtype ", p.scalar_type());
+      TORCH_CHECK_VALUE(factor.device() == p.device(), op, ": ", name, " is on ", factor.device(), " but params[", i,
+                        "] is on ", p.device());
+      TORCH_CHECK_VALUE(factor.sizes() == c10::IntArrayRef(shape), op, ": ", name, " has shape ", factor.sizes(),
+                        " but must have shape ", c10::IntArrayRef(shape), " for params[", i, "] of shape ", p.sizes());
+      TORCH_CHECK_VALUE(factor.is_contiguous(), op, ": ", name, " has strides ", factor.strides(), "; it must be contiguous");
+    }
+    check_scalar_tensor(steps[i], TensorName{"steps", i});
+  }
+  if (check_only) return;
+
+  struct Batch {
+    std::vector<fastoptim_isa::FactoredSlots> tensors;
+    std::vector<Rule::Coeffs<float>> coeffs_float;
+    std::vector<Rule::Coeffs<double>> coeffs_double;
+  };
+  std::array<Batch, 4> batches;
+  for (size_t i = 0; i < n; ++i) {
+    const at::Tensor& p = params[i];
+    rules::StepInfo info{advance_step(steps[i]), false, p.numel(), true, p.size(0), 1.0, int(p.dim())};
+    info.dtype_eps = machine_epsilon(p.scalar_type());
+    if (p.numel() == 0) continue;
+    const std::int64_t rows = p.size(-2), columns = p.size(-1);
+    Batch& batch = batches[size_t(*storage_dtype(p.scalar_type()))];
+    batch.tensors.push_back({p.data_ptr(), grads[i].const_data_ptr(), row_factors[i].data_ptr(),
+                             column_factors[i].data_ptr(), p.numel() / (rows * columns), rows, columns});
+    if (p.scalar_type() == at::kDouble) batch.coeffs_double.push_back(Rule::prepare<double>(h, info));
+    else batch.coeffs_float.push_back(Rule::prepare<float>(h, info));
+  }
+  for (size_t d = 0; d < batches.size(); ++d) {
+    const Batch& b = batches[d];
+    if (b.tensors.empty()) continue;
+    const void* coeffs = Dtype(d) == Dtype::f64 ? static_cast<const void*>(b.coeffs_double.data())
+                                                : static_cast<const void*>(b.coeffs_float.data());
+    fastoptim_isa::active().adafactor_factored(b.tensors.data(), std::int64_t(b.tensors.size()), coeffs, Dtype(d));
+  }
+}
+
 namespace {
 
 // The op's entry: the schema's bool[] arrives as a c10::List.
@@ -275,16 +359,29 @@ void elementwise_step_meta(at::TensorList params, at::TensorList grads, at::Tens
   (void)grad_scale;
 }
 
+void factored_step_meta(at::TensorList params, at::TensorList grads, at::TensorList row_factors,
+                        at::TensorList column_factors, at::TensorList steps, c10::ArrayRef<double> hyper,
+                        const std::optional<at::Tensor>& lr, bool) {
+  std::vector<at::Tensor> factors(row_factors.begin(), row_factors.end());
+  factors.insert(factors.end(), column_factors.begin(), column_factors.end());
+  elementwise_step_meta(params, grads, factors, steps, c10::List<bool>(), hyper, lr, std::nullopt);
+}
+
 }  // namespace
 
 #define FASTOPTIM_OP_SCHEMA(name)                                                                      \
   #name "_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] state, Tensor(c!)[] steps, bool[] fresh, " \
         "float[] hyper, Tensor? lr=None, Tensor? grad_scale=None) -> ()"
 
+#define FASTOPTIM_FACTORED_SCHEMA                                                                          \
+  "adafactor_factored_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] row_factors, "               \
+  "Tensor(c!)[] column_factors, Tensor(d!)[] steps, float[] hyper, Tensor? lr=None, bool check_only=False) -> ()"
+
 TORCH_LIBRARY(fastoptim, m) {
 #define FASTOPTIM_DEF(Type, name) m.def(FASTOPTIM_OP_SCHEMA(name));
   FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_DEF)
 #undef FASTOPTIM_DEF
+  m.def(FASTOPTIM_FACTORED_SCHEMA);
 }
 
 // Registered for every backend, not just CPU, so that a sparse or CUDA tensor reaches the checks
@@ -293,12 +390,14 @@ TORCH_LIBRARY_IMPL(fastoptim, CompositeExplicitAutograd, m) {
 #define FASTOPTIM_IMPL(Type, name) m.impl(#name "_step_", &elementwise_step_op<rules::Type>);
   FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_IMPL)
 #undef FASTOPTIM_IMPL
+  m.impl("adafactor_factored_step_", &adafactor_factored_step);
 }
 
 TORCH_LIBRARY_IMPL(fastoptim, Meta, m) {
 #define FASTOPTIM_IMPL_META(Type, name) m.impl(#name "_step_", &elementwise_step_meta);
   FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_IMPL_META)
 #undef FASTOPTIM_IMPL_META
+  m.impl("adafactor_factored_step_", &factored_step_meta);
 }
 
 }  // namespace fastoptim::aten

@@ -1,5 +1,6 @@
 // Chooses the kernel table at run time from what the CPU supports, so one binary runs on any
-// x86-64 (or aarch64) machine and still uses its widest vectors.
+// x86-64 (or aarch64) machine and still uses its widest vectors. (Each ISA's table is constant data
+// in its own translation unit: listing them runs no code of an ISA the CPU may lack.)
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -13,13 +14,13 @@
 
 namespace fastoptim_isa {
 
-KernelTable kernels_scalar();
+const KernelTable& kernels_scalar();
 #if defined(__x86_64__)
-KernelTable kernels_sse2();
-KernelTable kernels_avx2();
-KernelTable kernels_avx512();
+const KernelTable& kernels_sse2();
+const KernelTable& kernels_avx2();
+const KernelTable& kernels_avx512();
 #elif defined(__aarch64__)
-KernelTable kernels_neon();
+const KernelTable& kernels_neon();
 #endif
 
 namespace {

@@ -17,4 +17,11 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
                       c10::ArrayRef<bool> fresh, c10::ArrayRef<double> hyper, const std::optional<at::Tensor>& lr,
                       const std::optional<at::Tensor>& grad_scale, bool check_only = false);
 
+// Adafactor's step of its matrices (ndim >= 2, contiguous): torch.optim.Adafactor's row and column
+// factors of the second moment beside each, `steps` one counter per param; `hyper` and `lr` as
+// for the rule's vector step (fastoptim::adafactor_step_), which takes the other parameters.
+void adafactor_factored_step(at::TensorList params, at::TensorList grads, at::TensorList row_factors,
+                             at::TensorList column_factors, at::TensorList steps, c10::ArrayRef<double> hyper,
+                             const std::optional<at::Tensor>& lr, bool check_only = false);
+
 }  // namespace fastoptim::aten

@@ -20,6 +20,9 @@ enum class Check : int {
   flag,          // 0 or 1
   bound,         // 0 <= x, inf allowed (an upper clamp that inf switches off)
   whole,         // a whole number in [0, 2**53), exact in a double (seeds)
+  non_positive,  // -inf < x <= 0 (a decay exponent)
+  at_least_one,  // 1 <= x < inf (a clipping threshold)
+  unset_or_non_negative,  // -1 (unset: the rule chooses, e.g. the parameter dtype's epsilon) or 0 <= x < inf
 };
 
 struct Field {
@@ -37,6 +40,9 @@ inline bool field_accepts(Check c, double x) {
     case Check::flag: return x == 0.0 || x == 1.0;
     case Check::bound: return x >= 0.0;
     case Check::whole: return x >= 0.0 && x < 9007199254740992.0 && std::floor(x) == x;
+    case Check::non_positive: return x <= 0.0 && std::isfinite(x);
+    case Check::at_least_one: return x >= 1.0 && std::isfinite(x);
+    case Check::unset_or_non_negative: return x == -1.0 || (x >= 0.0 && std::isfinite(x));
   }
   return false;
 }
@@ -50,6 +56,9 @@ inline const char* check_text(Check c) {
     case Check::flag: return "0 or 1 (a bool)";
     case Check::bound: return ">= 0 (inf: no bound)";
     case Check::whole: return "a whole number in [0, 2**53)";
+    case Check::non_positive: return "finite and <= 0";
+    case Check::at_least_one: return "finite and >= 1";
+    case Check::unset_or_non_negative: return "None (-1) or finite and >= 0";
   }
   return "";
 }

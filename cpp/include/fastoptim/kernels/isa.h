@@ -31,6 +31,19 @@ struct TensorSlots {
 // `count` Rule::Coeffs<T> (T = double for f64 storage, float otherwise), one per tensor.
 using ElementwiseKernel = void (*)(const TensorSlots* tensors, std::int64_t count, const void* coeffs, Dtype dtype);
 
+// One factored tensor of a call (Adafactor's matrices): the parameter and gradient seen as
+// `batches` slices of rows x columns (the last two dims, row-major), and per slice a factor per row
+// and one per column, all contiguous and of one storage dtype.
+struct FactoredSlots {
+  void* param;
+  const void* grad;
+  void* row_factor;     // batches x rows
+  void* column_factor;  // batches x columns
+  std::int64_t batches, rows, columns;
+};
+// Runs a factored rule's step over `count` tensors; `coeffs` as for ElementwiseKernel.
+using FactoredKernel = void (*)(const FactoredSlots* tensors, std::int64_t count, const void* coeffs, Dtype dtype);
+
 // The solvers' vector algebra (kernels/vector_passes.h). A vector of the solver's space is one
 // piece per parameter, all vectors cut alike: piece t has sizes[t] elements of `dtype` (f32 or f64)
 // at pieces[t]. Sums are taken in the storage type over fixed blocks (the same bits for any thread
@@ -62,6 +75,7 @@ struct KernelTable {
   FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_TABLE_ENTRY)
 #undef FASTOPTIM_TABLE_ENTRY
   VectorKernels vector;
+  FactoredKernel adafactor_factored;
 };
 
 // The tables this build has, best last; "scalar" (one lane, the reference path) is always there.

@@ -5,9 +5,10 @@
 // FASTOPTIM_OPTIMIZER_RULES are the optimizers (their first field is lr; each front end has a
 // class for each); FASTOPTIM_HELPER_RULES are steps the front ends compose into others (weight
 // averaging for the wrappers, Scout's statistics, the Hessian EMA's refresh, Muon's two element-wise
-// halves around its orthogonalisation).
+// halves around its orthogonalisation, Adafactor's vector step beside its factored one).
 #pragma once
 #include "fastoptim/rules/adabelief.h"
+#include "fastoptim/rules/adafactor.h"
 #include "fastoptim/rules/adadelta.h"
 #include "fastoptim/rules/adagrad.h"
 #include "fastoptim/rules/adahessian.h"
@@ -39,5 +40,5 @@
   X(NAdam, nadam) X(RAdam, radam) X(Adamax, adamax) X(Adadelta, adadelta) X(ASGD, asgd) X(Rprop, rprop) X(ADOPT, adopt) \
   X(AdamWScheduleFree, adamw_schedulefree) X(SGDScheduleFree, sgd_schedulefree)
 #define FASTOPTIM_HELPER_RULES(X) X(HessianEMA, hessian_ema) X(Average, average) X(ScoutTrack, scout_track) X(Muon, muon) \
-  X(MuonUpdate, muon_update)
+  X(MuonUpdate, muon_update) X(Adafactor, adafactor)
 #define FASTOPTIM_ELEMENTWISE_RULES(X) FASTOPTIM_OPTIMIZER_RULES(X) FASTOPTIM_HELPER_RULES(X)

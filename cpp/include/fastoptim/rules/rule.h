@@ -69,6 +69,7 @@ struct StepInfo {
   int ndim = 0;
   double scalar_state[2] = {0, 0};  // the rule's per-tensor scalar state as it was before this step
   double scalar_next[2] = {0, 0};   // and after it (rules with next_scalars; see advance_scalars)
+  double dtype_eps = 1.1920928955078125e-07;  // the machine epsilon of the parameter's storage dtype (float32's unless set)
 };
 
 // Whether a rule's apply takes the index of its first element in the tensor (kUsesIndex = true).
