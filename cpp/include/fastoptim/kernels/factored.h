@@ -77,6 +77,8 @@ struct FactoredStep {
     std::vector<T> column_sums;                // per unit, `columns` values: its rows' sums of g^2
     std::vector<std::int64_t> first_column_sum;
     std::vector<T> floored_row_mean;           // per slice
+    std::vector<T> column_rsqrt;               // per column of every slice: Rule::column_rsqrt of its factor
+    std::vector<std::int64_t> first_column;    // slice s's columns in column_rsqrt
     std::vector<std::array<T, 2>> unit_sums;   // per unit: sums of u^2 and theta^2
     std::vector<Coeffs> coeffs;
   };
@@ -102,15 +104,18 @@ struct FactoredStep {
     b.first_unit.assign(std::size_t(count) + 1, 0);
     b.first_slice.assign(std::size_t(count) + 1, 0);
     b.first_row.clear();
+    b.first_column.clear();
     b.first_column_sum.clear();
-    std::int64_t rows_total = 0, column_sums_total = 0;
+    std::int64_t rows_total = 0, columns_total = 0, column_sums_total = 0;
     for (std::int64_t t = 0; t < count; ++t) {
       const FactoredSlots& x = tensors[t];
       const std::int64_t step = rows_per_unit(x.rows, x.columns);
       for (std::int64_t batch = 0; batch < x.batches; ++batch) {
         const std::int64_t slice = std::int64_t(b.first_row.size());
         b.first_row.push_back(rows_total);
+        b.first_column.push_back(columns_total);
         rows_total += x.rows;
+        columns_total += x.columns;
         for (std::int64_t r = 0; r < x.rows; r += step) {
           b.units.push_back({t, slice, r, std::min(r + step, x.rows)});
           b.first_column_sum.push_back(column_sums_total);
@@ -123,6 +128,7 @@ struct FactoredStep {
     b.row_sums.resize(std::size_t(rows_total));
     b.column_sums.resize(std::size_t(column_sums_total));
     b.floored_row_mean.resize(b.first_row.size());
+    b.column_rsqrt.resize(std::size_t(columns_total));
     b.unit_sums.resize(b.units.size());
   }
 
@@ -184,21 +190,24 @@ struct FactoredStep {
         sum = sum + core::load<W>(b.column_sums.data() + b.first_column_sum[std::size_t(u)] + c);
       core::store<W>(columns + c, Rule::moment(core::load<W>(columns + c), sum / T(x.rows), k));
     });
+    T* rsqrt = b.column_rsqrt.data() + b.first_column[std::size_t(slice)];
+    for (std::int64_t c = 0; c < x.columns; ++c) rsqrt[c] = Rule::column_rsqrt(core::load<1>(columns + c).v[0]);
   }
 
-  // u of W elements from column c of row r of a slice.
-  template <int W>
-  FASTOPTIM_ALWAYS_INLINE Vec<T, W> update_at(const S* g, const S* columns, T row, T floored_mean, std::int64_t c,
-                                              const Coeffs& k) const {
-    const Vec<T, W> estimate = Rule::factored_estimate(Vec<T, W>::broadcast(row), core::load<W>(columns + c), floored_mean);
-    return Rule::scaled(Rule::gradient(core::load<W>(g + c), k), estimate, k);
-  }
-
+  // What passes 2 and 3 read for one row of a slice.
   struct RowView {
     const S* g;
     S* p;
-    const S* columns;
-    T row, floored_mean;
+    const S* columns;         // the slice's column factors
+    const T* columns_rsqrt;   // and their Rule::column_rsqrt
+    typename Rule::template FactoredRow<T> row;
+
+    // u of W elements from column c.
+    template <int W>
+    FASTOPTIM_ALWAYS_INLINE Vec<T, W> update_at(std::int64_t c, const Coeffs& k) const {
+      return Rule::factored_scaled(Rule::gradient(core::load<W>(g + c), k), row, core::load<W>(columns + c),
+                                   core::load<W>(columns_rsqrt + c), k);
+    }
   };
   RowView row_view(const FactoredUnit& unit, std::int64_t r) const {
     const FactoredSlots& x = tensors[unit.tensor];
@@ -206,18 +215,18 @@ struct FactoredStep {
     const std::int64_t start = row_start(x, local_slice, r);
     const S* rows = static_cast<const S*>(x.row_factor) + local_slice * x.rows;
     return {static_cast<const S*>(x.grad) + start, static_cast<S*>(x.param) + start,
-            static_cast<const S*>(x.column_factor) + local_slice * x.columns, core::load<1>(rows + r).v[0],
-            b.floored_row_mean[std::size_t(unit.slice)]};
+            static_cast<const S*>(x.column_factor) + local_slice * x.columns,
+            b.column_rsqrt.data() + b.first_column[std::size_t(unit.slice)],
+            Rule::factored_row(core::load<1>(rows + r).v[0], b.floored_row_mean[std::size_t(unit.slice)])};
   }
 
   // Pass 2's term: u^2 and theta^2.
   struct UpdateSumsTerm {
-    const FactoredStep* step;
     RowView row;
     const Coeffs* k;
     template <int W>
     FASTOPTIM_ALWAYS_INLINE void at(std::int64_t c, Vec<T, W>* out) const {
-      const Vec<T, W> update = step->template update_at<W>(row.g, row.columns, row.row, row.floored_mean, c, *k);
+      const Vec<T, W> update = row.template update_at<W>(c, *k);
       const Vec<T, W> p = core::load<W>(row.p + c);
       out[0] = update * update;
       out[1] = p * p;
@@ -230,7 +239,7 @@ struct FactoredStep {
     const Coeffs& k = b.coeffs[std::size_t(unit.tensor)];
     std::array<T, 2> sums{};
     for (std::int64_t r = unit.row_begin; r < unit.row_end; ++r) {
-      UpdateSumsTerm term{this, row_view(unit, r), &k};
+      UpdateSumsTerm term{row_view(unit, r), &k};
       const auto row_sums = core::block_sums<T, core::kLanes<T>, 2>(0, tensors[unit.tensor].columns, term);
       sums[0] += row_sums[0];
       sums[1] += row_sums[1];
@@ -247,7 +256,7 @@ struct FactoredStep {
       over_lanes<T>(tensors[unit.tensor].columns, [&](auto lanes, std::int64_t c) {
         constexpr int W = decltype(lanes)::value;
         Vec<T, W> p = core::load<W>(row.p + c);
-        Rule::descend(p, update_at<W>(row.g, row.columns, row.row, row.floored_mean, c, k), k);
+        Rule::descend(p, row.template update_at<W>(c, k), k);
         core::store<W>(row.p + c, p);
       });
     }

@@ -9,8 +9,8 @@
 //   u = g / sqrt(max(V, eps1^2));  theta <- theta - alpha / max(1, RMS(u) / d) u
 // eps1 unset (-1, torch's None) is the machine epsilon of the parameter's dtype.
 // This rule is the vector step (a two-pass rule: V first, then the sums of u^2 and theta^2, then
-// the update); kernels/factored.h runs the matrix step with the same functions (moment,
-// factored_estimate, scaled, finish, descend), its R and C kept beside each matrix.
+// the update); kernels/factored.h runs the matrix step with the same functions (gradient, moment,
+// finish, descend) and the factored ones below, its R and C kept beside each matrix.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -39,7 +39,7 @@ struct Adafactor {
     T weight;          // w_t
     T eps1_squared;
     T decay;           // 1 - lr wd
-    T eps1, eps2, d;
+    T eps1, inv_eps1, eps2, d;
     double rho, inv_sqrt_numel;  // (the step size is computed in double on the host, as torch does)
     bool maximize, has_decay;
     T neg_step;        // -alpha / max(1, RMS(u) / d), set by finish()
@@ -52,6 +52,7 @@ struct Adafactor {
             T(eps1 * eps1),
             T(1 - h.lr * h.weight_decay),
             T(eps1),
+            T(1 / eps1),
             T(h.eps2),
             T(h.d),
             std::min(h.lr, 1 / std::sqrt(s.step)),
@@ -72,15 +73,34 @@ struct Adafactor {
     return core::lerp(estimate, mean_square, k.weight);
   }
 
-  // The factored V of one element: its row's factor times its column's, over the rows' mean
-  // (floored at eps1, as torch clamps it).
-  template <class T, int W>
-  FASTOPTIM_HD static Vec<T, W> factored_estimate(const Vec<T, W>& row, const Vec<T, W>& column, T floored_row_mean) {
-    return row * column / floored_row_mean;
-  }
+  // The factored V of an element is R_r C_c / max(mean(R), eps1): its row's factor times its
+  // column's over the rows' mean, floored at eps1 as torch clamps it. Its u takes the roots once per
+  // row and per column instead of a root and two divisions per element:
+  //   u = g rsqrt(R_r / mean) rsqrt(C_c),  or g / eps1 where V < eps1^2
+  // (the same value as g / sqrt(max(V, eps1^2)) within an ulp or two).
   template <class T>
   FASTOPTIM_HD static T floored_row_mean(T row_sum, std::int64_t rows, const Coeffs<T>& k) {
     return std::max(row_sum / T(rows), k.eps1);
+  }
+  template <class T>
+  struct FactoredRow {
+    T scale;  // R_r / mean
+    T rsqrt;  // rsqrt(R_r / mean)
+  };
+  template <class T>
+  FASTOPTIM_HD static FactoredRow<T> factored_row(T row_factor, T floored_row_mean) {
+    const double scale = double(row_factor) / double(floored_row_mean);
+    return {T(scale), T(1 / std::sqrt(scale))};
+  }
+  template <class T>
+  FASTOPTIM_HD static T column_rsqrt(T column_factor) {
+    return T(1 / std::sqrt(double(column_factor)));
+  }
+  template <class T, int W>
+  FASTOPTIM_HD static Vec<T, W> factored_scaled(const Vec<T, W>& g, const FactoredRow<T>& row, const Vec<T, W>& column,
+                                                const Vec<T, W>& column_rsqrt, const Coeffs<T>& k) {
+    const auto floored = core::less(column * row.scale, Vec<T, W>::broadcast(k.eps1_squared));
+    return core::select(floored, g * k.inv_eps1, g * row.rsqrt * column_rsqrt);
   }
 
   // u = g / sqrt(max(V, eps1^2)), as torch's rsqrt then multiply.
