@@ -59,6 +59,7 @@ int main(int argc, char** argv) {
 #define FASTOPTIM_RUN(Type, name) \
   if (rule == #name) return run<fastoptim::optim::Type, fastoptim::optim::Type##Options>(values, steps, argv[3]), 0;
   FASTOPTIM_OPTIMIZER_RULES(FASTOPTIM_RUN)
+  FASTOPTIM_RUN(Adafactor, adafactor)  // (a helper rule with a class of its own)
 #undef FASTOPTIM_RUN
   return 3;
 }

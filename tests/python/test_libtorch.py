@@ -57,7 +57,7 @@ def make_params():
     return [torch.randn(s, dtype=torch.float64).to(torch.float32).requires_grad_() for s in SHAPES]
 
 
-CASES = {r.name: r.front_end for r in RECORDS if r.front_end is not None}
+CASES = {r.name: r.front_end for r in RECORDS if r.front_end is not None and "libtorch" in r.front_ends}
 
 
 def python_run(name):
@@ -92,7 +92,8 @@ def test_adamw_options_start_where_the_python_adamw_starts(parity):
 
 def test_every_optimizer_rule_has_its_libtorch_class(parity, tmp_path):
     optimizer_rules = [name for name, meta in fastoptim._C.rules.items() if meta["optimizer"]]
-    assert {rule_optimizer(getattr(fastoptim, n)(make_params(), **CASES[n])).rule for n in CASES} == set(optimizer_rules)
+    # (and classes of their own over helper rules: Adafactor's)
+    assert {rule_optimizer(getattr(fastoptim, n)(make_params(), **CASES[n])).rule for n in CASES} >= set(optimizer_rules)
     for rule in optimizer_rules:
         defaults = [default for _, default, _ in fastoptim._C.rules[rule]["fields"]]
         done = subprocess.run([str(parity), rule, "2", str(tmp_path / f"{rule}.pt"), *map(repr, defaults)])

@@ -73,6 +73,7 @@ struct FactoredStep {
     std::vector<std::int64_t> first_unit;      // tensor t's units: [first_unit[t], first_unit[t + 1])
     std::vector<std::int64_t> first_slice;     // tensor t's slices among all slices
     std::vector<std::int64_t> first_row;       // slice s's rows in row_sums
+    std::vector<std::int64_t> slice_units;     // slice s's units: [slice_units[s], slice_units[s + 1])
     std::vector<T> row_sums;                   // per row of every slice: its sum of g^2
     std::vector<T> column_sums;                // per unit, `columns` values: its rows' sums of g^2
     std::vector<std::int64_t> first_column_sum;
@@ -104,6 +105,7 @@ struct FactoredStep {
     b.first_unit.assign(std::size_t(count) + 1, 0);
     b.first_slice.assign(std::size_t(count) + 1, 0);
     b.first_row.clear();
+    b.slice_units.clear();
     b.first_column.clear();
     b.first_column_sum.clear();
     std::int64_t rows_total = 0, columns_total = 0, column_sums_total = 0;
@@ -113,6 +115,7 @@ struct FactoredStep {
       for (std::int64_t batch = 0; batch < x.batches; ++batch) {
         const std::int64_t slice = std::int64_t(b.first_row.size());
         b.first_row.push_back(rows_total);
+        b.slice_units.push_back(std::int64_t(b.units.size()));
         b.first_column.push_back(columns_total);
         rows_total += x.rows;
         columns_total += x.columns;
@@ -125,6 +128,7 @@ struct FactoredStep {
       b.first_unit[std::size_t(t) + 1] = std::int64_t(b.units.size());
       b.first_slice[std::size_t(t) + 1] = std::int64_t(b.first_row.size());
     }
+    b.slice_units.push_back(std::int64_t(b.units.size()));
     b.row_sums.resize(std::size_t(rows_total));
     b.column_sums.resize(std::size_t(column_sums_total));
     b.floored_row_mean.resize(b.first_row.size());
@@ -178,11 +182,8 @@ struct FactoredStep {
       row_factor_sum += core::load<1>(rows + r).v[0];  // (the factor as stored)
     }
     b.floored_row_mean[std::size_t(slice)] = Rule::floored_row_mean(row_factor_sum, x.rows, k);
-    // This slice's units are consecutive: their column sums are added in unit order.
-    std::int64_t first = b.first_unit[std::size_t(tensor)];
-    while (b.units[std::size_t(first)].slice != slice) ++first;
-    std::int64_t last = first;
-    while (last < b.first_unit[std::size_t(tensor) + 1] && b.units[std::size_t(last)].slice == slice) ++last;
+    // The slice's units' column sums, added in unit order.
+    const std::int64_t first = b.slice_units[std::size_t(slice)], last = b.slice_units[std::size_t(slice) + 1];
     over_lanes<T>(x.columns, [&](auto lanes, std::int64_t c) {
       constexpr int W = decltype(lanes)::value;
       Vec<T, W> sum = core::load<W>(b.column_sums.data() + b.first_column_sum[std::size_t(first)] + c);

@@ -104,6 +104,7 @@ struct RuleOptions : torch::optim::OptimizerOptions {
     }                                                                                           \
   };
 FASTOPTIM_OPTIMIZER_RULES(FASTOPTIM_OPTIONS_CLASS)
+FASTOPTIM_OPTIONS_CLASS(Adafactor, adafactor)  // (a helper rule: Adafactor's class is its own, below)
 #undef FASTOPTIM_OPTIONS_CLASS
 
 // One torch::optim::Optimizer for any rule.
@@ -220,6 +221,118 @@ class AdamW : public RuleOptimizer<rules::Adam, AdamOptions> {
       : RuleOptimizer(std::move(params), defaults) {}
   explicit AdamW(const std::vector<torch::optim::OptimizerParamGroup>& groups, const AdamOptions& defaults = AdamWOptions())
       : RuleOptimizer(groups, defaults) {}
+};
+
+// Adafactor: torch.optim.Adafactor's state (`row_var` and `col_var` of each tensor of two or more
+// dims, factored over its last two; `variance` of each vector; `step`), stepped by the ATen layer's
+// two entries the Python class calls (the rule's vector step, and the factored step of matrices).
+// eps1 = -1 is torch's None (the dtype's epsilon). Parameters must be contiguous.
+struct AdafactorParamState : torch::optim::OptimizerParamState {
+  at::Tensor step, variance, row_var, col_var;
+
+  std::unique_ptr<torch::optim::OptimizerParamState> clone() const override {
+    return std::make_unique<AdafactorParamState>(*this);
+  }
+  void serialize(torch::serialize::OutputArchive& archive) const override {
+    for (const auto& [name, tensor] : named())
+      if (tensor->defined()) archive.write(name, *tensor);
+  }
+  void serialize(torch::serialize::InputArchive& archive) override {
+    for (const auto& [name, tensor] : named()) archive.try_read(name, *tensor);
+  }
+
+ private:
+  std::vector<std::pair<const char*, at::Tensor*>> named() const {
+    auto* self = const_cast<AdafactorParamState*>(this);
+    return {{"step", &self->step}, {"variance", &self->variance}, {"row_var", &self->row_var}, {"col_var", &self->col_var}};
+  }
+};
+
+class Adafactor : public torch::optim::Optimizer {
+ public:
+  explicit Adafactor(const std::vector<torch::optim::OptimizerParamGroup>& groups, const AdafactorOptions& defaults = {})
+      : Optimizer(groups, std::make_unique<AdafactorOptions>(defaults)) {}
+  explicit Adafactor(std::vector<at::Tensor> params, const AdafactorOptions& defaults = {})
+      : Optimizer(std::move(params), std::make_unique<AdafactorOptions>(defaults)) {}
+
+  torch::Tensor step(LossClosure closure = nullptr) override {
+    at::NoGradGuard no_grad;
+    torch::Tensor loss;
+    if (closure) {
+      at::AutoGradMode enable_grad(true);
+      loss = closure();
+    }
+    std::vector<Work> work;
+    for (auto& group : param_groups()) work.push_back(gather(group));
+    for (const Work& w : work) run(w, /*check_only=*/true);  // every group first: a bad one changes nothing
+    for (Work& w : work) {
+      run(w, /*check_only=*/false);
+      for (auto& [key, created] : w.created) state()[key] = std::move(created);
+    }
+    return loss;
+  }
+
+  void save(torch::serialize::OutputArchive& archive) const override {
+    torch::optim::serialize<AdafactorParamState, AdafactorOptions>(archive, *this);
+  }
+  void load(torch::serialize::InputArchive& archive) override {
+    torch::optim::serialize<AdafactorParamState, AdafactorOptions>(archive, *this);
+  }
+
+ private:
+  struct Work {
+    std::vector<double> hyper;
+    std::vector<at::Tensor> vectors, vector_grads, variances, vector_steps;
+    std::vector<at::Tensor> matrices, matrix_grads, row_vars, col_vars, matrix_steps;
+    std::vector<std::pair<void*, std::unique_ptr<AdafactorParamState>>> created;
+  };
+
+  Work gather(torch::optim::OptimizerParamGroup& group) {
+    Work w;
+    w.hyper = static_cast<const AdafactorOptions&>(group.options()).values();
+    for (const at::Tensor& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      void* key = p.unsafeGetTensorImpl();
+      auto found = state().find(key);
+      auto* st = found == state().end() ? nullptr : static_cast<AdafactorParamState*>(found->second.get());
+      if (st == nullptr) {
+        auto created = std::make_unique<AdafactorParamState>();
+        created->step = torch::zeros({}, torch::kFloat32);
+        st = created.get();
+        w.created.emplace_back(key, std::move(created));
+      }
+      if (p.dim() > 1) {
+        if (!st->row_var.defined()) st->row_var = at::zeros(factor_shape(p, 1), p.options());
+        if (!st->col_var.defined()) st->col_var = at::zeros(factor_shape(p, 2), p.options());
+        w.matrices.push_back(p);
+        w.matrix_grads.push_back(p.grad().contiguous());
+        w.row_vars.push_back(st->row_var);
+        w.col_vars.push_back(st->col_var);
+        w.matrix_steps.push_back(st->step);
+      } else {
+        if (!st->variance.defined()) st->variance = at::zeros_like(p);
+        w.vectors.push_back(p);
+        w.vector_grads.push_back(p.grad().contiguous());
+        w.variances.push_back(st->variance);
+        w.vector_steps.push_back(st->step);
+      }
+    }
+    return w;
+  }
+
+  // The parameter's shape with dim -from_end (1: the last) set to 1: torch's row_var, col_var.
+  static std::vector<std::int64_t> factor_shape(const at::Tensor& p, int from_end) {
+    std::vector<std::int64_t> shape(p.sizes().begin(), p.sizes().end());
+    shape[shape.size() - std::size_t(from_end)] = 1;
+    return shape;
+  }
+
+  static void run(const Work& w, bool check_only) {
+    aten::elementwise_step<rules::Adafactor>(w.vectors, w.vector_grads, w.variances, w.vector_steps, {}, w.hyper,
+                                             std::nullopt, std::nullopt, check_only);
+    aten::adafactor_factored_step(w.matrices, w.matrix_grads, w.row_vars, w.col_vars, w.matrix_steps, w.hyper,
+                                  std::nullopt, check_only);
+  }
 };
 
 }  // namespace fastoptim::optim
