@@ -107,15 +107,15 @@ FASTOPTIM_OPTIMIZER_RULES(FASTOPTIM_OPTIONS_CLASS)
 FASTOPTIM_OPTIONS_CLASS(Adafactor, adafactor)  // (a helper rule: Adafactor's class is its own, below)
 #undef FASTOPTIM_OPTIONS_CLASS
 
-// One torch::optim::Optimizer for any rule.
-template <class Rule, class Options>
-class RuleOptimizer : public torch::optim::Optimizer {
+// What the classes here share: the closure, each group's step gathered (Derived::gather(group) gives
+// a Work with the state it creates in `created`), every group checked before any tensor changes
+// (Derived::run(work, check_only)), the created state committed after its step, and torch::save/load.
+template <class Derived, class ParamState, class Options>
+class CheckedStepOptimizer : public torch::optim::Optimizer {
  public:
-  using ParamState = RuleParamState<Rule>;
-
-  explicit RuleOptimizer(const std::vector<torch::optim::OptimizerParamGroup>& groups, const Options& defaults = {})
+  explicit CheckedStepOptimizer(const std::vector<torch::optim::OptimizerParamGroup>& groups, const Options& defaults = {})
       : Optimizer(groups, std::make_unique<Options>(defaults)) {}
-  explicit RuleOptimizer(std::vector<at::Tensor> params, const Options& defaults = {})
+  explicit CheckedStepOptimizer(std::vector<at::Tensor> params, const Options& defaults = {})
       : Optimizer(std::move(params), std::make_unique<Options>(defaults)) {}
 
   torch::Tensor step(LossClosure closure = nullptr) override {
@@ -125,11 +125,12 @@ class RuleOptimizer : public torch::optim::Optimizer {
       at::AutoGradMode enable_grad(true);
       loss = closure();
     }
-    std::vector<Work> work;
-    for (auto& group : param_groups()) gather(group, work);
-    for (const Work& w : work) run(w, /*check_only=*/true);  // every group first: a bad one changes nothing
-    for (Work& w : work) {
-      run(w, /*check_only=*/false);
+    auto& self = static_cast<Derived&>(*this);
+    std::vector<typename Derived::Work> work;
+    for (auto& group : param_groups()) work.push_back(self.gather(group));
+    for (const auto& w : work) Derived::run(w, /*check_only=*/true);  // every group first: a bad one changes nothing
+    for (auto& w : work) {
+      Derived::run(w, /*check_only=*/false);
       for (auto& [key, created] : w.created) state()[key] = std::move(created);
     }
     return loss;
@@ -139,6 +140,17 @@ class RuleOptimizer : public torch::optim::Optimizer {
     torch::optim::serialize<ParamState, Options>(archive, *this);
   }
   void load(torch::serialize::InputArchive& archive) override { torch::optim::serialize<ParamState, Options>(archive, *this); }
+};
+
+// One torch::optim::Optimizer for any rule.
+template <class Rule, class Options>
+class RuleOptimizer : public CheckedStepOptimizer<RuleOptimizer<Rule, Options>, RuleParamState<Rule>, Options> {
+  using Base = CheckedStepOptimizer<RuleOptimizer<Rule, Options>, RuleParamState<Rule>, Options>;
+  friend Base;
+
+ public:
+  using ParamState = RuleParamState<Rule>;
+  using Base::Base;
 
  private:
   struct Work {
@@ -148,7 +160,7 @@ class RuleOptimizer : public torch::optim::Optimizer {
     std::vector<std::pair<void*, std::unique_ptr<ParamState>>> created;
   };
 
-  void gather(torch::optim::OptimizerParamGroup& group, std::vector<Work>& work) {
+  Work gather(torch::optim::OptimizerParamGroup& group) {
     Work w;
     w.hyper = static_cast<const Options&>(group.options()).values();
     const auto h = Rule::Hyper::from(w.hyper.data());
@@ -157,7 +169,7 @@ class RuleOptimizer : public torch::optim::Optimizer {
       if (s >= Rule::kStateSlots || core::uses_state<Rule>(w.hyper.data(), s)) used.push_back(s);
     std::vector<std::vector<at::Tensor>> columns(used.size());
     std::int64_t position = -1;  // among all parameters of all groups
-    for (const auto& g : param_groups()) {
+    for (const auto& g : this->param_groups()) {
       if (&g == &group) break;
       position += std::int64_t(g.params().size());
     }
@@ -165,8 +177,8 @@ class RuleOptimizer : public torch::optim::Optimizer {
       ++position;
       if (!p.grad().defined()) continue;
       void* key = p.unsafeGetTensorImpl();
-      auto found = state().find(key);
-      ParamState* st = found == state().end() ? nullptr : static_cast<ParamState*>(found->second.get());
+      auto found = this->state().find(key);
+      ParamState* st = found == this->state().end() ? nullptr : static_cast<ParamState*>(found->second.get());
       bool fresh = false;
       if (st == nullptr) {
         auto created = std::make_unique<ParamState>();
@@ -190,9 +202,8 @@ class RuleOptimizer : public torch::optim::Optimizer {
       if (Rule::kCountsSteps) w.steps.push_back(st->step);
       w.fresh.push_back(fresh);
     }
-    if (w.params.empty()) return;
     for (auto& column : columns) w.state.insert(w.state.end(), column.begin(), column.end());
-    work.push_back(std::move(w));
+    return w;
   }
 
   static void run(const Work& w, bool check_only) {
@@ -248,36 +259,12 @@ struct AdafactorParamState : torch::optim::OptimizerParamState {
   }
 };
 
-class Adafactor : public torch::optim::Optimizer {
+class Adafactor : public CheckedStepOptimizer<Adafactor, AdafactorParamState, AdafactorOptions> {
+  using Base = CheckedStepOptimizer<Adafactor, AdafactorParamState, AdafactorOptions>;
+  friend Base;
+
  public:
-  explicit Adafactor(const std::vector<torch::optim::OptimizerParamGroup>& groups, const AdafactorOptions& defaults = {})
-      : Optimizer(groups, std::make_unique<AdafactorOptions>(defaults)) {}
-  explicit Adafactor(std::vector<at::Tensor> params, const AdafactorOptions& defaults = {})
-      : Optimizer(std::move(params), std::make_unique<AdafactorOptions>(defaults)) {}
-
-  torch::Tensor step(LossClosure closure = nullptr) override {
-    at::NoGradGuard no_grad;
-    torch::Tensor loss;
-    if (closure) {
-      at::AutoGradMode enable_grad(true);
-      loss = closure();
-    }
-    std::vector<Work> work;
-    for (auto& group : param_groups()) work.push_back(gather(group));
-    for (const Work& w : work) run(w, /*check_only=*/true);  // every group first: a bad one changes nothing
-    for (Work& w : work) {
-      run(w, /*check_only=*/false);
-      for (auto& [key, created] : w.created) state()[key] = std::move(created);
-    }
-    return loss;
-  }
-
-  void save(torch::serialize::OutputArchive& archive) const override {
-    torch::optim::serialize<AdafactorParamState, AdafactorOptions>(archive, *this);
-  }
-  void load(torch::serialize::InputArchive& archive) override {
-    torch::optim::serialize<AdafactorParamState, AdafactorOptions>(archive, *this);
-  }
+  using Base::Base;
 
  private:
   struct Work {
