@@ -17,8 +17,13 @@ record's bench options (SGD: momentum 0.9, Nesterov). The Hessian-diagonal optim
 closure step (the loss, without backward; SophiaG: (loss, logits), on the classification tasks only:
 its Gauss-Newton-Bartlett estimate samples labels from the logits).
 
+--precisions trains in bf16 too: "bf16" (the model's weights, activations and optimizer state in
+bfloat16, every store rounded to nearest) and "bf16-sr" (the same with the optimizer's
+stochastic_rounding=True); the metric is taken with the trained weights widened to float32.
+
     python bench/quality.py                        # every optimizer, every task (about 10 minutes on 2 cores)
     python bench/quality.py --optimizers AdamW ADOPT --tasks digits --seeds 3
+    python bench/quality.py --optimizers AdamW --tasks digits charlm --precisions fp32 bf16 bf16-sr --seeds 5
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ import fastoptim
 from fastoptim.records import RECORDS
 
 GRID = (0.1, 0.3, 1.0, 3.0, 10.0)
+# precision -> (the weights' dtype, the optimizer's extra options)
+PRECISIONS = {"fp32": (torch.float32, {}), "bf16": (torch.bfloat16, {}), "bf16-sr": (torch.bfloat16, {"stochastic_rounding": True})}
 HESSIAN = {r.name for r in RECORDS if r.family == "Sophia"}
 
 
@@ -152,10 +159,10 @@ TASKS = {task.name: task for task in (Digits, Regression, CharLM)}
 
 
 # ---- one run --------------------------------------------------------------------------------
-def make_optimizer(name: str, params, lr: float):
+def make_optimizer(name: str, params, lr: float, precision: str = "fp32"):
     record = next(r for r in RECORDS if r.name == name)
     options = {k: v for k, v in (record.bench or {}).items() if k != "lr"}
-    return getattr(fastoptim, name)(params, lr=lr, **options)
+    return getattr(fastoptim, name)(params, lr=lr, **options, **PRECISIONS[precision][1])
 
 
 def center_lr(name: str) -> float:
@@ -165,11 +172,14 @@ def center_lr(name: str) -> float:
     return inspect.signature(getattr(fastoptim, name)).parameters["lr"].default
 
 
-def train(task: Task, name: str, lr: float, seed: int, data) -> float:
+def train(task: Task, name: str, lr: float, seed: int, data, precision: str = "fp32") -> float:
     (x_train, y_train), (x_test, y_test) = data
+    dtype = PRECISIONS[precision][0]
+    if x_train.is_floating_point():
+        x_train = x_train.to(dtype)
     torch.manual_seed(seed)
-    model = task.model()
-    opt = make_optimizer(name, model.parameters(), lr)
+    model = task.model().to(dtype)  # (initialised in float32, then rounded: the same start for every precision)
+    opt = make_optimizer(name, model.parameters(), lr, precision)
     order = torch.Generator().manual_seed(seed)
     batches = []
     steps = task.steps(len(x_train))
@@ -193,7 +203,7 @@ def train(task: Task, name: str, lr: float, seed: int, data) -> float:
             opt.step()
     if hasattr(opt, "eval"):  # Schedule-Free: evaluate the average
         opt.eval()
-    value = task.metric(model, x_test, y_test)
+    value = task.metric(model.float(), x_test, y_test)
     return value if math.isfinite(value) else (-math.inf if task.higher_is_better else math.inf)
 
 
@@ -202,6 +212,7 @@ def main() -> None:
     ap.add_argument("--optimizers", nargs="+", default=[r.name for r in RECORDS])
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--precisions", nargs="+", default=["fp32"], choices=list(PRECISIONS))
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     start = time.time()
@@ -216,15 +227,18 @@ def main() -> None:
         print("| Optimizer | best lr | mean | spread |")
         print("|---|---|---|---|")
         for name in args.optimizers:
-            if name == "SophiaG" and not task.classification:
-                print(f"| {name} | | | (classification only) |")
-                continue
-            center = center_lr(name)
-            sweep = {center * factor: train(task, name, center * factor, 0, datasets[0]) for factor in GRID}
-            best_lr = better(sweep, key=sweep.get)
-            values = [sweep[best_lr]] + [train(task, name, best_lr, seed, datasets[seed]) for seed in range(1, args.seeds)]
-            mean = statistics.fmean(values)
-            print(f"| {name} | {best_lr:.3g} | {mean:.4g} | [{min(values):.4g}, {max(values):.4g}] |", flush=True)
+            for precision in args.precisions:
+                label = name if args.precisions == ["fp32"] else f"{name} ({precision})"
+                if name == "SophiaG" and not task.classification:
+                    print(f"| {label} | | | (classification only) |")
+                    continue
+                center = center_lr(name)
+                sweep = {center * factor: train(task, name, center * factor, 0, datasets[0], precision) for factor in GRID}
+                best_lr = better(sweep, key=sweep.get)
+                values = [sweep[best_lr]] + [train(task, name, best_lr, seed, datasets[seed], precision)
+                                             for seed in range(1, args.seeds)]
+                mean = statistics.fmean(values)
+                print(f"| {label} | {best_lr:.3g} | {mean:.4g} | [{min(values):.4g}, {max(values):.4g}] |", flush=True)
     print(f"\n({time.time() - start:.0f} s)")
 
 

@@ -128,16 +128,16 @@ void edge_run(const std::vector<at::Tensor>& params, const std::vector<std::vect
 // A param group's step arguments gathered in C++ (see gather_group): the lists the direct entry
 // takes, kept as C++ vectors so they never become Python lists.
 struct Gathered {
-  std::vector<at::Tensor> params, grads, state, steps;
+  std::vector<at::Tensor> params, grads, state, steps, rounding;
 };
 
 // The steady-state gather of FusedOptimizer._gather: every param of `params` with a gradient, its
 // gradient (in the parameter's memory layout) and its state tensors under `keys` (the used state slots, then "step"
-// for rules that count steps), state slot-major as the step takes them. None whenever the Python
+// for rules that count steps, then "rounding_key" when `rounding`), state slot-major as the step takes them. None whenever the Python
 // gather has more to do: a param without its state (it creates it), a sparse gradient (it raises),
 // anything that is not a tensor where one is expected, a non-contiguous param of a `row_major` rule.
 py::object gather_group(const py::list& params, const py::dict& state, const std::vector<py::str>& keys,
-                        std::size_t slot_keys, bool row_major) {
+                        std::size_t slot_keys, bool row_major, bool rounding) {
   auto gathered = std::make_unique<Gathered>();
   std::vector<std::vector<at::Tensor>> slots(slot_keys);
   for (const py::handle item : params) {
@@ -160,7 +160,9 @@ py::object gather_group(const py::list& params, const py::dict& state, const std
         if (PyErr_Occurred()) throw py::error_already_set();
         return py::none();
       }
-      (j < slot_keys ? slots[j] : gathered->steps).push_back(THPVariable_Unpack(value));
+      const bool is_rounding_key = rounding && j + 1 == keys.size();
+      (j < slot_keys ? slots[j] : is_rounding_key ? gathered->rounding : gathered->steps)
+          .push_back(THPVariable_Unpack(value));
     }
     gathered->params.push_back(p);
     gathered->grads.push_back(aten::same_layout(grad, p) ? grad : at::empty_like(p).copy_(grad));
@@ -194,25 +196,25 @@ PYBIND11_MODULE(_C, m) {
       [](const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads,                         \
          const std::vector<at::Tensor>& state, const std::vector<at::Tensor>& steps, const std::vector<bool>& fresh, \
          const std::vector<double>& hyper, const std::optional<at::Tensor>& lr,                               \
-         const std::optional<at::Tensor>& grad_scale, bool check_only) {                                      \
+         const std::optional<at::Tensor>& grad_scale, const std::vector<at::Tensor>& rounding, bool check_only) { \
         std::unique_ptr<bool[]> flags(new bool[fresh.size()]);                                               \
         std::copy(fresh.begin(), fresh.end(), flags.get());                                                  \
         translating_errors([&] {                                                                             \
           aten::elementwise_step<rules::Type>(params, grads, state, steps,                                   \
                                               c10::ArrayRef<bool>(flags.get(), fresh.size()), hyper, lr,     \
-                                              grad_scale, check_only);                                       \
+                                              grad_scale, check_only, rounding);                             \
         });                                                                                                  \
       },                                                                                                     \
       py::arg("params"), py::arg("grads"), py::arg("state"), py::arg("steps"), py::arg("fresh"),              \
       py::arg("hyper"), py::arg("lr") = py::none(), py::arg("grad_scale") = py::none(),                     \
-      py::arg("check_only") = false);
+      py::arg("rounding") = std::vector<at::Tensor>(), py::arg("check_only") = false);
   FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_DIRECT)
 #undef FASTOPTIM_DIRECT
 
   py::class_<Gathered>(m, "Gathered", "A param group's step arguments, gathered by gather_group.")
       .def("__len__", [](const Gathered& g) { return g.params.size(); });
   m.def("gather_group", &gather_group, py::arg("params"), py::arg("state"), py::arg("keys"), py::arg("slot_keys"),
-        py::arg("row_major"),
+        py::arg("row_major"), py::arg("rounding") = false,
         "The steady-state gather of a param group (every state tensor already there), or None.");
   // The direct entries again, for arguments gather_group collected.
 #define FASTOPTIM_GATHERED(Type, name)                                                                      \
@@ -222,7 +224,7 @@ PYBIND11_MODULE(_C, m) {
          bool check_only) {                                                                                 \
         translating_errors([&] {                                                                            \
           aten::elementwise_step<rules::Type>(g.params, g.grads, g.state, g.steps, {}, hyper, lr, std::nullopt, \
-                                              check_only);                                                  \
+                                              check_only, g.rounding);                                      \
         });                                                                                                 \
       },                                                                                                    \
       py::arg("gathered"), py::arg("hyper"), py::arg("lr") = py::none(), py::arg("check_only") = false);

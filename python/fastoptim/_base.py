@@ -20,6 +20,10 @@ from torch import Tensor
 from . import _C
 
 
+#: group keys every class has, filled in where a group (or an older state dict's) lacks them
+_GROUP_DEFAULTS: dict[str, Any] = {"stochastic_rounding": False}
+
+
 def check_tensor_lr(lr: Any) -> None:
     if isinstance(lr, Tensor) and lr.numel() != 1:
         raise ValueError("Tensor lr must be 1-element")
@@ -162,7 +166,20 @@ def rule_named(name: str) -> Rule:
 
 
 class FusedOptimizer(torch.optim.Optimizer):
-    """A torch.optim.Optimizer whose update runs in fastoptim's C++ kernels."""
+    """A torch.optim.Optimizer whose update runs in fastoptim's C++ kernels.
+
+    ``stochastic_rounding=True`` (a keyword of every element-wise optimizer; a param group key) stores
+    each bfloat16 parameter rounded up or down at random instead of to nearest: up with probability
+    equal to the fraction of the bf16 step the float32 result lies past the value below it, so the
+    stored weight is the float32 one on average and updates smaller than half a bf16 step are not
+    lost. The random bits are Philox4x32-10's, keyed by (the group's ``rounding_seed``, the
+    parameter's position, its step count, the element): the same for every thread count and ISA,
+    and a resumed run continues bit for bit (each parameter's state holds ``rounding_key``, an int64
+    tensor (seed, position, count)). ``rounding_seed`` is drawn from torch's generator when the group
+    is added unless the group gives one. float32/float64 parameters are stored as computed (nothing
+    to round); float16 ones are refused. The optimizer state stays in the parameter's dtype, rounded
+    to nearest.
+    """
 
     #: name of the C++ rule (the op is torch.ops.fastoptim.<rule>_step_); a class whose groups
     #: step with different rules (Muon: AdamW for its non-matrix groups) overrides _rule_name
@@ -194,7 +211,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         super().__setstate__(state)
         self._holds_dtensors = any(is_dtensor(p) for group in self.param_groups for p in group["params"])
         for group in self.param_groups:
-            for key, value in self.setstate_defaults.items():
+            for key, value in {**_GROUP_DEFAULTS, **self.setstate_defaults}.items():
                 group.setdefault(key, value)
 
     def __init__(self, params, defaults: dict[str, Any]) -> None:
@@ -300,6 +317,12 @@ class FusedOptimizer(torch.optim.Optimizer):
             elif isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise TypeError(f"{where}: {label} must be a number, got {value!r}")
             values.append(float(value))
+        rounding = group.get("stochastic_rounding", False)
+        if not isinstance(rounding, bool):
+            raise TypeError(f"{where}: stochastic_rounding must be a bool, got {rounding!r}")
+        seed = group.get("rounding_seed")
+        if rounding and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
+            raise ValueError(f"{where}: Invalid rounding_seed value: {seed!r} (expected an integer in [0, 2**63))")
         problem = rule.check(values)
         if isinstance(problem, tuple):
             index, accepts = problem
@@ -314,6 +337,10 @@ class FusedOptimizer(torch.optim.Optimizer):
         twice in the group (its step would count twice), parameters whose memory overlaps (threads
         would race on it), and hyperparameters the rule cannot run with. Nothing is added then."""
         super().add_param_group(param_group)  # (its own checks first: types, leaves, groups sharing a parameter)
+        group = self.param_groups[-1]
+        if group.get("stochastic_rounding") is True and "rounding_seed" not in group:
+            # drawn from torch's generator, so torch.manual_seed before the constructor fixes it
+            group["rounding_seed"] = int(torch.randint(0, 2**62, (), dtype=torch.int64))
         try:
             self._check_new_params(self.param_groups[-1]["params"], self.param_groups[:-1])
             self._check_group(self.param_groups[-1], f"{type(self).__name__}: param group {len(self.param_groups) - 1}")
@@ -404,6 +431,8 @@ class FusedOptimizer(torch.optim.Optimizer):
                 for name in rule.scalar_state:
                     if isinstance(state.get(name), _Uncast):
                         state[name] = state[name].tensor.to(dtype=self._compute_dtype(p), device=p.device)
+                if isinstance(state.get("rounding_key"), _Uncast):
+                    state["rounding_key"] = state["rounding_key"].tensor.contiguous()
                 # element-shaped state in the layout the step walks (a state dict saved from a
                 # contiguous model loads into a channels_last one, and back)
                 for name in rule.element_state:
@@ -427,7 +456,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         ):
             return {**state_dict, "state": state}  # torch's load raises its own ValueError
         for group_index, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
-            merged = {**self.setstate_defaults, **saved, "params": group["params"]}
+            merged = {**_GROUP_DEFAULTS, **self.setstate_defaults, **saved, "params": group["params"]}
             self._check_group(merged, f"{where}: param_groups[{group_index}]")
             rule = self._rule_of(merged)
             used, keys = rule.state_keys(self._hyper(merged))
@@ -471,6 +500,13 @@ class FusedOptimizer(torch.optim.Optimizer):
         for name in rule.scalar_state:
             if name in entry:
                 entry[name] = _Uncast(entry[name])
+        key = entry.get("rounding_key")
+        if key is not None:
+            if not isinstance(key, Tensor) or key.dtype != torch.int64 or key.numel() != 3:
+                raise TypeError(f"{label}: 'rounding_key' must be an int64 tensor of 3 values (seed, stream, count), got "
+                                f"{key.dtype if isinstance(key, Tensor) else type(key).__name__}"
+                                f"{' of shape ' + str(tuple(key.shape)) if isinstance(key, Tensor) else ''}")
+            entry["rounding_key"] = _Uncast(key.cpu())  # (torch's load would cast it to a bf16 parameter's dtype)
         return entry
 
     # ---- the step -----------------------------------------------------------------------------
@@ -495,7 +531,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         or None when no parameter of the group has a gradient. Changes nothing."""
         rule = self._rule_of(group)
         hyper = self._hyper(group)
-        used, keys = rule.state_keys(hyper)
+        used, keys = self._state_keys(group, rule, hyper)
         if not keys:  # e.g. SGD without momentum: no state at all
             rows_of = None
         elif len(keys) == 1:
@@ -537,14 +573,26 @@ class FusedOptimizer(torch.optim.Optimizer):
         columns = list(zip(*rows)) if rows else []
         state_lists = columns[: len(used)]
         steps = list(columns[len(used)]) if rule.counts_steps else []
+        rounding = list(columns[-1]) if group.get("stochastic_rounding") else []
         flat_state = [t for column in state_lists for t in column]
         if self._holds_dtensors:
             flat_state = [local_of(t) for t in flat_state]
         fresh = [False] * len(params)
         for i in fresh_indices:
             fresh[i] = True
-        args = (params, grads, flat_state, steps, fresh if fresh_indices else [], hyper, lr_tensor(group))
+        # (the op's arguments in its order; _update puts the grad scale in the None's place)
+        args = (params, grads, flat_state, steps, fresh if fresh_indices else [], hyper, lr_tensor(group), None, rounding)
         return args, created
+
+    def _state_keys(self, group: dict[str, Any], rule: Rule, hyper: list[float]) -> tuple[list[str], list[str]]:
+        """rule.state_keys, and last "rounding_key" when the group rounds stochastically."""
+        used, keys = rule.state_keys(hyper)
+        if not group.get("stochastic_rounding"):
+            return used, keys
+        if "rounding_seed" not in group:
+            raise ValueError(f"{type(self).__name__}: a param group turned stochastic_rounding on after it was added "
+                             "has no rounding_seed: set the group's rounding_seed (an integer) too")
+        return used, keys + ["rounding_key"]
 
     def _with_grads(self, group: dict[str, Any]):
         """(index, parameter, gradient) of each parameter of `group` that has a gradient; a sparse
@@ -569,8 +617,9 @@ class FusedOptimizer(torch.optim.Optimizer):
                 return None
             rule = self._rule_of(group)
             hyper = self._hyper(group)
-            used, keys = rule.state_keys(hyper)
-            gathered = _C.gather_group(group["params"], self.state, keys, len(used), rule.row_major)
+            used, keys = self._state_keys(group, rule, hyper)
+            gathered = _C.gather_group(group["params"], self.state, keys, len(used), rule.row_major,
+                                       bool(group.get("stochastic_rounding")))
             if gathered is None:
                 return None
             if len(gathered):
@@ -601,6 +650,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         new: dict[str, Tensor] = {}
         if rule.counts_steps and "step" not in state:
             new["step"] = torch.tensor(0.0, dtype=torch.float32)
+        if "rounding_key" in keys and "rounding_key" not in state:
+            new["rounding_key"] = torch.tensor([group["rounding_seed"], self._position(p), 0], dtype=torch.int64)
         for name in used:
             if name not in state:
                 new[name] = self._initial_state(name, p, group)
@@ -635,7 +686,8 @@ class FusedOptimizer(torch.optim.Optimizer):
                 return
         gathered = [(group, w) for group in self.param_groups if (w := self._gather(group)) is not None]
         grad_norm = self._global_grad_norm(gathered)
-        work = [(group, (*args, self._grad_scale(group, grad_norm)), created) for group, (args, created) in gathered]
+        work = [(group, (*args[:7], self._grad_scale(group, grad_norm), *args[8:]), created)
+                for group, (args, created) in gathered]
         if torch.compiler.is_compiling():
             if before_update is not None:
                 before_update(work)

@@ -140,7 +140,8 @@ class Adafactor(FusedOptimizer):
         if matrices[0]:
             self._factored.append((group, (*matrices[:5], hyper, lr_tensor(group)), matrices[5], write_backs))
         self._vectors_listed[id(group)] = vectors[4]
-        args = (vectors[0], vectors[1], vectors[2], vectors[3], fresh if any(fresh) else [], hyper, lr_tensor(group))
+        args = (vectors[0], vectors[1], vectors[2], vectors[3], fresh if any(fresh) else [], hyper, lr_tensor(group),
+                None, [])
         return args, created
 
     def _step_listed(self, group: dict[str, Any], *args, **kwargs) -> None:

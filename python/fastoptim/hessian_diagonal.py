@@ -237,7 +237,7 @@ class HessianDiagonalOptimizer(FusedOptimizer):
         }
         work = [(group, *w) for group in self.param_groups if (w := self._gather(group)) is not None]
         for group, args, _ in work:
-            self._step_listed(group, *args, None, check_only=True)
+            self._step_listed(group, *args, check_only=True)
         for _, _, created in work:
             self._commit(created)
         self._fold(work, given)

@@ -80,6 +80,7 @@ class Muon(FusedOptimizer):
         ns_steps: the iteration's steps (fewer than 100).
         adjust_lr_fn: None or "original" (Keller Jordan's), or "match_rms_adamw" (Moonshot's).
         adamw_betas, adamw_eps: AdamW's for the parameters that are not matrices (torch.optim.AdamW's defaults).
+        stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
 
     State: ``momentum_buffer`` of each matrix; ``step``, ``exp_avg``, ``exp_avg_sq`` of the others.
     """
@@ -102,6 +103,7 @@ class Muon(FusedOptimizer):
         *,
         adamw_betas: tuple[float, float] = (0.9, 0.999),
         adamw_eps: float = 1e-8,
+        stochastic_rounding: bool = False,
     ) -> None:
         super().__init__(params, arguments_as_defaults(locals()))
 
@@ -159,24 +161,25 @@ class Muon(FusedOptimizer):
         args, created = gathered
         updates = [torch.empty_like(g) for g in args[1]]
         stepped = [p for p in group["params"] if p.grad is not None]  # (args[0] holds them, or their local shards)
-        self._matrices.append((group, stepped, args[0], updates))
-        return (updates, *args[1:]), created
+        # (stochastic rounding belongs to the parameters' store, in the update step, not to the scratch)
+        self._matrices.append((group, stepped, args[0], updates, args[8]))
+        return (updates, *args[1:8], []), created
 
     def _update(self, before_update=None) -> None:
         """The base class's step (checks; the matrices' momentum and the AdamW groups' steps), then
         each matrix's orthogonalised update."""
-        self._matrices: list[tuple[dict[str, Any], list[Tensor], list[Tensor], list[Tensor]]] = []
+        self._matrices: list[tuple[dict[str, Any], list[Tensor], list[Tensor], list[Tensor], list[Tensor]]] = []
         update_rule = rule_named("muon_update")
 
         def check_then(work) -> None:
-            for group, _, params, _ in self._matrices:  # the parameters are not in the momentum step's lists
+            for group, _, params, _, rounding in self._matrices:  # the parameters are not in the momentum step's lists
                 self._call(update_rule.direct, group, params, params, [], [], [], self._hyper(group, update_rule),
-                           lr_tensor(group), check_only=True)
+                           lr_tensor(group), None, rounding, check_only=True)
             if before_update is not None:
                 before_update(work)
 
         super()._update(check_then)
-        for group, stepped, params, updates in self._matrices:
+        for group, stepped, params, updates, rounding in self._matrices:
             coefficients, steps, eps = group["ns_coefficients"], group["ns_steps"], group["eps"]
             # (in the parameter's dtype and memory layout, which the update rule walks)
             orthogonalised = [
@@ -186,8 +189,11 @@ class Muon(FusedOptimizer):
             entry = update_rule.op if torch.compiler.is_compiling() else update_rule.direct
             hyper = self._hyper(group, update_rule)
             whole = [i for i, param in enumerate(stepped) if not is_sharded(param)]
-            entry([params[i] for i in whole], [orthogonalised[i] for i in whole], [], [], [], hyper, lr_tensor(group))
+            keys = (lambda chosen: [rounding[i] for i in chosen]) if rounding else (lambda chosen: [])
+            entry([params[i] for i in whole], [orthogonalised[i] for i in whole], [], [], [], hyper, lr_tensor(group),
+                  None, keys(whole))
             for i, param in enumerate(stepped):
                 if is_sharded(param):  # (its lr is adjusted for the whole matrix's shape, not its shard's)
-                    entry([params[i]], [orthogonalised[i]], [], [], [], [*hyper[:-2], *param.shape], lr_tensor(group))
+                    entry([params[i]], [orthogonalised[i]], [], [], [], [*hyper[:-2], *param.shape], lr_tensor(group),
+                          None, keys([i]))
         self._matrices = []

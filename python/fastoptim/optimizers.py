@@ -36,6 +36,7 @@ class SGD(FusedOptimizer):
         nesterov: Nesterov momentum (needs a momentum and no dampening).
         maximize: maximize the objective.
         foreach, fused, differentiable: torch's flags, kept in the group (fastoptim always runs its fused step; differentiable=True is refused).
+        stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
     """
 
     rule = "sgd"
@@ -53,6 +54,7 @@ class SGD(FusedOptimizer):
         foreach: bool | None = None,
         differentiable: bool = False,
         fused: bool | None = None,
+        stochastic_rounding: bool = False,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -61,6 +63,7 @@ class SGD(FusedOptimizer):
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
             maximize=maximize, foreach=foreach, differentiable=differentiable, fused=fused,
+            stochastic_rounding=stochastic_rounding,
         )
         super().__init__(params, defaults)
 
@@ -82,6 +85,7 @@ class Adagrad(FusedOptimizer):
         eps: added to the denominator.
         foreach, fused, differentiable: torch's flags, kept in the group.
         maximize: maximize the objective.
+        stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
     """
 
     rule = "adagrad"
@@ -99,6 +103,7 @@ class Adagrad(FusedOptimizer):
         maximize: bool = False,
         differentiable: bool = False,
         fused: bool | None = None,
+        stochastic_rounding: bool = False,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(
@@ -108,6 +113,7 @@ class Adagrad(FusedOptimizer):
             lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
             initial_accumulator_value=initial_accumulator_value, foreach=foreach, maximize=maximize,
             differentiable=differentiable, fused=fused,
+            stochastic_rounding=stochastic_rounding,
         )
         super().__init__(params, defaults)
         for group in self.param_groups:
@@ -135,6 +141,7 @@ class RMSprop(FusedOptimizer):
         centered: normalise by the estimated variance (keeps an average of the gradient too).
         capturable, foreach, differentiable: torch's flags, kept in the group.
         maximize: maximize the objective.
+        stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
     """
 
     rule = "rmsprop"
@@ -152,12 +159,15 @@ class RMSprop(FusedOptimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         differentiable: bool = False,
+        *,
+        stochastic_rounding: bool = False,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps, momentum=momentum, weight_decay=weight_decay, alpha=alpha)
         defaults = dict(
             lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered, weight_decay=weight_decay,
             capturable=capturable, foreach=foreach, maximize=maximize, differentiable=differentiable,
+            stochastic_rounding=stochastic_rounding,
         )
         super().__init__(params, defaults)
 
@@ -183,6 +193,7 @@ class Adam(FusedOptimizer):
         decoupled_weight_decay: AdamW-style decay.
         foreach, capturable, fused, differentiable: torch's flags, kept in the group.
         maximize: maximize the objective.
+        stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
     """
 
     rule = "adam"
@@ -202,6 +213,7 @@ class Adam(FusedOptimizer):
         differentiable: bool = False,
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
@@ -214,6 +226,7 @@ class Adam(FusedOptimizer):
             lr=lr, betas=tuple(to_float(b) for b in betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
             maximize=maximize, foreach=foreach, capturable=capturable, differentiable=differentiable,
             fused=fused, decoupled_weight_decay=decoupled_weight_decay,
+            stochastic_rounding=stochastic_rounding,
         )
         super().__init__(params, defaults)
 
@@ -236,6 +249,7 @@ class AdamW(Adam):
         amsgrad: divide by the running maximum of the second moment.
         foreach, capturable, fused, differentiable: torch's flags, kept in the group.
         maximize: maximize the objective.
+        stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
     """
 
     def __init__(
@@ -252,10 +266,12 @@ class AdamW(Adam):
         capturable: bool = False,
         differentiable: bool = False,
         fused: bool | None = None,
+        stochastic_rounding: bool = False,
     ) -> None:
         super().__init__(
             params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
             capturable=capturable, differentiable=differentiable, fused=fused, decoupled_weight_decay=True,
+            stochastic_rounding=stochastic_rounding,
         )
 
     def __setstate__(self, state):
@@ -297,6 +313,7 @@ class AdEMAMix(FusedOptimizer):
         t_beta3: steps of beta3's warm-up (None: none).
         weight_decouple: decoupled decay, as the paper (False: holocron's L2).
         maximize: maximize the objective.
+        stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
     """
 
     rule = "ademamix"
@@ -314,6 +331,7 @@ class AdEMAMix(FusedOptimizer):
         t_beta3: int | None = None,
         weight_decouple: bool = True,
         maximize: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
@@ -327,6 +345,7 @@ class AdEMAMix(FusedOptimizer):
         defaults = dict(
             lr=lr, betas=tuple(betas), alpha=alpha, eps=eps, weight_decay=weight_decay, t_alpha=t_alpha,
             t_beta3=t_beta3, weight_decouple=weight_decouple, maximize=maximize,
+            stochastic_rounding=stochastic_rounding,
         )
         super().__init__(params, defaults)
 
@@ -381,6 +400,7 @@ class AdaBelief(FusedOptimizer):
         degenerated_to_sgd: with ``rectify``, take momentum steps while the variance is intractable.
         holocron_compat: holocron's code exactly (eps outside only, L2 decay).
         maximize: maximize the objective.
+        stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
     """
 
     rule = "adabelief"
@@ -401,6 +421,7 @@ class AdaBelief(FusedOptimizer):
         degenerated_to_sgd: bool = True,
         holocron_compat: bool = False,
         maximize: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
@@ -417,6 +438,7 @@ class AdaBelief(FusedOptimizer):
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, eps_inside=eps_inside,
             weight_decouple=weight_decouple, rectify=rectify, degenerated_to_sgd=degenerated_to_sgd,
             maximize=maximize,
+            stochastic_rounding=stochastic_rounding,
         )
         super().__init__(params, defaults)
 
@@ -459,6 +481,7 @@ class Adan(FusedOptimizer):
         no_prox: decoupled decay before the update instead of the proximal step.
         max_grad_norm: clip every gradient by the norm of all of them first (None or 0: off).
         maximize: maximize the objective.
+        stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
     """
 
     rule = "adan"
@@ -476,6 +499,7 @@ class Adan(FusedOptimizer):
         no_prox: bool = False,
         max_grad_norm: float | None = None,
         maximize: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
@@ -487,6 +511,7 @@ class Adan(FusedOptimizer):
         defaults = dict(
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, no_prox=no_prox,
             max_grad_norm=max_grad_norm, maximize=maximize,
+            stochastic_rounding=stochastic_rounding,
         )
         super().__init__(params, defaults)
 
@@ -549,6 +574,7 @@ class LAMB(_ScaleClipOptimizer):
         grad_averaging: m <- beta1 m + (1 - beta1) g (False: m <- beta1 m + g).
         max_grad_norm: clip every gradient by the norm of all of them first (None or 0: off).
         maximize: maximize the objective.
+        stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
     """
 
     rule = "lamb"
@@ -569,6 +595,7 @@ class LAMB(_ScaleClipOptimizer):
         grad_averaging: bool = True,
         max_grad_norm: float | None = None,
         maximize: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
@@ -579,6 +606,7 @@ class LAMB(_ScaleClipOptimizer):
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, scale_clip=checked_scale_clip(scale_clip),
             bias_correction=bias_correction, trust_clip=trust_clip, grad_averaging=grad_averaging,
             max_grad_norm=max_grad_norm, maximize=maximize,
+            stochastic_rounding=stochastic_rounding,
         )
         super().__init__(params, defaults)
 
@@ -619,6 +647,7 @@ class RaLars(_ScaleClipOptimizer):
         scale_clip: (low, high) bounds of the parameter norm in the ratio (None: (0, 10)).
         sma_threshold: the SMA length above which the step is rectified (holocron's 4).
         maximize: maximize the objective.
+        stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
     """
 
     rule = "lamb"
@@ -636,6 +665,7 @@ class RaLars(_ScaleClipOptimizer):
         *,
         sma_threshold: float = 4.0,
         maximize: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
@@ -645,6 +675,7 @@ class RaLars(_ScaleClipOptimizer):
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
             force_adaptive_momentum=force_adaptive_momentum, scale_clip=checked_scale_clip(scale_clip),
             sma_threshold=sma_threshold, maximize=maximize,
+            stochastic_rounding=stochastic_rounding,
         )
         super().__init__(params, defaults)
 
@@ -696,6 +727,7 @@ class LARS(_ScaleClipOptimizer):
         trust_clip: cap the ratio at 1.
         exclude_1d: tensors of ndim <= 1 (biases, norm scales) take plain SGD steps: ratio 1, no decay.
         maximize: maximize the objective.
+        stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
     """
 
     rule = "lars"
@@ -716,6 +748,7 @@ class LARS(_ScaleClipOptimizer):
         trust_clip: bool = False,
         exclude_1d: bool = False,
         maximize: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient,
@@ -726,6 +759,7 @@ class LARS(_ScaleClipOptimizer):
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
             scale_clip=checked_scale_clip(scale_clip), trust_coefficient=trust_coefficient, eps=eps,
             trust_clip=trust_clip, exclude_1d=exclude_1d, maximize=maximize,
+            stochastic_rounding=stochastic_rounding,
         )
         super().__init__(params, defaults)
 
@@ -767,6 +801,7 @@ class TAdam(FusedOptimizer):
         dof: the Student-t degrees of freedom nu (None: the tensor's element count).
         first_step_weight: "student_t" (holocron's) or "adam" (w = 1 on the first step).
         maximize: maximize the objective.
+        stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
     """
 
     rule = "tadam"
@@ -783,6 +818,7 @@ class TAdam(FusedOptimizer):
         *,
         first_step_weight: str = "student_t",
         maximize: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
@@ -797,6 +833,7 @@ class TAdam(FusedOptimizer):
         defaults = dict(
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, dof=dof,
             first_step_weight=first_step_weight, maximize=maximize,
+            stochastic_rounding=stochastic_rounding,
         )
         super().__init__(params, defaults)
 
@@ -853,6 +890,7 @@ class AdamP(FusedOptimizer):
         wd_ratio: the decay's scale on projected tensors.
         nesterov: Nesterov momentum in the update.
         maximize: maximize the objective.
+        stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
     """
 
     rule = "adamp"
@@ -870,6 +908,7 @@ class AdamP(FusedOptimizer):
         wd_ratio: float = 0.1,
         nesterov: bool = False,
         maximize: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
@@ -878,6 +917,7 @@ class AdamP(FusedOptimizer):
         defaults = dict(
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, delta=delta,
             wd_ratio=wd_ratio, nesterov=nesterov, maximize=maximize,
+            stochastic_rounding=stochastic_rounding,
         )
         super().__init__(params, defaults)
 
@@ -903,6 +943,7 @@ class Lion(FusedOptimizer):
         fixed_decay: decoupled decay not scaled by lr.
         foreach: accepted for pytorch_optimizer's signature; fastoptim always runs its fused pass.
         maximize: maximize the objective.
+        stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
     """
 
     rule = "lion"
@@ -917,6 +958,8 @@ class Lion(FusedOptimizer):
         fixed_decay: bool = False,
         foreach: bool | None = None,
         maximize: bool = False,
+        *,
+        stochastic_rounding: bool = False,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, weight_decay=weight_decay)
@@ -924,5 +967,6 @@ class Lion(FusedOptimizer):
         defaults = dict(
             lr=lr, betas=tuple(betas), weight_decay=weight_decay, weight_decouple=weight_decouple,
             fixed_decay=fixed_decay, foreach=foreach, maximize=maximize,
+            stochastic_rounding=stochastic_rounding,
         )
         super().__init__(params, defaults)

@@ -62,6 +62,7 @@ class ADOPT(FusedOptimizer):
         foreach: accepted for pytorch_optimizer's signature; fastoptim always runs its fused pass.
         eps: the floor of the denominator.
         maximize: maximize the objective.
+        stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
     """
 
     rule = "adopt"
@@ -79,6 +80,8 @@ class ADOPT(FusedOptimizer):
         foreach: bool | None = None,
         eps: float = 1e-6,
         maximize: bool = False,
+        *,
+        stochastic_rounding: bool = False,
     ) -> None:
         defaults = arguments_as_defaults(locals())
         clip = defaults.pop("clip_lambda")
@@ -187,6 +190,7 @@ class AdamWScheduleFree(_ScheduleFree):
         r: the power of t in the averaging weights.
         weight_lr_power: the power of the largest lr so far in the averaging weights.
         foreach: accepted for the package's signature; fastoptim always runs its fused pass.
+        stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
     """
 
     rule = "adamw_schedulefree"
@@ -202,6 +206,8 @@ class AdamWScheduleFree(_ScheduleFree):
         r: float = 0.0,
         weight_lr_power: float = 2.0,
         foreach: bool | None = True,
+        *,
+        stochastic_rounding: bool = False,
     ) -> None:
         super().__init__(params, {**arguments_as_defaults(locals()), "train_mode": True})
 
@@ -223,6 +229,7 @@ class SGDScheduleFree(_ScheduleFree):
         r: the power of t in the averaging weights.
         weight_lr_power: the power of the largest lr so far in the averaging weights.
         foreach: accepted for the package's signature; fastoptim always runs its fused pass.
+        stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
     """
 
     rule = "sgd_schedulefree"
@@ -237,6 +244,8 @@ class SGDScheduleFree(_ScheduleFree):
         r: float = 0.0,
         weight_lr_power: float = 2,
         foreach: bool | None = True,
+        *,
+        stochastic_rounding: bool = False,
     ) -> None:
         super().__init__(params, {**arguments_as_defaults(locals()), "train_mode": True})
 

@@ -37,6 +37,7 @@ class NAdam(FusedOptimizer):
         decoupled_weight_decay: AdamW-style decay (NAdamW).
         foreach, capturable, differentiable: torch's flags, kept in the group (fastoptim always runs its fused step).
         maximize: maximize the objective.
+        stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
 
     State: ``step``, ``mu_product``, ``exp_avg``, ``exp_avg_sq``.
     """
@@ -58,6 +59,7 @@ class NAdam(FusedOptimizer):
         maximize: bool = False,
         capturable: bool = False,
         differentiable: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         super().__init__(params, arguments_as_defaults(locals()))
 
@@ -79,6 +81,7 @@ class RAdam(FusedOptimizer):
         decoupled_weight_decay: AdamW-style decay.
         foreach, capturable, differentiable: torch's flags, kept in the group.
         maximize: maximize the objective.
+        stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
 
     State: ``step``, ``exp_avg``, ``exp_avg_sq``.
     """
@@ -98,6 +101,7 @@ class RAdam(FusedOptimizer):
         maximize: bool = False,
         capturable: bool = False,
         differentiable: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         super().__init__(params, arguments_as_defaults(locals()))
 
@@ -119,6 +123,7 @@ class Adamax(FusedOptimizer):
         weight_decay: L2 penalty.
         foreach, capturable, differentiable: torch's flags, kept in the group.
         maximize: maximize the objective.
+        stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
 
     State: ``step``, ``exp_avg``, ``exp_inf``.
     """
@@ -137,6 +142,7 @@ class Adamax(FusedOptimizer):
         maximize: bool = False,
         differentiable: bool = False,
         capturable: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         super().__init__(params, arguments_as_defaults(locals()))
 
@@ -157,6 +163,7 @@ class Adadelta(FusedOptimizer):
         weight_decay: L2 penalty.
         foreach, capturable, differentiable: torch's flags, kept in the group.
         maximize: maximize the objective.
+        stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
 
     State: ``step``, ``square_avg``, ``acc_delta``.
     """
@@ -175,6 +182,7 @@ class Adadelta(FusedOptimizer):
         capturable: bool = False,
         maximize: bool = False,
         differentiable: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         super().__init__(params, arguments_as_defaults(locals()))
 
@@ -195,6 +203,7 @@ class ASGD(FusedOptimizer):
         weight_decay: L2 penalty.
         foreach, capturable, differentiable: torch's flags, kept in the group.
         maximize: maximize the objective.
+        stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
 
     State: ``step``, ``eta``, ``mu`` (one float32 value each, as torch's; ``eta`` is the step size the
     next step uses, computed from this step's lr), ``ax``.
@@ -215,6 +224,8 @@ class ASGD(FusedOptimizer):
         maximize: bool = False,
         differentiable: bool = False,
         capturable: bool = False,
+        *,
+        stochastic_rounding: bool = False,
     ) -> None:
         super().__init__(params, arguments_as_defaults(locals()))
 
@@ -233,6 +244,7 @@ class Rprop(FusedOptimizer):
         step_sizes: (min, max) of the step sizes.
         foreach, capturable, differentiable: torch's flags, kept in the group.
         maximize: maximize the objective.
+        stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
 
     State: ``step``, ``prev``, ``step_size``.
     """
@@ -254,6 +266,7 @@ class Rprop(FusedOptimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         differentiable: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         super().__init__(params, arguments_as_defaults(locals()))
 

@@ -78,8 +78,11 @@ struct Problem {
   }
 };
 
+// With stochastic_rounding, bf16 parameters are stored by stochastic rounding keyed by (seed 99,
+// tensor index, step).
 template <class Rule>
-inline void run_steps(fastoptim_isa::ElementwiseKernel kernel, Problem& pr, const std::vector<double>& values, int steps) {
+inline void run_steps(fastoptim_isa::ElementwiseKernel kernel, Problem& pr, const std::vector<double>& values, int steps,
+                      bool stochastic_rounding = false) {
   const auto h = Rule::Hyper::from(values.data());
   for (int step = 1; step <= steps; ++step) {
     pr.regrad(1000u + unsigned(step));
@@ -94,6 +97,10 @@ inline void run_steps(fastoptim_isa::ElementwiseKernel kernel, Problem& pr, cons
         s.state[j] = core::uses_state<Rule>(values.data(), j) ? pr.state[t][std::size_t(j)].data() : nullptr;
       s.numel = pr.sizes[t];
       s.rows = pr.rows[t];
+      s.stochastic_rounding = stochastic_rounding;
+      s.rounding_seed = 99;
+      s.rounding_stream = std::uint32_t(t);
+      s.rounding_step = std::uint32_t(step);
       slots.push_back(s);
       rules::StepInfo info{double(step), step == 1, pr.sizes[t], pr.rows[t] > 1, pr.rows[t]};
       info.ndim = pr.rows[t] > 1 ? 2 : 1;  // the matrices are 2-D (AMaC centralizes their rows)

@@ -16,6 +16,7 @@
 #include "fastoptim/kernels/isa.h"
 #include "fastoptim/core/parallel.h"
 #include "fastoptim/core/reduce.h"
+#include "fastoptim/parts/philox.h"
 #include "fastoptim/rules/registry.h"
 
 #include "expect.h"
@@ -61,13 +62,17 @@ static void test_simd_matches_scalar() {
   for (Dtype d : {Dtype::f32, Dtype::f64, Dtype::bf16, Dtype::f16}) {
     std::vector<int> mismatches(simd_tables.size(), 0);
     const std::size_t shift = dtype_index++ % stride;
+    std::size_t rounded = 0;
     for (std::size_t c = shift; c < configs.size(); c += stride) {
+      // (every other bf16 configuration stores its parameters by stochastic rounding)
+      const bool stochastic = d == Dtype::bf16 && (c / stride) % 2 == 1;
+      rounded += stochastic;
       const Problem start(d, sizes, Rule::kStateSlots, 7u + unsigned(c), kScalars, rows);
       Problem reference = start;  // the scalar path, run once and compared with every SIMD table
-      run_steps<Rule>(scalar.*entry, reference, configs[c], 4);
+      run_steps<Rule>(scalar.*entry, reference, configs[c], 4, stochastic);
       for (std::size_t i = 0; i < simd_tables.size(); ++i) {
         Problem a = start;
-        run_steps<Rule>(fastoptim_isa::table(simd_tables[i]).*entry, a, configs[c], 4);
+        run_steps<Rule>(fastoptim_isa::table(simd_tables[i]).*entry, a, configs[c], 4, stochastic);
         for (std::size_t t = 0; t < sizes.size(); ++t) {
           mismatches[i] += a.params[t] != reference.params[t];
           for (int j = 0; j < Rule::kStateSlots + kScalars; ++j)
@@ -78,7 +83,8 @@ static void test_simd_matches_scalar() {
     for (std::size_t i = 0; i < simd_tables.size(); ++i)
       expect(mismatches[i] == 0, std::string(Rule::kName) + " " + fastoptim_isa::table(simd_tables[i]).isa + " " +
                                      dtype_label(d) + " equals scalar bit for bit (" +
-                                     std::to_string((configs.size() - shift + stride - 1) / stride) + " configurations)");
+                                     std::to_string((configs.size() - shift + stride - 1) / stride) + " configurations" +
+                                     (rounded ? ", " + std::to_string(rounded) + " with stochastic rounding)" : ")"));
   }
 }
 
@@ -188,6 +194,33 @@ static void test_bf16_rounding() {
   expect(bits(0x7FC12345u) == 0x7FC0, "bf16 NaN is canonical");
 }
 
+// Stochastic rounding to bf16: exact values and infinities stay, NaN is canonical, the carry into
+// the kept bits happens exactly when r reaches 2^16 minus the dropped bits, and the mean over every
+// r is the value itself; the lane-parallel draws equal the one-draw function from any first block.
+static void test_stochastic_rounding() {
+  auto rounded = [](std::uint32_t u, std::uint16_t r) { float f; std::memcpy(&f, &u, 4); return core::float_to_bf16_stochastic(f, r).bits; };
+  expect(rounded(0x3F800000u, 0xFFFF) == 0x3F80, "a bf16 value stays whatever the bits");
+  expect(rounded(0x7F800000u, 0xFFFF) == 0x7F80 && rounded(0xFF800000u, 0xFFFF) == 0xFF80, "infinities stay");
+  expect(rounded(0x7FC12345u, 0) == 0x7FC0, "NaN is canonical");
+  expect(rounded(0x3F80C000u, 0x3FFF) == 0x3F80 && rounded(0x3F80C000u, 0x4000) == 0x3F81, "carry at 2^16 - dropped");
+  expect(rounded(0xBF80C000u, 0x4000) == 0xBF81, "negative values round away from zero alike");
+  for (std::uint32_t u : {0x3F80C000u, 0x3F801234u, 0xC0A0FFFFu, 0x00012345u}) {
+    float f;
+    std::memcpy(&f, &u, 4);
+    double sum = 0;
+    for (std::uint32_t r = 0; r < 65536; ++r) sum += core::bf16_to_float(core::float_to_bf16_stochastic(f, std::uint16_t(r)));
+    expect(sum / 65536 == double(f), "the mean over all random bits is the value (" + std::to_string(f) + ")");
+  }
+  const parts::RoundingKey key{0x123456789ABCDEFull, 7, 3};
+  std::uint16_t bits[8 * parts::kRoundingBlocks];
+  for (std::uint64_t first : {std::uint64_t(0), std::uint64_t(5), (std::uint64_t(1) << 32) - 3}) {
+    parts::rounding_bits_of_blocks(key, first, bits);
+    bool same = true;
+    for (int j = 0; j < 8 * parts::kRoundingBlocks; ++j) same &= bits[j] == parts::rounding_bits(key, 8 * first + std::uint64_t(j));
+    expect(same, "rounding bits drawn side by side equal one draw at a time (first block " + std::to_string(first) + ")");
+  }
+}
+
 // Philox4x32-10 gives Random123's known answers (kat_vectors: zeros, all ones, digits of pi).
 static void test_philox_known_answers() {
   using Words = std::array<std::uint32_t, 4>;
@@ -214,5 +247,6 @@ int main() {
   test_reductions<double>();
   test_validation();
   test_bf16_rounding();
+  test_stochastic_rounding();
   return test::summary();
 }

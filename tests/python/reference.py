@@ -159,6 +159,17 @@ def assert_resumes_bit_identically(make_optimizer, shapes, save_at, until, dtype
     return opt, resumed
 
 
+def assert_same_steps(step_a, step_b, params_a, params_b, steps, dtype=torch.float32, first=0):
+    """Calls step_a() and step_b() (two optimizers' steps, or one compiled) for steps first, first + 1, ...,
+    after giving both parameter lists the same gradients; the parameters must agree bit for bit."""
+    for step in range(first, first + steps):
+        set_grads([params_a, params_b], step, dtype)
+        step_a()
+        step_b()
+    for p, q in zip(params_a, params_b):
+        assert torch.equal(p, q)
+
+
 def assert_low_precision_steps_round_once(make_optimizer, dtype, steps=4, make_reference=None, shapes=SHAPES):
     """Each step of make_optimizer on bf16/fp16 params equals the float32 step of make_reference
     (by default the same optimizer) from the same state widened, rounded to the storage dtype:
@@ -183,7 +194,7 @@ def assert_low_precision_steps_round_once(make_optimizer, dtype, steps=4, make_r
             assert_close_rel(p.float(), q.to(dtype).float(), ulp, f"step {step} shape {tuple(q.shape)}")
 
 
-def assert_every_isa_gives_the_same_bits(make_optimizer, steps=5):
+def assert_every_isa_gives_the_same_bits(make_optimizer, steps=5, dtype=torch.float32):
     """Runs make_optimizer(params) for `steps` steps under every kernel ISA this CPU has; all must
     give the parameters the one-lane scalar path gives, bit for bit. The active ISA is restored."""
     import fastoptim
@@ -193,10 +204,10 @@ def assert_every_isa_gives_the_same_bits(make_optimizer, steps=5):
     try:
         for isa in fastoptim._C.available_isas():
             fastoptim._C.set_isa(isa)
-            params = make_params(SHAPES, torch.float32)
+            params = make_params(SHAPES, dtype)
             opt = make_optimizer(params)
             for step in range(steps):
-                set_grads([params], step, torch.float32)
+                set_grads([params], step, dtype)
                 opt.step()
             results[isa] = params
     finally:

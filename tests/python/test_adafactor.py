@@ -12,6 +12,7 @@ from reference import (
     PARITY_DTYPES,
     TOLERANCE,
     assert_close_rel,
+    assert_same_steps,
     make_params,
     run_side_by_side,
     set_grads,
@@ -158,10 +159,4 @@ def test_compiled_step_matches_eager():
     shapes = [(33, 65), (17,)]
     eager_params, compiled_params = make_params(shapes, torch.float32), make_params(shapes, torch.float32)
     eager, compiled = fastoptim.Adafactor(eager_params), fastoptim.Adafactor(compiled_params)
-    compiled_step = torch.compile(compiled.step, fullgraph=True)
-    for step in range(3):
-        set_grads([eager_params, compiled_params], step, torch.float32)
-        eager.step()
-        compiled_step()
-    for p, q in zip(eager_params, compiled_params):
-        assert torch.equal(p, q)
+    assert_same_steps(eager.step, torch.compile(compiled.step, fullgraph=True), eager_params, compiled_params, 3)

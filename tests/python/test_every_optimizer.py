@@ -14,6 +14,7 @@ from reference import (
     OPTIMIZERS,
     SHAPES,
     assert_low_precision_steps_round_once,
+    assert_same_steps,
     clone_params,
     make_params,
     make_rich,
@@ -121,12 +122,7 @@ def test_tensor_lr_steps_like_the_float_it_holds(name):
     params = make_params(SHAPES, torch.float32)
     other = clone_params(params)
     a, b = make(name, params, lr=torch.tensor(0.01)), make(name, other, lr=torch.tensor(0.01).item())
-    for step in range(4):
-        set_grads([params, other], step, torch.float32)
-        a.step()
-        b.step()
-    for p, q in zip(params, other):
-        assert torch.equal(p, q)
+    assert_same_steps(a.step, b.step, params, other, 4)
 
 
 @pytest.mark.parametrize("steady", [False, True], ids=["new-state", "steady"])

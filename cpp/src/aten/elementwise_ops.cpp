@@ -64,6 +64,14 @@ double machine_epsilon(at::ScalarType t) {
   }
 }
 
+// Adds one to a checked rounding key's count (one per step, as a step counter); returns the new
+// count as Philox's step word.
+std::uint32_t advance_rounding_count(const at::Tensor& key) {
+  auto* values = static_cast<std::int64_t*>(key.data_ptr());
+  values[2] += 1;
+  return std::uint32_t(values[2]);
+}
+
 template <class What>
 void check_scalar_tensor(const at::Tensor& t, const What& what) {
   TORCH_CHECK_VALUE(t.defined(), "fastoptim: ", what, " is undefined");
@@ -125,6 +133,20 @@ void check_scalar_state(const at::Tensor& t, const at::Tensor& param, const Tens
                     "] is on ", param.device());
 }
 
+// rounding[i], params[i]'s rounding key: an int64 CPU tensor (seed, stream, count), for a parameter
+// whose dtype stochastic rounding serves.
+void check_rounding_key(const at::Tensor& key, const at::Tensor& p, size_t i, const char* op) {
+  TORCH_CHECK_TYPE(p.scalar_type() != at::kHalf, op, ": params[", i, "] is float16; stochastic rounding serves ",
+                   "bfloat16 parameters (float32 and float64 ones are stored exactly as computed)");
+  TORCH_CHECK_VALUE(key.defined(), op, ": the rounding key of params[", i, "] is undefined");
+  check_plain(key, TensorName{"state", i, "rounding_key"}, op);
+  TORCH_CHECK_TYPE(key.scalar_type() == at::kLong, op, ": rounding_key of params[", i, "] must be int64, got ",
+                   key.scalar_type());
+  TORCH_CHECK_VALUE(key.numel() == 3 && key.device().is_cpu() && key.is_contiguous(), op, ": rounding_key of params[",
+                    i, "] must be a contiguous CPU tensor of 3 values (seed, stream, count), got shape ", key.sizes(),
+                    " on ", key.device());
+}
+
 template <class Rule>
 typename Rule::Hyper checked_hyper(const char* op, c10::ArrayRef<double> values,
                                    const std::optional<at::Tensor>& lr) {
@@ -169,7 +191,7 @@ struct DtypeBatch {
 template <class Rule>
 void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorList state, at::TensorList steps,
                       c10::ArrayRef<bool> fresh, c10::ArrayRef<double> hyper, const std::optional<at::Tensor>& lr,
-                      const std::optional<at::Tensor>& grad_scale, bool check_only) {
+                      const std::optional<at::Tensor>& grad_scale, bool check_only, at::TensorList rounding) {
   const std::string op_name = std::string("fastoptim::") + Rule::kName + "_step_";
   const char* op = op_name.c_str();
   const auto h = checked_hyper<Rule>(op, hyper, lr);
@@ -193,6 +215,8 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
   TORCH_CHECK_VALUE(steps.size() == expected_steps, op, ": expected ", expected_steps, " step tensors, got ",
                     steps.size());
   TORCH_CHECK_VALUE(fresh.size() == 0 || fresh.size() == n, op, ": fresh must be empty or have one flag per param");
+  TORCH_CHECK_VALUE(rounding.empty() || rounding.size() == n, op, ": rounding must be empty or have one key per param (",
+                    n, "), got ", rounding.size());
 
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& p = params[i];
@@ -212,6 +236,7 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
       else check_scalar_state(state[s * n + i], p, name, op);
     }
     if (Rule::kCountsSteps) check_scalar_tensor(steps[i], TensorName{"steps", i});
+    if (!rounding.empty()) check_rounding_key(rounding[i], p, i, op);
   }
 
   if (check_only) return;
@@ -230,6 +255,7 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
     if (rules::advance_scalars<Rule>(h, info))
       for (size_t s = 0; s < slots.size(); ++s)
         if (slots[s] >= Rule::kStateSlots) write_scalar(state[s * n + i], info.scalar_next[slots[s] - Rule::kStateSlots]);
+    const auto rounding_step = rounding.empty() ? 0 : advance_rounding_count(rounding[i]);
     if (p.numel() == 0) continue;
     auto& batch = batches[size_t(*storage_dtype(p.scalar_type()))];
     TensorSlots t{};
@@ -238,6 +264,13 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
     for (size_t s = 0; s < slots.size(); ++s) t.state[slots[s]] = state[s * n + i].data_ptr();
     t.numel = p.numel();
     t.rows = rows;
+    if (!rounding.empty()) {
+      const auto* key = static_cast<const std::int64_t*>(rounding[i].const_data_ptr());
+      t.stochastic_rounding = true;
+      t.rounding_seed = std::uint64_t(key[0]);
+      t.rounding_stream = std::uint32_t(key[1]);
+      t.rounding_step = rounding_step;
+    }
     batch.tensors.push_back(t);
     if (p.scalar_type() == at::kDouble) batch.coeffs_double.push_back(Rule::template prepare<double>(h, info));
     else batch.coeffs_float.push_back(Rule::template prepare<float>(h, info));
@@ -257,7 +290,7 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
   template void elementwise_step<rules::Type>(at::TensorList, at::TensorList, at::TensorList, at::TensorList,     \
                                               c10::ArrayRef<bool>, c10::ArrayRef<double>,                        \
                                               const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, \
-                                              bool);
+                                              bool, at::TensorList);
 FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_INSTANTIATE)
 #undef FASTOPTIM_INSTANTIATE
 
@@ -333,19 +366,20 @@ namespace {
 template <class Rule>
 void elementwise_step_op(at::TensorList params, at::TensorList grads, at::TensorList state, at::TensorList steps,
                          const c10::List<bool>& fresh, c10::ArrayRef<double> hyper,
-                         const std::optional<at::Tensor>& lr, const std::optional<at::Tensor>& grad_scale) {
+                         const std::optional<at::Tensor>& lr, const std::optional<at::Tensor>& grad_scale,
+                         std::optional<at::TensorList> rounding) {
   const std::vector<bool> flags(fresh.begin(), fresh.end());
   std::unique_ptr<bool[]> plain(new bool[flags.size()]);
   std::copy(flags.begin(), flags.end(), plain.get());
   elementwise_step<Rule>(params, grads, state, steps, c10::ArrayRef<bool>(plain.get(), flags.size()), hyper, lr,
-                         grad_scale);
+                         grad_scale, false, rounding.value_or(at::TensorList()));
 }
 
 // Shape inference for torch.compile: the ops mutate their inputs in place and return nothing. The
 // dispatcher also lands here when any one tensor is on the meta device, so every tensor must be.
 void elementwise_step_meta(at::TensorList params, at::TensorList grads, at::TensorList state, at::TensorList steps,
                            const c10::List<bool>&, c10::ArrayRef<double>, const std::optional<at::Tensor>& lr,
-                           const std::optional<at::Tensor>& grad_scale) {
+                           const std::optional<at::Tensor>& grad_scale, std::optional<at::TensorList> rounding) {
   auto check = [](at::TensorList list, const char* name) {
     for (size_t i = 0; i < list.size(); ++i)
       TORCH_CHECK_VALUE(list[i].is_meta(), "fastoptim: ", name, "[", i, "] is on ", list[i].device(),
@@ -357,6 +391,7 @@ void elementwise_step_meta(at::TensorList params, at::TensorList grads, at::Tens
   (void)steps;  // step counters live on the CPU, as torch.optim keeps them
   (void)lr;  // lr and grad_scale are CPU scalars, as a tensor lr is in torch.optim
   (void)grad_scale;
+  (void)rounding;  // rounding keys live on the CPU too
 }
 
 void factored_step_meta(at::TensorList params, at::TensorList grads, at::TensorList row_factors,
@@ -364,14 +399,14 @@ void factored_step_meta(at::TensorList params, at::TensorList grads, at::TensorL
                         const std::optional<at::Tensor>& lr, bool) {
   std::vector<at::Tensor> factors(row_factors.begin(), row_factors.end());
   factors.insert(factors.end(), column_factors.begin(), column_factors.end());
-  elementwise_step_meta(params, grads, factors, steps, c10::List<bool>(), hyper, lr, std::nullopt);
+  elementwise_step_meta(params, grads, factors, steps, c10::List<bool>(), hyper, lr, std::nullopt, std::nullopt);
 }
 
 }  // namespace
 
 #define FASTOPTIM_OP_SCHEMA(name)                                                                      \
   #name "_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] state, Tensor(c!)[] steps, bool[] fresh, " \
-        "float[] hyper, Tensor? lr=None, Tensor? grad_scale=None) -> ()"
+        "float[] hyper, Tensor? lr=None, Tensor? grad_scale=None, Tensor(d!)[]? rounding=None) -> ()"
 
 #define FASTOPTIM_FACTORED_SCHEMA                                                                          \
   "adafactor_factored_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] row_factors, "               \

@@ -11,11 +11,17 @@ namespace fastoptim::aten {
 // the group. `state` holds, slot by slot, one tensor per param for each state slot the
 // hyperparameters use; `steps` one counter per param when the rule counts steps; `fresh` is empty
 // or one flag per param. `lr` (a one-element CPU tensor) replaces the lr of `hyper`; `grad_scale`
-// (likewise, for rules with kScalesGrad) multiplies every gradient. check_only lets a multi-group step validate every group before it changes any.
+// (likewise, for rules with kScalesGrad) multiplies every gradient. `rounding` is empty (every
+// parameter stored rounded to nearest even) or one rounding key per param: an int64 CPU tensor
+// (seed, stream, count) whose count the step advances; a bf16 parameter is then stored by stochastic
+// rounding keyed by (seed, stream, count, element), a float32/float64 one as always (it has nothing
+// to round), and a float16 one is refused. check_only lets a multi-group step validate every group
+// before it changes any.
 template <class Rule>
 void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorList state, at::TensorList steps,
                       c10::ArrayRef<bool> fresh, c10::ArrayRef<double> hyper, const std::optional<at::Tensor>& lr,
-                      const std::optional<at::Tensor>& grad_scale, bool check_only = false);
+                      const std::optional<at::Tensor>& grad_scale, bool check_only = false,
+                      at::TensorList rounding = {});
 
 // Adafactor's step of its matrices (ndim >= 2, contiguous): torch.optim.Adafactor's row and column
 // factors of the second moment beside each, `steps` one counter per param; `hyper` and `lr` as

@@ -34,6 +34,18 @@ FASTOPTIM_HD inline bf16 float_to_bf16(float f) {
   return bf16{static_cast<std::uint16_t>((u + rounding_bias) >> 16)};
 }
 
+// f rounded to bf16 stochastically with 16 random bits r: adding r below the kept bits carries into
+// them with probability (the dropped bits) / 2^16, so f rounds away from zero with probability equal
+// to its distance from the bf16 value toward zero, in units of the bf16 step: the expected result
+// is f. Infinities stay; NaN is torch's NaN.
+FASTOPTIM_HD inline bf16 float_to_bf16_stochastic(float f, std::uint16_t r) {
+  if (f != f) return bf16{0x7FC0};
+  std::uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  if ((u & 0x7F800000u) == 0x7F800000u) return bf16{static_cast<std::uint16_t>(u >> 16)};
+  return bf16{static_cast<std::uint16_t>((u + r) >> 16)};
+}
+
 // _Float16 conversions are IEEE round-to-nearest-even, the same as F16C's vcvtps2ph with
 // _MM_FROUND_TO_NEAREST_INT, so the scalar tail and the SIMD body store identical bits. On aarch64
 // (where g++ 12 has no _Float16 in C++) the ACLE's __fp16 is the same IEEE half with the same rounding;

@@ -298,4 +298,27 @@ FASTOPTIM_HD inline void store(S* dst, Vec<T, W> x) {
   }
 }
 
+// store to bf16 with stochastic rounding (float_to_bf16_stochastic, lane-wise): bits[w] are lane w's
+// 16 random bits.
+template <int W>
+FASTOPTIM_HD inline void store_rounded(bf16* dst, Vec<float, W> x, const std::uint16_t* bits) {
+  if constexpr (W == 1) {
+    *dst = float_to_bf16_stochastic(x.v[0], bits[0]);
+  } else {
+    using u16v = typename Vec<std::uint16_t, W>::native;
+    using u32v = typename Vec<std::uint32_t, W>::native;
+    using i32v = typename Vec<std::int32_t, W>::native;
+    u32v u;
+    std::memcpy(&u, &x.v, sizeof u);
+    u16v r;
+    std::memcpy(&r, bits, sizeof r);
+    const i32v finite = (u & 0x7F800000u) != 0x7F800000u;
+    u32v out = (finite ? u + __builtin_convertvector(r, u32v) : u) >> 16;
+    const i32v is_nan = x.v != x.v;
+    out = is_nan ? u32v{} + 0x7FC0u : out;
+    const u16v h = __builtin_convertvector(out, u16v);
+    std::memcpy(dst, &h, sizeof h);
+  }
+}
+
 }  // namespace fastoptim::core

@@ -16,6 +16,7 @@
 #include "fastoptim/core/lanes.h"
 #include "fastoptim/core/parallel.h"
 #include "fastoptim/core/reduce.h"
+#include "fastoptim/parts/philox.h"
 #include "fastoptim/rules/rule.h"
 
 namespace fastoptim::kernels {
@@ -34,9 +35,11 @@ using fastoptim_isa::TensorSlots;
 // Loads W elements of the parameter, the gradient (when load_grad) and the state, runs the rule's
 // apply, and stores the parameter (unless the rule says this step leaves it) and, when StoreState,
 // the state. Element-wise rules and the second pass of two-pass rules both run it.
-template <class Rule, class S, int W, bool StoreState, class T>
+// With Rounded (bf16 parameters), the parameter is stored by stochastic rounding with lane w's
+// random bits at bits[w].
+template <class Rule, class S, int W, bool StoreState, bool Rounded = false, class T>
 FASTOPTIM_HD FASTOPTIM_ALWAYS_INLINE void update_lanes(const TensorSlots& t, const typename Rule::template Coeffs<T>& k, std::int64_t i,
-                         bool load_grad) {
+                         bool load_grad, const std::uint16_t* bits = nullptr) {
   constexpr int kSlots = Rule::kStateSlots;
   S* param = static_cast<S*>(t.param) + i;
   Vec<T, W> p = load<W>(param);
@@ -47,7 +50,10 @@ FASTOPTIM_HD FASTOPTIM_ALWAYS_INLINE void update_lanes(const TensorSlots& t, con
     if (t.state[j]) state[j] = load<W>(static_cast<const S*>(t.state[j]) + i);
   if constexpr (rules::uses_index<Rule>::value) Rule::apply(p, g, state, k, t.first_index + i);
   else Rule::apply(p, g, state, k);
-  if (rules::writes_param<Rule>(k)) store<W>(param, p);
+  if (rules::writes_param<Rule>(k)) {
+    if constexpr (Rounded) store_rounded<W>(param, p, bits);
+    else store<W>(param, p);
+  }
   if constexpr (StoreState)
     for (int j = 0; j < kSlots; ++j)
       if (t.state[j]) store<W>(static_cast<S*>(t.state[j]) + i, state[j]);
@@ -65,12 +71,34 @@ FASTOPTIM_ALWAYS_INLINE void prefetch_at(const TensorSlots& t, std::int64_t i, i
 #endif
 }
 
+// update_range for a bf16 parameter stored by stochastic rounding: the random bits of
+// kRoundingBlocks draws (8 elements each) at a time, from the draw holding element `begin` on, so
+// after the first span every span starts at a draw's first element and covers whole SIMD bodies.
+template <class Rule, class S, bool StoreState, class Coeffs>
+inline void update_range_rounded(const TensorSlots& t, const Coeffs& k, std::int64_t begin, std::int64_t end,
+                                 bool load_grad) {
+  constexpr int W = kLanes<float>;
+  constexpr std::int64_t kSpan = 8 * parts::kRoundingBlocks;
+  const parts::RoundingKey key{t.rounding_seed, t.rounding_stream, t.rounding_step};
+  alignas(64) std::uint16_t bits[kSpan];
+  for (std::int64_t i = begin; i < end;) {
+    const std::int64_t span_first = (t.first_index + i) & ~std::int64_t(7);  // element index of bits[0]
+    parts::rounding_bits_of_blocks(key, std::uint64_t(span_first) >> 3, bits);
+    const std::int64_t stop = std::min(end, span_first + kSpan - t.first_index);
+    const std::int64_t offset = t.first_index - span_first;  // element i's bits are bits[i + offset]
+    for (; i + W <= stop; i += W) update_lanes<Rule, S, W, StoreState, true>(t, k, i, load_grad, bits + i + offset);
+    for (; i < stop; ++i) update_lanes<Rule, S, 1, StoreState, true>(t, k, i, load_grad, bits + i + offset);
+  }
+}
+
 // update_lanes over the elements [begin, end) of one tensor: a SIMD body and a one-lane tail.
 // With `next`, each step also prefetches element next_offset + i of tensor `next`, so the next
 // tensor's memory is read while this one is computed from cache (two-pass rules on small tensors).
 template <class Rule, class S, bool StoreState, class Coeffs>
 inline void update_range(const TensorSlots& t, const Coeffs& k, std::int64_t begin, std::int64_t end, bool load_grad,
                          const TensorSlots* next = nullptr, std::int64_t next_offset = 0) {
+  if constexpr (std::is_same_v<S, bf16>)
+    if (t.stochastic_rounding) return update_range_rounded<Rule, S, StoreState>(t, k, begin, end, load_grad);
   constexpr int W = kLanes<compute_t<S>>;
   std::int64_t i = begin;
   if (next) {

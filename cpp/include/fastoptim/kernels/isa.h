@@ -18,6 +18,9 @@ constexpr int kMaxStateSlots = 5;
 // kScalarSlots slots) points at one value of the compute type. `rows` is the size of dim 0 for
 // tensors of ndim > 1 and 1 otherwise; only rules with per-row sums read it. `first_index` is the
 // index of element 0 within the whole tensor (nonzero for a row of it), for rules keyed by index.
+// With `stochastic_rounding`, a bf16 parameter is stored rounded up or down at random, its bits
+// keyed by (rounding_seed, rounding_stream, rounding_step, element index) (parts/philox.h); other
+// dtypes ignore it.
 struct TensorSlots {
   void* param;
   const void* grad;
@@ -25,6 +28,9 @@ struct TensorSlots {
   std::int64_t numel;
   std::int64_t rows = 1;
   std::int64_t first_index = 0;
+  bool stochastic_rounding = false;
+  std::uint64_t rounding_seed = 0;
+  std::uint32_t rounding_stream = 0, rounding_step = 0;
 };
 
 // Runs one element-wise rule over `count` tensors of storage dtype `dtype`. `coeffs` points at

@@ -55,3 +55,59 @@ FASTOPTIM_HD inline core::Vec<T, W> standard_normals(std::uint64_t seed, std::ui
 }
 
 }  // namespace fastoptim::parts
+
+namespace fastoptim::parts {
+
+// ---- random bits for stochastic rounding ------------------------------------------------------
+// 16 bits per element, eight elements per draw: element e takes half e % 2 (the low half first) of
+// word (e / 2) % 4 of Philox4x32-10 at counter (e / 8 mod 2^32, e / 8 / 2^32, stream, step) and key
+// (seed mod 2^32, seed / 2^32). Like the noise's, the bits depend only on the key and the element.
+struct RoundingKey {
+  std::uint64_t seed;
+  std::uint32_t stream, step;
+};
+
+FASTOPTIM_HD inline std::uint16_t rounding_bits(const RoundingKey& key, std::uint64_t element) {
+  const std::uint64_t block = element >> 3;
+  const auto x = philox4x32_10({std::uint32_t(block), std::uint32_t(block >> 32), key.stream, key.step},
+                               {std::uint32_t(key.seed), std::uint32_t(key.seed >> 32)});
+  const unsigned j = unsigned(element & 7);
+  return std::uint16_t(x[j >> 1] >> (16 * (j & 1)));
+}
+
+#if !FASTOPTIM_DEVICE_CODE
+// Draws per call of rounding_bits_of_blocks: sixteen side by side in vector lanes, so one call's
+// twenty multiplies per round serve 128 elements (one draw per element would cost more than the step).
+constexpr int kRoundingBlocks = 16;
+
+// out[j] = rounding_bits(key, 8 * first_block + j) for j < 8 * kRoundingBlocks.
+inline void rounding_bits_of_blocks(const RoundingKey& key, std::uint64_t first_block, std::uint16_t* out) {
+  using u32v = std::uint32_t __attribute__((vector_size(4 * kRoundingBlocks)));
+  using u64v = std::uint64_t __attribute__((vector_size(8 * kRoundingBlocks)));
+  u64v block{};
+  for (int lane = 0; lane < kRoundingBlocks; ++lane) block[lane] = first_block + std::uint64_t(lane);
+  u32v c0 = __builtin_convertvector(block, u32v), c1 = __builtin_convertvector(block >> 32, u32v);
+  u32v c2 = u32v{} + key.stream, c3 = u32v{} + key.step;
+  std::uint32_t k0 = std::uint32_t(key.seed), k1 = std::uint32_t(key.seed >> 32);
+  for (int round = 0; round < 10; ++round) {  // philox4x32_10's rounds, lane-wise
+    const u64v product0 = __builtin_convertvector(c0, u64v) * 0xD2511F53u;
+    const u64v product1 = __builtin_convertvector(c2, u64v) * 0xCD9E8D57u;
+    const u32v next0 = __builtin_convertvector(product1 >> 32, u32v) ^ c1 ^ k0;
+    const u32v next2 = __builtin_convertvector(product0 >> 32, u32v) ^ c3 ^ k1;
+    c1 = __builtin_convertvector(product1, u32v);
+    c3 = __builtin_convertvector(product0, u32v);
+    c0 = next0;
+    c2 = next2;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  const u32v words[4] = {c0, c1, c2, c3};
+  for (int lane = 0; lane < kRoundingBlocks; ++lane)
+    for (int w = 0; w < 4; ++w) {
+      out[8 * lane + 2 * w] = std::uint16_t(words[w][lane]);
+      out[8 * lane + 2 * w + 1] = std::uint16_t(words[w][lane] >> 16);
+    }
+}
+#endif
+
+}  // namespace fastoptim::parts

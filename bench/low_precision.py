@@ -1,0 +1,96 @@
+"""AdamW with fewer bytes: fastoptim's fp32 AdamW against its bf16 variants, interleaved, on the
+bench's workloads (A) one 16M-element tensor, (B) 2000 tensors of 4096, (C) GPT-2-small-like.
+
+Variants (byte model per element: every array the step reads plus every array it writes; AdamW
+reads p, g, m, v and writes p, m, v, all in the parameter's dtype):
+  torch fused fp32         torch.optim.AdamW(fused=True), fp32 params   28 B
+  fastoptim fp32           fastoptim.AdamW, fp32 params                 28 B
+  fastoptim bf16           bf16 params (state in bf16), round to nearest 14 B
+  fastoptim bf16 + SR      the same with stochastic_rounding=True        14 B
+
+Each round times every variant once, in an order rotated each round (the machine's bandwidth
+drifts; a variant must not gain by its place). Reported: the median ms/step over rounds, GB/s under
+the byte model, optimizer state bytes per parameter, and the ratios the issue targets: each variant
+against fastoptim fp32 and against torch fused fp32, each a median of per-round ratios.
+
+    python bench/low_precision.py                          # (A), (B), (C), 7 rounds
+    python bench/low_precision.py --workloads A --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import fastoptim
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import WORKLOADS, machine_line  # noqa: E402
+
+# label -> (param dtype, the optimizer over params, bytes moved per element, state bytes per parameter)
+VARIANTS = {
+    "torch fused fp32": (torch.float32, lambda ps: torch.optim.AdamW(ps, lr=1e-3, fused=True), 28, 8),
+    "fastoptim fp32": (torch.float32, lambda ps: fastoptim.AdamW(ps, lr=1e-3), 28, 8),
+    "fastoptim bf16": (torch.bfloat16, lambda ps: fastoptim.AdamW(ps, lr=1e-3), 14, 4),
+    "fastoptim bf16 + SR": (torch.bfloat16, lambda ps: fastoptim.AdamW(ps, lr=1e-3, stochastic_rounding=True), 14, 4),
+}
+
+
+def time_steps(opt, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        opt.step()
+    return (time.perf_counter() - start) / steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--seconds", type=float, default=0.5, help="time per variant per round")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"machine: {machine_line(args.threads)}", flush=True)
+    print("| workload | variant | ms/step | GB/s | state B/param | vs fastoptim fp32 | vs torch fused fp32 |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for wl in args.workloads:
+        _, shapes = WORKLOADS[wl]
+        elements = sum(torch.Size(s).numel() for s in shapes)
+        optimizers, steps = {}, {}
+        for label in args.variants:
+            dtype, make, _, _ = VARIANTS[label]
+            params = [torch.nn.Parameter(torch.randn(s, dtype=dtype)) for s in shapes]
+            for p in params:
+                p.grad = torch.randn_like(p) * 1e-3
+            optimizers[label] = opt = make(params)
+            opt.step()  # (creates the state)
+            steps[label] = max(2, min(50, round(args.seconds / max(time_steps(opt, 1), 1e-6))))
+        times = {label: [] for label in optimizers}
+        labels = list(optimizers)
+        for round_index in range(args.rounds):
+            shift = round_index % len(labels)
+            for label in labels[shift:] + labels[:shift]:
+                times[label].append(time_steps(optimizers[label], steps[label]))
+
+        def ratio(label, yardstick):
+            if yardstick not in times:
+                return ""
+            return f"{statistics.median(y / t for y, t in zip(times[yardstick], times[label])):.2f}x"
+
+        for label, per_round in times.items():
+            ms = statistics.median(per_round) * 1e3
+            _, _, moved, state_bytes = VARIANTS[label]
+            print(f"| {wl} | {label} | {ms:.2f} | {moved * elements / ms / 1e6:.1f} | {state_bytes} | "
+                  f"{ratio(label, 'fastoptim fp32')} | {ratio(label, 'torch fused fp32')} |", flush=True)
+        del optimizers
+
+
+if __name__ == "__main__":
+    main()
