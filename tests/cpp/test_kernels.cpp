@@ -212,12 +212,13 @@ static void test_stochastic_rounding() {
     expect(sum / 65536 == double(f), "the mean over all random bits is the value (" + std::to_string(f) + ")");
   }
   const parts::RoundingKey key{0x123456789ABCDEFull, 7, 3};
-  std::uint16_t bits[8 * parts::kRoundingBlocks];
-  for (std::uint64_t first : {std::uint64_t(0), std::uint64_t(5), (std::uint64_t(1) << 32) - 3}) {
-    parts::rounding_bits_of_blocks(key, first, bits);
+  std::uint16_t bits[parts::kRoundingGroup];
+  for (std::uint64_t group : {std::uint64_t(0), std::uint64_t(5), (std::uint64_t(1) << 28) - 1, std::uint64_t(1) << 28}) {
+    parts::rounding_bits_of_group(key, group, bits);
     bool same = true;
-    for (int j = 0; j < 8 * parts::kRoundingBlocks; ++j) same &= bits[j] == parts::rounding_bits(key, 8 * first + std::uint64_t(j));
-    expect(same, "rounding bits drawn side by side equal one draw at a time (first block " + std::to_string(first) + ")");
+    for (int q = 0; q < parts::kRoundingGroup; ++q)
+      same &= bits[q] == parts::rounding_bits(key, std::uint64_t(parts::kRoundingGroup) * group + std::uint64_t(q));
+    expect(same, "rounding bits drawn side by side equal one draw at a time (group " + std::to_string(group) + ")");
   }
 }
 

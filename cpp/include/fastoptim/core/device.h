@@ -14,3 +14,11 @@
 #else
 #define FASTOPTIM_DEVICE_CODE 0
 #endif
+
+// A function that must be inlined into its loop (a per-W-elements step: as a call, GCC declines
+// for the larger rules, it reloads every coefficient and spills the lanes each 16 elements).
+#if defined(__GNUC__)
+#define FASTOPTIM_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define FASTOPTIM_ALWAYS_INLINE inline
+#endif

@@ -227,6 +227,46 @@ FASTOPTIM_HD inline Vec<T, W> lerp(Vec<T, W> self, Vec<T, W> end, T weight) {
   return mul_add(end - self, weight - T(1), end);
 }
 
+// ---- 16-bit lanes: widened on load, narrowed on store ----------------------------------------
+
+template <class T, int W>
+using native_t = typename Vec<T, W>::native;
+
+// W 16-bit values at src, zero-extended to 32-bit lanes (one vpmovzxwd where there is one: GCC
+// splits __builtin_convertvector's widening into halves).
+template <int W>
+FASTOPTIM_HD inline native_t<std::uint32_t, W> load_widened(const std::uint16_t* src) {
+#if defined(__AVX512F__) && !FASTOPTIM_DEVICE_CODE
+  if constexpr (W == 16) return (native_t<std::uint32_t, W>)_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)src));
+#endif
+#if defined(__AVX2__) && !FASTOPTIM_DEVICE_CODE
+  if constexpr (W == 8) return (native_t<std::uint32_t, W>)_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)src));
+#endif
+  native_t<std::uint16_t, W> h;
+  std::memcpy(&h, src, sizeof h);
+  return __builtin_convertvector(h, native_t<std::uint32_t, W>);
+}
+
+// The low 16 bits of each lane of u (each lane below 2^16) stored at dst.
+template <int W>
+FASTOPTIM_HD inline void store_narrowed(std::uint16_t* dst, native_t<std::uint32_t, W> u) {
+#if defined(__AVX512F__) && !FASTOPTIM_DEVICE_CODE
+  if constexpr (W == 16) {
+    _mm256_storeu_si256((__m256i*)dst, _mm512_cvtepi32_epi16((__m512i)u));
+    return;
+  }
+#endif
+#if defined(__AVX2__) && !FASTOPTIM_DEVICE_CODE
+  if constexpr (W == 8) {  // (packus works per 128-bit half: the permute gathers the two results)
+    const __m256i packed = _mm256_packus_epi32((__m256i)u, (__m256i)u);
+    _mm_storeu_si128((__m128i*)dst, _mm256_castsi256_si128(_mm256_permute4x64_epi64(packed, 0xD8)));
+    return;
+  }
+#endif
+  const auto h = __builtin_convertvector(u, native_t<std::uint16_t, W>);
+  std::memcpy(dst, &h, sizeof h);
+}
+
 // ---- loads and stores: storage type S <-> compute lanes of T ---------------------------------
 
 template <int W, class S, class T = compute_t<S>>
@@ -237,11 +277,7 @@ FASTOPTIM_HD inline Vec<T, W> load(const S* src) {
   } else if constexpr (std::is_same_v<S, bf16> && W == 1) {
     r.v[0] = bf16_to_float(*src);
   } else if constexpr (std::is_same_v<S, bf16>) {
-    using u16v = typename Vec<std::uint16_t, W>::native;
-    using u32v = typename Vec<std::uint32_t, W>::native;
-    u16v h;
-    std::memcpy(&h, src, sizeof h);
-    u32v wide = __builtin_convertvector(h, u32v) << 16;
+    const native_t<std::uint32_t, W> wide = load_widened<W>(reinterpret_cast<const std::uint16_t*>(src)) << 16;
     std::memcpy(&r.v, &wide, sizeof r.v);
   } else {
     static_assert(std::is_same_v<S, f16>);
@@ -270,16 +306,12 @@ FASTOPTIM_HD inline void store(S* dst, Vec<T, W> x) {
     *dst = float_to_bf16(x.v[0]);
   } else if constexpr (std::is_same_v<S, bf16>) {
     // float_to_bf16's rounding, lane-wise.
-    using u16v = typename Vec<std::uint16_t, W>::native;
-    using u32v = typename Vec<std::uint32_t, W>::native;
-    using i32v = typename Vec<std::int32_t, W>::native;
+    using u32v = native_t<std::uint32_t, W>;
     u32v u;
     std::memcpy(&u, &x.v, sizeof u);
-    u32v rounded = (u + (((u >> 16) & 1u) + 0x7FFFu)) >> 16;
-    i32v is_nan = x.v != x.v;
-    u32v out = is_nan ? u32v{} + 0x7FC0u : rounded;
-    u16v h = __builtin_convertvector(out, u16v);
-    std::memcpy(dst, &h, sizeof h);
+    const u32v rounded = (u + (((u >> 16) & 1u) + 0x7FFFu)) >> 16;
+    const native_t<std::int32_t, W> is_nan = x.v != x.v;
+    store_narrowed<W>(reinterpret_cast<std::uint16_t*>(dst), is_nan ? u32v{} + 0x7FC0u : rounded);
   } else {
     static_assert(std::is_same_v<S, f16>);
 #if defined(__AVX512F__) && !FASTOPTIM_DEVICE_CODE
@@ -305,19 +337,14 @@ FASTOPTIM_HD inline void store_rounded(bf16* dst, Vec<float, W> x, const std::ui
   if constexpr (W == 1) {
     *dst = float_to_bf16_stochastic(x.v[0], bits[0]);
   } else {
-    using u16v = typename Vec<std::uint16_t, W>::native;
-    using u32v = typename Vec<std::uint32_t, W>::native;
-    using i32v = typename Vec<std::int32_t, W>::native;
+    using u32v = native_t<std::uint32_t, W>;
+    using i32v = native_t<std::int32_t, W>;
     u32v u;
     std::memcpy(&u, &x.v, sizeof u);
-    u16v r;
-    std::memcpy(&r, bits, sizeof r);
     const i32v finite = (u & 0x7F800000u) != 0x7F800000u;
-    u32v out = (finite ? u + __builtin_convertvector(r, u32v) : u) >> 16;
+    const u32v out = (finite ? u + load_widened<W>(bits) : u) >> 16;
     const i32v is_nan = x.v != x.v;
-    out = is_nan ? u32v{} + 0x7FC0u : out;
-    const u16v h = __builtin_convertvector(out, u16v);
-    std::memcpy(dst, &h, sizeof h);
+    store_narrowed<W>(reinterpret_cast<std::uint16_t*>(dst), is_nan ? u32v{} + 0x7FC0u : out);
   }
 }
 

@@ -24,12 +24,14 @@ namespace fastoptim::kernels {
 using namespace fastoptim::core;  // (the primitives the driver is written in)
 using fastoptim_isa::TensorSlots;
 
-// The per-W-elements step must be inlined into its loop: as a call (GCC declines for the larger
-// rules, AdamP's) it reloads every coefficient and spills the lanes each 16 elements.
-#if defined(__GNUC__)
-#define FASTOPTIM_ALWAYS_INLINE inline __attribute__((always_inline))
+// The loops over a range inline every call in them, the rule's apply included: GCC declines to
+// inline most rules' apply<float, 16> once a rule has several callers (each dtype, the stochastic
+// store), and the call then spills the lanes and reloads the coefficients every 16 elements (AdamW
+// at half torch's speed on one thread).
+#if defined(__GNUC__) && !defined(__clang__)
+#define FASTOPTIM_FLATTEN __attribute__((flatten))
 #else
-#define FASTOPTIM_ALWAYS_INLINE inline
+#define FASTOPTIM_FLATTEN
 #endif
 
 // Loads W elements of the parameter, the gradient (when load_grad) and the state, runs the rule's
@@ -71,19 +73,20 @@ FASTOPTIM_ALWAYS_INLINE void prefetch_at(const TensorSlots& t, std::int64_t i, i
 #endif
 }
 
-// update_range for a bf16 parameter stored by stochastic rounding: the random bits of
-// kRoundingBlocks draws (8 elements each) at a time, from the draw holding element `begin` on, so
-// after the first span every span starts at a draw's first element and covers whole SIMD bodies.
+// update_range for a bf16 parameter stored by stochastic rounding: the random bits of one group of
+// kRoundingGroup elements at a time, from the group holding element `begin` on, so after the first
+// span every span is a whole group and covers whole SIMD bodies.
 template <class Rule, class S, bool StoreState, class Coeffs>
-inline void update_range_rounded(const TensorSlots& t, const Coeffs& k, std::int64_t begin, std::int64_t end,
+FASTOPTIM_FLATTEN inline void update_range_rounded(const TensorSlots& t, const Coeffs& k, std::int64_t begin, std::int64_t end,
                                  bool load_grad) {
   constexpr int W = kLanes<float>;
-  constexpr std::int64_t kSpan = 8 * parts::kRoundingBlocks;
+  constexpr std::int64_t kSpan = parts::kRoundingGroup;
   const parts::RoundingKey key{t.rounding_seed, t.rounding_stream, t.rounding_step};
   alignas(64) std::uint16_t bits[kSpan];
   for (std::int64_t i = begin; i < end;) {
-    const std::int64_t span_first = (t.first_index + i) & ~std::int64_t(7);  // element index of bits[0]
-    parts::rounding_bits_of_blocks(key, std::uint64_t(span_first) >> 3, bits);
+    const std::int64_t group = (t.first_index + i) / kSpan;
+    const std::int64_t span_first = group * kSpan;  // element index of bits[0]
+    parts::rounding_bits_of_group(key, std::uint64_t(group), bits);
     const std::int64_t stop = std::min(end, span_first + kSpan - t.first_index);
     const std::int64_t offset = t.first_index - span_first;  // element i's bits are bits[i + offset]
     for (; i + W <= stop; i += W) update_lanes<Rule, S, W, StoreState, true>(t, k, i, load_grad, bits + i + offset);
@@ -95,7 +98,7 @@ inline void update_range_rounded(const TensorSlots& t, const Coeffs& k, std::int
 // With `next`, each step also prefetches element next_offset + i of tensor `next`, so the next
 // tensor's memory is read while this one is computed from cache (two-pass rules on small tensors).
 template <class Rule, class S, bool StoreState, class Coeffs>
-inline void update_range(const TensorSlots& t, const Coeffs& k, std::int64_t begin, std::int64_t end, bool load_grad,
+FASTOPTIM_FLATTEN inline void update_range(const TensorSlots& t, const Coeffs& k, std::int64_t begin, std::int64_t end, bool load_grad,
                          const TensorSlots* next = nullptr, std::int64_t next_offset = 0) {
   if constexpr (std::is_same_v<S, bf16>)
     if (t.stochastic_rounding) return update_range_rounded<Rule, S, StoreState>(t, k, begin, end, load_grad);

@@ -59,54 +59,89 @@ FASTOPTIM_HD inline core::Vec<T, W> standard_normals(std::uint64_t seed, std::ui
 namespace fastoptim::parts {
 
 // ---- random bits for stochastic rounding ------------------------------------------------------
-// 16 bits per element, eight elements per draw: element e takes half e % 2 (the low half first) of
-// word (e / 2) % 4 of Philox4x32-10 at counter (e / 8 mod 2^32, e / 8 / 2^32, stream, step) and key
-// (seed mod 2^32, seed / 2^32). Like the noise's, the bits depend only on the key and the element.
+// 16 bits per element, from Philox4x32-10 with key (seed mod 2^32, seed / 2^32) at counter
+// (b mod 2^32, b / 2^32, stream, step). Elements come in groups of 128 (group e / 128), each group
+// from 16 draws b = 16 (e / 128) + l, l < 16: element q = e mod 128 of its group takes draw
+// l = q mod 16, word (q / 16) mod 4, half q / 64 (the low half first). So the draws run side by side
+// in 16 SIMD lanes and each word of them gives 16 consecutive elements their bits in order. Like the
+// noise's, the bits depend only on the key and the element.
 struct RoundingKey {
   std::uint64_t seed;
   std::uint32_t stream, step;
 };
 
+constexpr std::int64_t kRoundingGroup = 128;
+
 FASTOPTIM_HD inline std::uint16_t rounding_bits(const RoundingKey& key, std::uint64_t element) {
-  const std::uint64_t block = element >> 3;
-  const auto x = philox4x32_10({std::uint32_t(block), std::uint32_t(block >> 32), key.stream, key.step},
+  const unsigned q = unsigned(element % kRoundingGroup);
+  const std::uint64_t draw = 16 * (element / kRoundingGroup) + (q % 16);
+  const auto x = philox4x32_10({std::uint32_t(draw), std::uint32_t(draw >> 32), key.stream, key.step},
                                {std::uint32_t(key.seed), std::uint32_t(key.seed >> 32)});
-  const unsigned j = unsigned(element & 7);
-  return std::uint16_t(x[j >> 1] >> (16 * (j & 1)));
+  return std::uint16_t(x[(q / 16) % 4] >> (16 * (q / 64)));
 }
 
 #if !FASTOPTIM_DEVICE_CODE
-// Draws per call of rounding_bits_of_blocks: sixteen side by side in vector lanes, so one call's
-// twenty multiplies per round serve 128 elements (one draw per element would cost more than the step).
-constexpr int kRoundingBlocks = 16;
-
-// out[j] = rounding_bits(key, 8 * first_block + j) for j < 8 * kRoundingBlocks.
-inline void rounding_bits_of_blocks(const RoundingKey& key, std::uint64_t first_block, std::uint16_t* out) {
-  using u32v = std::uint32_t __attribute__((vector_size(4 * kRoundingBlocks)));
-  using u64v = std::uint64_t __attribute__((vector_size(8 * kRoundingBlocks)));
-  u64v block{};
-  for (int lane = 0; lane < kRoundingBlocks; ++lane) block[lane] = first_block + std::uint64_t(lane);
-  u32v c0 = __builtin_convertvector(block, u32v), c1 = __builtin_convertvector(block >> 32, u32v);
-  u32v c2 = u32v{} + key.stream, c3 = u32v{} + key.step;
-  std::uint32_t k0 = std::uint32_t(key.seed), k1 = std::uint32_t(key.seed >> 32);
-  for (int round = 0; round < 10; ++round) {  // philox4x32_10's rounds, lane-wise
-    const u64v product0 = __builtin_convertvector(c0, u64v) * 0xD2511F53u;
-    const u64v product1 = __builtin_convertvector(c2, u64v) * 0xCD9E8D57u;
-    const u32v next0 = __builtin_convertvector(product1 >> 32, u32v) ^ c1 ^ k0;
-    const u32v next2 = __builtin_convertvector(product0 >> 32, u32v) ^ c3 ^ k1;
-    c1 = __builtin_convertvector(product1, u32v);
-    c3 = __builtin_convertvector(product0, u32v);
-    c0 = next0;
-    c2 = next2;
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
+// hi:lo = a * m lane-wise (32 x 32 -> 64 bits). With AVX2/AVX-512, vpmuludq on the even and on the
+// odd lanes, each result put back in its lane (GCC's 64-bit vector product takes twice as many
+// instructions).
+template <int L>
+FASTOPTIM_ALWAYS_INLINE void multiply_wide(core::native_t<std::uint32_t, L> a, std::uint32_t m,
+                                                 core::native_t<std::uint32_t, L>& hi, core::native_t<std::uint32_t, L>& lo) {
+  using V = core::native_t<std::uint32_t, L>;
+#if defined(__AVX512F__)
+  if constexpr (L == 16) {
+    const __m512i factor = _mm512_set1_epi32(int(m));
+    const __m512i even = _mm512_mul_epu32((__m512i)a, factor);
+    const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64((__m512i)a, 32), factor);
+    hi = (V)_mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
+    lo = (V)_mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+    return;
   }
-  const u32v words[4] = {c0, c1, c2, c3};
-  for (int lane = 0; lane < kRoundingBlocks; ++lane)
-    for (int w = 0; w < 4; ++w) {
-      out[8 * lane + 2 * w] = std::uint16_t(words[w][lane]);
-      out[8 * lane + 2 * w + 1] = std::uint16_t(words[w][lane] >> 16);
+#endif
+#if defined(__AVX2__)
+  if constexpr (L == 8) {
+    const __m256i factor = _mm256_set1_epi32(int(m));
+    const __m256i even = _mm256_mul_epu32((__m256i)a, factor);
+    const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64((__m256i)a, 32), factor);
+    hi = (V)_mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+    lo = (V)_mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+    return;
+  }
+#endif
+  using V64 = core::native_t<std::uint64_t, L>;
+  const V64 product = __builtin_convertvector(a, V64) * m;
+  hi = __builtin_convertvector(product >> 32, V);
+  lo = __builtin_convertvector(product, V);
+}
+
+// out[q] = rounding_bits(key, kRoundingGroup * group + q) for q < kRoundingGroup: the group's 16
+// draws in lanes of the widest vector this translation unit has (16, 8 or 4 at a time).
+inline void rounding_bits_of_group(const RoundingKey& key, std::uint64_t group, std::uint16_t* out) {
+  constexpr int L = FASTOPTIM_VECTOR_BYTES >= 64 ? 16 : FASTOPTIM_VECTOR_BYTES >= 32 ? 8 : 4;
+  using V = core::native_t<std::uint32_t, L>;
+  V lane{};
+  for (int l = 0; l < L; ++l) lane[l] = std::uint32_t(l);
+  for (int part = 0; part < 16 / L; ++part) {
+    const std::uint64_t first = 16 * group + std::uint64_t(part * L);  // (a multiple of L: the lanes never carry)
+    V c0 = std::uint32_t(first) + lane, c1 = V{} + std::uint32_t(first >> 32), c2 = V{} + key.stream, c3 = V{} + key.step;
+    std::uint32_t k0 = std::uint32_t(key.seed), k1 = std::uint32_t(key.seed >> 32);
+    for (int round = 0; round < 10; ++round) {  // philox4x32_10's rounds, lane-wise
+      V hi0, lo0, hi1, lo1;
+      multiply_wide<L>(c0, 0xD2511F53u, hi0, lo0);
+      multiply_wide<L>(c2, 0xCD9E8D57u, hi1, lo1);
+      c0 = hi1 ^ c1 ^ k0;
+      c1 = lo1;
+      c2 = hi0 ^ c3 ^ k1;
+      c3 = lo0;
+      k0 += 0x9E3779B9u;
+      k1 += 0xBB67AE85u;
     }
+    const V words[4] = {c0, c1, c2, c3};
+    for (int w = 0; w < 4; ++w) {
+      core::store_narrowed<L>(out + 16 * w + part * L, words[w] & 0xFFFFu);
+      core::store_narrowed<L>(out + 64 + 16 * w + part * L, words[w] >> 16);
+    }
+  }
 }
 #endif
 
