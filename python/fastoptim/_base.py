@@ -168,7 +168,7 @@ def rule_named(name: str) -> Rule:
 class FusedOptimizer(torch.optim.Optimizer):
     """A torch.optim.Optimizer whose update runs in fastoptim's C++ kernels.
 
-    ``stochastic_rounding=True`` (a keyword of every element-wise optimizer; a param group key) stores
+    ``stochastic_rounding=True`` (a keyword of every optimizer; a param group key) stores
     each bfloat16 parameter rounded up or down at random instead of to nearest: up with probability
     equal to the fraction of the bf16 step the float32 result lies past the value below it, so the
     stored weight is the float32 one on average and updates smaller than half a bf16 step are not
@@ -584,6 +584,10 @@ class FusedOptimizer(torch.optim.Optimizer):
         args = (params, grads, flat_state, steps, fresh if fresh_indices else [], hyper, lr_tensor(group), None, rounding)
         return args, created
 
+    def _rounding_key(self, group: dict[str, Any], param: Tensor) -> Tensor:
+        """A new rounding key for `param`: (the group's seed, the parameter's position, count 0)."""
+        return torch.tensor([group["rounding_seed"], self._position(param), 0], dtype=torch.int64)
+
     def _state_keys(self, group: dict[str, Any], rule: Rule, hyper: list[float]) -> tuple[list[str], list[str]]:
         """rule.state_keys, and last "rounding_key" when the group rounds stochastically."""
         used, keys = rule.state_keys(hyper)
@@ -651,7 +655,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         if rule.counts_steps and "step" not in state:
             new["step"] = torch.tensor(0.0, dtype=torch.float32)
         if "rounding_key" in keys and "rounding_key" not in state:
-            new["rounding_key"] = torch.tensor([group["rounding_seed"], self._position(p), 0], dtype=torch.int64)
+            new["rounding_key"] = self._rounding_key(group, p)
         for name in used:
             if name not in state:
                 new[name] = self._initial_state(name, p, group)

@@ -46,6 +46,7 @@ class Adafactor(FusedOptimizer):
         weight_decay: decoupled decay, scaled by lr.
         foreach: torch's flag, kept in the group (fastoptim always runs its fused passes).
         maximize: maximize the objective.
+        stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
 
     State: ``step``; ``row_var`` and ``col_var`` of each matrix, ``variance`` of each vector.
     """
@@ -65,6 +66,7 @@ class Adafactor(FusedOptimizer):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         self._factored: list[tuple[dict[str, Any], tuple, list[int], list]] = []
         self._vectors_listed: dict[int, list[int]] = {}
@@ -114,12 +116,16 @@ class Adafactor(FusedOptimizer):
         fresh: list[bool] = []
         created: list[tuple[Tensor, Any]] = []
         write_backs: list[tuple[Tensor, _WriteBack]] = []  # (the matrices', committed after their step)
+        rounding: dict[int, list[Tensor]] = {id(vectors): [], id(matrices): []}  # (each step's rounding keys)
+        rounds = self._state_keys(group, rule, hyper)[1][-1:] == ["rounding_key"]
         for index, p, grad in self._with_grads(group):
             state = self.state.get(p) or {}
             param_used, param_keys = self._keys_of(p, used, keys)
             new = {name: self._initial_state(name, p, group) for name in param_used if name not in state}
             if "step" not in state:
                 new["step"] = torch.tensor(0.0, dtype=torch.float32)
+            if rounds and "rounding_key" not in state:
+                new["rounding_key"] = self._rounding_key(group, p)
             if new:
                 created.append((p, new))
             row = [new[k] if k in new else state[k] for k in param_keys]
@@ -133,15 +139,18 @@ class Adafactor(FusedOptimizer):
                 p = contiguous
             for column, value in zip(lists, (p, grad.contiguous(), *row, index)):
                 column.append(value)
+            if rounds:
+                rounding[id(lists)].append(new.get("rounding_key", state.get("rounding_key")))
             if lists is vectors:
                 fresh.append("variance" in new)
         if not vectors[0] and not matrices[0]:
             return None
         if matrices[0]:
-            self._factored.append((group, (*matrices[:5], hyper, lr_tensor(group)), matrices[5], write_backs))
+            self._factored.append((group, (*matrices[:5], hyper, lr_tensor(group), rounding[id(matrices)]), matrices[5],
+                                   write_backs))
         self._vectors_listed[id(group)] = vectors[4]
         args = (vectors[0], vectors[1], vectors[2], vectors[3], fresh if any(fresh) else [], hyper, lr_tensor(group),
-                None, [])
+                None, rounding[id(vectors)])
         return args, created
 
     def _step_listed(self, group: dict[str, Any], *args, **kwargs) -> None:

@@ -111,6 +111,8 @@ class AMaC(SWA):
         gradient_centralization: subtract the gradient's mean over all dims but the first (ndim > 1).
         gc_conv_only: centralize conv kernels (ndim > 3) only.
         maximize: maximize the objective.
+        stochastic_rounding: the inner step stores bfloat16 parameters rounded up or down at random (see
+            FusedOptimizer); Lookahead's syncs and SWA's swaps round to nearest.
     """
 
     def __init__(
@@ -137,6 +139,7 @@ class AMaC(SWA):
         gradient_centralization: bool = True,
         gc_conv_only: bool = False,
         maximize: bool = False,
+        stochastic_rounding: bool = False,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
@@ -161,6 +164,7 @@ class AMaC(SWA):
             clip_mode=clip_mode, warmup_steps=warmup_steps, total_steps=total_steps, min_lr=min_lr,
             noise_factor=noise_factor, noise_decay_steps=noise_decay_steps,
             gradient_centralization=gradient_centralization, gc_conv_only=gc_conv_only, seed=seed, maximize=maximize,
+            stochastic_rounding=stochastic_rounding,
         )
         inner = with_lookahead(AMaCUpdate(params, defaults), lookahead_alpha, lookahead_k)
         super().__init__(inner, swa_start=swa_start, swa_freq=swa_freq or lookahead_k or 1)

@@ -72,6 +72,16 @@ std::uint32_t advance_rounding_count(const at::Tensor& key) {
   return std::uint32_t(values[2]);
 }
 
+// Keys slots' (a TensorSlots or FactoredSlots) stochastic rounding by a checked rounding key at `step`.
+template <class Slots>
+void set_rounding(Slots& slots, const at::Tensor& key, std::uint32_t step) {
+  const auto* values = static_cast<const std::int64_t*>(key.const_data_ptr());
+  slots.stochastic_rounding = true;
+  slots.rounding_seed = std::uint64_t(values[0]);
+  slots.rounding_stream = std::uint32_t(values[1]);
+  slots.rounding_step = step;
+}
+
 template <class What>
 void check_scalar_tensor(const at::Tensor& t, const What& what) {
   TORCH_CHECK_VALUE(t.defined(), "fastoptim: ", what, " is undefined");
@@ -264,13 +274,7 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
     for (size_t s = 0; s < slots.size(); ++s) t.state[slots[s]] = state[s * n + i].data_ptr();
     t.numel = p.numel();
     t.rows = rows;
-    if (!rounding.empty()) {
-      const auto* key = static_cast<const std::int64_t*>(rounding[i].const_data_ptr());
-      t.stochastic_rounding = true;
-      t.rounding_seed = std::uint64_t(key[0]);
-      t.rounding_stream = std::uint32_t(key[1]);
-      t.rounding_step = rounding_step;
-    }
+    if (!rounding.empty()) set_rounding(t, rounding[i], rounding_step);
     batch.tensors.push_back(t);
     if (p.scalar_type() == at::kDouble) batch.coeffs_double.push_back(Rule::template prepare<double>(h, info));
     else batch.coeffs_float.push_back(Rule::template prepare<float>(h, info));
@@ -296,7 +300,7 @@ FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_INSTANTIATE)
 
 void adafactor_factored_step(at::TensorList params, at::TensorList grads, at::TensorList row_factors,
                              at::TensorList column_factors, at::TensorList steps, c10::ArrayRef<double> hyper,
-                             const std::optional<at::Tensor>& lr, bool check_only) {
+                             const std::optional<at::Tensor>& lr, bool check_only, at::TensorList rounding) {
   using Rule = rules::Adafactor;
   const char* op = "fastoptim::adafactor_factored_step_";
   const auto h = checked_hyper<Rule>(op, hyper, lr);
@@ -304,6 +308,8 @@ void adafactor_factored_step(at::TensorList params, at::TensorList grads, at::Te
   TORCH_CHECK_VALUE(grads.size() == n && row_factors.size() == n && column_factors.size() == n && steps.size() == n,
                     op, ": expected one gradient, row factor, column factor and step per param (", n, "), got ",
                     grads.size(), ", ", row_factors.size(), ", ", column_factors.size(), " and ", steps.size());
+  TORCH_CHECK_VALUE(rounding.empty() || rounding.size() == n, op, ": rounding must be empty or have one key per param (",
+                    n, "), got ", rounding.size());
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& p = params[i];
     check_param(p, i, op);
@@ -330,6 +336,7 @@ void adafactor_factored_step(at::TensorList params, at::TensorList grads, at::Te
       TORCH_CHECK_VALUE(factor.is_contiguous(), op, ": ", name, " has strides ", factor.strides(), "; it must be contiguous");
     }
     check_scalar_tensor(steps[i], TensorName{"steps", i});
+    if (!rounding.empty()) check_rounding_key(rounding[i], p, i, op);
   }
   if (check_only) return;
 
@@ -343,11 +350,13 @@ void adafactor_factored_step(at::TensorList params, at::TensorList grads, at::Te
     const at::Tensor& p = params[i];
     rules::StepInfo info{advance_step(steps[i]), false, p.numel(), true, p.size(0), 1.0, int(p.dim())};
     info.dtype_eps = machine_epsilon(p.scalar_type());
+    const auto rounding_step = rounding.empty() ? 0 : advance_rounding_count(rounding[i]);
     if (p.numel() == 0) continue;
     const std::int64_t rows = p.size(-2), columns = p.size(-1);
     Batch& batch = batches[size_t(*storage_dtype(p.scalar_type()))];
     batch.tensors.push_back({p.data_ptr(), grads[i].const_data_ptr(), row_factors[i].data_ptr(),
                              column_factors[i].data_ptr(), p.numel() / (rows * columns), rows, columns});
+    if (!rounding.empty()) set_rounding(batch.tensors.back(), rounding[i], rounding_step);
     if (p.scalar_type() == at::kDouble) batch.coeffs_double.push_back(Rule::prepare<double>(h, info));
     else batch.coeffs_float.push_back(Rule::prepare<float>(h, info));
   }
@@ -394,9 +403,16 @@ void elementwise_step_meta(at::TensorList params, at::TensorList grads, at::Tens
   (void)rounding;  // rounding keys live on the CPU too
 }
 
+void factored_step_op(at::TensorList params, at::TensorList grads, at::TensorList row_factors,
+                      at::TensorList column_factors, at::TensorList steps, c10::ArrayRef<double> hyper,
+                      const std::optional<at::Tensor>& lr, std::optional<at::TensorList> rounding, bool check_only) {
+  adafactor_factored_step(params, grads, row_factors, column_factors, steps, hyper, lr, check_only,
+                          rounding.value_or(at::TensorList()));
+}
+
 void factored_step_meta(at::TensorList params, at::TensorList grads, at::TensorList row_factors,
                         at::TensorList column_factors, at::TensorList steps, c10::ArrayRef<double> hyper,
-                        const std::optional<at::Tensor>& lr, bool) {
+                        const std::optional<at::Tensor>& lr, std::optional<at::TensorList>, bool) {
   std::vector<at::Tensor> factors(row_factors.begin(), row_factors.end());
   factors.insert(factors.end(), column_factors.begin(), column_factors.end());
   elementwise_step_meta(params, grads, factors, steps, c10::List<bool>(), hyper, lr, std::nullopt, std::nullopt);
@@ -410,7 +426,8 @@ void factored_step_meta(at::TensorList params, at::TensorList grads, at::TensorL
 
 #define FASTOPTIM_FACTORED_SCHEMA                                                                          \
   "adafactor_factored_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] row_factors, "               \
-  "Tensor(c!)[] column_factors, Tensor(d!)[] steps, float[] hyper, Tensor? lr=None, bool check_only=False) -> ()"
+  "Tensor(c!)[] column_factors, Tensor(d!)[] steps, float[] hyper, Tensor? lr=None, Tensor(e!)[]? rounding=None, " \
+  "bool check_only=False) -> ()"
 
 TORCH_LIBRARY(fastoptim, m) {
 #define FASTOPTIM_DEF(Type, name) m.def(FASTOPTIM_OP_SCHEMA(name));
@@ -425,7 +442,7 @@ TORCH_LIBRARY_IMPL(fastoptim, CompositeExplicitAutograd, m) {
 #define FASTOPTIM_IMPL(Type, name) m.impl(#name "_step_", &elementwise_step_op<rules::Type>);
   FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_IMPL)
 #undef FASTOPTIM_IMPL
-  m.impl("adafactor_factored_step_", &adafactor_factored_step);
+  m.impl("adafactor_factored_step_", &factored_step_op);
 }
 
 TORCH_LIBRARY_IMPL(fastoptim, Meta, m) {

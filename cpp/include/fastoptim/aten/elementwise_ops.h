@@ -25,9 +25,11 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
 
 // Adafactor's step of its matrices (ndim >= 2, contiguous): torch.optim.Adafactor's row and column
 // factors of the second moment beside each, `steps` one counter per param; `hyper` and `lr` as
-// for the rule's vector step (fastoptim::adafactor_step_), which takes the other parameters.
+// for the rule's vector step (fastoptim::adafactor_step_), which takes the other parameters;
+// `rounding` as for elementwise_step.
 void adafactor_factored_step(at::TensorList params, at::TensorList grads, at::TensorList row_factors,
                              at::TensorList column_factors, at::TensorList steps, c10::ArrayRef<double> hyper,
-                             const std::optional<at::Tensor>& lr, bool check_only = false);
+                             const std::optional<at::Tensor>& lr, bool check_only = false,
+                             at::TensorList rounding = {});
 
 }  // namespace fastoptim::aten

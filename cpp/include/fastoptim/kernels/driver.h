@@ -74,25 +74,35 @@ FASTOPTIM_ALWAYS_INLINE void prefetch_at(const TensorSlots& t, std::int64_t i, i
 #endif
 }
 
-// update_range for a bf16 parameter stored by stochastic rounding: the random bits of one group of
-// kRoundingGroup elements at a time, from the group holding element `begin` on, so after the first
-// span every span is a whole group and covers whole SIMD bodies.
+// body(lanes, i, bits) over [begin, end) of a float-computed tensor whose element i has index
+// first_index + i, `lanes` a std::integral_constant of the width and bits[w] lane w's stochastic
+// rounding bits: the bits of one group of kRoundingGroup elements at a time, from the group holding
+// element `begin` on, so after the first span every span is a whole group of whole SIMD bodies.
+template <class Body>
+FASTOPTIM_ALWAYS_INLINE void over_rounding_groups(const parts::RoundingKey& key, std::int64_t first_index, std::int64_t begin,
+                                                  std::int64_t end, Body&& body) {
+  constexpr int W = kLanes<float>;
+  constexpr std::int64_t kSpan = parts::kRoundingGroup;
+  alignas(64) std::uint16_t bits[kSpan];
+  for (std::int64_t i = begin; i < end;) {
+    const std::int64_t group = (first_index + i) / kSpan;
+    const std::int64_t span_first = group * kSpan;  // element index of bits[0]
+    parts::rounding_bits_of_group(key, std::uint64_t(group), bits);
+    const std::int64_t stop = std::min(end, span_first + kSpan - first_index);
+    const std::int64_t offset = first_index - span_first;  // element i's bits are bits[i + offset]
+    for (; i + W <= stop; i += W) body(std::integral_constant<int, W>{}, i, bits + i + offset);
+    for (; i < stop; ++i) body(std::integral_constant<int, 1>{}, i, bits + i + offset);
+  }
+}
+
+// update_range for a bf16 parameter stored by stochastic rounding.
 template <class Rule, class S, bool StoreState, class Coeffs>
 FASTOPTIM_FLATTEN inline void update_range_rounded(const TensorSlots& t, const Coeffs& k, std::int64_t begin, std::int64_t end,
                                  bool load_grad) {
-  constexpr int W = kLanes<float>;
-  constexpr std::int64_t kSpan = parts::kRoundingGroup;
-  const parts::RoundingKey key{t.rounding_seed, t.rounding_stream, t.rounding_step};
-  alignas(64) std::uint16_t bits[kSpan];
-  for (std::int64_t i = begin; i < end;) {
-    const std::int64_t group = (t.first_index + i) / kSpan;
-    const std::int64_t span_first = group * kSpan;  // element index of bits[0]
-    parts::rounding_bits_of_group(key, std::uint64_t(group), bits);
-    const std::int64_t stop = std::min(end, span_first + kSpan - t.first_index);
-    const std::int64_t offset = t.first_index - span_first;  // element i's bits are bits[i + offset]
-    for (; i + W <= stop; i += W) update_lanes<Rule, S, W, StoreState, true>(t, k, i, load_grad, bits + i + offset);
-    for (; i < stop; ++i) update_lanes<Rule, S, 1, StoreState, true>(t, k, i, load_grad, bits + i + offset);
-  }
+  over_rounding_groups({t.rounding_seed, t.rounding_stream, t.rounding_step}, t.first_index, begin, end,
+                       [&](auto lanes, std::int64_t i, const std::uint16_t* bits) {
+                         update_lanes<Rule, S, decltype(lanes)::value, StoreState, true>(t, k, i, load_grad, bits);
+                       });
 }
 
 // update_lanes over the elements [begin, end) of one tensor: a SIMD body and a one-lane tail.

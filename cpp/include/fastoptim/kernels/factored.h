@@ -199,6 +199,7 @@ struct FactoredStep {
   struct RowView {
     const S* g;
     S* p;
+    std::int64_t first_index;  // the index in its tensor of the row's element 0
     const S* columns;         // the slice's column factors
     const T* columns_rsqrt;   // and their Rule::column_rsqrt
     typename Rule::template FactoredRow<T> row;
@@ -215,7 +216,7 @@ struct FactoredStep {
     const std::int64_t local_slice = unit.slice - b.first_slice[std::size_t(unit.tensor)];
     const std::int64_t start = row_start(x, local_slice, r);
     const S* rows = static_cast<const S*>(x.row_factor) + local_slice * x.rows;
-    return {static_cast<const S*>(x.grad) + start, static_cast<S*>(x.param) + start,
+    return {static_cast<const S*>(x.grad) + start, static_cast<S*>(x.param) + start, start,
             static_cast<const S*>(x.column_factor) + local_slice * x.columns,
             b.column_rsqrt.data() + b.first_column[std::size_t(unit.slice)],
             Rule::factored_row(core::load<1>(rows + r).v[0], b.floored_row_mean[std::size_t(unit.slice)])};
@@ -252,14 +253,24 @@ struct FactoredStep {
   void descend(std::int64_t u) {
     const FactoredUnit& unit = b.units[std::size_t(u)];
     const Coeffs& k = b.coeffs[std::size_t(unit.tensor)];
+    const FactoredSlots& x = tensors[unit.tensor];
     for (std::int64_t r = unit.row_begin; r < unit.row_end; ++r) {
       const RowView row = row_view(unit, r);
-      over_lanes<T>(tensors[unit.tensor].columns, [&](auto lanes, std::int64_t c) {
-        constexpr int W = decltype(lanes)::value;
-        Vec<T, W> p = core::load<W>(row.p + c);
-        Rule::descend(p, row.template update_at<W>(c, k), k);
-        core::store<W>(row.p + c, p);
-      });
+      auto descended = [&](auto lanes, std::int64_t c) {
+        Vec<T, decltype(lanes)::value> p = core::load<decltype(lanes)::value>(row.p + c);
+        Rule::descend(p, row.template update_at<decltype(lanes)::value>(c, k), k);
+        return p;
+      };
+      if constexpr (std::is_same_v<S, core::bf16>) {
+        if (x.stochastic_rounding) {
+          over_rounding_groups({x.rounding_seed, x.rounding_stream, x.rounding_step}, row.first_index, 0, x.columns,
+                               [&](auto lanes, std::int64_t c, const std::uint16_t* bits) {
+                                 core::store_rounded<decltype(lanes)::value>(row.p + c, descended(lanes, c), bits);
+                               });
+          continue;
+        }
+      }
+      over_lanes<T>(x.columns, [&](auto lanes, std::int64_t c) { core::store<decltype(lanes)::value>(row.p + c, descended(lanes, c)); });
     }
   }
 

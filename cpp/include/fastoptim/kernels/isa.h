@@ -46,6 +46,9 @@ struct FactoredSlots {
   void* row_factor;     // batches x rows
   void* column_factor;  // batches x columns
   std::int64_t batches, rows, columns;
+  bool stochastic_rounding = false;  // (as TensorSlots')
+  std::uint64_t rounding_seed = 0;
+  std::uint32_t rounding_stream = 0, rounding_step = 0;
 };
 // Runs a factored rule's step over `count` tensors; `coeffs` as for ElementwiseKernel.
 using FactoredKernel = void (*)(const FactoredSlots* tensors, std::int64_t count, const void* coeffs, Dtype dtype);
