@@ -4,10 +4,13 @@
 // builds parameters of several shapes from torch::manual_seed(0), steps the rule's
 // fastoptim::optim class `steps` times with gradients from torch::manual_seed(100 + step) (the same
 // tensors Python draws), saving and reloading the optimizer through torch::save / torch::load
-// halfway into a new optimizer, and writes the parameters to out.pt (torch.load reads it).
+// halfway into a new optimizer, and writes the parameters to out.pt (torch.load reads it). With
+// FASTOPTIM_PARITY_ROUNDING_SEED set, the parameters are bf16 and stored by stochastic rounding
+// with that seed.
 #include <torch/torch.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -16,18 +19,23 @@
 
 namespace {
 
+const char* rounding_seed() { return std::getenv("FASTOPTIM_PARITY_ROUNDING_SEED"); }
+
 std::vector<torch::Tensor> make_params() {
   torch::manual_seed(0);
   std::vector<torch::Tensor> params;
+  const auto dtype = rounding_seed() ? torch::kBFloat16 : torch::kFloat32;
   for (const auto& shape : std::vector<std::vector<int64_t>>{{1}, {17}, {1023}, {33, 65}, {6, 3, 3, 3}, {}})
-    params.push_back(torch::randn(shape, torch::kFloat64).to(torch::kFloat32).requires_grad_());
+    params.push_back(torch::randn(shape, torch::kFloat64).to(dtype).requires_grad_());
   return params;
 }
 
 template <class Optimizer, class Options>
 void run(const std::vector<double>& values, int steps, const std::string& out) {
   auto params = make_params();
-  auto optimizer = std::make_unique<Optimizer>(params, Options::from_values(values));
+  auto options = Options::from_values(values);
+  if (rounding_seed()) options.stochastic_rounding(true).rounding_seed(std::stoll(rounding_seed()));
+  auto optimizer = std::make_unique<Optimizer>(params, options);
   for (int step = 0; step < steps; ++step) {
     torch::manual_seed(100 + step);
     for (auto& p : params) p.mutable_grad() = torch::randn_like(p);

@@ -8,6 +8,7 @@ meets them: programs built with find_package(fastoptim) against this installatio
 - examples/edge builds against fastoptim::core, the torch-free part.
 """
 
+import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -52,17 +53,24 @@ def parity(programs):
     return programs["parity"]
 
 
-def make_params():
+def make_params(dtype=torch.float32):
     torch.manual_seed(0)
-    return [torch.randn(s, dtype=torch.float64).to(torch.float32).requires_grad_() for s in SHAPES]
+    return [torch.randn(s, dtype=torch.float64).to(dtype).requires_grad_() for s in SHAPES]
 
 
 CASES = {r.name: r.front_end for r in RECORDS if r.front_end is not None and "libtorch" in r.front_ends}
 
 
-def python_run(name):
-    params = make_params()
-    opt = getattr(fastoptim, name)(params, **CASES[name])
+def python_run(name, rounding_seed=None):
+    """`name`'s Python class over make_params() for STEPS steps; with rounding_seed, over bf16 params
+    stored by stochastic rounding with that seed."""
+    if rounding_seed is None:
+        params = make_params()
+        opt = getattr(fastoptim, name)(params, **CASES[name])
+    else:
+        params = make_params(torch.bfloat16)
+        opt = getattr(fastoptim, name)([{"params": params, "rounding_seed": rounding_seed}], **CASES[name],
+                                       stochastic_rounding=True)
     hyper = rule_optimizer(opt)._hyper(opt.param_groups[0])
     # the libtorch classes have no Hessian estimator yet: both sides keep a zero Hessian EMA
     stepper = given_hessian_if_needed(opt, zero_estimates)
@@ -82,6 +90,19 @@ def test_libtorch_class_steps_as_the_python_class_does(parity, tmp_path, name):
     got = torch.load(out)
     for a, b in zip(got, expected):
         assert torch.equal(a, b), (name, tuple(b.shape))
+
+
+@pytest.mark.parametrize("name", ["AdamW", "LAMB", "Adafactor"])
+def test_libtorch_stochastic_rounding_rounds_as_the_python_class_does(parity, tmp_path, name):
+    """bf16 parameters with stochastic_rounding(true).rounding_seed(seed): the same bits as the Python
+    class with that group seed (the keys, seed and count, go through torch::save / torch::load halfway)."""
+    expected, rule, hyper = python_run(name, rounding_seed=12345)
+    out = tmp_path / "params.pt"
+    env = {**os.environ, "FASTOPTIM_PARITY_ROUNDING_SEED": "12345"}
+    subprocess.run([str(parity), rule, str(STEPS), str(out), *map(repr, hyper)], check=True, env=env)
+    got = torch.load(out)
+    for a, b in zip(got, expected):
+        assert a.dtype == torch.bfloat16 and torch.equal(a, b), (name, tuple(b.shape))
 
 
 def test_adamw_options_start_where_the_python_adamw_starts(parity):

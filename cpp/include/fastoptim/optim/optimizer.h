@@ -27,24 +27,28 @@
 
 namespace fastoptim::optim {
 
-// The state of one parameter: the rule's state slots (undefined where unused) and its step.
+// The state of one parameter: the rule's state slots (undefined where unused), its step, and with
+// stochastic rounding its rounding key (int64 seed, position, count: the Python classes' `rounding_key`).
 template <class Rule>
 struct RuleParamState : torch::optim::OptimizerParamState {
   static constexpr int kAllSlots = Rule::kStateSlots + rules::scalar_slots_of<Rule>::value;
   std::vector<at::Tensor> slots = std::vector<at::Tensor>(kAllSlots);
-  at::Tensor step;
+  at::Tensor step, rounding_key;
 
   std::unique_ptr<torch::optim::OptimizerParamState> clone() const override {
     return std::make_unique<RuleParamState>(*this);
   }
   void serialize(torch::serialize::OutputArchive& archive) const override {
     if (step.defined()) archive.write("step", step);
+    if (rounding_key.defined()) archive.write("rounding_key", rounding_key);
     for (int s = 0; s < kAllSlots; ++s)
       if (slots[s].defined()) archive.write(Rule::kState[s].name, slots[s]);
   }
   void serialize(torch::serialize::InputArchive& archive) override {
     at::Tensor value;
     if (archive.try_read("step", value)) step = value;
+    at::Tensor key;
+    if (archive.try_read("rounding_key", key)) rounding_key = key;
     for (int s = 0; s < kAllSlots; ++s) {
       at::Tensor slot;
       if (archive.try_read(Rule::kState[s].name, slot)) slots[s] = slot;
@@ -52,7 +56,15 @@ struct RuleParamState : torch::optim::OptimizerParamState {
   }
 };
 
-// The machinery every options class shares; Derived holds the fields (generated below).
+// A new rounding key: (seed, the parameter's position among all parameters, count 0).
+inline at::Tensor new_rounding_key(std::int64_t seed, std::int64_t position) {
+  return torch::tensor({seed, position, std::int64_t(0)}, torch::kInt64);
+}
+
+// The machinery every options class shares; Derived holds the rule's fields (generated below).
+// Beside them, every class's stochastic_rounding(true) (bf16 parameters stored rounded up or down
+// at random, as the Python classes' stochastic_rounding=True) with rounding_seed(seed) (0 unless set;
+// the Python classes draw theirs from torch's generator).
 template <class Derived, class Rule>
 struct RuleOptions : torch::optim::OptimizerOptions {
   using rule = Rule;
@@ -61,6 +73,32 @@ struct RuleOptions : torch::optim::OptimizerOptions {
   }
   double get_lr() const override { return static_cast<const Derived&>(*this).lr(); }
   void set_lr(const double lr) override { static_cast<Derived&>(*this).lr(lr); }
+
+  Derived& stochastic_rounding(bool on) {
+    stochastic_rounding_ = on;
+    return static_cast<Derived&>(*this);
+  }
+  bool stochastic_rounding() const { return stochastic_rounding_; }
+  Derived& rounding_seed(std::int64_t seed) {
+    rounding_seed_ = seed;
+    return static_cast<Derived&>(*this);
+  }
+  std::int64_t rounding_seed() const { return rounding_seed_; }
+
+ protected:
+  void save_rounding(torch::serialize::OutputArchive& archive) const {
+    archive.write("stochastic_rounding", c10::IValue(stochastic_rounding_));
+    archive.write("rounding_seed", c10::IValue(rounding_seed_));
+  }
+  void load_rounding(torch::serialize::InputArchive& archive) {
+    c10::IValue value;
+    if (archive.try_read("stochastic_rounding", value)) stochastic_rounding_ = value.toBool();
+    if (archive.try_read("rounding_seed", value)) rounding_seed_ = value.toInt();
+  }
+
+ private:
+  bool stochastic_rounding_ = false;
+  std::int64_t rounding_seed_ = 0;
 };
 
 #define FASTOPTIM_OPTION(field, default_value, check) TORCH_ARG(double, field) = default_value;
@@ -97,10 +135,10 @@ struct RuleOptions : torch::optim::OptimizerOptions {
       FASTOPTIM_FIELDS_##name(FASTOPTIM_OPTION_FROM) return options;                             \
     }                                                                                           \
     void serialize(torch::serialize::OutputArchive& archive) const override {                   \
-      FASTOPTIM_FIELDS_##name(FASTOPTIM_OPTION_SAVE)                                             \
+      FASTOPTIM_FIELDS_##name(FASTOPTIM_OPTION_SAVE) save_rounding(archive);                     \
     }                                                                                           \
     void serialize(torch::serialize::InputArchive& archive) override {                          \
-      FASTOPTIM_FIELDS_##name(FASTOPTIM_OPTION_LOAD)                                             \
+      FASTOPTIM_FIELDS_##name(FASTOPTIM_OPTION_LOAD) load_rounding(archive);                     \
     }                                                                                           \
   };
 FASTOPTIM_OPTIMIZER_RULES(FASTOPTIM_OPTIONS_CLASS)
@@ -154,7 +192,7 @@ class RuleOptimizer : public CheckedStepOptimizer<RuleOptimizer<Rule, Options>, 
 
  private:
   struct Work {
-    std::vector<at::Tensor> params, grads, state, steps;
+    std::vector<at::Tensor> params, grads, state, steps, rounding;
     std::vector<char> fresh;  // (std::vector<bool> has no data())
     std::vector<double> hyper;
     std::vector<std::pair<void*, std::unique_ptr<ParamState>>> created;
@@ -162,7 +200,8 @@ class RuleOptimizer : public CheckedStepOptimizer<RuleOptimizer<Rule, Options>, 
 
   Work gather(torch::optim::OptimizerParamGroup& group) {
     Work w;
-    w.hyper = static_cast<const Options&>(group.options()).values();
+    const auto& options = static_cast<const Options&>(group.options());
+    w.hyper = options.values();
     const auto h = Rule::Hyper::from(w.hyper.data());
     std::vector<int> used;
     for (int s = 0; s < ParamState::kAllSlots; ++s)
@@ -197,6 +236,10 @@ class RuleOptimizer : public CheckedStepOptimizer<RuleOptimizer<Rule, Options>, 
         }
         columns[u].push_back(st->slots[s]);
       }
+      if (options.stochastic_rounding()) {
+        if (!st->rounding_key.defined()) st->rounding_key = new_rounding_key(options.rounding_seed(), position);
+        w.rounding.push_back(st->rounding_key);
+      }
       w.params.push_back(p);
       w.grads.push_back(p.grad().contiguous());
       if (Rule::kCountsSteps) w.steps.push_back(st->step);
@@ -210,7 +253,7 @@ class RuleOptimizer : public CheckedStepOptimizer<RuleOptimizer<Rule, Options>, 
     std::unique_ptr<bool[]> fresh(new bool[w.fresh.size()]);
     for (std::size_t i = 0; i < w.fresh.size(); ++i) fresh[i] = w.fresh[i];
     aten::elementwise_step<Rule>(w.params, w.grads, w.state, w.steps, c10::ArrayRef<bool>(fresh.get(), w.fresh.size()), w.hyper,
-                                 std::nullopt, std::nullopt, check_only);
+                                 std::nullopt, std::nullopt, check_only, w.rounding);
   }
 };
 
@@ -239,7 +282,7 @@ class AdamW : public RuleOptimizer<rules::Adam, AdamOptions> {
 // two entries the Python class calls (the rule's vector step, and the factored step of matrices).
 // eps1 = -1 is torch's None (the dtype's epsilon). Parameters must be contiguous.
 struct AdafactorParamState : torch::optim::OptimizerParamState {
-  at::Tensor step, variance, row_var, col_var;
+  at::Tensor step, variance, row_var, col_var, rounding_key;
 
   std::unique_ptr<torch::optim::OptimizerParamState> clone() const override {
     return std::make_unique<AdafactorParamState>(*this);
@@ -255,7 +298,8 @@ struct AdafactorParamState : torch::optim::OptimizerParamState {
  private:
   std::vector<std::pair<const char*, at::Tensor*>> named() const {
     auto* self = const_cast<AdafactorParamState*>(this);
-    return {{"step", &self->step}, {"variance", &self->variance}, {"row_var", &self->row_var}, {"col_var", &self->col_var}};
+    return {{"step", &self->step}, {"variance", &self->variance}, {"row_var", &self->row_var}, {"col_var", &self->col_var},
+            {"rounding_key", &self->rounding_key}};
   }
 };
 
@@ -269,15 +313,22 @@ class Adafactor : public CheckedStepOptimizer<Adafactor, AdafactorParamState, Ad
  private:
   struct Work {
     std::vector<double> hyper;
-    std::vector<at::Tensor> vectors, vector_grads, variances, vector_steps;
-    std::vector<at::Tensor> matrices, matrix_grads, row_vars, col_vars, matrix_steps;
+    std::vector<at::Tensor> vectors, vector_grads, variances, vector_steps, vector_rounding;
+    std::vector<at::Tensor> matrices, matrix_grads, row_vars, col_vars, matrix_steps, matrix_rounding;
     std::vector<std::pair<void*, std::unique_ptr<AdafactorParamState>>> created;
   };
 
   Work gather(torch::optim::OptimizerParamGroup& group) {
     Work w;
-    w.hyper = static_cast<const AdafactorOptions&>(group.options()).values();
+    const auto& options = static_cast<const AdafactorOptions&>(group.options());
+    w.hyper = options.values();
+    std::int64_t position = -1;  // among all parameters of all groups
+    for (const auto& g : param_groups()) {
+      if (&g == &group) break;
+      position += std::int64_t(g.params().size());
+    }
     for (const at::Tensor& p : group.params()) {
+      ++position;
       if (!p.grad().defined()) continue;
       void* key = p.unsafeGetTensorImpl();
       auto found = state().find(key);
@@ -296,15 +347,22 @@ class Adafactor : public CheckedStepOptimizer<Adafactor, AdafactorParamState, Ad
         w.row_vars.push_back(st->row_var);
         w.col_vars.push_back(st->col_var);
         w.matrix_steps.push_back(st->step);
+        if (options.stochastic_rounding()) w.matrix_rounding.push_back(rounding_key_of(*st, options, position));
       } else {
         if (!st->variance.defined()) st->variance = at::zeros_like(p);
         w.vectors.push_back(p);
         w.vector_grads.push_back(p.grad().contiguous());
         w.variances.push_back(st->variance);
         w.vector_steps.push_back(st->step);
+        if (options.stochastic_rounding()) w.vector_rounding.push_back(rounding_key_of(*st, options, position));
       }
     }
     return w;
+  }
+
+  static const at::Tensor& rounding_key_of(AdafactorParamState& st, const AdafactorOptions& options, std::int64_t position) {
+    if (!st.rounding_key.defined()) st.rounding_key = new_rounding_key(options.rounding_seed(), position);
+    return st.rounding_key;
   }
 
   // The parameter's shape with dim -from_end (1: the last) set to 1: torch's row_var, col_var.
@@ -316,9 +374,9 @@ class Adafactor : public CheckedStepOptimizer<Adafactor, AdafactorParamState, Ad
 
   static void run(const Work& w, bool check_only) {
     aten::elementwise_step<rules::Adafactor>(w.vectors, w.vector_grads, w.variances, w.vector_steps, {}, w.hyper,
-                                             std::nullopt, std::nullopt, check_only);
+                                             std::nullopt, std::nullopt, check_only, w.vector_rounding);
     aten::adafactor_factored_step(w.matrices, w.matrix_grads, w.row_vars, w.col_vars, w.matrix_steps, w.hyper,
-                                  std::nullopt, check_only);
+                                  std::nullopt, check_only, w.matrix_rounding);
   }
 };
 
