@@ -7,6 +7,7 @@ reads p, g, m, v and writes p, m, v, all in the parameter's dtype):
   fastoptim fp32           fastoptim.AdamW, fp32 params                 28 B
   fastoptim bf16           bf16 params (state in bf16), round to nearest 14 B
   fastoptim bf16 + SR      the same with stochastic_rounding=True        14 B
+  fastoptim fp32, bf16 state  fp32 params, state_dtype=torch.bfloat16    20 B (p, g 4 B; m, v 2 B)
 
 Each round times every variant once, in an order rotated each round (the machine's bandwidth
 drifts; a variant must not gain by its place). Reported: the median ms/step over rounds, GB/s under
@@ -38,6 +39,7 @@ VARIANTS = {
     "fastoptim fp32": (torch.float32, lambda ps: fastoptim.AdamW(ps, lr=1e-3), 28, 8),
     "fastoptim bf16": (torch.bfloat16, lambda ps: fastoptim.AdamW(ps, lr=1e-3), 14, 4),
     "fastoptim bf16 + SR": (torch.bfloat16, lambda ps: fastoptim.AdamW(ps, lr=1e-3, stochastic_rounding=True), 14, 4),
+    "fastoptim fp32, bf16 state": (torch.float32, lambda ps: fastoptim.AdamW(ps, lr=1e-3, state_dtype=torch.bfloat16), 20, 4),
 }
 
 

@@ -113,6 +113,7 @@ class AMaC(SWA):
         maximize: maximize the objective.
         stochastic_rounding: the inner step stores bfloat16 parameters rounded up or down at random (see
             FusedOptimizer); Lookahead's syncs and SWA's swaps round to nearest.
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
     """
 
     def __init__(
@@ -140,6 +141,7 @@ class AMaC(SWA):
         gc_conv_only: bool = False,
         maximize: bool = False,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
@@ -164,7 +166,7 @@ class AMaC(SWA):
             clip_mode=clip_mode, warmup_steps=warmup_steps, total_steps=total_steps, min_lr=min_lr,
             noise_factor=noise_factor, noise_decay_steps=noise_decay_steps,
             gradient_centralization=gradient_centralization, gc_conv_only=gc_conv_only, seed=seed, maximize=maximize,
-            stochastic_rounding=stochastic_rounding,
+            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
         )
         inner = with_lookahead(AMaCUpdate(params, defaults), lookahead_alpha, lookahead_k)
         super().__init__(inner, swa_start=swa_start, swa_freq=swa_freq or lookahead_k or 1)

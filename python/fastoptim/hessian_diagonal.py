@@ -322,6 +322,7 @@ class SophiaG(Sophia):
         bs: the examples (tokens) behind an estimate (the official step's bs).
         seed: the key of the labels an estimate samples from the logits (None: drawn from torch's generator).
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
     """
 
     square_estimate = True
@@ -345,12 +346,14 @@ class SophiaG(Sophia):
         bs: float = 5120,
         seed: int | None = None,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         if not bs > 0:
             raise ValueError(f"Invalid bs value: {bs} (expected a number > 0)")
         self._step_bs = None
         super().__init__(params, lr, betas, rho, weight_decay, maximize, capturable, eps, clip_threshold,
-                         hessian_update_interval, bias_correction, seed, bs=bs, stochastic_rounding=stochastic_rounding)
+                         hessian_update_interval, bias_correction, seed, bs=bs, stochastic_rounding=stochastic_rounding,
+                         state_dtype=state_dtype)
 
     def _field_value(self, group: dict[str, Any], name: str) -> Any:
         if name == "bs" and self._step_bs is not None:
@@ -400,6 +403,7 @@ class SophiaH(Sophia):
         distribution: the probes' distribution, "rademacher" or "gaussian".
         seed: the probes' key (None: drawn from torch's generator).
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
     """
 
     square_estimate = False
@@ -424,12 +428,13 @@ class SophiaH(Sophia):
         distribution: str = "rademacher",
         seed: int | None = None,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         check_positive_int(n_samples=n_samples)
         _check_distribution(distribution)
         super().__init__(params, lr, betas, rho, weight_decay, maximize, capturable, eps, clip_threshold,
                          hessian_update_interval, bias_correction, seed, n_samples=n_samples, distribution=distribution,
-                         stochastic_rounding=stochastic_rounding)
+                         stochastic_rounding=stochastic_rounding, state_dtype=state_dtype)
 
 
 class AdaHessian(HessianDiagonalOptimizer):
@@ -469,6 +474,7 @@ class AdaHessian(HessianDiagonalOptimizer):
         seed: the probes' key (None: drawn from torch's generator).
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
     """
 
     rule = "adahessian"
@@ -494,6 +500,7 @@ class AdaHessian(HessianDiagonalOptimizer):
         seed: int | None = None,
         maximize: bool = False,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps, weight_decay=weight_decay)
@@ -511,7 +518,7 @@ class AdaHessian(HessianDiagonalOptimizer):
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, hessian_power=hessian_power,
             spatial_average_block_size=blocks, n_samples=n_samples, hessian_update_interval=update_period,
             weight_decouple=weight_decouple, distribution=distribution, seed=_check_seed(seed), maximize=maximize,
-            hessian_clock=0, stochastic_rounding=stochastic_rounding,
+            hessian_clock=0, stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
         for group in self.param_groups:
@@ -558,6 +565,7 @@ class SophiaOptim(EMA):
         maximize: maximize the objective.
         stochastic_rounding: the inner step stores bfloat16 parameters rounded up or down at random (see
             FusedOptimizer); Lookahead's syncs and the EMA's swaps round to nearest.
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
     """
 
     def __init__(
@@ -579,13 +587,14 @@ class SophiaOptim(EMA):
         seed: int | None = None,
         maximize: bool = False,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         if isinstance(ema_decay, bool) or not isinstance(ema_decay, numbers.Real) or not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"Invalid ema_decay value: {ema_decay!r} (expected a float in [0, 1))")
         inner: torch.optim.Optimizer = SophiaH(
             params, lr, betas, rho, weight_decay, maximize=maximize, eps=eps, clip_threshold=clip_threshold,
             hessian_update_interval=hessian_update_interval, n_samples=n_samples, distribution=distribution, seed=seed,
-            stochastic_rounding=stochastic_rounding,
+            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
         )
         super().__init__(with_lookahead(inner, lookahead_alpha, lookahead_k), decay=ema_decay)
 

@@ -81,6 +81,7 @@ class Muon(FusedOptimizer):
         adjust_lr_fn: None or "original" (Keller Jordan's), or "match_rms_adamw" (Moonshot's).
         adamw_betas, adamw_eps: AdamW's for the parameters that are not matrices (torch.optim.AdamW's defaults).
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
 
     State: ``momentum_buffer`` of each matrix; ``step``, ``exp_avg``, ``exp_avg_sq`` of the others.
     """
@@ -104,6 +105,7 @@ class Muon(FusedOptimizer):
         adamw_betas: tuple[float, float] = (0.9, 0.999),
         adamw_eps: float = 1e-8,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(params, arguments_as_defaults(locals()))
 

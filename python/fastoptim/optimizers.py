@@ -37,6 +37,7 @@ class SGD(FusedOptimizer):
         maximize: maximize the objective.
         foreach, fused, differentiable: torch's flags, kept in the group (fastoptim always runs its fused step; differentiable=True is refused).
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
     """
 
     rule = "sgd"
@@ -55,6 +56,7 @@ class SGD(FusedOptimizer):
         differentiable: bool = False,
         fused: bool | None = None,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -63,7 +65,7 @@ class SGD(FusedOptimizer):
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
             maximize=maximize, foreach=foreach, differentiable=differentiable, fused=fused,
-            stochastic_rounding=stochastic_rounding,
+            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
 
@@ -86,6 +88,7 @@ class Adagrad(FusedOptimizer):
         foreach, fused, differentiable: torch's flags, kept in the group.
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
     """
 
     rule = "adagrad"
@@ -104,6 +107,7 @@ class Adagrad(FusedOptimizer):
         differentiable: bool = False,
         fused: bool | None = None,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(
@@ -113,7 +117,7 @@ class Adagrad(FusedOptimizer):
             lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
             initial_accumulator_value=initial_accumulator_value, foreach=foreach, maximize=maximize,
             differentiable=differentiable, fused=fused,
-            stochastic_rounding=stochastic_rounding,
+            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
         for group in self.param_groups:
@@ -142,6 +146,7 @@ class RMSprop(FusedOptimizer):
         capturable, foreach, differentiable: torch's flags, kept in the group.
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
     """
 
     rule = "rmsprop"
@@ -161,13 +166,14 @@ class RMSprop(FusedOptimizer):
         differentiable: bool = False,
         *,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps, momentum=momentum, weight_decay=weight_decay, alpha=alpha)
         defaults = dict(
             lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered, weight_decay=weight_decay,
             capturable=capturable, foreach=foreach, maximize=maximize, differentiable=differentiable,
-            stochastic_rounding=stochastic_rounding,
+            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
 
@@ -194,6 +200,7 @@ class Adam(FusedOptimizer):
         foreach, capturable, fused, differentiable: torch's flags, kept in the group.
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
     """
 
     rule = "adam"
@@ -214,6 +221,7 @@ class Adam(FusedOptimizer):
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
@@ -226,7 +234,7 @@ class Adam(FusedOptimizer):
             lr=lr, betas=tuple(to_float(b) for b in betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
             maximize=maximize, foreach=foreach, capturable=capturable, differentiable=differentiable,
             fused=fused, decoupled_weight_decay=decoupled_weight_decay,
-            stochastic_rounding=stochastic_rounding,
+            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
 
@@ -250,6 +258,7 @@ class AdamW(Adam):
         foreach, capturable, fused, differentiable: torch's flags, kept in the group.
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
     """
 
     def __init__(
@@ -267,11 +276,12 @@ class AdamW(Adam):
         differentiable: bool = False,
         fused: bool | None = None,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
             params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
             capturable=capturable, differentiable=differentiable, fused=fused, decoupled_weight_decay=True,
-            stochastic_rounding=stochastic_rounding,
+            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
         )
 
     def __setstate__(self, state):
@@ -314,6 +324,7 @@ class AdEMAMix(FusedOptimizer):
         weight_decouple: decoupled decay, as the paper (False: holocron's L2).
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
     """
 
     rule = "ademamix"
@@ -332,6 +343,7 @@ class AdEMAMix(FusedOptimizer):
         weight_decouple: bool = True,
         maximize: bool = False,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
@@ -345,7 +357,7 @@ class AdEMAMix(FusedOptimizer):
         defaults = dict(
             lr=lr, betas=tuple(betas), alpha=alpha, eps=eps, weight_decay=weight_decay, t_alpha=t_alpha,
             t_beta3=t_beta3, weight_decouple=weight_decouple, maximize=maximize,
-            stochastic_rounding=stochastic_rounding,
+            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
 
@@ -401,6 +413,7 @@ class AdaBelief(FusedOptimizer):
         holocron_compat: holocron's code exactly (eps outside only, L2 decay).
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
     """
 
     rule = "adabelief"
@@ -422,6 +435,7 @@ class AdaBelief(FusedOptimizer):
         holocron_compat: bool = False,
         maximize: bool = False,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
@@ -438,7 +452,7 @@ class AdaBelief(FusedOptimizer):
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, eps_inside=eps_inside,
             weight_decouple=weight_decouple, rectify=rectify, degenerated_to_sgd=degenerated_to_sgd,
             maximize=maximize,
-            stochastic_rounding=stochastic_rounding,
+            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
 
@@ -482,6 +496,7 @@ class Adan(FusedOptimizer):
         max_grad_norm: clip every gradient by the norm of all of them first (None or 0: off).
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
     """
 
     rule = "adan"
@@ -500,6 +515,7 @@ class Adan(FusedOptimizer):
         max_grad_norm: float | None = None,
         maximize: bool = False,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
@@ -511,7 +527,7 @@ class Adan(FusedOptimizer):
         defaults = dict(
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, no_prox=no_prox,
             max_grad_norm=max_grad_norm, maximize=maximize,
-            stochastic_rounding=stochastic_rounding,
+            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
 
@@ -575,6 +591,7 @@ class LAMB(_ScaleClipOptimizer):
         max_grad_norm: clip every gradient by the norm of all of them first (None or 0: off).
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
     """
 
     rule = "lamb"
@@ -596,6 +613,7 @@ class LAMB(_ScaleClipOptimizer):
         max_grad_norm: float | None = None,
         maximize: bool = False,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
@@ -606,7 +624,7 @@ class LAMB(_ScaleClipOptimizer):
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, scale_clip=checked_scale_clip(scale_clip),
             bias_correction=bias_correction, trust_clip=trust_clip, grad_averaging=grad_averaging,
             max_grad_norm=max_grad_norm, maximize=maximize,
-            stochastic_rounding=stochastic_rounding,
+            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
 
@@ -648,6 +666,7 @@ class RaLars(_ScaleClipOptimizer):
         sma_threshold: the SMA length above which the step is rectified (holocron's 4).
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
     """
 
     rule = "lamb"
@@ -666,6 +685,7 @@ class RaLars(_ScaleClipOptimizer):
         sma_threshold: float = 4.0,
         maximize: bool = False,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
@@ -675,7 +695,7 @@ class RaLars(_ScaleClipOptimizer):
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
             force_adaptive_momentum=force_adaptive_momentum, scale_clip=checked_scale_clip(scale_clip),
             sma_threshold=sma_threshold, maximize=maximize,
-            stochastic_rounding=stochastic_rounding,
+            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
 
@@ -728,6 +748,7 @@ class LARS(_ScaleClipOptimizer):
         exclude_1d: tensors of ndim <= 1 (biases, norm scales) take plain SGD steps: ratio 1, no decay.
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
     """
 
     rule = "lars"
@@ -749,6 +770,7 @@ class LARS(_ScaleClipOptimizer):
         exclude_1d: bool = False,
         maximize: bool = False,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient,
@@ -759,7 +781,7 @@ class LARS(_ScaleClipOptimizer):
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
             scale_clip=checked_scale_clip(scale_clip), trust_coefficient=trust_coefficient, eps=eps,
             trust_clip=trust_clip, exclude_1d=exclude_1d, maximize=maximize,
-            stochastic_rounding=stochastic_rounding,
+            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
 
@@ -802,6 +824,7 @@ class TAdam(FusedOptimizer):
         first_step_weight: "student_t" (holocron's) or "adam" (w = 1 on the first step).
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
     """
 
     rule = "tadam"
@@ -819,6 +842,7 @@ class TAdam(FusedOptimizer):
         first_step_weight: str = "student_t",
         maximize: bool = False,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
@@ -833,7 +857,7 @@ class TAdam(FusedOptimizer):
         defaults = dict(
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, dof=dof,
             first_step_weight=first_step_weight, maximize=maximize,
-            stochastic_rounding=stochastic_rounding,
+            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
 
@@ -891,6 +915,7 @@ class AdamP(FusedOptimizer):
         nesterov: Nesterov momentum in the update.
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
     """
 
     rule = "adamp"
@@ -909,6 +934,7 @@ class AdamP(FusedOptimizer):
         nesterov: bool = False,
         maximize: bool = False,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
@@ -917,7 +943,7 @@ class AdamP(FusedOptimizer):
         defaults = dict(
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, delta=delta,
             wd_ratio=wd_ratio, nesterov=nesterov, maximize=maximize,
-            stochastic_rounding=stochastic_rounding,
+            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
 
@@ -944,6 +970,7 @@ class Lion(FusedOptimizer):
         foreach: accepted for pytorch_optimizer's signature; fastoptim always runs its fused pass.
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
     """
 
     rule = "lion"
@@ -960,6 +987,7 @@ class Lion(FusedOptimizer):
         maximize: bool = False,
         *,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, weight_decay=weight_decay)
@@ -967,6 +995,6 @@ class Lion(FusedOptimizer):
         defaults = dict(
             lr=lr, betas=tuple(betas), weight_decay=weight_decay, weight_decouple=weight_decouple,
             fixed_decay=fixed_decay, foreach=foreach, maximize=maximize,
-            stochastic_rounding=stochastic_rounding,
+            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
         )
         super().__init__(params, defaults)

@@ -63,6 +63,7 @@ class ADOPT(FusedOptimizer):
         eps: the floor of the denominator.
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
     """
 
     rule = "adopt"
@@ -82,6 +83,7 @@ class ADOPT(FusedOptimizer):
         maximize: bool = False,
         *,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         defaults = arguments_as_defaults(locals())
         clip = defaults.pop("clip_lambda")
@@ -148,7 +150,7 @@ class _ScheduleFree(FusedOptimizer):
             for p in group["params"]:
                 z = self.state[p].get("z") if p in self.state else None
                 if z is not None:
-                    p.lerp_(end=z.to(p.device), weight=weight)
+                    p.lerp_(end=z.to(device=p.device, dtype=p.dtype), weight=weight)  # (z in bf16 with state_dtype)
             group["train_mode"] = train_mode
 
     def train(self) -> None:
@@ -191,6 +193,7 @@ class AdamWScheduleFree(_ScheduleFree):
         weight_lr_power: the power of the largest lr so far in the averaging weights.
         foreach: accepted for the package's signature; fastoptim always runs its fused pass.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
     """
 
     rule = "adamw_schedulefree"
@@ -208,6 +211,7 @@ class AdamWScheduleFree(_ScheduleFree):
         foreach: bool | None = True,
         *,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(params, {**arguments_as_defaults(locals()), "train_mode": True})
 
@@ -230,6 +234,7 @@ class SGDScheduleFree(_ScheduleFree):
         weight_lr_power: the power of the largest lr so far in the averaging weights.
         foreach: accepted for the package's signature; fastoptim always runs its fused pass.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
     """
 
     rule = "sgd_schedulefree"
@@ -246,6 +251,7 @@ class SGDScheduleFree(_ScheduleFree):
         foreach: bool | None = True,
         *,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(params, {**arguments_as_defaults(locals()), "train_mode": True})
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from ._base import FusedOptimizer, arguments_as_defaults
@@ -38,6 +39,7 @@ class NAdam(FusedOptimizer):
         foreach, capturable, differentiable: torch's flags, kept in the group (fastoptim always runs its fused step).
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
 
     State: ``step``, ``mu_product``, ``exp_avg``, ``exp_avg_sq``.
     """
@@ -60,6 +62,7 @@ class NAdam(FusedOptimizer):
         capturable: bool = False,
         differentiable: bool = False,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(params, arguments_as_defaults(locals()))
 
@@ -82,6 +85,7 @@ class RAdam(FusedOptimizer):
         foreach, capturable, differentiable: torch's flags, kept in the group.
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
 
     State: ``step``, ``exp_avg``, ``exp_avg_sq``.
     """
@@ -102,6 +106,7 @@ class RAdam(FusedOptimizer):
         capturable: bool = False,
         differentiable: bool = False,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(params, arguments_as_defaults(locals()))
 
@@ -124,6 +129,7 @@ class Adamax(FusedOptimizer):
         foreach, capturable, differentiable: torch's flags, kept in the group.
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
 
     State: ``step``, ``exp_avg``, ``exp_inf``.
     """
@@ -143,6 +149,7 @@ class Adamax(FusedOptimizer):
         differentiable: bool = False,
         capturable: bool = False,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(params, arguments_as_defaults(locals()))
 
@@ -164,6 +171,7 @@ class Adadelta(FusedOptimizer):
         foreach, capturable, differentiable: torch's flags, kept in the group.
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
 
     State: ``step``, ``square_avg``, ``acc_delta``.
     """
@@ -183,6 +191,7 @@ class Adadelta(FusedOptimizer):
         maximize: bool = False,
         differentiable: bool = False,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(params, arguments_as_defaults(locals()))
 
@@ -204,6 +213,7 @@ class ASGD(FusedOptimizer):
         foreach, capturable, differentiable: torch's flags, kept in the group.
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
 
     State: ``step``, ``eta``, ``mu`` (one float32 value each, as torch's; ``eta`` is the step size the
     next step uses, computed from this step's lr), ``ax``.
@@ -226,6 +236,7 @@ class ASGD(FusedOptimizer):
         capturable: bool = False,
         *,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(params, arguments_as_defaults(locals()))
 
@@ -245,6 +256,7 @@ class Rprop(FusedOptimizer):
         foreach, capturable, differentiable: torch's flags, kept in the group.
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
+        state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
 
     State: ``step``, ``prev``, ``step_size``.
     """
@@ -267,6 +279,7 @@ class Rprop(FusedOptimizer):
         maximize: bool = False,
         differentiable: bool = False,
         stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(params, arguments_as_defaults(locals()))
 

@@ -37,30 +37,33 @@ inline void store_value(Dtype d, std::vector<unsigned char>& buf, std::size_t i,
   }
 }
 
-// One optimizer's buffers: a tensor list with params, grads and every state slot.
+// One optimizer's buffers: a tensor list with params, grads and every state slot (element state
+// of dtype, or bf16 with bf16_state: float32 parameters with bf16 state).
 struct Problem {
   Dtype dtype;
+  bool bf16_state = false;
   std::vector<std::int64_t> sizes;
   std::vector<std::vector<unsigned char>> params, grads;
   std::vector<std::vector<std::vector<unsigned char>>> state;  // [tensor][slot]: element slots, then scalars
   std::vector<std::int64_t> rows;  // per tensor: rows of dim 0 (1 for a vector)
 
   // `slots` element-shaped state slots and `scalars` per-tensor scalars (8 bytes, starting at 0.5).
-  Problem(Dtype d, std::vector<std::int64_t> n, int slots, unsigned seed, int scalars = 0, std::vector<std::int64_t> r = {})
-      : dtype(d), sizes(std::move(n)), rows(std::move(r)) {
+  Problem(Dtype d, std::vector<std::int64_t> n, int slots, unsigned seed, int scalars = 0, std::vector<std::int64_t> r = {},
+          bool state_in_bf16 = false)
+      : dtype(d), bf16_state(state_in_bf16), sizes(std::move(n)), rows(std::move(r)) {
     rows.resize(sizes.size(), 1);
     std::mt19937 rng(seed);
     std::normal_distribution<double> normal(0.0, 1.0);
     for (std::int64_t numel : sizes) {
-      auto make = [&](double scale) {
-        std::vector<unsigned char> b(std::size_t(numel) * dtype_size(d) + 1);
-        for (std::int64_t i = 0; i < numel; ++i) store_value(d, b, std::size_t(i), scale * normal(rng));
+      auto make = [&](double scale, Dtype as) {
+        std::vector<unsigned char> b(std::size_t(numel) * dtype_size(as) + 1);
+        for (std::int64_t i = 0; i < numel; ++i) store_value(as, b, std::size_t(i), scale * normal(rng));
         return b;
       };
-      params.push_back(make(1.0));
-      grads.push_back(make(1.0));
+      params.push_back(make(1.0, d));
+      grads.push_back(make(1.0, d));
       std::vector<std::vector<unsigned char>> s;
-      for (int j = 0; j < slots; ++j) s.push_back(make(0.0));
+      for (int j = 0; j < slots; ++j) s.push_back(make(0.0, bf16_state ? Dtype::bf16 : d));
       for (int j = 0; j < scalars; ++j) {
         std::vector<unsigned char> b(8);
         store_value(d == Dtype::f64 ? Dtype::f64 : Dtype::f32, b, 0, 0.5);
@@ -97,6 +100,7 @@ inline void run_steps(fastoptim_isa::ElementwiseKernel kernel, Problem& pr, cons
         s.state[j] = core::uses_state<Rule>(values.data(), j) ? pr.state[t][std::size_t(j)].data() : nullptr;
       s.numel = pr.sizes[t];
       s.rows = pr.rows[t];
+      s.bf16_state = pr.bf16_state;
       s.stochastic_rounding = stochastic_rounding;
       s.rounding_seed = 99;
       s.rounding_stream = std::uint32_t(t);

@@ -59,7 +59,9 @@ static void test_simd_matches_scalar() {
                              : stride_text                     ? std::size_t(std::max(1, std::atoi(stride_text)))
                                                                : 2;
   std::size_t dtype_index = 0;
-  for (Dtype d : {Dtype::f32, Dtype::f64, Dtype::bf16, Dtype::f16}) {
+  // (each storage dtype, and float32 parameters with bf16 state)
+  for (auto [d, bf16_state] : {std::pair{Dtype::f32, false}, {Dtype::f64, false}, {Dtype::bf16, false},
+                               {Dtype::f16, false}, {Dtype::f32, true}}) {
     std::vector<int> mismatches(simd_tables.size(), 0);
     const std::size_t shift = dtype_index++ % stride;
     std::size_t rounded = 0;
@@ -67,7 +69,7 @@ static void test_simd_matches_scalar() {
       // (every other bf16 configuration stores its parameters by stochastic rounding)
       const bool stochastic = d == Dtype::bf16 && (c / stride) % 2 == 1;
       rounded += stochastic;
-      const Problem start(d, sizes, Rule::kStateSlots, 7u + unsigned(c), kScalars, rows);
+      const Problem start(d, sizes, Rule::kStateSlots, 7u + unsigned(c), kScalars, rows, bf16_state);
       Problem reference = start;  // the scalar path, run once and compared with every SIMD table
       run_steps<Rule>(scalar.*entry, reference, configs[c], 4, stochastic);
       for (std::size_t i = 0; i < simd_tables.size(); ++i) {
@@ -82,7 +84,7 @@ static void test_simd_matches_scalar() {
     }
     for (std::size_t i = 0; i < simd_tables.size(); ++i)
       expect(mismatches[i] == 0, std::string(Rule::kName) + " " + fastoptim_isa::table(simd_tables[i]).isa + " " +
-                                     dtype_label(d) + " equals scalar bit for bit (" +
+                                     dtype_label(d) + (bf16_state ? " with bf16 state" : "") + " equals scalar bit for bit (" +
                                      std::to_string((configs.size() - shift + stride - 1) / stride) + " configurations" +
                                      (rounded ? ", " + std::to_string(rounded) + " with stochastic rounding)" : ")"));
   }

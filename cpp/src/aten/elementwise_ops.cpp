@@ -116,18 +116,34 @@ void check_param(const at::Tensor& p, size_t i, const char* op) {
 }
 
 // A tensor that travels with params[i] (its grad or a state tensor) must match it exactly.
-void check_matches_param(const at::Tensor& t, const at::Tensor& param, const TensorName& name, const char* op) {
+// (`dtype`, when given, is the one it must have instead of the parameter's: bf16 state of float32 parameters.)
+void check_matches_param(const at::Tensor& t, const at::Tensor& param, const TensorName& name, const char* op,
+                         std::optional<at::ScalarType> dtype = std::nullopt) {
   const size_t i = name.index;
   TORCH_CHECK_VALUE(t.defined(), op, ": ", name, " is undefined");
   check_plain(t, name, op);
-  TORCH_CHECK_TYPE(t.scalar_type() == param.scalar_type(), op, ": ", name, " has dtype ", t.scalar_type(),
-                   " but params[", i, "] has dtype ", param.scalar_type());
+  TORCH_CHECK_TYPE(t.scalar_type() == dtype.value_or(param.scalar_type()), op, ": ", name, " has dtype ",
+                   t.scalar_type(), " but params[", i, "] has dtype ", param.scalar_type());
   TORCH_CHECK_VALUE(t.device() == param.device(), op, ": ", name, " is on ", t.device(), " but params[", i,
                     "] is on ", param.device());
   TORCH_CHECK_VALUE(t.sizes() == param.sizes(), op, ": ", name, " has shape ", t.sizes(), " but params[", i,
                     "] has shape ", param.sizes());
   TORCH_CHECK_VALUE(same_layout(t, param), op, ": ", name, " has strides ", t.strides(), " but params[", i,
                     "] has strides ", param.strides(), " (it must have the parameter's memory layout)");
+}
+
+// An element state tensor of params[i] matches it as check_matches_param asks, except that float32
+// parameters may keep their state in bf16 (state_dtype=torch.bfloat16): every element state of one
+// parameter in one dtype. Returns whether it is such bf16 state.
+bool check_element_state(const at::Tensor& t, const at::Tensor& param, const TensorName& name, const char* op,
+                         std::optional<bool>& bf16_state) {
+  const bool in_bf16 = t.defined() && param.scalar_type() == at::kFloat && t.scalar_type() == at::kBFloat16;
+  check_matches_param(t, param, name, op, in_bf16 ? std::optional<at::ScalarType>(at::kBFloat16) : std::nullopt);
+  TORCH_CHECK_TYPE(!bf16_state.has_value() || *bf16_state == in_bf16, op, ": ", name, " has dtype ", t.scalar_type(),
+                   " but another state tensor of params[", name.index, "] has dtype ",
+                   in_bf16 ? param.scalar_type() : at::kBFloat16, " (a parameter's state is all in one dtype)");
+  bf16_state = in_bf16;
+  return in_bf16;
 }
 
 // A rule's per-tensor scalar state (TAdam's W) is one value in the compute type of params[i]:
@@ -240,9 +256,10 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
                         " that do not cover its memory densely (a strided view); step a contiguous parameter");
     }
     if (rules::reads_grad<Rule>::value) check_matches_param(grads[i], p, TensorName{"grads", i}, op);
+    std::optional<bool> bf16_state;
     for (size_t s = 0; s < slots.size(); ++s) {
       const TensorName name{"state", i, Rule::kState[slots[s]].name};
-      if (slots[s] < Rule::kStateSlots) check_matches_param(state[s * n + i], p, name, op);
+      if (slots[s] < Rule::kStateSlots) check_element_state(state[s * n + i], p, name, op, bf16_state);
       else check_scalar_state(state[s * n + i], p, name, op);
     }
     if (Rule::kCountsSteps) check_scalar_tensor(steps[i], TensorName{"steps", i});
@@ -252,7 +269,8 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
   if (check_only) return;
   // Every check has passed: from here on, tensors change.
   const double scale = grad_scale.has_value() ? read_scalar(*grad_scale) : 1.0;
-  std::array<DtypeBatch<Rule>, 4> batches;
+  // (one batch per storage dtype, and a fifth for float32 parameters with bf16 state)
+  std::array<DtypeBatch<Rule>, 5> batches;
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& p = params[i];
     const std::int64_t rows = p.dim() > 1 ? p.size(0) : 1;
@@ -267,8 +285,12 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
         if (slots[s] >= Rule::kStateSlots) write_scalar(state[s * n + i], info.scalar_next[slots[s] - Rule::kStateSlots]);
     const auto rounding_step = rounding.empty() ? 0 : advance_rounding_count(rounding[i]);
     if (p.numel() == 0) continue;
-    auto& batch = batches[size_t(*storage_dtype(p.scalar_type()))];
+    bool bf16_state = false;
+    for (size_t s = 0; s < slots.size(); ++s)
+      bf16_state = bf16_state || (slots[s] < Rule::kStateSlots && state[s * n + i].scalar_type() != p.scalar_type());
+    auto& batch = batches[bf16_state ? 4 : size_t(*storage_dtype(p.scalar_type()))];
     TensorSlots t{};
+    t.bf16_state = bf16_state;
     t.param = p.data_ptr();
     t.grad = rules::reads_grad<Rule>::value ? grads[i].const_data_ptr() : nullptr;
     for (size_t s = 0; s < slots.size(); ++s) t.state[slots[s]] = state[s * n + i].data_ptr();
@@ -284,9 +306,10 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
   for (size_t d = 0; d < batches.size(); ++d) {
     auto& b = batches[d];
     if (b.tensors.empty()) continue;
-    const void* coeffs = Dtype(d) == Dtype::f64 ? static_cast<const void*>(b.coeffs_double.data())
-                                                 : static_cast<const void*>(b.coeffs_float.data());
-    kernel(b.tensors.data(), std::int64_t(b.tensors.size()), coeffs, Dtype(d));
+    const Dtype dtype = d == 4 ? Dtype::f32 : Dtype(d);  // (the bf16-state batch: float32 parameters)
+    const void* coeffs = dtype == Dtype::f64 ? static_cast<const void*>(b.coeffs_double.data())
+                                             : static_cast<const void*>(b.coeffs_float.data());
+    kernel(b.tensors.data(), std::int64_t(b.tensors.size()), coeffs, dtype);
   }
 }
 

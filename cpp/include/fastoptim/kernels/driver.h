@@ -24,6 +24,26 @@ namespace fastoptim::kernels {
 using namespace fastoptim::core;  // (the primitives the driver is written in)
 using fastoptim_isa::TensorSlots;
 
+// The storage of a call: S for parameters, gradients and state alike, or StateIn<P, St>: parameters
+// and gradients of P, state of St (float32 parameters with bf16 state: TensorSlots::bf16_state).
+// The compute type is P's (compute_t<StateIn<...>> is float).
+template <class P, class St>
+struct StateIn {};
+template <class S>
+struct storage_of {
+  using param = S;
+  using state = S;
+};
+template <class P, class St>
+struct storage_of<StateIn<P, St>> {
+  using param = P;
+  using state = St;
+};
+template <class S>
+using param_t = typename storage_of<S>::param;
+template <class S>
+using state_t = typename storage_of<S>::state;
+
 // The loops over a range inline every call in them, the rule's apply included: GCC declines to
 // inline most rules' apply<float, 16> once a rule has several callers (each dtype, the stochastic
 // store), and the call then spills the lanes and reloads the coefficients every 16 elements (AdamW
@@ -44,13 +64,13 @@ template <class Rule, class S, int W, bool StoreState, bool Rounded = false, cla
 FASTOPTIM_HD FASTOPTIM_ALWAYS_INLINE void update_lanes(const TensorSlots& t, const typename Rule::template Coeffs<T>& k, std::int64_t i,
                          bool load_grad, const std::uint16_t* bits = nullptr) {
   constexpr int kSlots = Rule::kStateSlots;
-  S* param = static_cast<S*>(t.param) + i;
+  param_t<S>* param = static_cast<param_t<S>*>(t.param) + i;
   Vec<T, W> p = load<W>(param);
   Vec<T, W> g = {};
-  if (load_grad) g = load<W>(static_cast<const S*>(t.grad) + i);
+  if (load_grad) g = load<W>(static_cast<const param_t<S>*>(t.grad) + i);
   Vec<T, W> state[kSlots > 0 ? kSlots : 1] = {};
   for (int j = 0; j < kSlots; ++j)
-    if (t.state[j]) state[j] = load<W>(static_cast<const S*>(t.state[j]) + i);
+    if (t.state[j]) state[j] = load<W>(static_cast<const state_t<S>*>(t.state[j]) + i);
   if constexpr (rules::uses_index<Rule>::value) Rule::apply(p, g, state, k, t.first_index + i);
   else Rule::apply(p, g, state, k);
   if (rules::writes_param<Rule>(k)) {
@@ -59,7 +79,7 @@ FASTOPTIM_HD FASTOPTIM_ALWAYS_INLINE void update_lanes(const TensorSlots& t, con
   }
   if constexpr (StoreState)
     for (int j = 0; j < kSlots; ++j)
-      if (t.state[j]) store<W>(static_cast<S*>(t.state[j]) + i, state[j]);
+      if (t.state[j]) store<W>(static_cast<state_t<S>*>(t.state[j]) + i, state[j]);
 }
 
 // Asks for element i of every array of tensor t (parameter, gradient, state) to be brought into
@@ -67,10 +87,10 @@ FASTOPTIM_HD FASTOPTIM_ALWAYS_INLINE void update_lanes(const TensorSlots& t, con
 template <class S>
 FASTOPTIM_ALWAYS_INLINE void prefetch_at(const TensorSlots& t, std::int64_t i, int state_slots) {
 #if defined(__GNUC__)
-  __builtin_prefetch(static_cast<const S*>(t.param) + i, 1);
-  if (t.grad) __builtin_prefetch(static_cast<const S*>(t.grad) + i, 0);
+  __builtin_prefetch(static_cast<const param_t<S>*>(t.param) + i, 1);
+  if (t.grad) __builtin_prefetch(static_cast<const param_t<S>*>(t.grad) + i, 0);
   for (int j = 0; j < state_slots; ++j)
-    if (t.state[j]) __builtin_prefetch(static_cast<const S*>(t.state[j]) + i, 1);
+    if (t.state[j]) __builtin_prefetch(static_cast<const state_t<S>*>(t.state[j]) + i, 1);
 #endif
 }
 
@@ -111,7 +131,7 @@ FASTOPTIM_FLATTEN inline void update_range_rounded(const TensorSlots& t, const C
 template <class Rule, class S, bool StoreState, class Coeffs>
 FASTOPTIM_FLATTEN inline void update_range(const TensorSlots& t, const Coeffs& k, std::int64_t begin, std::int64_t end, bool load_grad,
                          const TensorSlots* next = nullptr, std::int64_t next_offset = 0) {
-  if constexpr (std::is_same_v<S, bf16>)
+  if constexpr (std::is_same_v<param_t<S>, bf16>)
     if (t.stochastic_rounding) return update_range_rounded<Rule, S, StoreState>(t, k, begin, end, load_grad);
   constexpr int W = kLanes<compute_t<S>>;
   std::int64_t i = begin;
@@ -158,17 +178,18 @@ struct FirstPassTerm {
   template <int W>
   FASTOPTIM_ALWAYS_INLINE void at(std::int64_t i, Vec<T, W>* out) const {
     constexpr int kSlots = Rule::kStateSlots;
-    const Vec<T, W> p = load<W>(static_cast<const S*>(t->param) + i);
-    const Vec<T, W> g = load<W>(static_cast<const S*>(t->grad) + i);
+    using St = state_t<S>;
+    const Vec<T, W> p = load<W>(static_cast<const param_t<S>*>(t->param) + i);
+    const Vec<T, W> g = load<W>(static_cast<const param_t<S>*>(t->grad) + i);
     Vec<T, W> state[kSlots] = {};
     for (int j = 0; j < kSlots; ++j)
-      if (t->state[j]) state[j] = load<W>(static_cast<const S*>(t->state[j]) + i);
+      if (t->state[j]) state[j] = load<W>(static_cast<const St*>(t->state[j]) + i);
     if constexpr (Rule::kStateInFirstPass) {
       Rule::advance(p, g, state, *k);
       for (int j = 0; j < kSlots; ++j) {
         if (!t->state[j]) continue;
-        store<W>(static_cast<S*>(t->state[j]) + i, state[j]);
-        if constexpr (!std::is_same_v<S, T>) state[j] = load<W>(static_cast<const S*>(t->state[j]) + i);
+        store<W>(static_cast<St*>(t->state[j]) + i, state[j]);
+        if constexpr (!std::is_same_v<St, T>) state[j] = load<W>(static_cast<const St*>(t->state[j]) + i);
       }
     }
     Rule::contribute(p, g, state, *k, out);
@@ -186,9 +207,9 @@ struct OnePass : Rule {
                     Index... index) {
     if constexpr (Rule::kStateInFirstPass) {
       Rule::advance(p, g, state, k);
-      if constexpr (!std::is_same_v<S, T>) {
+      if constexpr (!std::is_same_v<state_t<S>, T>) {
         for (int j = 0; j < Rule::kStateSlots; ++j) {
-          S stored[W];
+          state_t<S> stored[W];
           store<W>(stored, state[j]);
           state[j] = load<W>(stored);
         }
@@ -203,10 +224,10 @@ template <class S>
 TensorSlots row_of(const TensorSlots& t, std::int64_t r, int element_slots) {
   const std::int64_t length = t.numel / t.rows;
   TensorSlots row = t;
-  row.param = static_cast<S*>(t.param) + r * length;
-  if (t.grad) row.grad = static_cast<const S*>(t.grad) + r * length;
+  row.param = static_cast<param_t<S>*>(t.param) + r * length;
+  if (t.grad) row.grad = static_cast<const param_t<S>*>(t.grad) + r * length;
   for (int j = 0; j < element_slots; ++j)
-    if (t.state[j]) row.state[j] = static_cast<S*>(t.state[j]) + r * length;
+    if (t.state[j]) row.state[j] = static_cast<state_t<S>*>(t.state[j]) + r * length;
   row.numel = length;
   row.rows = 1;
   row.first_index = t.first_index + r * length;
@@ -369,7 +390,9 @@ void run_rule(const TensorSlots* tensors, std::int64_t count, const void* coeffs
 template <class Rule>
 void elementwise_kernel(const TensorSlots* tensors, std::int64_t count, const void* coeffs, fastoptim_isa::Dtype dtype) {
   switch (dtype) {
-    case fastoptim_isa::Dtype::f32: return run_rule<Rule, float>(tensors, count, coeffs);
+    case fastoptim_isa::Dtype::f32:
+      if (count > 0 && tensors[0].bf16_state) return run_rule<Rule, StateIn<float, bf16>>(tensors, count, coeffs);
+      return run_rule<Rule, float>(tensors, count, coeffs);
     case fastoptim_isa::Dtype::f64: return run_rule<Rule, double>(tensors, count, coeffs);
     case fastoptim_isa::Dtype::bf16: return run_rule<Rule, bf16>(tensors, count, coeffs);
     case fastoptim_isa::Dtype::f16: return run_rule<Rule, f16>(tensors, count, coeffs);

@@ -20,7 +20,8 @@ constexpr int kMaxStateSlots = 5;
 // index of element 0 within the whole tensor (nonzero for a row of it), for rules keyed by index.
 // With `stochastic_rounding`, a bf16 parameter is stored rounded up or down at random, its bits
 // keyed by (rounding_seed, rounding_stream, rounding_step, element index) (parts/philox.h); other
-// dtypes ignore it.
+// dtypes ignore it. With `bf16_state` (float32 parameters only, every tensor of a call alike) the
+// element state slots hold bf16, each value rounded to nearest even when stored.
 struct TensorSlots {
   void* param;
   const void* grad;
@@ -31,6 +32,7 @@ struct TensorSlots {
   bool stochastic_rounding = false;
   std::uint64_t rounding_seed = 0;
   std::uint32_t rounding_stream = 0, rounding_step = 0;
+  bool bf16_state = false;
 };
 
 // Runs one element-wise rule over `count` tensors of storage dtype `dtype`. `coeffs` points at
