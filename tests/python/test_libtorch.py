@@ -61,12 +61,12 @@ def make_params(dtype=torch.float32):
 CASES = {r.name: r.front_end for r in RECORDS if r.front_end is not None and "libtorch" in r.front_ends}
 
 
-def python_run(name, rounding_seed=None):
-    """`name`'s Python class over make_params() for STEPS steps; with rounding_seed, over bf16 params
-    stored by stochastic rounding with that seed."""
+def python_run(name, rounding_seed=None, **options):
+    """`name`'s Python class over make_params() for STEPS steps (with `options`); with rounding_seed,
+    over bf16 params stored by stochastic rounding with that seed."""
     if rounding_seed is None:
         params = make_params()
-        opt = getattr(fastoptim, name)(params, **CASES[name])
+        opt = getattr(fastoptim, name)(params, **CASES[name], **options)
     else:
         params = make_params(torch.bfloat16)
         opt = getattr(fastoptim, name)([{"params": params, "rounding_seed": rounding_seed}], **CASES[name],
@@ -103,6 +103,17 @@ def test_libtorch_stochastic_rounding_rounds_as_the_python_class_does(parity, tm
     got = torch.load(out)
     for a, b in zip(got, expected):
         assert a.dtype == torch.bfloat16 and torch.equal(a, b), (name, tuple(b.shape))
+
+
+@pytest.mark.parametrize("name", ["AdamW", "LAMB", "Adan"])
+def test_libtorch_bf16_state_steps_as_the_python_class_does(parity, tmp_path, name):
+    """Options bf16_state(true): float32 parameters with bf16 state, as state_dtype=torch.bfloat16."""
+    expected, rule, hyper = python_run(name, state_dtype=torch.bfloat16)
+    out = tmp_path / "params.pt"
+    env = {**os.environ, "FASTOPTIM_PARITY_BF16_STATE": "1"}
+    subprocess.run([str(parity), rule, str(STEPS), str(out), *map(repr, hyper)], check=True, env=env)
+    for a, b in zip(torch.load(out), expected):
+        assert torch.equal(a, b), (name, tuple(b.shape))
 
 
 def test_adamw_options_start_where_the_python_adamw_starts(parity):

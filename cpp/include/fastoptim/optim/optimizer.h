@@ -84,20 +84,33 @@ struct RuleOptions : torch::optim::OptimizerOptions {
     return static_cast<Derived&>(*this);
   }
   std::int64_t rounding_seed() const { return rounding_seed_; }
+  // bf16_state(true): float32 parameters keep their element state in bf16 (the Python classes'
+  // state_dtype=torch.bfloat16); other parameters keep theirs in their own dtype.
+  Derived& bf16_state(bool on) {
+    bf16_state_ = on;
+    return static_cast<Derived&>(*this);
+  }
+  bool bf16_state() const { return bf16_state_; }
+  // The dtype of a new element state tensor of a parameter of dtype `param`.
+  at::ScalarType state_dtype_for(at::ScalarType param) const {
+    return bf16_state_ && param == at::kFloat ? at::kBFloat16 : param;
+  }
 
  protected:
   void save_rounding(torch::serialize::OutputArchive& archive) const {
     archive.write("stochastic_rounding", c10::IValue(stochastic_rounding_));
     archive.write("rounding_seed", c10::IValue(rounding_seed_));
+    archive.write("bf16_state", c10::IValue(bf16_state_));
   }
   void load_rounding(torch::serialize::InputArchive& archive) {
     c10::IValue value;
     if (archive.try_read("stochastic_rounding", value)) stochastic_rounding_ = value.toBool();
     if (archive.try_read("rounding_seed", value)) rounding_seed_ = value.toInt();
+    if (archive.try_read("bf16_state", value)) bf16_state_ = value.toBool();
   }
 
  private:
-  bool stochastic_rounding_ = false;
+  bool stochastic_rounding_ = false, bf16_state_ = false;
   std::int64_t rounding_seed_ = 0;
 };
 
@@ -230,7 +243,8 @@ class RuleOptimizer : public CheckedStepOptimizer<RuleOptimizer<Rule, Options>, 
         if (!st->slots[s].defined()) {
           const double start = rules::initial_value<Rule>(h, s, position);
           st->slots[s] = s < Rule::kStateSlots
-                             ? at::full_like(p, start, at::MemoryFormat::Preserve)
+                             ? at::full_like(p, start, p.options().dtype(options.state_dtype_for(p.scalar_type())),
+                                             at::MemoryFormat::Preserve)
                              : torch::full({1}, start, p.options().dtype(p.scalar_type() == at::kDouble ? at::kDouble : at::kFloat));
           fresh = fresh || s < Rule::kStateSlots;
         }
