@@ -72,6 +72,12 @@ class Adafactor(FusedOptimizer):
         self._vectors_listed: dict[int, list[int]] = {}
         super().__init__(params, arguments_as_defaults(locals()))
 
+    def _check_group(self, group: dict[str, Any], where: str) -> None:
+        if group.get("state_dtype") is not None:
+            raise ValueError(f"{where}: Invalid state_dtype value: {group['state_dtype']} (Adafactor keeps its "
+                             "factored second moments in the parameter's dtype; state_dtype must be None)")
+        super()._check_group(group, where)
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._factored, self._vectors_listed = [], {}
@@ -117,7 +123,7 @@ class Adafactor(FusedOptimizer):
         created: list[tuple[Tensor, Any]] = []
         write_backs: list[tuple[Tensor, _WriteBack]] = []  # (the matrices', committed after their step)
         rounding: dict[int, list[Tensor]] = {id(vectors): [], id(matrices): []}  # (each step's rounding keys)
-        rounds = self._state_keys(group, rule, hyper)[1][-1:] == ["rounding_key"]
+        rounds = "rounding_key" in self._state_keys(group, rule, hyper)[1]
         for index, p, grad in self._with_grads(group):
             state = self.state.get(p) or {}
             param_used, param_keys = self._keys_of(p, used, keys)

@@ -32,6 +32,8 @@ STATE_IN_FIRST_PASS = {"LAMB", "RaLars", "TAdam", "AdamP"}
 
 def test_every_optimizer_but_adafactor_takes_it():
     assert set(OPTIMIZERS) - set(TAKES_IT) == {"Adafactor"}  # (its factored state is not shaped like the parameter)
+    with pytest.raises(ValueError, match="Invalid state_dtype value: torch.bfloat16 \\(Adafactor keeps"):
+        fastoptim.Adafactor([{"params": [torch.zeros(2, 3, requires_grad=True)], "state_dtype": torch.bfloat16}])
 
 
 @pytest.mark.parametrize("name", PLAIN)

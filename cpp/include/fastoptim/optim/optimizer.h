@@ -97,12 +97,12 @@ struct RuleOptions : torch::optim::OptimizerOptions {
   }
 
  protected:
-  void save_rounding(torch::serialize::OutputArchive& archive) const {
+  void save_precision(torch::serialize::OutputArchive& archive) const {
     archive.write("stochastic_rounding", c10::IValue(stochastic_rounding_));
     archive.write("rounding_seed", c10::IValue(rounding_seed_));
     archive.write("bf16_state", c10::IValue(bf16_state_));
   }
-  void load_rounding(torch::serialize::InputArchive& archive) {
+  void load_precision(torch::serialize::InputArchive& archive) {
     c10::IValue value;
     if (archive.try_read("stochastic_rounding", value)) stochastic_rounding_ = value.toBool();
     if (archive.try_read("rounding_seed", value)) rounding_seed_ = value.toInt();
@@ -148,10 +148,10 @@ struct RuleOptions : torch::optim::OptimizerOptions {
       FASTOPTIM_FIELDS_##name(FASTOPTIM_OPTION_FROM) return options;                             \
     }                                                                                           \
     void serialize(torch::serialize::OutputArchive& archive) const override {                   \
-      FASTOPTIM_FIELDS_##name(FASTOPTIM_OPTION_SAVE) save_rounding(archive);                     \
+      FASTOPTIM_FIELDS_##name(FASTOPTIM_OPTION_SAVE) save_precision(archive);                     \
     }                                                                                           \
     void serialize(torch::serialize::InputArchive& archive) override {                          \
-      FASTOPTIM_FIELDS_##name(FASTOPTIM_OPTION_LOAD) load_rounding(archive);                     \
+      FASTOPTIM_FIELDS_##name(FASTOPTIM_OPTION_LOAD) load_precision(archive);                     \
     }                                                                                           \
   };
 FASTOPTIM_OPTIMIZER_RULES(FASTOPTIM_OPTIONS_CLASS)
@@ -191,6 +191,18 @@ class CheckedStepOptimizer : public torch::optim::Optimizer {
     torch::optim::serialize<ParamState, Options>(archive, *this);
   }
   void load(torch::serialize::InputArchive& archive) override { torch::optim::serialize<ParamState, Options>(archive, *this); }
+
+ protected:
+  // The position among all parameters of all groups of `group`'s first parameter (the key of its
+  // start values and rounding bits, as the Python classes count it).
+  std::int64_t first_position(const torch::optim::OptimizerParamGroup& group) const {
+    std::int64_t position = 0;
+    for (const auto& g : param_groups()) {
+      if (&g == &group) break;
+      position += std::int64_t(g.params().size());
+    }
+    return position;
+  }
 };
 
 // One torch::optim::Optimizer for any rule.
@@ -220,11 +232,7 @@ class RuleOptimizer : public CheckedStepOptimizer<RuleOptimizer<Rule, Options>, 
     for (int s = 0; s < ParamState::kAllSlots; ++s)
       if (s >= Rule::kStateSlots || core::uses_state<Rule>(w.hyper.data(), s)) used.push_back(s);
     std::vector<std::vector<at::Tensor>> columns(used.size());
-    std::int64_t position = -1;  // among all parameters of all groups
-    for (const auto& g : this->param_groups()) {
-      if (&g == &group) break;
-      position += std::int64_t(g.params().size());
-    }
+    std::int64_t position = this->first_position(group) - 1;  // (advanced before each parameter)
     for (const at::Tensor& p : group.params()) {
       ++position;
       if (!p.grad().defined()) continue;
@@ -336,11 +344,7 @@ class Adafactor : public CheckedStepOptimizer<Adafactor, AdafactorParamState, Ad
     Work w;
     const auto& options = static_cast<const AdafactorOptions&>(group.options());
     w.hyper = options.values();
-    std::int64_t position = -1;  // among all parameters of all groups
-    for (const auto& g : param_groups()) {
-      if (&g == &group) break;
-      position += std::int64_t(g.params().size());
-    }
+    std::int64_t position = first_position(group) - 1;  // (advanced before each parameter)
     for (const at::Tensor& p : group.params()) {
       ++position;
       if (!p.grad().defined()) continue;
