@@ -50,14 +50,15 @@ static void test_simd_matches_scalar() {
   std::vector<int> simd_tables;
   for (int ti = 1; ti < fastoptim_isa::table_count(); ++ti)
     if (fastoptim_isa::cpu_supports(fastoptim_isa::table(ti).isa)) simd_tables.push_back(ti);
-  // Each dtype runs every k-th configuration, shifted by dtype, so each configuration still meets
-  // every SIMD path in some dtype: k = 2 by default, FASTOPTIM_TEST_CONFIG_STRIDE=k sets it (the
-  // aarch64 run under qemu takes 4), FASTOPTIM_TEST_FULL=1 runs every configuration in every dtype.
+  // Each storage variant (four dtypes, and float32 with bf16 state) runs every k-th configuration,
+  // shifted by variant, so each configuration still meets every SIMD path in some variant: k = 3 by
+  // default, FASTOPTIM_TEST_CONFIG_STRIDE=k sets it (the aarch64 run under qemu takes 5: each
+  // configuration in one variant), FASTOPTIM_TEST_FULL=1 runs every configuration in every variant.
   const char* stride_text = std::getenv("FASTOPTIM_TEST_CONFIG_STRIDE");
   const char* full = std::getenv("FASTOPTIM_TEST_FULL");
   const std::size_t stride = full && std::string(full) == "1" ? 1
                              : stride_text                     ? std::size_t(std::max(1, std::atoi(stride_text)))
-                                                               : 2;
+                                                               : 3;
   std::size_t dtype_index = 0;
   // (each storage dtype, and float32 parameters with bf16 state)
   for (auto [d, bf16_state] : {std::pair{Dtype::f32, false}, {Dtype::f64, false}, {Dtype::bf16, false},
