@@ -9,6 +9,12 @@ reads p, g, m, v and writes p, m, v, all in the parameter's dtype):
   fastoptim bf16 + SR      the same with stochastic_rounding=True        14 B
   fastoptim fp32, bf16 state  fp32 params, state_dtype=torch.bfloat16    20 B (p, g 4 B; m, v 2 B)
 
+Peers, where torchao is installed (it is not a requirement: `pip install --no-deps torchao`; its low-bit
+optimizers are PyTorch code under torch.compile and run on the CPU):
+  torchao _AdamW bf16 + SR   torchao.optim._AdamW(bf16_stochastic_round=True), bf16 params    14 B
+  torchao AdamW8bit fp32     torchao.optim.AdamW8bit, fp32 params, 8-bit block-quantised state
+bitsandbytes' 8-bit optimizers need a GPU and are not run.
+
 Each round times every variant once, in an order rotated each round (the machine's bandwidth
 drifts; a variant must not gain by its place). Reported: the median ms/step over rounds, GB/s under
 the byte model, optimizer state bytes per parameter, and the ratios the issue targets: each variant
@@ -41,6 +47,14 @@ VARIANTS = {
     "fastoptim bf16 + SR": (torch.bfloat16, lambda ps: fastoptim.AdamW(ps, lr=1e-3, stochastic_rounding=True), 14, 4),
     "fastoptim fp32, bf16 state": (torch.float32, lambda ps: fastoptim.AdamW(ps, lr=1e-3, state_dtype=torch.bfloat16), 20, 4),
 }
+try:
+    from torchao.optim import AdamW8bit, _AdamW
+
+    VARIANTS["torchao _AdamW bf16 + SR"] = (torch.bfloat16, lambda ps: _AdamW(ps, lr=1e-3, bf16_stochastic_round=True), 14, 4)
+    # (reads p, g; writes p; m and v 1 B each read and written; plus a float32 scale per block of 256)
+    VARIANTS["torchao AdamW8bit fp32"] = (torch.float32, lambda ps: AdamW8bit(ps, lr=1e-3), 8 + 4 + 2 * 2, 2)
+except ImportError:
+    pass
 
 
 def time_steps(opt, steps: int) -> float:
