@@ -134,8 +134,8 @@ void check_matches_param(const at::Tensor& t, const at::Tensor& param, const Ten
 
 // An element state tensor of params[i] matches it as check_matches_param asks, except that float32
 // parameters may keep their state in bf16 (state_dtype=torch.bfloat16): every element state of one
-// parameter in one dtype. Returns whether it is such bf16 state.
-bool check_element_state(const at::Tensor& t, const at::Tensor& param, const TensorName& name, const char* op,
+// parameter in one dtype, which bf16_state records (true: bf16 state of a float32 parameter).
+void check_element_state(const at::Tensor& t, const at::Tensor& param, const TensorName& name, const char* op,
                          std::optional<bool>& bf16_state) {
   const bool in_bf16 = t.defined() && param.scalar_type() == at::kFloat && t.scalar_type() == at::kBFloat16;
   check_matches_param(t, param, name, op, in_bf16 ? std::optional<at::ScalarType>(at::kBFloat16) : std::nullopt);
@@ -143,7 +143,6 @@ bool check_element_state(const at::Tensor& t, const at::Tensor& param, const Ten
                    " but another state tensor of params[", name.index, "] has dtype ",
                    in_bf16 ? param.scalar_type() : at::kBFloat16, " (a parameter's state is all in one dtype)");
   bf16_state = in_bf16;
-  return in_bf16;
 }
 
 // A rule's per-tensor scalar state (TAdam's W) is one value in the compute type of params[i]:
@@ -244,6 +243,7 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
   TORCH_CHECK_VALUE(rounding.empty() || rounding.size() == n, op, ": rounding must be empty or have one key per param (",
                     n, "), got ", rounding.size());
 
+  std::vector<std::optional<bool>> bf16_states(n);  // per param: its element state is bf16 (none: no such state)
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& p = params[i];
     check_param(p, i, op);
@@ -256,7 +256,7 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
                         " that do not cover its memory densely (a strided view); step a contiguous parameter");
     }
     if (rules::reads_grad<Rule>::value) check_matches_param(grads[i], p, TensorName{"grads", i}, op);
-    std::optional<bool> bf16_state;
+    std::optional<bool>& bf16_state = bf16_states[i];
     for (size_t s = 0; s < slots.size(); ++s) {
       const TensorName name{"state", i, Rule::kState[slots[s]].name};
       if (slots[s] < Rule::kStateSlots) check_element_state(state[s * n + i], p, name, op, bf16_state);
@@ -285,9 +285,7 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
         if (slots[s] >= Rule::kStateSlots) write_scalar(state[s * n + i], info.scalar_next[slots[s] - Rule::kStateSlots]);
     const auto rounding_step = rounding.empty() ? 0 : advance_rounding_count(rounding[i]);
     if (p.numel() == 0) continue;
-    bool bf16_state = false;
-    for (size_t s = 0; s < slots.size(); ++s)
-      bf16_state = bf16_state || (slots[s] < Rule::kStateSlots && state[s * n + i].scalar_type() != p.scalar_type());
+    const bool bf16_state = bf16_states[i].value_or(false);
     auto& batch = batches[bf16_state ? 4 : size_t(*storage_dtype(p.scalar_type()))];
     TensorSlots t{};
     t.bf16_state = bf16_state;
