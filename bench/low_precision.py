@@ -8,6 +8,8 @@ reads p, g, m, v and writes p, m, v, all in the parameter's dtype):
   fastoptim bf16           bf16 params (state in bf16), round to nearest 14 B
   fastoptim bf16 + SR      the same with stochastic_rounding=True        14 B
   fastoptim fp32, bf16 state  fp32 params, state_dtype=torch.bfloat16    20 B (p, g 4 B; m, v 2 B)
+  fastoptim fp32, 8-bit state fp32 params, state_bits=8                  16 B (p, g 4 B; m, v 1 B; scales ~0.06 B)
+  fastoptim bf16 + SR, 8-bit  bf16 params, stochastic rounding, 8-bit    10 B (p, g 2 B; m, v 1 B)
 
 Peers, where torchao is installed (it is not a requirement: `pip install --no-deps torchao`; its low-bit
 optimizers are PyTorch code under torch.compile and run on the CPU):
@@ -46,6 +48,10 @@ VARIANTS = {
     "fastoptim bf16": (torch.bfloat16, lambda ps: fastoptim.AdamW(ps, lr=1e-3), 14, 4),
     "fastoptim bf16 + SR": (torch.bfloat16, lambda ps: fastoptim.AdamW(ps, lr=1e-3, stochastic_rounding=True), 14, 4),
     "fastoptim fp32, bf16 state": (torch.float32, lambda ps: fastoptim.AdamW(ps, lr=1e-3, state_dtype=torch.bfloat16), 20, 4),
+    # (8-bit state: m and v one byte each, read and written, and a float32 scale per 256 elements of each)
+    "fastoptim fp32, 8-bit state": (torch.float32, lambda ps: fastoptim.AdamW(ps, lr=1e-3, state_bits=8), 16, 2),
+    "fastoptim bf16 + SR, 8-bit state": (
+        torch.bfloat16, lambda ps: fastoptim.AdamW(ps, lr=1e-3, stochastic_rounding=True, state_bits=8), 10, 2),
 }
 try:
     from torchao.optim import AdamW8bit, _AdamW

@@ -42,6 +42,12 @@ py::dict describe() {
   d["reads_grad"] = rules::reads_grad<Rule>::value;
   d["row_major"] = aten::needs_row_major<Rule>();
   d["scales_grad"] = rules::scales_grad<Rule>::value;
+  // the state slots state_bits=8 keeps in 8 bits (rules::eight_bit_slots; none for two-pass rules)
+  py::list eight_bit;
+  if constexpr (rules::sums_of<Rule>::value == 0)
+    for (int index = 0; index < Rule::kStateSlots; ++index)
+      if (rules::eight_bit_slots<Rule>::value >> index & 1u) eight_bit.append(Rule::kState[index].name);
+  d["eight_bit_state"] = eight_bit;
   // What a state slot starts at (rules::initial_value), for the rules whose start is not zero: the
   // Python classes create their state from it, as the libtorch and edge front ends do.
   // The rule's own validation of a flat hyper vector: None, (index of the first field out of its
@@ -213,6 +219,10 @@ PYBIND11_MODULE(_C, m) {
 
   py::class_<Gathered>(m, "Gathered", "A param group's step arguments, gathered by gather_group.")
       .def("__len__", [](const Gathered& g) { return g.params.size(); });
+  m.def("encode_eight_bit", &aten::encode_eight_bit, py::arg("values"),
+        "(codes, block scales) of a dense float tensor as 8-bit state (cpp/include/fastoptim/core/codes8.h).");
+  m.def("decode_eight_bit", &aten::decode_eight_bit, py::arg("codes"), py::arg("scales"),
+        "The float32 values of 8-bit state (codes and block scales).");
   m.def("gather_group", &gather_group, py::arg("params"), py::arg("state"), py::arg("keys"), py::arg("slot_keys"),
         py::arg("row_major"), py::arg("rounding") = false,
         "The steady-state gather of a param group (every state tensor already there), or None.");

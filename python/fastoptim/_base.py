@@ -21,7 +21,16 @@ from . import _C
 
 
 #: group keys every class has, filled in where a group (or an older state dict's) lacks them
-_GROUP_DEFAULTS: dict[str, Any] = {"stochastic_rounding": False, "state_dtype": None}
+_GROUP_DEFAULTS: dict[str, Any] = {"stochastic_rounding": False, "state_dtype": None, "state_bits": None}
+
+#: the state key of the block scales of 8-bit state `name`
+def scale_key(name: str) -> str:
+    return f"{name}_scale"
+
+
+def eight_bit_blocks(param: Tensor) -> int:
+    """How many block scales one 8-bit state tensor of `param` has (one per 256 elements)."""
+    return -(-param.numel() // 256)
 
 
 def check_tensor_lr(lr: Any) -> None:
@@ -136,6 +145,8 @@ class Rule:
         # stepped as a contiguous copy, written back after the step. The others step any dense
         # layout in place, in memory order, with state in the parameter's layout.
         self.row_major = bool(meta["row_major"])
+        # the slots state_bits=8 keeps as 8-bit codes and block scales (the rule's moments)
+        self.eight_bit_state = list(meta["eight_bit_state"])
         # The same C++ step two ways: the custom op (traceable by torch.compile) and a direct
         # pybind11 entry with half the call overhead for eager steps (and one taking the lists
         # gathered in C++).
@@ -187,6 +198,18 @@ class FusedOptimizer(torch.optim.Optimizer):
     the bf16 tensors; the loading optimizer's state_dtype decides (unlike its other group values,
     which the state dict's replace as in torch.optim): a bf16-state checkpoint loads into an optimizer
     without the option widened, and back narrowed. None: the parameter's dtype, as torch.optim.
+
+    ``state_bits=8`` (a keyword of the Adam family, Lion and ADOPT; a group key) keeps the moments of
+    float32 and bfloat16 parameters in 8 bits: per state tensor ``<name>`` a uint8 tensor of codes
+    of the parameter's shape and ``<name>_scale``, a float32 scale per block of 256 elements (in
+    memory order). Each code is a small float relative to its block's largest magnitude (3
+    mantissa bits; 4 exponent bits and a sign for blocks with negative values, 5 exponent bits
+    for blocks without: second moments keep their range down to 2^-31 of the block's largest),
+    rounded to nearest (cpp/include/fastoptim/core/codes8.h). The step decodes, updates and encodes
+    in registers in its one pass: about 2 bytes of state per parameter instead of 8 for AdamW.
+    Other state (Adan's previous gradient) stays in the parameter's dtype. As with state_dtype, the
+    loading optimizer decides: an 8-bit checkpoint loads into a full-precision optimizer decoded,
+    and a full-precision one into an 8-bit optimizer encoded; 8-bit into 8-bit is kept bit for bit.
     """
 
     #: name of the C++ rule (the op is torch.ops.fastoptim.<rule>_step_); a class whose groups
@@ -253,6 +276,13 @@ class FusedOptimizer(torch.optim.Optimizer):
         scalar is one value in the compute type."""
         value = 0.0
         rule = self._rule_of(group)
+        if group.get("state_bits") == 8:
+            self._check_eight_bit_param(group, param)
+            if name in rule.eight_bit_state:  # (the rule's 8-bit slots start at zero: code 0, scale 0)
+                layout = torch.contiguous_format if rule.row_major else torch.preserve_format
+                return torch.zeros_like(param, dtype=torch.uint8, memory_format=layout)
+            if name.endswith("_scale") and name[: -len("_scale")] in rule.eight_bit_state:
+                return torch.zeros(eight_bit_blocks(param), dtype=torch.float32, device=param.device)
         if rule.initial_value is not None:
             slot = next(i for i, (slot_name, _) in enumerate(rule.state_slots) if slot_name == name)
             hyper = self._hyper(group)
@@ -275,6 +305,13 @@ class FusedOptimizer(torch.optim.Optimizer):
         index = next(i for i, q in enumerate(group["params"]) if q is param)
         raise ValueError(f"{type(self).__name__}: state_dtype={wanted} keeps the state of float32 parameters; "
                          f"{self._param_label(group, index, param)} is {param.dtype}")
+
+    def _check_eight_bit_param(self, group: dict[str, Any], param: Tensor) -> None:
+        """8-bit state serves float32 and bfloat16 parameters; others raise a ValueError naming them."""
+        if param.dtype not in (torch.float32, torch.bfloat16):
+            index = next(i for i, q in enumerate(group["params"]) if q is param)
+            raise ValueError(f"{type(self).__name__}: state_bits=8 keeps the state of float32 and bfloat16 parameters; "
+                             f"{self._param_label(group, index, param)} is {param.dtype}")
 
     def _keys_of(self, param: Tensor, used: list[str], keys: list[str]) -> tuple[list[str], list[str]]:
         """The state slots and state keys of `param`, given its group's (Rule.state_keys): the same
@@ -338,6 +375,16 @@ class FusedOptimizer(torch.optim.Optimizer):
         state_dtype = group.get("state_dtype")
         if state_dtype is not None and state_dtype != torch.bfloat16:
             raise ValueError(f"{where}: Invalid state_dtype value: {state_dtype!r} (expected None or torch.bfloat16)")
+        state_bits = group.get("state_bits")
+        if state_bits is not None:
+            if isinstance(state_bits, bool) or state_bits != 8:
+                raise ValueError(f"{where}: Invalid state_bits value: {state_bits!r} (expected None or 8)")
+            if state_bits == 8 and not rule.eight_bit_state:
+                raise ValueError(f"{where}: {type(self).__name__} keeps no state in 8 bits (state_bits=8 serves the "
+                                 "moments of the Adam family, Lion and ADOPT); use state_bits=None")
+            if state_bits == 8 and state_dtype is not None:
+                raise ValueError(f"{where}: state_bits=8 and state_dtype={state_dtype} cannot be combined "
+                                 "(8-bit state replaces the moments' dtype); give one of them")
         rounding = group.get("stochastic_rounding", False)
         if not isinstance(rounding, bool):
             raise TypeError(f"{where}: stochastic_rounding must be a bool, got {rounding!r}")
@@ -444,10 +491,10 @@ class FusedOptimizer(torch.optim.Optimizer):
         state_dict = self._checked_state_dict(state_dict)
         # The state's precision is this optimizer's, not the checkpoint's: a bf16-state checkpoint
         # loads into a float32-state optimizer widened, and back narrowed.
-        state_dtypes = [group.get("state_dtype") for group in self.param_groups]
+        precisions = [(group.get("state_dtype"), group.get("state_bits")) for group in self.param_groups]
         super().load_state_dict(state_dict)
-        for group, state_dtype in zip(self.param_groups, state_dtypes):
-            group["state_dtype"] = state_dtype
+        for group, (state_dtype, state_bits) in zip(self.param_groups, precisions):
+            group["state_dtype"], group["state_bits"] = state_dtype, state_bits
         for group in self.param_groups:
             rule = self._rule_of(group)
             for p in group["params"]:
@@ -462,8 +509,28 @@ class FusedOptimizer(torch.optim.Optimizer):
                 # element-shaped state in the layout the step walks (a state dict saved from a
                 # contiguous model loads into a channels_last one, and back)
                 for name in rule.element_state:
-                    if isinstance(state.get(name), Tensor):
-                        state[name] = rule.in_step_layout(state[name], p).to(self._state_dtype(group, p))
+                    self._load_element_state(state, name, p, group, rule)
+
+    def _load_element_state(self, state: dict[str, Any], name: str, p: Tensor, group: dict[str, Any], rule: Rule) -> None:
+        """Element state `name` of `p`, as loaded, in the precision and layout this optimizer steps
+        with: 8-bit codes (shielded from torch's cast) kept as they are where this group keeps them
+        in 8 bits in the same layout, else decoded; full-precision values encoded where it does,
+        else cast to the state dtype."""
+        value = state.get(name)
+        eight_bit = group.get("state_bits") == 8 and name in rule.eight_bit_state
+        if isinstance(value, _Uncast):  # 8-bit codes, with their scales
+            codes, scales = value.tensor, state.pop(scale_key(name)).tensor
+            if eight_bit and rule.in_step_layout(codes, p) is codes:
+                state[name], state[scale_key(name)] = codes, scales.contiguous()
+                return
+            value = _C.decode_eight_bit(codes, scales.cpu())
+        if not isinstance(value, Tensor):
+            return
+        value = rule.in_step_layout(value, p)
+        if eight_bit:
+            state[name], state[scale_key(name)] = _C.encode_eight_bit(value)
+        else:
+            state[name] = value.to(self._state_dtype(group, p))
 
     def _checked_state_dict(self, state_dict: Any) -> dict[str, Any]:
         """A copy of `state_dict` ready for torch's load (steps converted, scalar state shielded from
@@ -515,6 +582,17 @@ class FusedOptimizer(torch.optim.Optimizer):
             value = entry[name]
             if not isinstance(value, Tensor):
                 raise TypeError(f"{label}: {name!r} must be a tensor, got {type(value).__name__}")
+            if value.dtype == torch.uint8 and name in rule.eight_bit_state:  # 8-bit codes and their scales
+                scales = entry.get(scale_key(name))
+                blocks = eight_bit_blocks(p)
+                if not isinstance(scales, Tensor) or scales.dtype != torch.float32 or scales.shape != (blocks,):
+                    raise TypeError(f"{label}: 8-bit {name!r} needs {scale_key(name)!r}, a float32 tensor of {blocks} "
+                                    f"block scales, got {scales.dtype if isinstance(scales, Tensor) else type(scales).__name__}"
+                                    f"{' of shape ' + str(tuple(scales.shape)) if isinstance(scales, Tensor) else ''}")
+                if value.shape != p.shape:
+                    raise ValueError(f"{label}: {name!r} must have shape {tuple(p.shape)}, got {tuple(value.shape)}")
+                entry[name], entry[scale_key(name)] = _Uncast(value), _Uncast(scales)  # (torch's load would cast them)
+                continue
             if not value.is_floating_point():
                 raise TypeError(f"{label}: {name!r} must be a floating-point tensor, got {value.dtype}")
             if name in used and name not in rule.scalar_state:  # shaped like the parameter (or as the class says)
@@ -615,8 +693,12 @@ class FusedOptimizer(torch.optim.Optimizer):
         return torch.tensor([group["rounding_seed"], self._position(param), 0], dtype=torch.int64)
 
     def _state_keys(self, group: dict[str, Any], rule: Rule, hyper: list[float]) -> tuple[list[str], list[str]]:
-        """rule.state_keys, and last "rounding_key" when the group rounds stochastically."""
+        """rule.state_keys, with the block scales of 8-bit slots after the slots (the op takes them
+        as state columns after the slots), and last "rounding_key" when the group rounds stochastically."""
         used, keys = rule.state_keys(hyper)
+        if group.get("state_bits") == 8:
+            scales = [scale_key(name) for name in used if name in rule.eight_bit_state]
+            used, keys = used + scales, used + scales + keys[len(used):]
         if not group.get("stochastic_rounding"):
             return used, keys
         if "rounding_seed" not in group:

@@ -201,6 +201,7 @@ class Adam(FusedOptimizer):
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
+        state_bits: 8 keeps the moments in 8 bits, block-scaled (None: as state_dtype says; see FusedOptimizer).
     """
 
     rule = "adam"
@@ -222,6 +223,7 @@ class Adam(FusedOptimizer):
         decoupled_weight_decay: bool = False,
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
+        state_bits: int | None = None,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
@@ -234,7 +236,7 @@ class Adam(FusedOptimizer):
             lr=lr, betas=tuple(to_float(b) for b in betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
             maximize=maximize, foreach=foreach, capturable=capturable, differentiable=differentiable,
             fused=fused, decoupled_weight_decay=decoupled_weight_decay,
-            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype, state_bits=state_bits,
         )
         super().__init__(params, defaults)
 
@@ -259,6 +261,7 @@ class AdamW(Adam):
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
+        state_bits: 8 keeps the moments in 8 bits, block-scaled (None: as state_dtype says; see FusedOptimizer).
     """
 
     def __init__(
@@ -277,11 +280,12 @@ class AdamW(Adam):
         fused: bool | None = None,
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
+        state_bits: int | None = None,
     ) -> None:
         super().__init__(
             params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
             capturable=capturable, differentiable=differentiable, fused=fused, decoupled_weight_decay=True,
-            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype, state_bits=state_bits,
         )
 
     def __setstate__(self, state):
@@ -325,6 +329,7 @@ class AdEMAMix(FusedOptimizer):
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
+        state_bits: 8 keeps the moments in 8 bits, block-scaled (None: as state_dtype says; see FusedOptimizer).
     """
 
     rule = "ademamix"
@@ -344,6 +349,7 @@ class AdEMAMix(FusedOptimizer):
         maximize: bool = False,
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
+        state_bits: int | None = None,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
@@ -357,7 +363,7 @@ class AdEMAMix(FusedOptimizer):
         defaults = dict(
             lr=lr, betas=tuple(betas), alpha=alpha, eps=eps, weight_decay=weight_decay, t_alpha=t_alpha,
             t_beta3=t_beta3, weight_decouple=weight_decouple, maximize=maximize,
-            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype, state_bits=state_bits,
         )
         super().__init__(params, defaults)
 
@@ -414,6 +420,7 @@ class AdaBelief(FusedOptimizer):
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
+        state_bits: 8 keeps the moments in 8 bits, block-scaled (None: as state_dtype says; see FusedOptimizer).
     """
 
     rule = "adabelief"
@@ -436,6 +443,7 @@ class AdaBelief(FusedOptimizer):
         maximize: bool = False,
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
+        state_bits: int | None = None,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
@@ -452,7 +460,7 @@ class AdaBelief(FusedOptimizer):
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, eps_inside=eps_inside,
             weight_decouple=weight_decouple, rectify=rectify, degenerated_to_sgd=degenerated_to_sgd,
             maximize=maximize,
-            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype, state_bits=state_bits,
         )
         super().__init__(params, defaults)
 
@@ -497,6 +505,7 @@ class Adan(FusedOptimizer):
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
+        state_bits: 8 keeps the moments in 8 bits, block-scaled (None: as state_dtype says; see FusedOptimizer).
     """
 
     rule = "adan"
@@ -516,6 +525,7 @@ class Adan(FusedOptimizer):
         maximize: bool = False,
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
+        state_bits: int | None = None,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
@@ -527,7 +537,7 @@ class Adan(FusedOptimizer):
         defaults = dict(
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, no_prox=no_prox,
             max_grad_norm=max_grad_norm, maximize=maximize,
-            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype, state_bits=state_bits,
         )
         super().__init__(params, defaults)
 
@@ -971,6 +981,7 @@ class Lion(FusedOptimizer):
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
+        state_bits: 8 keeps the moments in 8 bits, block-scaled (None: as state_dtype says; see FusedOptimizer).
     """
 
     rule = "lion"
@@ -988,6 +999,7 @@ class Lion(FusedOptimizer):
         *,
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
+        state_bits: int | None = None,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, weight_decay=weight_decay)
@@ -995,6 +1007,6 @@ class Lion(FusedOptimizer):
         defaults = dict(
             lr=lr, betas=tuple(betas), weight_decay=weight_decay, weight_decouple=weight_decouple,
             fixed_decay=fixed_decay, foreach=foreach, maximize=maximize,
-            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype, state_bits=state_bits,
         )
         super().__init__(params, defaults)

@@ -64,6 +64,7 @@ class ADOPT(FusedOptimizer):
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
+        state_bits: 8 keeps the moments in 8 bits, block-scaled (None: as state_dtype says; see FusedOptimizer).
     """
 
     rule = "adopt"
@@ -84,6 +85,7 @@ class ADOPT(FusedOptimizer):
         *,
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
+        state_bits: int | None = None,
     ) -> None:
         defaults = arguments_as_defaults(locals())
         clip = defaults.pop("clip_lambda")

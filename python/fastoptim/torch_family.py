@@ -40,6 +40,7 @@ class NAdam(FusedOptimizer):
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
+        state_bits: 8 keeps the moments in 8 bits, block-scaled (None: as state_dtype says; see FusedOptimizer).
 
     State: ``step``, ``mu_product``, ``exp_avg``, ``exp_avg_sq``.
     """
@@ -63,6 +64,7 @@ class NAdam(FusedOptimizer):
         differentiable: bool = False,
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
+        state_bits: int | None = None,
     ) -> None:
         super().__init__(params, arguments_as_defaults(locals()))
 
@@ -86,6 +88,7 @@ class RAdam(FusedOptimizer):
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
+        state_bits: 8 keeps the moments in 8 bits, block-scaled (None: as state_dtype says; see FusedOptimizer).
 
     State: ``step``, ``exp_avg``, ``exp_avg_sq``.
     """
@@ -107,6 +110,7 @@ class RAdam(FusedOptimizer):
         differentiable: bool = False,
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
+        state_bits: int | None = None,
     ) -> None:
         super().__init__(params, arguments_as_defaults(locals()))
 
@@ -130,6 +134,7 @@ class Adamax(FusedOptimizer):
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
+        state_bits: 8 keeps the moments in 8 bits, block-scaled (None: as state_dtype says; see FusedOptimizer).
 
     State: ``step``, ``exp_avg``, ``exp_inf``.
     """
@@ -150,6 +155,7 @@ class Adamax(FusedOptimizer):
         capturable: bool = False,
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
+        state_bits: int | None = None,
     ) -> None:
         super().__init__(params, arguments_as_defaults(locals()))
 

@@ -3,6 +3,8 @@
 // layout, shape, contiguity) before it touches any tensor, then computes each tensor's coefficients
 // in double on the host and runs the CPU driver over all tensors of one storage dtype in one call.
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -16,6 +18,7 @@
 
 #include "fastoptim/aten/elementwise_ops.h"
 #include "checks.h"
+#include "fastoptim/core/codes8.h"
 #include "fastoptim/kernels/isa.h"
 #include "fastoptim/rules/registry.h"
 
@@ -172,6 +175,20 @@ void check_rounding_key(const at::Tensor& key, const at::Tensor& p, size_t i, co
                     " on ", key.device());
 }
 
+// The block scales of an 8-bit state tensor of params[i]: float32, contiguous, one per block of
+// core::kCodeBlock elements, on the parameter's device.
+void check_block_scales(const at::Tensor& t, const at::Tensor& param, const TensorName& name, const char* op) {
+  TORCH_CHECK_VALUE(t.defined(), op, ": ", name, " is undefined");
+  check_plain(t, name, op);
+  const std::int64_t blocks = (param.numel() + core::kCodeBlock - 1) / core::kCodeBlock;
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat, op, ": ", name, " (block scales of 8-bit state) must be float32, got ",
+                   t.scalar_type());
+  TORCH_CHECK_VALUE(t.numel() == blocks && t.is_contiguous() && t.device() == param.device(), op, ": ", name,
+                    " must be a contiguous tensor of ", blocks, " block scales (one per ", core::kCodeBlock,
+                    " elements of params[", name.index, "]) on ", param.device(), ", got shape ", t.sizes(), " on ",
+                    t.device());
+}
+
 template <class Rule>
 typename Rule::Hyper checked_hyper(const char* op, c10::ArrayRef<double> values,
                                    const std::optional<at::Tensor>& lr) {
@@ -234,14 +251,26 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
   const size_t expected_grads = rules::reads_grad<Rule>::value ? n : 0;
   TORCH_CHECK_VALUE(grads.size() == expected_grads, op, ": expected ", expected_grads, " grads for ", n, " params",
                     rules::reads_grad<Rule>::value ? "" : " (this rule takes no gradient)", ", got ", grads.size());
-  TORCH_CHECK_VALUE(state.size() == slots.size() * n, op, ": expected ", slots.size(), " state tensors per param (",
-                    slots.size() * n, " in all) but got ", state.size());
   const size_t expected_steps = Rule::kCountsSteps ? n : 0;
   TORCH_CHECK_VALUE(steps.size() == expected_steps, op, ": expected ", expected_steps, " step tensors, got ",
                     steps.size());
   TORCH_CHECK_VALUE(fresh.size() == 0 || fresh.size() == n, op, ": fresh must be empty or have one flag per param");
   TORCH_CHECK_VALUE(rounding.empty() || rounding.size() == n, op, ": rounding must be empty or have one key per param (",
                     n, "), got ", rounding.size());
+
+  // With 8-bit state, `state` continues with one column of block scales per 8-bit slot in use
+  // (rules::eight_bit_slots), in slot order; those slots hold uint8 codes.
+  std::vector<int> coded_slots;  // indices into `slots`
+  for (size_t s = 0; s < slots.size(); ++s)
+    if (slots[s] < Rule::kStateSlots && (rules::eight_bit_slots<Rule>::value >> slots[s] & 1u)) coded_slots.push_back(int(s));
+  const bool eight_bit = !coded_slots.empty() && state.size() == (slots.size() + coded_slots.size()) * n && n > 0;
+  TORCH_CHECK_VALUE(eight_bit || state.size() == slots.size() * n, op, ": expected ", slots.size(),
+                    " state tensors per param (", slots.size() * n, " in all)",
+                    coded_slots.empty() ? "" : ", or with 8-bit state those and a block-scale tensor per 8-bit slot",
+                    " but got ", state.size());
+  const auto is_coded = [&](size_t s) {
+    return eight_bit && std::find(coded_slots.begin(), coded_slots.end(), int(s)) != coded_slots.end();
+  };
 
   std::vector<std::optional<bool>> bf16_states(n);  // per param: its element state is bf16 (none: no such state)
   for (size_t i = 0; i < n; ++i) {
@@ -257,11 +286,18 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
     }
     if (rules::reads_grad<Rule>::value) check_matches_param(grads[i], p, TensorName{"grads", i}, op);
     std::optional<bool>& bf16_state = bf16_states[i];
+    if (eight_bit)
+      TORCH_CHECK_TYPE(p.scalar_type() == at::kFloat || p.scalar_type() == at::kBFloat16, op, ": params[", i,
+                       "] has dtype ", p.scalar_type(), "; 8-bit state serves float32 and bfloat16 parameters");
     for (size_t s = 0; s < slots.size(); ++s) {
       const TensorName name{"state", i, Rule::kState[slots[s]].name};
-      if (slots[s] < Rule::kStateSlots) check_element_state(state[s * n + i], p, name, op, bf16_state);
+      if (is_coded(s)) check_matches_param(state[s * n + i], p, name, op, at::kByte);
+      else if (eight_bit && slots[s] < Rule::kStateSlots) check_matches_param(state[s * n + i], p, name, op);
+      else if (slots[s] < Rule::kStateSlots) check_element_state(state[s * n + i], p, name, op, bf16_state);
       else check_scalar_state(state[s * n + i], p, name, op);
     }
+    for (size_t c = 0; c < coded_slots.size() && eight_bit; ++c)
+      check_block_scales(state[(slots.size() + c) * n + i], p, TensorName{"state", i, "block scales"}, op);
     if (Rule::kCountsSteps) check_scalar_tensor(steps[i], TensorName{"steps", i});
     if (!rounding.empty()) check_rounding_key(rounding[i], p, i, op);
   }
@@ -269,8 +305,9 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
   if (check_only) return;
   // Every check has passed: from here on, tensors change.
   const double scale = grad_scale.has_value() ? read_scalar(*grad_scale) : 1.0;
-  // (one batch per storage dtype, and a fifth for float32 parameters with bf16 state)
-  std::array<DtypeBatch<Rule>, 5> batches;
+  // (one batch per storage dtype, a fifth for float32 parameters with bf16 state, and with 8-bit
+  // state one for float32 and one for bf16 parameters)
+  std::array<DtypeBatch<Rule>, 7> batches;
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& p = params[i];
     const std::int64_t rows = p.dim() > 1 ? p.size(0) : 1;
@@ -286,12 +323,16 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
     const auto rounding_step = rounding.empty() ? 0 : advance_rounding_count(rounding[i]);
     if (p.numel() == 0) continue;
     const bool bf16_state = bf16_states[i].value_or(false);
-    auto& batch = batches[bf16_state ? 4 : size_t(*storage_dtype(p.scalar_type()))];
+    auto& batch = batches[eight_bit ? (p.scalar_type() == at::kFloat ? 5 : 6)
+                                    : bf16_state ? 4 : size_t(*storage_dtype(p.scalar_type()))];
     TensorSlots t{};
     t.bf16_state = bf16_state;
+    t.eight_bit_state = eight_bit;
     t.param = p.data_ptr();
     t.grad = rules::reads_grad<Rule>::value ? grads[i].const_data_ptr() : nullptr;
     for (size_t s = 0; s < slots.size(); ++s) t.state[slots[s]] = state[s * n + i].data_ptr();
+    for (size_t c = 0; c < coded_slots.size() && eight_bit; ++c)
+      t.state_scale[slots[size_t(coded_slots[c])]] = state[(slots.size() + c) * n + i].data_ptr<float>();
     t.numel = p.numel();
     t.rows = rows;
     if (!rounding.empty()) set_rounding(t, rounding[i], rounding_step);
@@ -304,11 +345,48 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
   for (size_t d = 0; d < batches.size(); ++d) {
     auto& b = batches[d];
     if (b.tensors.empty()) continue;
-    const Dtype dtype = d == 4 ? Dtype::f32 : Dtype(d);  // (the bf16-state batch: float32 parameters)
+    const Dtype dtype = d == 4 || d == 5 ? Dtype::f32 : d == 6 ? Dtype::bf16 : Dtype(d);
     const void* coeffs = dtype == Dtype::f64 ? static_cast<const void*>(b.coeffs_double.data())
                                              : static_cast<const void*>(b.coeffs_float.data());
     kernel(b.tensors.data(), std::int64_t(b.tensors.size()), coeffs, dtype);
   }
+}
+
+std::pair<at::Tensor, at::Tensor> encode_eight_bit(const at::Tensor& values) {
+  TORCH_CHECK_TYPE(values.is_floating_point(), "encode_eight_bit: expected a floating-point tensor, got ",
+                   values.scalar_type());
+  TORCH_CHECK_VALUE(values.device().is_cpu() && values.is_non_overlapping_and_dense(),
+                    "encode_eight_bit: expected a dense CPU tensor");
+  const at::Tensor floats = values.to(at::kFloat);  // (keeps a dense layout)
+  const std::int64_t n = floats.numel(), blocks = (n + core::kCodeBlock - 1) / core::kCodeBlock;
+  at::Tensor codes = at::empty_like(floats, floats.options().dtype(at::kByte));
+  at::Tensor scales = at::empty({blocks}, floats.options());
+  const auto* from = floats.const_data_ptr<float>();
+  auto* to = static_cast<core::code8*>(codes.data_ptr());
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const std::int64_t first = b * core::kCodeBlock;
+    scales.data_ptr<float>()[b] = core::encode_block(from + first, std::min(core::kCodeBlock, n - first), to + first);
+  }
+  return {codes, scales};
+}
+
+at::Tensor decode_eight_bit(const at::Tensor& codes, const at::Tensor& scales) {
+  TORCH_CHECK_TYPE(codes.scalar_type() == at::kByte && scales.scalar_type() == at::kFloat,
+                   "decode_eight_bit: expected uint8 codes and float32 scales, got ", codes.scalar_type(), " and ",
+                   scales.scalar_type());
+  const std::int64_t n = codes.numel(), blocks = (n + core::kCodeBlock - 1) / core::kCodeBlock;
+  TORCH_CHECK_VALUE(codes.device().is_cpu() && codes.is_non_overlapping_and_dense(), "decode_eight_bit: expected dense CPU codes");
+  TORCH_CHECK_VALUE(scales.numel() == blocks, "decode_eight_bit: ", n, " codes need ", blocks, " block scales, got ",
+                    scales.numel());
+  const at::Tensor scale = scales.to(at::kFloat).contiguous().cpu();
+  at::Tensor values = at::empty_like(codes, codes.options().dtype(at::kFloat));
+  const auto* from = static_cast<const core::code8*>(codes.const_data_ptr());
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const std::int64_t first = b * core::kCodeBlock;
+    core::decode_block(from + first, scale.const_data_ptr<float>()[b], std::min(core::kCodeBlock, n - first),
+                       values.data_ptr<float>() + first);
+  }
+  return values;
 }
 
 #define FASTOPTIM_INSTANTIATE(Type, name)                                                                      \

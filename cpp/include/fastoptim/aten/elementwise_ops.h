@@ -4,12 +4,14 @@
 #include <ATen/core/Tensor.h>
 
 #include <optional>
+#include <utility>
 
 namespace fastoptim::aten {
 
 // Checks every argument before touching any tensor, then (unless check_only) steps all tensors of
 // the group. `state` holds, slot by slot, one tensor per param for each state slot the
-// hyperparameters use; `steps` one counter per param when the rule counts steps; `fresh` is empty
+// hyperparameters use (with 8-bit state: uint8 codes in the rule's 8-bit slots, and after the
+// slots one column of float32 block scales per 8-bit slot, as encode_eight_bit gives them); `steps` one counter per param when the rule counts steps; `fresh` is empty
 // or one flag per param. `lr` (a one-element CPU tensor) replaces the lr of `hyper`; `grad_scale`
 // (likewise, for rules with kScalesGrad) multiplies every gradient. `rounding` is empty (every
 // parameter stored rounded to nearest even) or one rounding key per param: an int64 CPU tensor
@@ -31,5 +33,11 @@ void adafactor_factored_step(at::TensorList params, at::TensorList grads, at::Te
                              at::TensorList column_factors, at::TensorList steps, c10::ArrayRef<double> hyper,
                              const std::optional<at::Tensor>& lr, bool check_only = false,
                              at::TensorList rounding = {});
+
+// 8-bit state (core/codes8.h) to and from float32, for state dicts that change precision: the
+// codes of a dense float tensor (walked in memory order, as the kernels walk its parameter), in
+// its layout, and the block scales; and back.
+std::pair<at::Tensor, at::Tensor> encode_eight_bit(const at::Tensor& values);
+at::Tensor decode_eight_bit(const at::Tensor& codes, const at::Tensor& scales);
 
 }  // namespace fastoptim::aten

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "fastoptim/core/codes8.h"
 #include "fastoptim/core/dtypes.h"
 #include "fastoptim/kernels/isa.h"
 #include "fastoptim/core/lanes.h"
@@ -25,7 +26,8 @@ using namespace fastoptim::core;  // (the primitives the driver is written in)
 using fastoptim_isa::TensorSlots;
 
 // The storage of a call: S for parameters, gradients and state alike, or StateIn<P, St>: parameters
-// and gradients of P, state of St (float32 parameters with bf16 state: TensorSlots::bf16_state).
+// and gradients of P, state of St (float32 parameters with bf16 state: TensorSlots::bf16_state; or
+// St = code8: the rule's 8-bit slots in code8, its others in P: TensorSlots::eight_bit_state).
 // The compute type is P's (compute_t<StateIn<...>> is float).
 template <class P, class St>
 struct StateIn {};
@@ -55,14 +57,28 @@ using state_t = typename storage_of<S>::state;
 #define FASTOPTIM_FLATTEN
 #endif
 
-// Loads W elements of the parameter, the gradient (when load_grad) and the state, runs the rule's
-// apply, and stores the parameter (unless the rule says this step leaves it) and, when StoreState,
-// the state. Element-wise rules and the second pass of two-pass rules both run it.
-// With Rounded (bf16 parameters), the parameter is stored by stochastic rounding with lane w's
-// random bits at bits[w].
-template <class Rule, class S, int W, bool StoreState, bool Rounded = false, class T>
+// Where update_lanes finds and leaves element state: here, the state arrays themselves, in the
+// storage type of S (the 8-bit path below decodes and collects its slots instead).
+template <class S>
+struct StateArrays {
+  template <int W, class T>
+  FASTOPTIM_HD FASTOPTIM_ALWAYS_INLINE void load(const TensorSlots& t, int j, std::int64_t i, Vec<T, W>& out) const {
+    out = core::load<W>(static_cast<const state_t<S>*>(t.state[j]) + i);
+  }
+  template <int W, class T>
+  FASTOPTIM_HD FASTOPTIM_ALWAYS_INLINE void store(const TensorSlots& t, int j, std::int64_t i, Vec<T, W> value) const {
+    core::store<W>(static_cast<state_t<S>*>(t.state[j]) + i, value);
+  }
+};
+
+// Loads W elements of the parameter, the gradient (when load_grad) and the state (through
+// `arrays`), runs the rule's apply, and stores the parameter (unless the rule says this step leaves
+// it) and, when StoreState, the state. Element-wise rules and the second pass of two-pass rules
+// both run it. With Rounded (bf16 parameters), the parameter is stored by stochastic rounding with
+// lane w's random bits at bits[w].
+template <class Rule, class S, int W, bool StoreState, bool Rounded = false, class T, class Arrays = StateArrays<S>>
 FASTOPTIM_HD FASTOPTIM_ALWAYS_INLINE void update_lanes(const TensorSlots& t, const typename Rule::template Coeffs<T>& k, std::int64_t i,
-                         bool load_grad, const std::uint16_t* bits = nullptr) {
+                         bool load_grad, const std::uint16_t* bits = nullptr, const Arrays& arrays = {}) {
   constexpr int kSlots = Rule::kStateSlots;
   param_t<S>* param = static_cast<param_t<S>*>(t.param) + i;
   Vec<T, W> p = load<W>(param);
@@ -70,7 +86,7 @@ FASTOPTIM_HD FASTOPTIM_ALWAYS_INLINE void update_lanes(const TensorSlots& t, con
   if (load_grad) g = load<W>(static_cast<const param_t<S>*>(t.grad) + i);
   Vec<T, W> state[kSlots > 0 ? kSlots : 1] = {};
   for (int j = 0; j < kSlots; ++j)
-    if (t.state[j]) state[j] = load<W>(static_cast<const state_t<S>*>(t.state[j]) + i);
+    if (t.state[j]) arrays.load(t, j, i, state[j]);
   if constexpr (rules::uses_index<Rule>::value) Rule::apply(p, g, state, k, t.first_index + i);
   else Rule::apply(p, g, state, k);
   if (rules::writes_param<Rule>(k)) {
@@ -79,7 +95,7 @@ FASTOPTIM_HD FASTOPTIM_ALWAYS_INLINE void update_lanes(const TensorSlots& t, con
   }
   if constexpr (StoreState)
     for (int j = 0; j < kSlots; ++j)
-      if (t.state[j]) store<W>(static_cast<state_t<S>*>(t.state[j]) + i, state[j]);
+      if (t.state[j]) arrays.store(t, j, i, state[j]);
 }
 
 // Asks for element i of every array of tensor t (parameter, gradient, state) to be brought into
@@ -125,25 +141,100 @@ FASTOPTIM_FLATTEN inline void update_range_rounded(const TensorSlots& t, const C
                        });
 }
 
+// ---- 8-bit state: a block of core::kCodeBlock elements at a time ----
+
+// StateArrays for one block of 8-bit state: the rule's 8-bit slots are decoded from their codes
+// with the block's old scale, and their new values collected in `fresh` (the block's codes need its
+// new largest magnitude first); its other slots are read and written in place, in P.
+template <class Rule, class S>
+struct BlockOfCodes {
+  using P = param_t<S>;
+  static constexpr unsigned kCoded = rules::eight_bit_slots<Rule>::value;
+  float (*fresh)[kCodeBlock];  // [slot][element - first]
+  std::int64_t first;          // the block's first element
+  float magnitude[Rule::kStateSlots];
+  CodeLayout layout[Rule::kStateSlots];
+
+  static bool coded(const TensorSlots& t, int j) { return (kCoded >> j & 1u) && t.state_scale[j]; }
+
+  BlockOfCodes(const TensorSlots& t, std::int64_t block, float (*fresh_values)[kCodeBlock]) : fresh(fresh_values), first(block * kCodeBlock) {
+    for (int j = 0; j < Rule::kStateSlots; ++j) {
+      const float scale = coded(t, j) ? t.state_scale[j][block] : 0.0f;
+      magnitude[j] = scale < 0 ? -scale : scale;
+      layout[j] = code_layout(scale < 0);
+    }
+  }
+  template <int W>
+  FASTOPTIM_ALWAYS_INLINE void load(const TensorSlots& t, int j, std::int64_t i, Vec<float, W>& out) const {
+    if (coded(t, j)) out = load_codes<W>(static_cast<const code8*>(t.state[j]) + i, layout[j]) * magnitude[j];
+    else out = core::load<W>(static_cast<const P*>(t.state[j]) + i);
+  }
+  template <int W>
+  FASTOPTIM_ALWAYS_INLINE void store(const TensorSlots& t, int j, std::int64_t i, Vec<float, W> value) const {
+    if (coded(t, j)) core::store<W>(fresh[j] + (i - first), value);
+    else core::store<W>(static_cast<P*>(t.state[j]) + i, value);
+  }
+
+  // The block's new codes and scales, from the `count` fresh values of each 8-bit slot.
+  void encode(const TensorSlots& t, std::int64_t count) const {
+    for (int j = 0; j < Rule::kStateSlots; ++j)
+      if (coded(t, j)) t.state_scale[j][first / kCodeBlock] = encode_block(fresh[j], count, static_cast<code8*>(t.state[j]) + first);
+  }
+};
+
+// update_range for 8-bit state, block by block. A thread's range is first moved onto block edges
+// (its start and end each down to one, but the tensor's end), so neighbouring ranges still meet and
+// each block is done whole by one thread: the same bits for any thread count.
+template <class Rule, class S, bool Rounded, class Coeffs>
+FASTOPTIM_FLATTEN inline void update_range_coded(const TensorSlots& t, const Coeffs& k, std::int64_t begin, std::int64_t end,
+                                                 bool load_grad) {
+  constexpr int W = kLanes<float>;
+  begin -= begin % kCodeBlock;
+  if (end != t.numel) end -= end % kCodeBlock;
+  alignas(64) float fresh[Rule::kStateSlots][kCodeBlock];
+  for (std::int64_t first = begin; first < end; first += kCodeBlock) {
+    const std::int64_t last = std::min(end, first + kCodeBlock);
+    const BlockOfCodes<Rule, S> block(t, first / kCodeBlock, fresh);
+    auto lanes_at = [&](auto lanes, std::int64_t i, const std::uint16_t* bits) {
+      update_lanes<Rule, S, decltype(lanes)::value, true, Rounded>(t, k, i, load_grad, bits, block);
+    };
+    if constexpr (Rounded) {
+      over_rounding_groups({t.rounding_seed, t.rounding_stream, t.rounding_step}, t.first_index, first, last, lanes_at);
+    } else {
+      std::int64_t i = first;
+      for (; i + W <= last; i += W) lanes_at(std::integral_constant<int, W>{}, i, nullptr);
+      for (; i < last; ++i) lanes_at(std::integral_constant<int, 1>{}, i, nullptr);
+    }
+    block.encode(t, last - first);
+  }
+}
+
 // update_lanes over the elements [begin, end) of one tensor: a SIMD body and a one-lane tail.
 // With `next`, each step also prefetches element next_offset + i of tensor `next`, so the next
 // tensor's memory is read while this one is computed from cache (two-pass rules on small tensors).
 template <class Rule, class S, bool StoreState, class Coeffs>
 FASTOPTIM_FLATTEN inline void update_range(const TensorSlots& t, const Coeffs& k, std::int64_t begin, std::int64_t end, bool load_grad,
                          const TensorSlots* next = nullptr, std::int64_t next_offset = 0) {
-  if constexpr (std::is_same_v<param_t<S>, bf16>)
-    if (t.stochastic_rounding) return update_range_rounded<Rule, S, StoreState>(t, k, begin, end, load_grad);
-  constexpr int W = kLanes<compute_t<S>>;
-  std::int64_t i = begin;
-  if (next) {
-    const std::int64_t ahead = std::min(end, next->numel - next_offset);
-    for (; i + W <= ahead; i += W) {
-      prefetch_at<S>(*next, next_offset + i, Rule::kStateSlots);
-      update_lanes<Rule, S, W, StoreState>(t, k, i, load_grad);
+  if constexpr (std::is_same_v<state_t<S>, code8>) {
+    static_assert(StoreState, "8-bit state is for element-wise rules, which store their state as they go");
+    if constexpr (std::is_same_v<param_t<S>, bf16>)
+      if (t.stochastic_rounding) return update_range_coded<Rule, S, true>(t, k, begin, end, load_grad);
+    update_range_coded<Rule, S, false>(t, k, begin, end, load_grad);
+  } else {
+    if constexpr (std::is_same_v<param_t<S>, bf16>)
+      if (t.stochastic_rounding) return update_range_rounded<Rule, S, StoreState>(t, k, begin, end, load_grad);
+    constexpr int W = kLanes<compute_t<S>>;
+    std::int64_t i = begin;
+    if (next) {
+      const std::int64_t ahead = std::min(end, next->numel - next_offset);
+      for (; i + W <= ahead; i += W) {
+        prefetch_at<S>(*next, next_offset + i, Rule::kStateSlots);
+        update_lanes<Rule, S, W, StoreState>(t, k, i, load_grad);
+      }
     }
+    for (; i + W <= end; i += W) update_lanes<Rule, S, W, StoreState>(t, k, i, load_grad);
+    for (; i < end; ++i) update_lanes<Rule, S, 1, StoreState>(t, k, i, load_grad);
   }
-  for (; i + W <= end; i += W) update_lanes<Rule, S, W, StoreState>(t, k, i, load_grad);
-  for (; i < end; ++i) update_lanes<Rule, S, 1, StoreState>(t, k, i, load_grad);
 }
 
 // One parallel pass of update_lanes over every element of `count` units: unit k is the tensor
@@ -389,12 +480,19 @@ void run_rule(const TensorSlots* tensors, std::int64_t count, const void* coeffs
 
 template <class Rule>
 void elementwise_kernel(const TensorSlots* tensors, std::int64_t count, const void* coeffs, fastoptim_isa::Dtype dtype) {
+  // (8-bit state only where the rule keeps some; the front ends refuse it elsewhere)
+  constexpr bool kEightBit = rules::eight_bit_slots<Rule>::value != 0 && rules::sums_of<Rule>::value == 0;
   switch (dtype) {
     case fastoptim_isa::Dtype::f32:
       if (count > 0 && tensors[0].bf16_state) return run_rule<Rule, StateIn<float, bf16>>(tensors, count, coeffs);
+      if constexpr (kEightBit)
+        if (count > 0 && tensors[0].eight_bit_state) return run_rule<Rule, StateIn<float, code8>>(tensors, count, coeffs);
       return run_rule<Rule, float>(tensors, count, coeffs);
     case fastoptim_isa::Dtype::f64: return run_rule<Rule, double>(tensors, count, coeffs);
-    case fastoptim_isa::Dtype::bf16: return run_rule<Rule, bf16>(tensors, count, coeffs);
+    case fastoptim_isa::Dtype::bf16:
+      if constexpr (kEightBit)
+        if (count > 0 && tensors[0].eight_bit_state) return run_rule<Rule, StateIn<bf16, code8>>(tensors, count, coeffs);
+      return run_rule<Rule, bf16>(tensors, count, coeffs);
     case fastoptim_isa::Dtype::f16: return run_rule<Rule, f16>(tensors, count, coeffs);
   }
 }

@@ -21,7 +21,10 @@ constexpr int kMaxStateSlots = 5;
 // With `stochastic_rounding`, a bf16 parameter is stored rounded up or down at random, its bits
 // keyed by (rounding_seed, rounding_stream, rounding_step, element index) (parts/philox.h); other
 // dtypes ignore it. With `bf16_state` (float32 parameters only, every tensor of a call alike) the
-// element state slots hold bf16, each value rounded to nearest even when stored.
+// element state slots hold bf16, each value rounded to nearest even when stored. With
+// `eight_bit_state` (float32 and bf16 parameters; every tensor of a call alike) the rule's 8-bit
+// slots (rules::eight_bit_slots) whose `state_scale` is set hold core::code8 bytes, one scale per
+// block of core::kCodeBlock elements at state_scale (core/codes8.h); the others the parameter's dtype.
 struct TensorSlots {
   void* param;
   const void* grad;
@@ -33,6 +36,8 @@ struct TensorSlots {
   std::uint64_t rounding_seed = 0;
   std::uint32_t rounding_stream = 0, rounding_step = 0;
   bool bf16_state = false;
+  bool eight_bit_state = false;
+  float* state_scale[kMaxStateSlots] = {};
 };
 
 // Runs one element-wise rule over `count` tensors of storage dtype `dtype`. `coeffs` points at

@@ -31,6 +31,7 @@ struct AdaBelief {
   static constexpr core::StateSlot kState[] = {
       {"exp_avg", nullptr}, {"exp_avg_sq", nullptr}, {"max_exp_avg_sq", "amsgrad"}};
   static constexpr int kStateSlots = 3;
+  static constexpr unsigned kEightBitSlots = (1u << kStateSlots) - 1;  // (its moments: every slot)
   static constexpr bool kCountsSteps = true;
   static constexpr double kRectifyThreshold = 5;  // the official package's (RAdam's) rho_t threshold
   FASTOPTIM_HD static const char* invalid_combination(const Hyper&) { return nullptr; }

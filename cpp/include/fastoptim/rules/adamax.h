@@ -15,6 +15,7 @@ struct Adamax {
   enum Slot { kExpAvg, kExpInf };
   static constexpr core::StateSlot kState[] = {{"exp_avg", nullptr}, {"exp_inf", nullptr}};
   static constexpr int kStateSlots = 2;
+  static constexpr unsigned kEightBitSlots = (1u << kStateSlots) - 1;  // (its moments: every slot)
   static constexpr bool kCountsSteps = true;
   FASTOPTIM_HD static const char* invalid_combination(const Hyper&) { return nullptr; }
 

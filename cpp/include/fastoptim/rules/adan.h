@@ -28,6 +28,8 @@ struct Adan {
                                                {"prev_grad", nullptr},
                                                {"max_exp_avg_sq", "amsgrad"}};
   static constexpr int kStateSlots = 5;
+  static constexpr unsigned kEightBitSlots =  // (its moments, not the previous gradient)
+      (1u << kExpAvg) | (1u << kExpAvgDiff) | (1u << kExpAvgSq) | (1u << kMaxExpAvgSq);
   static constexpr bool kCountsSteps = true;
   static constexpr bool kScalesGrad = true;  // max_grad_norm
   FASTOPTIM_HD static const char* invalid_combination(const Hyper&) { return nullptr; }

@@ -26,6 +26,7 @@ struct AdEMAMix {
   static constexpr core::StateSlot kState[] = {
       {"exp_avg", "beta1"}, {"exp_avg_slow", nullptr}, {"exp_avg_sq", nullptr}};
   static constexpr int kStateSlots = 3;
+  static constexpr unsigned kEightBitSlots = (1u << kStateSlots) - 1;  // (its moments: every slot)
   static constexpr bool kCountsSteps = true;
   FASTOPTIM_HD static const char* invalid_combination(const Hyper&) { return nullptr; }
 

@@ -18,6 +18,7 @@ struct Lion {
 
   static constexpr core::StateSlot kState[] = {{"exp_avg", nullptr}};
   static constexpr int kStateSlots = 1;
+  static constexpr unsigned kEightBitSlots = (1u << kStateSlots) - 1;  // (its moments: every slot)
   static constexpr bool kCountsSteps = false;
   FASTOPTIM_HD static const char* invalid_combination(const Hyper&) { return nullptr; }
 

@@ -21,6 +21,7 @@ struct NAdam {
   enum Slot { kExpAvg, kExpAvgSq, kMuProduct };
   static constexpr core::StateSlot kState[] = {{"exp_avg", nullptr}, {"exp_avg_sq", nullptr}, {"mu_product", nullptr}};
   static constexpr int kStateSlots = 2;
+  static constexpr unsigned kEightBitSlots = (1u << kStateSlots) - 1;  // (its moments: every slot)
   static constexpr int kScalarSlots = 1;  // mu_product
   static constexpr bool kCountsSteps = true;
   FASTOPTIM_HD static const char* invalid_combination(const Hyper&) { return nullptr; }

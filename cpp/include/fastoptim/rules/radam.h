@@ -19,6 +19,7 @@ struct RAdam {
   enum Slot { kExpAvg, kExpAvgSq };
   static constexpr core::StateSlot kState[] = {{"exp_avg", nullptr}, {"exp_avg_sq", nullptr}};
   static constexpr int kStateSlots = 2;
+  static constexpr unsigned kEightBitSlots = (1u << kStateSlots) - 1;  // (its moments: every slot)
   static constexpr bool kCountsSteps = true;
   FASTOPTIM_HD static const char* invalid_combination(const Hyper&) { return nullptr; }
 

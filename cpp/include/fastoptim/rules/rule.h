@@ -169,6 +169,17 @@ FASTOPTIM_HD inline bool advance_scalars(const typename Rule::Hyper& h, StepInfo
   }
 }
 
+// The state slots an element-wise rule may keep in 8 bits (state_bits=8), as a bit mask over its
+// slots: its moments (kEightBitSlots), each starting at zero. Not copies of the parameter or of the
+// gradient (Schedule-Free's z, Adan's previous gradient), whose 8-bit error would not average out;
+// 0 (none) unless the rule says so. Two-pass rules keep none (their first pass would have to
+// quantise block by block, which it does not yet).
+template <class Rule, class = void>
+struct eight_bit_slots : std::integral_constant<unsigned, 0> {};
+template <class Rule>
+struct eight_bit_slots<Rule, std::void_t<decltype(Rule::kEightBitSlots)>>
+    : std::integral_constant<unsigned, Rule::kEightBitSlots> {};
+
 // Whether a rule reads a gradient (true unless it says kReadsGrad = false).
 template <class Rule, class = void>
 struct reads_grad : std::true_type {};

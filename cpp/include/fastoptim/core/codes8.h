@@ -1,0 +1,185 @@
+// 8-bit state (state_bits=8): a state tensor stored as one byte per element and one float32 scale
+// per block of kCodeBlock elements (tensor-local: block b holds elements [256 b, 256 b + 256)).
+// The byte is a small floating-point number relative to the block's largest magnitude M, so it
+// keeps its relative precision (within 1/16) across the block's whole range, as bitsandbytes' and
+// torchao's dynamic maps do, but is encoded and decoded by integer arithmetic in registers (no
+// table lookups) and rounds to the nearest code:
+//   - a block with a negative value (a signed block; its scale is stored as -M): sign bit, 4-bit
+//     exponent e, 3-bit mantissa m: 2^(e-15) (1 + m/8) M, down to 2^-15 M;
+//   - a block without one (second moments; its scale is stored as +M): 5-bit exponent, 3-bit
+//     mantissa: 2^(e-31) (1 + m/8) M, down to 2^-31 M (a linear 8-bit code would flush every
+//     second moment below M/255 to zero and divide by eps).
+// A magnitude code of 0 is exactly zero, and takes the magnitudes nearer to zero than to the
+// smallest nonzero code.
+// The byte layout is the top of the float32 pattern of x / M with the exponent rebiased, so
+// encoding is "round the float32 bits to 3 mantissa bits, subtract the bias, clamp".
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+#include "fastoptim/core/device.h"
+#include "fastoptim/core/lanes.h"
+
+namespace fastoptim::core {
+
+constexpr std::int64_t kCodeBlock = 256;
+
+// A byte of 8-bit state (a distinct storage type, so the driver's storage traits can name it).
+struct code8 {
+  std::uint8_t bits;
+};
+
+// The code layout of a block: the float32 exponent (biased, in units of 2^3 codes) of magnitude
+// code 0, and the largest magnitude code in use (1.0).
+struct CodeLayout {
+  std::int32_t bias;          // (127 - exponent bits' range) << 3
+  std::int32_t top;           // magnitude code of 1.0
+  std::uint32_t sign_mask;
+  std::uint32_t least_half;   // float32 bits of half the smallest nonzero code: below it, zero is nearest
+};
+// (the smallest nonzero code, magnitude 1, is 2^-E (1 + 1/8); half of it is 2^-(E+1) (1 + 1/8))
+constexpr CodeLayout kSignedCodes{(127 - 15) << 3, 15 << 3, 0x80u, ((127 - 16u) << 23) | (1u << 20)};
+constexpr CodeLayout kUnsignedCodes{(127 - 31) << 3, 31 << 3, 0u, ((127 - 32u) << 23) | (1u << 20)};
+
+FASTOPTIM_HD constexpr CodeLayout code_layout(bool is_signed) { return is_signed ? kSignedCodes : kUnsignedCodes; }
+
+// The stored scale of a block whose largest magnitude is `magnitude`: negative for signed blocks.
+FASTOPTIM_HD inline float block_scale(float magnitude, bool is_signed) { return is_signed ? -magnitude : magnitude; }
+
+// The nearest code to y = x / M (|y| <= 1, up to rounding) in `layout` (ties away from zero): the
+// float32 bits of |y| rounded to 3 mantissa bits, rebiased and clamped to [1, top], or 0 below half
+// the smallest nonzero code; the sign in bit 7 of a signed nonzero code. NaN and infinities give the top
+// code (their block's scale carries them).
+FASTOPTIM_HD inline std::uint8_t encode_code8(float y, CodeLayout layout) {
+  std::uint32_t u;
+  std::memcpy(&u, &y, sizeof u);
+  const std::uint32_t magnitude = u & 0x7FFFFFFFu;
+  std::int32_t c = std::int32_t((magnitude + 0x80000u) >> 20) - layout.bias;
+  c = c < 1 ? 1 : (c > layout.top ? layout.top : c);
+  if (magnitude < layout.least_half) return 0;  // (unsigned: zero has one code)
+  return std::uint8_t(std::uint32_t(c) | ((u >> 24) & layout.sign_mask));
+}
+
+// x / M for a code (0 for a zero magnitude).
+FASTOPTIM_HD inline float decode_code8(std::uint8_t code, CodeLayout layout) {
+  const std::uint32_t magnitude = code & ~layout.sign_mask;
+  if (magnitude == 0) return 0.0f;
+  const std::uint32_t u = ((magnitude + std::uint32_t(layout.bias)) << 20) | ((code & layout.sign_mask) << 24);
+  float y;
+  std::memcpy(&y, &u, sizeof y);
+  return y;
+}
+
+// ---- W codes at a time: the same arithmetic lane-wise ------------------------------------------
+
+// W bytes at src, zero-extended to 32-bit lanes (one vpmovzxbd where there is one).
+template <int W>
+FASTOPTIM_HD inline native_t<std::uint32_t, W> load_bytes_widened(const std::uint8_t* src) {
+#if defined(__AVX512F__) && !FASTOPTIM_DEVICE_CODE
+  if constexpr (W == 16) return (native_t<std::uint32_t, W>)_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)src));
+#endif
+#if defined(__AVX2__) && !FASTOPTIM_DEVICE_CODE
+  if constexpr (W == 8) return (native_t<std::uint32_t, W>)_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)src));
+#endif
+  native_t<std::uint8_t, W> b;
+  std::memcpy(&b, src, sizeof b);
+  return __builtin_convertvector(b, native_t<std::uint32_t, W>);
+}
+
+// The low byte of each lane of u (each lane below 256) stored at dst.
+template <int W>
+FASTOPTIM_HD inline void store_bytes_narrowed(std::uint8_t* dst, native_t<std::uint32_t, W> u) {
+#if defined(__AVX512F__) && !FASTOPTIM_DEVICE_CODE
+  if constexpr (W == 16) {
+    _mm_storeu_si128((__m128i*)dst, _mm512_cvtepi32_epi8((__m512i)u));
+    return;
+  }
+#endif
+#if defined(__AVX2__) && !FASTOPTIM_DEVICE_CODE
+  if constexpr (W == 8) {  // (each 128-bit half's four low bytes to its bottom, then the halves side by side)
+    const __m256i low_bytes = _mm256_shuffle_epi8(
+        (__m256i)u, _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1,
+                                     -1, -1, -1, -1, -1, -1, -1, -1, -1, -1));
+    const __m128i both = _mm_unpacklo_epi32(_mm256_castsi256_si128(low_bytes), _mm256_extracti128_si256(low_bytes, 1));
+    _mm_storel_epi64((__m128i*)dst, both);
+    return;
+  }
+#endif
+  const auto b = __builtin_convertvector(u, native_t<std::uint8_t, W>);
+  std::memcpy(dst, &b, sizeof b);
+}
+
+// encode_code8 of W values y, stored at dst.
+template <int W>
+FASTOPTIM_HD inline void store_codes(code8* dst, Vec<float, W> y, CodeLayout layout) {
+  if constexpr (W == 1) {
+    dst->bits = encode_code8(y.v[0], layout);
+  } else {
+    using u32v = native_t<std::uint32_t, W>;
+    using i32v = native_t<std::int32_t, W>;
+    u32v u;
+    std::memcpy(&u, &y.v, sizeof u);
+    const u32v magnitude = u & 0x7FFFFFFFu;
+    i32v c = (i32v)((magnitude + 0x80000u) >> 20) - layout.bias;
+    c = c < 1 ? i32v{} + 1 : c;
+    c = c > layout.top ? i32v{} + layout.top : c;
+    const u32v code = (u32v)c | ((u >> 24) & layout.sign_mask);
+    store_bytes_narrowed<W>(&dst->bits, magnitude < layout.least_half ? u32v{} : code);
+  }
+}
+
+// decode_code8 of the W codes at src.
+template <int W>
+FASTOPTIM_HD inline Vec<float, W> load_codes(const code8* src, CodeLayout layout) {
+  Vec<float, W> y;
+  if constexpr (W == 1) {
+    y.v[0] = decode_code8(src->bits, layout);
+  } else {
+    using u32v = native_t<std::uint32_t, W>;
+    const u32v code = load_bytes_widened<W>(&src->bits);
+    const u32v magnitude = code & ~layout.sign_mask;
+    const u32v u = ((magnitude + std::uint32_t(layout.bias)) << 20) | ((code & layout.sign_mask) << 24);
+    const u32v bits = magnitude == 0u ? u32v{} : u;
+    std::memcpy(&y.v, &bits, sizeof bits);
+  }
+  return y;
+}
+
+// ---- whole blocks ---------------------------------------------------------------------------
+
+// Encodes `count` (at most kCodeBlock) values as one block at out; returns the block's stored scale.
+// Signed or not, and the largest magnitude, are exact (comparisons only), so any ISA gives the
+// same bits; a NaN value makes the scale NaN (the block decodes to NaN, as the state would be).
+inline float encode_block(const float* values, std::int64_t count, code8* out) {
+  constexpr int W = kLanes<float>;
+  Vec<float, W> largest = Vec<float, W>::broadcast(0.0f), smallest = largest;
+  std::int64_t i = 0;
+  for (; i + W <= count; i += W) {
+    const Vec<float, W> x = load<W>(values + i);
+    largest = maximum(largest, abs(x));
+    smallest = select(less(x, smallest), x, smallest);
+  }
+  float top = 0.0f, bottom = 0.0f;
+  auto take = [&](float magnitude, float value) {
+    if (top == top && (magnitude > top || magnitude != magnitude)) top = magnitude;
+    bottom = value < bottom ? value : bottom;
+  };
+  for (int w = 0; w < W; ++w) take(largest.v[w], smallest.v[w]);
+  for (; i < count; ++i) take(values[i] < 0 ? -values[i] : values[i], values[i]);
+  const bool is_signed = bottom < 0.0f;
+  const float inverse = top > 0.0f ? 1.0f / top : 0.0f;
+  const CodeLayout layout = code_layout(is_signed);
+  i = 0;
+  for (; i + W <= count; i += W) store_codes<W>(out + i, load<W>(values + i) * inverse, layout);
+  for (; i < count; ++i) store_codes<1>(out + i, Vec<float, 1>::broadcast(values[i] * inverse), layout);
+  return block_scale(top, is_signed);
+}
+
+// The `count` values of the block at codes with stored scale `scale`, written to out.
+inline void decode_block(const code8* codes, float scale, std::int64_t count, float* out) {
+  const CodeLayout layout = code_layout(scale < 0);
+  const float magnitude = scale < 0 ? -scale : scale;
+  for (std::int64_t i = 0; i < count; ++i) out[i] = load_codes<1>(codes + i, layout).v[0] * magnitude;
+}
+
+}  // namespace fastoptim::core

@@ -1,0 +1,266 @@
+"""8-bit optimizer state (``state_bits=8``): the moments of float32 and bfloat16 parameters kept as one
+byte per element and one float32 scale per block of 256, decoded, updated and encoded in the step's
+one pass. The codes are checked against a reference written here from the format's definition (every
+code's value, nearest-code search), independent of the kernels' integer arithmetic."""
+
+import copy
+import inspect
+
+import pytest
+import torch
+
+import fastoptim
+from reference import OPTIMIZERS, SHAPES, assert_every_isa_gives_the_same_bits, assert_resumes_bit_identically, make_params, make_rich, noise_grads
+
+TAKES_IT = sorted(name for name in OPTIMIZERS if "state_bits" in inspect.signature(getattr(fastoptim, name)).parameters)
+# block edges (255, 256, 257) and a block-and-a-tail size, beside the SIMD tails of SHAPES
+EIGHT_BIT_SHAPES = SHAPES + [(255,), (256,), (257,), (4099,)]
+BLOCK = 256
+
+
+# ---- the format, from its definition -------------------------------------------------------------
+
+def code_values(signed: bool) -> torch.Tensor:
+    """The value (relative to the block's largest magnitude) of each of the 256 codes, float64; NaN
+    for the codes above 1.0, which are never written. Signed: sign bit, 4-bit exponent, 3-bit mantissa,
+    2^(e-15) (1 + m/8); unsigned: 5-bit exponent, 2^(e-31) (1 + m/8). A magnitude of 0 is zero."""
+    values = []
+    for code in range(256):
+        magnitude = code & 0x7F if signed else code
+        exponent, mantissa = magnitude >> 3, magnitude & 7
+        value = 0.0 if magnitude == 0 else 2.0 ** (exponent - (15 if signed else 31)) * (1 + mantissa / 8)
+        value = float("nan") if value > 1 else value
+        values.append(-value if signed and code & 0x80 else value)
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def in_blocks(values: torch.Tensor) -> torch.Tensor:
+    """The row-major elements of `values` as rows of 256 (the last padded with zeros)."""
+    flat = values.reshape(-1)
+    return torch.nn.functional.pad(flat, (0, -flat.numel() % BLOCK)).reshape(-1, BLOCK)
+
+
+def nearest_magnitudes(y: torch.Tensor, signed: bool) -> torch.Tensor:
+    """The nearest code magnitude to each |y| (float64), ties to the larger; 1.0 above 1."""
+    table = code_values(signed)
+    magnitudes = torch.sort(table[~table.isnan() & (table >= 0)]).values
+    y = y.abs()
+    above = torch.searchsorted(magnitudes, y).clamp(max=len(magnitudes) - 1)
+    low, high = magnitudes[(above - 1).clamp(min=0)], magnitudes[above]
+    nearest = torch.where((y - low >= high - y) | (y <= low), high, low)
+    return torch.where(y >= 1, torch.ones_like(y), nearest)
+
+
+def reference_encode(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the values the nearest codes decode to, float32; the blocks' stored scales) for a float32
+    tensor, in blocks of 256 of its row-major order: each block scaled by the reciprocal of its largest
+    magnitude M (float32 arithmetic, as the step does), the nearest code taken (ties away from zero),
+    and decoded as code value * M. The scale is -M for a block with a negative value."""
+    blocks = in_blocks(values.float())
+    top = blocks.abs().amax(dim=1, keepdim=True)
+    signed = (blocks < 0).any(dim=1, keepdim=True)
+    scaled = (blocks * torch.where(top > 0, torch.reciprocal(top), torch.zeros_like(top))).double()
+    nearest = torch.where(signed, nearest_magnitudes(scaled, True), nearest_magnitudes(scaled, False))
+    decoded = (nearest * scaled.sign()).float() * top
+    scales = torch.where(signed, -top, top).reshape(-1)
+    return decoded.reshape(-1)[: values.numel()].reshape(values.shape), scales
+
+
+def decode_by_table(codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """The float32 values of codes under the blocks' scales, read off code_values."""
+    index = in_blocks(codes.long())
+    signed = (scales < 0).reshape(-1, 1)
+    values = torch.where(signed, code_values(True)[index], code_values(False)[index])
+    assert not values.isnan().any(), "a code above 1.0 was written"
+    out = values.float() * scales.abs().reshape(-1, 1)
+    return out.reshape(-1)[: codes.numel()].reshape(codes.shape)
+
+
+def wide_range_values(numel: int, seed: int = 0) -> torch.Tensor:
+    """Values spanning 12 decades, with all-positive blocks, an all-zero block and exact zeros."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(numel, generator=gen) * 10.0 ** (-12 * torch.rand(numel, generator=gen))
+    x[BLOCK:2 * BLOCK] = x[BLOCK:2 * BLOCK].abs()  # a second moment's block: unsigned codes
+    x[2 * BLOCK:3 * BLOCK] = 0.0
+    x[torch.rand(numel, generator=gen) < 0.05] = 0.0
+    return x
+
+
+# ---- the codes --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("numel", [0, 1, 17, 255, 256, 257, 5 * BLOCK + 77])
+def test_codes_are_the_nearest_and_decode_by_the_table(numel):
+    x = wide_range_values(max(numel, 3 * BLOCK))[:numel]
+    codes, scales = fastoptim._C.encode_eight_bit(x)
+    assert codes.dtype == torch.uint8 and codes.shape == x.shape and scales.shape == (-(-numel // BLOCK),)
+    expected, expected_scales = reference_encode(x)
+    assert torch.equal(scales, expected_scales)
+    decoded = fastoptim._C.decode_eight_bit(codes, scales)
+    assert torch.equal(decoded, decode_by_table(codes, scales))
+    signed = torch.repeat_interleave(scales < 0, BLOCK)[:numel]
+    assert not (signed & (codes == 0x80)).any()  # (zero has one code: encoding decoded codes gives them back)
+    assert torch.equal(decoded, expected)
+    # each value within 1/16 of itself, or below the smallest code of its block
+    floor = torch.repeat_interleave(scales.abs(), BLOCK)[:numel] * torch.where(
+        torch.repeat_interleave(scales < 0, BLOCK)[:numel], 2.0 ** -15, 2.0 ** -31)
+    assert ((decoded - x).abs() <= x.abs() / 16 + floor).all()
+
+
+def test_encoding_decoded_codes_gives_them_back():
+    codes, scales = fastoptim._C.encode_eight_bit(wide_range_values(4 * BLOCK + 9))
+    again, again_scales = fastoptim._C.encode_eight_bit(fastoptim._C.decode_eight_bit(codes, scales))
+    assert torch.equal(again_scales, scales)
+    assert torch.equal(fastoptim._C.decode_eight_bit(again, again_scales), fastoptim._C.decode_eight_bit(codes, scales))
+
+
+# ---- the step ---------------------------------------------------------------------------------------
+
+def test_the_adam_family_lion_and_adopt_take_it():
+    assert TAKES_IT == sorted(["Adam", "AdamW", "AdEMAMix", "AdaBelief", "Adan", "NAdam", "RAdam", "Adamax", "ADOPT", "Lion"])
+    for name in TAKES_IT:
+        assert fastoptim._base.rule_named(getattr(fastoptim, name).rule).eight_bit_state
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("name", TAKES_IT)
+def test_each_step_is_the_full_precision_step_between_decoding_and_encoding(name, dtype):
+    """From the same parameters and state (ours in 8 bits, the reference's those codes decoded by the
+    table, in float32 with float32 copies of the parameters), one step of ours stores the parameters
+    the reference stores (rounded to the parameters' dtype) and the reference's new moments encoded
+    as reference_encode encodes them, bit for bit, three steps running."""
+    params = make_params(EIGHT_BIT_SHAPES, dtype)
+    ours = make_rich(name, params, state_bits=8)
+    coded = fastoptim._base.rule_named(ours.rule).eight_bit_state
+    for p, g in zip(params, noise_grads(params, 0, dtype)):
+        p.grad = g
+    ours.step()  # (creates the state)
+    for step in range(1, 4):
+        wide = [p.detach().to(torch.float32, copy=True).requires_grad_() for p in params]
+        ref = make_rich(name, wide)
+        for p, q in zip(params, wide):
+            for key, value in ours.state[p].items():
+                if key.endswith("_scale"):
+                    continue
+                if key in coded:
+                    value = decode_by_table(value, ours.state[p][f"{key}_scale"])
+                ref.state[q][key] = value.to(torch.float32, copy=True) if value.is_floating_point() else value.clone()
+        for p, q, g in zip(params, wide, noise_grads(params, step, dtype)):
+            p.grad, q.grad = g, g.float()
+        ours.step()
+        ref.step()
+        for p, q in zip(params, wide):
+            assert torch.equal(p, q.to(dtype)), (name, p.shape)
+            for key, value in ref.state[q].items():
+                mine = ours.state[p][key]
+                if key in coded:
+                    expected, expected_scales = reference_encode(value)
+                    assert torch.equal(ours.state[p][f"{key}_scale"], expected_scales), (key, p.shape)
+                    assert torch.equal(decode_by_table(mine, expected_scales), expected), (key, p.shape)
+                elif value.is_floating_point() and value.shape == p.shape:  # (Adan's previous gradient)
+                    assert torch.equal(mine, value.to(mine.dtype)), (key, p.shape)
+
+
+@pytest.mark.parametrize("name", ["AdamW", "Adan"])
+def test_every_isa_and_thread_count_gives_the_same_bits(name):
+    for dtype, rounding in [(torch.float32, False), (torch.bfloat16, True)]:
+        def make(params):
+            return make_rich(name, [{"params": params, "rounding_seed": 5}], state_bits=8, stochastic_rounding=rounding)
+        assert_every_isa_gives_the_same_bits(make, dtype=dtype)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            params = make_params([(70001,), (300, 301)], torch.float32)
+            opt = make_rich(name, params, state_bits=8)
+            for step in range(3):
+                for p, g in zip(params, noise_grads(params, step)):
+                    p.grad = g
+                opt.step()
+            results.append((params, copy.deepcopy(opt.state_dict())))
+    finally:
+        torch.set_num_threads(threads)
+    (a, state_a), (b, state_b) = results
+    assert all(torch.equal(p, q) for p, q in zip(a, b))
+    for key, entry in state_a["state"].items():
+        for name_, value in entry.items():
+            assert torch.equal(value, state_b["state"][key][name_]), name_
+
+
+@pytest.mark.parametrize("name", ["AdamW", "Adan", "Lion"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_a_resumed_run_continues_bit_for_bit(name, dtype):
+    opt, resumed = assert_resumes_bit_identically(lambda params: make_rich(name, params, state_bits=8),
+                                                  EIGHT_BIT_SHAPES, save_at=3, until=6, dtype=dtype)
+    assert all(state["exp_avg"].dtype == torch.uint8 for state in resumed.state.values() if state)
+
+
+def test_state_dicts_decode_into_a_full_precision_optimizer_and_encode_back():
+    params = make_params(EIGHT_BIT_SHAPES, torch.float32)
+    eight = fastoptim.AdamW(params, lr=1e-2, amsgrad=True, state_bits=8)
+    for step in range(3):
+        for p, g in zip(params, noise_grads(params, step)):
+            p.grad = g
+        eight.step()
+    saved = copy.deepcopy(eight.state_dict())
+    assert {"exp_avg_scale", "exp_avg_sq_scale", "max_exp_avg_sq_scale"} <= set(saved["state"][6])
+
+    full = fastoptim.AdamW(params, lr=1e-2, amsgrad=True)
+    full.load_state_dict(saved)
+    for index, p in enumerate(params):
+        state = full.state[p]
+        assert not any(key.endswith("_scale") for key in state)
+        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+            codes, scales = saved["state"][index][key], saved["state"][index][f"{key}_scale"]
+            assert state[key].dtype == torch.float32 and torch.equal(state[key], decode_by_table(codes, scales))
+
+    back = fastoptim.AdamW(params, lr=1e-2, amsgrad=True, state_bits=8)
+    back.load_state_dict(full.state_dict())
+    for index, p in enumerate(params):
+        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+            expected, expected_scales = reference_encode(full.state[p][key])
+            assert torch.equal(back.state[p][f"{key}_scale"], expected_scales)
+            assert torch.equal(decode_by_table(back.state[p][key], expected_scales), expected)
+            # (decoded codes encode to themselves: the round trip gives the checkpoint's codes back)
+            assert torch.equal(back.state[p][key], saved["state"][index][key])
+
+
+def test_a_quarter_of_the_state_memory():
+    p = torch.zeros(1 << 16, requires_grad=True)
+    p.grad = torch.randn_like(p)
+    sizes = {}
+    for bits in (None, 8):
+        opt = fastoptim.AdamW([p], state_bits=bits)
+        opt.step()
+        sizes[bits] = sum(t.numel() * t.element_size() for key, t in opt.state[p].items() if key != "step")
+    assert sizes[None] == 8 * p.numel()
+    assert sizes[8] == 2 * p.numel() + 2 * 4 * p.numel() // BLOCK  # codes, and a float32 scale per 256
+
+
+def test_bad_input_is_refused_by_name():
+    p = torch.zeros(3, requires_grad=True)
+    with pytest.raises(ValueError, match="SGD keeps no state in 8 bits"):
+        fastoptim.SGD([{"params": [p], "state_bits": 8}], momentum=0.9)
+    with pytest.raises(ValueError, match="Invalid state_bits value: 4"):
+        fastoptim.AdamW([p], state_bits=4)
+    with pytest.raises(ValueError, match="state_bits=8 and state_dtype=torch.bfloat16 cannot be combined"):
+        fastoptim.AdamW([p], state_bits=8, state_dtype=torch.bfloat16)
+    wide = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    wide.grad = torch.ones_like(wide)
+    p.grad = torch.ones_like(p)
+    opt = fastoptim.AdamW([p, wide], state_bits=8)
+    with pytest.raises(ValueError, match=r"parameter #1 \(shape \(3,\)\) of param group 0 is torch.float64"):
+        opt.step()
+    assert torch.equal(p, torch.zeros(3)) and not opt.state
+    # a checkpoint whose 8-bit moment lacks its scales
+    ok = fastoptim.AdamW([p], state_bits=8)
+    ok.step()
+    saved = copy.deepcopy(ok.state_dict())
+    del saved["state"][0]["exp_avg_scale"]
+    with pytest.raises(TypeError, match="8-bit 'exp_avg' needs 'exp_avg_scale', a float32 tensor of 1 block scales"):
+        fastoptim.AdamW([p], state_bits=8).load_state_dict(saved)
+    # the op itself names a wrong scale tensor
+    state = ok.state[p]
+    with pytest.raises(ValueError, match="block scales of params\\[0\\] must be a contiguous tensor of 1 block scales"):
+        torch.ops.fastoptim.adam_step_([p], [p.grad], [state["exp_avg"], state["exp_avg_sq"], torch.zeros(2), state["exp_avg_sq_scale"]],
+                                       [state["step"]], [], [1e-3, 0.9, 0.999, 1e-8, 0.0, 0, 0, 0])
