@@ -6,7 +6,8 @@
 // tensors Python draws), saving and reloading the optimizer through torch::save / torch::load
 // halfway into a new optimizer, and writes the parameters to out.pt (torch.load reads it). With
 // FASTOPTIM_PARITY_ROUNDING_SEED set, the parameters are bf16 and stored by stochastic rounding
-// with that seed; with FASTOPTIM_PARITY_BF16_STATE set, float32 parameters keep bf16 state.
+// with that seed; with FASTOPTIM_PARITY_BF16_STATE set, float32 parameters keep bf16 state; with
+// FASTOPTIM_PARITY_EIGHT_BIT_STATE set, the rule's moments are kept in 8 bits.
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -36,6 +37,7 @@ void run(const std::vector<double>& values, int steps, const std::string& out) {
   auto options = Options::from_values(values);
   if (rounding_seed()) options.stochastic_rounding(true).rounding_seed(std::stoll(rounding_seed()));
   if (std::getenv("FASTOPTIM_PARITY_BF16_STATE")) options.bf16_state(true);
+  if (std::getenv("FASTOPTIM_PARITY_EIGHT_BIT_STATE")) options.eight_bit_state(true);
   auto optimizer = std::make_unique<Optimizer>(params, options);
   for (int step = 0; step < steps; ++step) {
     torch::manual_seed(100 + step);

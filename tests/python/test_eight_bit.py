@@ -55,10 +55,10 @@ def reference_encode(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(the values the nearest codes decode to, float32; the blocks' stored scales) for a float32
     tensor, in blocks of 256 of its row-major order: each block scaled by the reciprocal of its largest
     magnitude M (float32 arithmetic, as the step does), the nearest code taken (ties away from zero),
-    and decoded as code value * M. The scale is -M for a block with a negative value."""
+    and decoded as code value * M. The scale is -M for a block with a value whose sign bit is set."""
     blocks = in_blocks(values.float())
     top = blocks.abs().amax(dim=1, keepdim=True)
-    signed = (blocks < 0).any(dim=1, keepdim=True)
+    signed = torch.signbit(blocks).any(dim=1, keepdim=True)
     scaled = (blocks * torch.where(top > 0, torch.reciprocal(top), torch.zeros_like(top))).double()
     nearest = torch.where(signed, nearest_magnitudes(scaled, True), nearest_magnitudes(scaled, False))
     decoded = (nearest * scaled.sign()).float() * top

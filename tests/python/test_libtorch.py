@@ -116,6 +116,18 @@ def test_libtorch_bf16_state_steps_as_the_python_class_does(parity, tmp_path, na
         assert torch.equal(a, b), (name, tuple(b.shape))
 
 
+@pytest.mark.parametrize("name", ["AdamW", "Adan"])
+def test_libtorch_eight_bit_state_steps_as_the_python_class_does(parity, tmp_path, name):
+    """Options eight_bit_state(true): the moments in 8 bits, as state_bits=8 (codes and scales go
+    through torch::save / torch::load halfway)."""
+    expected, rule, hyper = python_run(name, state_bits=8)
+    out = tmp_path / "params.pt"
+    env = {**os.environ, "FASTOPTIM_PARITY_EIGHT_BIT_STATE": "1"}
+    subprocess.run([str(parity), rule, str(STEPS), str(out), *map(repr, hyper)], check=True, env=env)
+    for a, b in zip(torch.load(out), expected):
+        assert torch.equal(a, b), (name, tuple(b.shape))
+
+
 def test_adamw_options_start_where_the_python_adamw_starts(parity):
     done = subprocess.run([str(parity), "adamw-options"], capture_output=True, text=True, check=True)
     opt = fastoptim.AdamW(make_params())

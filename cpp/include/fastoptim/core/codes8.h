@@ -4,8 +4,8 @@
 // keeps its relative precision (within 1/16) across the block's whole range, as bitsandbytes' and
 // torchao's dynamic maps do, but is encoded and decoded by integer arithmetic in registers (no
 // table lookups) and rounds to the nearest code:
-//   - a block with a negative value (a signed block; its scale is stored as -M): sign bit, 4-bit
-//     exponent e, 3-bit mantissa m: 2^(e-15) (1 + m/8) M, down to 2^-15 M;
+//   - a block with a negative value (a value whose sign bit is set: a signed block; its scale is
+//     stored as -M): sign bit, 4-bit exponent e, 3-bit mantissa m: 2^(e-15) (1 + m/8) M, down to 2^-15 M;
 //   - a block without one (second moments; its scale is stored as +M): 5-bit exponent, 3-bit
 //     mantissa: 2^(e-31) (1 + m/8) M, down to 2^-31 M (a linear 8-bit code would flush every
 //     second moment below M/255 to zero and divide by eps).
@@ -147,32 +147,57 @@ FASTOPTIM_HD inline Vec<float, W> load_codes(const code8* src, CodeLayout layout
 
 // ---- whole blocks ---------------------------------------------------------------------------
 
-// Encodes `count` (at most kCodeBlock) values as one block at out; returns the block's stored scale.
-// Signed or not, and the largest magnitude, are exact (comparisons only), so any ISA gives the
-// same bits; a NaN value makes the scale NaN (the block decodes to NaN, as the state would be).
-inline float encode_block(const float* values, std::int64_t count, code8* out) {
-  constexpr int W = kLanes<float>;
-  Vec<float, W> largest = Vec<float, W>::broadcast(0.0f), smallest = largest;
-  std::int64_t i = 0;
-  for (; i + W <= count; i += W) {
-    const Vec<float, W> x = load<W>(values + i);
-    largest = maximum(largest, abs(x));
-    smallest = select(less(x, smallest), x, smallest);
+// What a block's codes depend on, gathered W values at a time: its largest magnitude and whether a
+// value has its sign bit set (a signed block). Kept as bits: those of |x| order as |x| does, and
+// NaN's lie above every number's, so one unsigned maximum finds the largest magnitude, or NaN (a
+// NaN scale: the block decodes to NaN, as the state would be). Exact, so any ISA and any W agree.
+template <int W>
+struct BlockExtent {
+  native_t<std::uint32_t, W> largest{}, signs{};
+
+  FASTOPTIM_ALWAYS_INLINE void add(Vec<float, W> x) {
+    native_t<std::uint32_t, W> u;
+    std::memcpy(&u, &x.v, sizeof u);
+    const native_t<std::uint32_t, W> magnitude = u & 0x7FFFFFFFu;
+    largest = magnitude > largest ? magnitude : largest;
+    signs |= u;
   }
-  float top = 0.0f, bottom = 0.0f;
-  auto take = [&](float magnitude, float value) {
-    if (top == top && (magnitude > top || magnitude != magnitude)) top = magnitude;
-    bottom = value < bottom ? value : bottom;
-  };
-  for (int w = 0; w < W; ++w) take(largest.v[w], smallest.v[w]);
-  for (; i < count; ++i) take(values[i] < 0 ? -values[i] : values[i], values[i]);
-  const bool is_signed = bottom < 0.0f;
+  // (the lanes' maximum and sign bits folded into `into`'s first lane)
+  template <int V>
+  FASTOPTIM_ALWAYS_INLINE void fold_into(BlockExtent<V>& into) const {
+    for (int w = 0; w < W; ++w) {
+      into.largest[0] = largest[w] > into.largest[0] ? largest[w] : into.largest[0];
+      into.signs[0] |= signs[w];
+    }
+  }
+};
+
+// Encodes the `count` (at most kCodeBlock) values of a block whose extent is `extent` at out;
+// returns the block's stored scale.
+inline float encode_with_extent(const float* values, std::int64_t count, const BlockExtent<1>& extent, code8* out) {
+  constexpr int W = kLanes<float>;
+  float top;
+  const std::uint32_t top_bits = extent.largest[0];
+  std::memcpy(&top, &top_bits, sizeof top);
+  const bool is_signed = (extent.signs[0] >> 31) != 0;
   const float inverse = top > 0.0f ? 1.0f / top : 0.0f;
   const CodeLayout layout = code_layout(is_signed);
-  i = 0;
+  std::int64_t i = 0;
   for (; i + W <= count; i += W) store_codes<W>(out + i, load<W>(values + i) * inverse, layout);
   for (; i < count; ++i) store_codes<1>(out + i, Vec<float, 1>::broadcast(values[i] * inverse), layout);
   return block_scale(top, is_signed);
+}
+
+// Encodes `count` (at most kCodeBlock) values as one block at out; returns the block's stored scale.
+inline float encode_block(const float* values, std::int64_t count, code8* out) {
+  constexpr int W = kLanes<float>;
+  BlockExtent<W> lanes;
+  BlockExtent<1> extent;
+  std::int64_t i = 0;
+  for (; i + W <= count; i += W) lanes.add(load<W>(values + i));
+  for (; i < count; ++i) extent.add(load<1>(values + i));
+  lanes.fold_into(extent);
+  return encode_with_extent(values, count, extent, out);
 }
 
 // The `count` values of the block at codes with stored scale `scale`, written to out.

@@ -145,40 +145,50 @@ FASTOPTIM_FLATTEN inline void update_range_rounded(const TensorSlots& t, const C
 
 // StateArrays for one block of 8-bit state: the rule's 8-bit slots are decoded from their codes
 // with the block's old scale, and their new values collected in `fresh` (the block's codes need its
-// new largest magnitude first); its other slots are read and written in place, in P.
+// new largest magnitude first, gathered as they are stored); its other slots are read and written
+// in place, in P. (The front ends give every 8-bit slot in use its scales.)
 template <class Rule, class S>
 struct BlockOfCodes {
   using P = param_t<S>;
+  static constexpr int kW = kLanes<float>;
   static constexpr unsigned kCoded = rules::eight_bit_slots<Rule>::value;
   float (*fresh)[kCodeBlock];  // [slot][element - first]
   std::int64_t first;          // the block's first element
   float magnitude[Rule::kStateSlots];
   CodeLayout layout[Rule::kStateSlots];
+  // (update_lanes sees the state arrays as const; what a store gathers is the block's, not theirs)
+  mutable BlockExtent<kW> lanes[Rule::kStateSlots];
+  mutable BlockExtent<1> extent[Rule::kStateSlots];
 
-  static bool coded(const TensorSlots& t, int j) { return (kCoded >> j & 1u) && t.state_scale[j]; }
+  static constexpr bool coded(int j) { return kCoded >> j & 1u; }
 
   BlockOfCodes(const TensorSlots& t, std::int64_t block, float (*fresh_values)[kCodeBlock]) : fresh(fresh_values), first(block * kCodeBlock) {
     for (int j = 0; j < Rule::kStateSlots; ++j) {
-      const float scale = coded(t, j) ? t.state_scale[j][block] : 0.0f;
+      const float scale = coded(j) && t.state[j] ? t.state_scale[j][block] : 0.0f;
       magnitude[j] = scale < 0 ? -scale : scale;
       layout[j] = code_layout(scale < 0);
     }
   }
   template <int W>
   FASTOPTIM_ALWAYS_INLINE void load(const TensorSlots& t, int j, std::int64_t i, Vec<float, W>& out) const {
-    if (coded(t, j)) out = load_codes<W>(static_cast<const code8*>(t.state[j]) + i, layout[j]) * magnitude[j];
+    if (coded(j)) out = load_codes<W>(static_cast<const code8*>(t.state[j]) + i, layout[j]) * magnitude[j];
     else out = core::load<W>(static_cast<const P*>(t.state[j]) + i);
   }
   template <int W>
   FASTOPTIM_ALWAYS_INLINE void store(const TensorSlots& t, int j, std::int64_t i, Vec<float, W> value) const {
-    if (coded(t, j)) core::store<W>(fresh[j] + (i - first), value);
-    else core::store<W>(static_cast<P*>(t.state[j]) + i, value);
+    if (!coded(j)) return core::store<W>(static_cast<P*>(t.state[j]) + i, value);
+    core::store<W>(fresh[j] + (i - first), value);
+    if constexpr (W == kW) lanes[j].add(value);
+    else extent[j].add(value);
   }
 
   // The block's new codes and scales, from the `count` fresh values of each 8-bit slot.
   void encode(const TensorSlots& t, std::int64_t count) const {
-    for (int j = 0; j < Rule::kStateSlots; ++j)
-      if (coded(t, j)) t.state_scale[j][first / kCodeBlock] = encode_block(fresh[j], count, static_cast<code8*>(t.state[j]) + first);
+    for (int j = 0; j < Rule::kStateSlots; ++j) {
+      if (!coded(j) || !t.state[j]) continue;
+      lanes[j].fold_into(extent[j]);
+      t.state_scale[j][first / kCodeBlock] = encode_with_extent(fresh[j], count, extent[j], static_cast<code8*>(t.state[j]) + first);
+    }
   }
 };
 

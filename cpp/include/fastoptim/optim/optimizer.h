@@ -19,20 +19,25 @@
 #include <torch/optim/serialize.h>
 #include <torch/serialize/archive.h>
 
+#include <algorithm>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "fastoptim/aten/elementwise_ops.h"
+#include "fastoptim/core/codes8.h"
 #include "fastoptim/rules/registry.h"
 
 namespace fastoptim::optim {
 
-// The state of one parameter: the rule's state slots (undefined where unused), its step, and with
-// stochastic rounding its rounding key (int64 seed, position, count: the Python classes' `rounding_key`).
+// The state of one parameter: the rule's state slots (undefined where unused), its step, with
+// stochastic rounding its rounding key (int64 seed, position, count: the Python classes' `rounding_key`),
+// and with 8-bit state the block scales of its 8-bit slots (the Python classes' `<name>_scale`).
 template <class Rule>
 struct RuleParamState : torch::optim::OptimizerParamState {
   static constexpr int kAllSlots = Rule::kStateSlots + rules::scalar_slots_of<Rule>::value;
   std::vector<at::Tensor> slots = std::vector<at::Tensor>(kAllSlots);
+  std::vector<at::Tensor> scales = std::vector<at::Tensor>(Rule::kStateSlots);
   at::Tensor step, rounding_key;
 
   std::unique_ptr<torch::optim::OptimizerParamState> clone() const override {
@@ -43,6 +48,8 @@ struct RuleParamState : torch::optim::OptimizerParamState {
     if (rounding_key.defined()) archive.write("rounding_key", rounding_key);
     for (int s = 0; s < kAllSlots; ++s)
       if (slots[s].defined()) archive.write(Rule::kState[s].name, slots[s]);
+    for (int s = 0; s < Rule::kStateSlots; ++s)
+      if (scales[s].defined()) archive.write(std::string(Rule::kState[s].name) + "_scale", scales[s]);
   }
   void serialize(torch::serialize::InputArchive& archive) override {
     at::Tensor value;
@@ -52,6 +59,10 @@ struct RuleParamState : torch::optim::OptimizerParamState {
     for (int s = 0; s < kAllSlots; ++s) {
       at::Tensor slot;
       if (archive.try_read(Rule::kState[s].name, slot)) slots[s] = slot;
+    }
+    for (int s = 0; s < Rule::kStateSlots; ++s) {
+      at::Tensor scale;
+      if (archive.try_read(std::string(Rule::kState[s].name) + "_scale", scale)) scales[s] = scale;
     }
   }
 };
@@ -91,6 +102,13 @@ struct RuleOptions : torch::optim::OptimizerOptions {
     return static_cast<Derived&>(*this);
   }
   bool bf16_state() const { return bf16_state_; }
+  // eight_bit_state(true): the rule's moments kept in 8 bits with a scale per block of 256 (the
+  // Python classes' state_bits=8; the Adam family, Lion and ADOPT; float32 and bf16 parameters).
+  Derived& eight_bit_state(bool on) {
+    eight_bit_state_ = on;
+    return static_cast<Derived&>(*this);
+  }
+  bool eight_bit_state() const { return eight_bit_state_; }
   // The dtype of a new element state tensor of a parameter of dtype `param`.
   at::ScalarType state_dtype_for(at::ScalarType param) const {
     return bf16_state_ && param == at::kFloat ? at::kBFloat16 : param;
@@ -101,16 +119,18 @@ struct RuleOptions : torch::optim::OptimizerOptions {
     archive.write("stochastic_rounding", c10::IValue(stochastic_rounding_));
     archive.write("rounding_seed", c10::IValue(rounding_seed_));
     archive.write("bf16_state", c10::IValue(bf16_state_));
+    archive.write("eight_bit_state", c10::IValue(eight_bit_state_));
   }
   void load_precision(torch::serialize::InputArchive& archive) {
     c10::IValue value;
     if (archive.try_read("stochastic_rounding", value)) stochastic_rounding_ = value.toBool();
     if (archive.try_read("rounding_seed", value)) rounding_seed_ = value.toInt();
     if (archive.try_read("bf16_state", value)) bf16_state_ = value.toBool();
+    if (archive.try_read("eight_bit_state", value)) eight_bit_state_ = value.toBool();
   }
 
  private:
-  bool stochastic_rounding_ = false, bf16_state_ = false;
+  bool stochastic_rounding_ = false, bf16_state_ = false, eight_bit_state_ = false;
   std::int64_t rounding_seed_ = 0;
 };
 
@@ -231,7 +251,16 @@ class RuleOptimizer : public CheckedStepOptimizer<RuleOptimizer<Rule, Options>, 
     std::vector<int> used;
     for (int s = 0; s < ParamState::kAllSlots; ++s)
       if (s >= Rule::kStateSlots || core::uses_state<Rule>(w.hyper.data(), s)) used.push_back(s);
-    std::vector<std::vector<at::Tensor>> columns(used.size());
+    // With 8-bit state, the rule's 8-bit slots hold codes, and their scales follow the slots.
+    const bool eight_bit = options.eight_bit_state();
+    constexpr unsigned kEightBit = rules::sums_of<Rule>::value == 0 ? rules::eight_bit_slots<Rule>::value : 0u;
+    TORCH_CHECK_VALUE(!eight_bit || kEightBit != 0, Rule::kName, " keeps no state in 8 bits (eight_bit_state serves the "
+                      "moments of the Adam family, Lion and ADOPT)");
+    TORCH_CHECK_VALUE(!eight_bit || !options.bf16_state(), "eight_bit_state and bf16_state cannot be combined");
+    std::vector<int> coded;  // indices into `used`
+    for (std::size_t u = 0; u < used.size() && eight_bit; ++u)
+      if (used[u] < Rule::kStateSlots && (kEightBit >> used[u] & 1u)) coded.push_back(int(u));
+    std::vector<std::vector<at::Tensor>> columns(used.size() + coded.size());
     std::int64_t position = this->first_position(group) - 1;  // (advanced before each parameter)
     for (const at::Tensor& p : group.params()) {
       ++position;
@@ -250,14 +279,21 @@ class RuleOptimizer : public CheckedStepOptimizer<RuleOptimizer<Rule, Options>, 
         const int s = used[u];
         if (!st->slots[s].defined()) {
           const double start = rules::initial_value<Rule>(h, s, position);
-          st->slots[s] = s < Rule::kStateSlots
-                             ? at::full_like(p, start, p.options().dtype(options.state_dtype_for(p.scalar_type())),
-                                             at::MemoryFormat::Preserve)
-                             : torch::full({1}, start, p.options().dtype(p.scalar_type() == at::kDouble ? at::kDouble : at::kFloat));
+          const bool in_codes = std::find(coded.begin(), coded.end(), int(u)) != coded.end();
+          if (in_codes) {  // (8-bit slots start at zero: code 0, scale 0)
+            st->slots[s] = at::zeros_like(p, p.options().dtype(at::kByte), at::MemoryFormat::Preserve);
+            st->scales[s] = torch::zeros({(p.numel() + core::kCodeBlock - 1) / core::kCodeBlock}, p.options().dtype(at::kFloat));
+          } else {
+            st->slots[s] = s < Rule::kStateSlots
+                               ? at::full_like(p, start, p.options().dtype(options.state_dtype_for(p.scalar_type())),
+                                               at::MemoryFormat::Preserve)
+                               : torch::full({1}, start, p.options().dtype(p.scalar_type() == at::kDouble ? at::kDouble : at::kFloat));
+          }
           fresh = fresh || s < Rule::kStateSlots;
         }
         columns[u].push_back(st->slots[s]);
       }
+      for (std::size_t c = 0; c < coded.size(); ++c) columns[used.size() + c].push_back(st->scales[used[size_t(coded[c])]]);
       if (options.stochastic_rounding()) {
         if (!st->rounding_key.defined()) st->rounding_key = new_rounding_key(options.rounding_seed(), position);
         w.rounding.push_back(st->rounding_key);
