@@ -18,12 +18,14 @@ closure step (the loss, without backward; SophiaG: (loss, logits), on the classi
 its Gauss-Newton-Bartlett estimate samples labels from the logits).
 
 --precisions trains in bf16 too: "bf16" (the model's weights, activations and optimizer state in
-bfloat16, every store rounded to nearest) and "bf16-sr" (the same with the optimizer's
-stochastic_rounding=True); the metric is taken with the trained weights widened to float32.
+bfloat16, every store rounded to nearest), "bf16-sr" (the same with the optimizer's
+stochastic_rounding=True), and with the optimizer's moments in 8 bits (state_bits=8) "fp32-8bit" and
+"bf16-sr-8bit"; the metric is taken with the trained weights widened to float32.
 
     python bench/quality.py                        # every optimizer, every task (about 10 minutes on 2 cores)
     python bench/quality.py --optimizers AdamW ADOPT --tasks digits --seeds 3
     python bench/quality.py --optimizers AdamW --tasks digits charlm --precisions fp32 bf16 bf16-sr --seeds 5
+    python bench/quality.py --optimizers AdamW --tasks digits charlm --precisions fp32 fp32-8bit bf16-sr-8bit --seeds 5
 """
 
 from __future__ import annotations
@@ -42,7 +44,11 @@ from fastoptim.records import RECORDS
 
 GRID = (0.1, 0.3, 1.0, 3.0, 10.0)
 # precision -> (the weights' dtype, the optimizer's extra options)
-PRECISIONS = {"fp32": (torch.float32, {}), "bf16": (torch.bfloat16, {}), "bf16-sr": (torch.bfloat16, {"stochastic_rounding": True})}
+PRECISIONS = {
+    "fp32": (torch.float32, {}), "bf16": (torch.bfloat16, {}), "bf16-sr": (torch.bfloat16, {"stochastic_rounding": True}),
+    "fp32-8bit": (torch.float32, {"state_bits": 8}),  # float32 weights, 8-bit moments
+    "bf16-sr-8bit": (torch.bfloat16, {"stochastic_rounding": True, "state_bits": 8}),
+}
 HESSIAN = {r.name for r in RECORDS if r.family == "Sophia"}
 
 

@@ -265,9 +265,8 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
     if (slots[s] < Rule::kStateSlots && (rules::eight_bit_slots<Rule>::value >> slots[s] & 1u)) coded_slots.push_back(int(s));
   const bool eight_bit = !coded_slots.empty() && state.size() == (slots.size() + coded_slots.size()) * n && n > 0;
   TORCH_CHECK_VALUE(eight_bit || state.size() == slots.size() * n, op, ": expected ", slots.size(),
-                    " state tensors per param (", slots.size() * n, " in all)",
-                    coded_slots.empty() ? "" : ", or with 8-bit state those and a block-scale tensor per 8-bit slot",
-                    " but got ", state.size());
+                    " state tensors per param (", slots.size() * n, " in all) but got ", state.size(),
+                    coded_slots.empty() ? "" : " (with 8-bit state: those, then a block-scale tensor per 8-bit slot)");
   const auto is_coded = [&](size_t s) {
     return eight_bit && std::find(coded_slots.begin(), coded_slots.end(), int(s)) != coded_slots.end();
   };
