@@ -307,11 +307,15 @@ class FusedOptimizer(torch.optim.Optimizer):
                          f"{self._param_label(group, index, param)} is {param.dtype}")
 
     def _check_eight_bit_param(self, group: dict[str, Any], param: Tensor) -> None:
-        """8-bit state serves float32 and bfloat16 parameters; others raise a ValueError naming them."""
+        """8-bit state serves float32 and bfloat16 parameters, not DTensors (their blocks would be cut
+        by the shards) yet; others raise a ValueError naming them."""
+        index = next(i for i, q in enumerate(group["params"]) if q is param)
         if param.dtype not in (torch.float32, torch.bfloat16):
-            index = next(i for i, q in enumerate(group["params"]) if q is param)
             raise ValueError(f"{type(self).__name__}: state_bits=8 keeps the state of float32 and bfloat16 parameters; "
                              f"{self._param_label(group, index, param)} is {param.dtype}")
+        if is_dtensor(param):
+            raise ValueError(f"{type(self).__name__}: state_bits=8 does not step DTensor parameters yet; "
+                             f"{self._param_label(group, index, param)} is one (use state_bits=None for them)")
 
     def _keys_of(self, param: Tensor, used: list[str], keys: list[str]) -> tuple[list[str], list[str]]:
         """The state slots and state keys of `param`, given its group's (Rule.state_keys): the same

@@ -64,3 +64,16 @@ def test_a_gradient_of_other_placements_is_refused(one_rank_mesh):
         fastoptim.AdamW([p]).step()
     plain = make_params([(3,)], torch.float32)[0]
     assert not fastoptim.AdamW([plain])._holds_dtensors and fastoptim.AdamW([p])._holds_dtensors
+
+
+def test_eight_bit_state_refuses_dtensors_by_name(one_rank_mesh):
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    p = torch.nn.Parameter(distribute_tensor(torch.randn(8, 4), one_rank_mesh, [Shard(0)]))
+    p.grad = distribute_tensor(torch.randn(8, 4), one_rank_mesh, [Shard(0)])
+    before = p.full_tensor().clone()
+    opt = fastoptim.AdamW([p], state_bits=8)
+    with pytest.raises(ValueError, match=r"state_bits=8 does not step DTensor parameters yet; parameter #0 "
+                                         r"\(shape \(8, 4\)\) of param group 0 is one"):
+        opt.step()
+    assert torch.equal(p.full_tensor(), before) and len(opt.state) == 0

@@ -172,10 +172,11 @@ struct BlockExtent {
   }
 };
 
-// Encodes the `count` (at most kCodeBlock) values of a block whose extent is `extent` at out;
-// returns the block's stored scale.
+// Encodes the `count` (at most kCodeBlock) values of a block whose extent is `extent` at out, W
+// lanes at a time; returns the block's stored scale. (The block functions are templates so that
+// only the CPU code that calls them instantiates them: nvcc's device pass has no vector lanes.)
+template <int W = kLanes<float>>
 inline float encode_with_extent(const float* values, std::int64_t count, const BlockExtent<1>& extent, code8* out) {
-  constexpr int W = kLanes<float>;
   float top;
   const std::uint32_t top_bits = extent.largest[0];
   std::memcpy(&top, &top_bits, sizeof top);
@@ -189,15 +190,15 @@ inline float encode_with_extent(const float* values, std::int64_t count, const B
 }
 
 // Encodes `count` (at most kCodeBlock) values as one block at out; returns the block's stored scale.
+template <int W = kLanes<float>>
 inline float encode_block(const float* values, std::int64_t count, code8* out) {
-  constexpr int W = kLanes<float>;
   BlockExtent<W> lanes;
   BlockExtent<1> extent;
   std::int64_t i = 0;
   for (; i + W <= count; i += W) lanes.add(load<W>(values + i));
   for (; i < count; ++i) extent.add(load<1>(values + i));
   lanes.fold_into(extent);
-  return encode_with_extent(values, count, extent, out);
+  return encode_with_extent<W>(values, count, extent, out);
 }
 
 // The `count` values of the block at codes with stored scale `scale`, written to out.
