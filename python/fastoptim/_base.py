@@ -23,8 +23,8 @@ from . import _C
 #: group keys every class has, filled in where a group (or an older state dict's) lacks them
 _GROUP_DEFAULTS: dict[str, Any] = {"stochastic_rounding": False, "state_dtype": None, "state_bits": None}
 
-#: the state key of the block scales of 8-bit state `name`
 def scale_key(name: str) -> str:
+    """The state key of the block scales of 8-bit state `name`."""
     return f"{name}_scale"
 
 
@@ -383,10 +383,10 @@ class FusedOptimizer(torch.optim.Optimizer):
         if state_bits is not None:
             if isinstance(state_bits, bool) or state_bits != 8:
                 raise ValueError(f"{where}: Invalid state_bits value: {state_bits!r} (expected None or 8)")
-            if state_bits == 8 and not rule.eight_bit_state:
+            if not rule.eight_bit_state:
                 raise ValueError(f"{where}: {type(self).__name__} keeps no state in 8 bits (state_bits=8 serves the "
                                  "moments of the Adam family, Lion and ADOPT); use state_bits=None")
-            if state_bits == 8 and state_dtype is not None:
+            if state_dtype is not None:
                 raise ValueError(f"{where}: state_bits=8 and state_dtype={state_dtype} cannot be combined "
                                  "(8-bit state replaces the moments' dtype); give one of them")
         rounding = group.get("stochastic_rounding", False)

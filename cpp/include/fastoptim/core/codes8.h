@@ -46,6 +46,15 @@ FASTOPTIM_HD constexpr CodeLayout code_layout(bool is_signed) { return is_signed
 // The stored scale of a block whose largest magnitude is `magnitude`: negative for signed blocks.
 FASTOPTIM_HD inline float block_scale(float magnitude, bool is_signed) { return is_signed ? -magnitude : magnitude; }
 
+// What decoding a block needs from its stored scale: its layout and its largest magnitude.
+struct BlockDecoding {
+  CodeLayout layout;
+  float magnitude;
+};
+FASTOPTIM_HD inline BlockDecoding block_decoding(float scale) {
+  return {code_layout(scale < 0), scale < 0 ? -scale : scale};
+}
+
 // The nearest code to y = x / M (|y| <= 1, up to rounding) in `layout` (ties away from zero): the
 // float32 bits of |y| rounded to 3 mantissa bits, rebiased and clamped to [1, top], or 0 below half
 // the smallest nonzero code; the sign in bit 7 of a signed nonzero code. NaN and infinities give the top
@@ -203,9 +212,8 @@ inline float encode_block(const float* values, std::int64_t count, code8* out) {
 
 // The `count` values of the block at codes with stored scale `scale`, written to out.
 inline void decode_block(const code8* codes, float scale, std::int64_t count, float* out) {
-  const CodeLayout layout = code_layout(scale < 0);
-  const float magnitude = scale < 0 ? -scale : scale;
-  for (std::int64_t i = 0; i < count; ++i) out[i] = load_codes<1>(codes + i, layout).v[0] * magnitude;
+  const BlockDecoding block = block_decoding(scale);
+  for (std::int64_t i = 0; i < count; ++i) out[i] = load_codes<1>(codes + i, block.layout).v[0] * block.magnitude;
 }
 
 }  // namespace fastoptim::core

@@ -154,8 +154,7 @@ struct BlockOfCodes {
   static constexpr unsigned kCoded = rules::eight_bit_slots<Rule>::value;
   float (*fresh)[kCodeBlock];  // [slot][element - first]
   std::int64_t first;          // the block's first element
-  float magnitude[Rule::kStateSlots];
-  CodeLayout layout[Rule::kStateSlots];
+  BlockDecoding old[Rule::kStateSlots];  // from the block's scales before this step
   // (update_lanes sees the state arrays as const; what a store gathers is the block's, not theirs)
   mutable BlockExtent<kW> lanes[Rule::kStateSlots];
   mutable BlockExtent<1> extent[Rule::kStateSlots];
@@ -163,15 +162,11 @@ struct BlockOfCodes {
   static constexpr bool coded(int j) { return kCoded >> j & 1u; }
 
   BlockOfCodes(const TensorSlots& t, std::int64_t block, float (*fresh_values)[kCodeBlock]) : fresh(fresh_values), first(block * kCodeBlock) {
-    for (int j = 0; j < Rule::kStateSlots; ++j) {
-      const float scale = coded(j) && t.state[j] ? t.state_scale[j][block] : 0.0f;
-      magnitude[j] = scale < 0 ? -scale : scale;
-      layout[j] = code_layout(scale < 0);
-    }
+    for (int j = 0; j < Rule::kStateSlots; ++j) old[j] = block_decoding(coded(j) && t.state[j] ? t.state_scale[j][block] : 0.0f);
   }
   template <int W>
   FASTOPTIM_ALWAYS_INLINE void load(const TensorSlots& t, int j, std::int64_t i, Vec<float, W>& out) const {
-    if (coded(j)) out = load_codes<W>(static_cast<const code8*>(t.state[j]) + i, layout[j]) * magnitude[j];
+    if (coded(j)) out = load_codes<W>(static_cast<const code8*>(t.state[j]) + i, old[j].layout) * old[j].magnitude;
     else out = core::load<W>(static_cast<const P*>(t.state[j]) + i);
   }
   template <int W>
