@@ -81,43 +81,6 @@ FASTOPTIM_HD inline float decode_code8(std::uint8_t code, CodeLayout layout) {
 
 // ---- W codes at a time: the same arithmetic lane-wise ------------------------------------------
 
-// W bytes at src, zero-extended to 32-bit lanes (one vpmovzxbd where there is one).
-template <int W>
-FASTOPTIM_HD inline native_t<std::uint32_t, W> load_bytes_widened(const std::uint8_t* src) {
-#if defined(__AVX512F__) && !FASTOPTIM_DEVICE_CODE
-  if constexpr (W == 16) return (native_t<std::uint32_t, W>)_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)src));
-#endif
-#if defined(__AVX2__) && !FASTOPTIM_DEVICE_CODE
-  if constexpr (W == 8) return (native_t<std::uint32_t, W>)_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)src));
-#endif
-  native_t<std::uint8_t, W> b;
-  std::memcpy(&b, src, sizeof b);
-  return __builtin_convertvector(b, native_t<std::uint32_t, W>);
-}
-
-// The low byte of each lane of u (each lane below 256) stored at dst.
-template <int W>
-FASTOPTIM_HD inline void store_bytes_narrowed(std::uint8_t* dst, native_t<std::uint32_t, W> u) {
-#if defined(__AVX512F__) && !FASTOPTIM_DEVICE_CODE
-  if constexpr (W == 16) {
-    _mm_storeu_si128((__m128i*)dst, _mm512_cvtepi32_epi8((__m512i)u));
-    return;
-  }
-#endif
-#if defined(__AVX2__) && !FASTOPTIM_DEVICE_CODE
-  if constexpr (W == 8) {  // (each 128-bit half's four low bytes to its bottom, then the halves side by side)
-    const __m256i low_bytes = _mm256_shuffle_epi8(
-        (__m256i)u, _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1,
-                                     -1, -1, -1, -1, -1, -1, -1, -1, -1, -1));
-    const __m128i both = _mm_unpacklo_epi32(_mm256_castsi256_si128(low_bytes), _mm256_extracti128_si256(low_bytes, 1));
-    _mm_storel_epi64((__m128i*)dst, both);
-    return;
-  }
-#endif
-  const auto b = __builtin_convertvector(u, native_t<std::uint8_t, W>);
-  std::memcpy(dst, &b, sizeof b);
-}
-
 // encode_code8 of W values y, stored at dst.
 template <int W>
 FASTOPTIM_HD inline void store_codes(code8* dst, Vec<float, W> y, CodeLayout layout) {
@@ -133,7 +96,7 @@ FASTOPTIM_HD inline void store_codes(code8* dst, Vec<float, W> y, CodeLayout lay
     c = c < 1 ? i32v{} + 1 : c;
     c = c > layout.top ? i32v{} + layout.top : c;
     const u32v code = (u32v)c | ((u >> 24) & layout.sign_mask);
-    store_bytes_narrowed<W>(&dst->bits, magnitude < layout.least_half ? u32v{} : code);
+    store_narrowed<W>(&dst->bits, magnitude < layout.least_half ? u32v{} : code);
   }
 }
 
@@ -145,7 +108,7 @@ FASTOPTIM_HD inline Vec<float, W> load_codes(const code8* src, CodeLayout layout
     y.v[0] = decode_code8(src->bits, layout);
   } else {
     using u32v = native_t<std::uint32_t, W>;
-    const u32v code = load_bytes_widened<W>(&src->bits);
+    const u32v code = load_widened<W>(&src->bits);
     const u32v magnitude = code & ~layout.sign_mask;
     const u32v u = ((magnitude + std::uint32_t(layout.bias)) << 20) | ((code & layout.sign_mask) << 24);
     const u32v bits = magnitude == 0u ? u32v{} : u;

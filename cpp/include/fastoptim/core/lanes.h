@@ -227,7 +227,7 @@ FASTOPTIM_HD inline Vec<T, W> lerp(Vec<T, W> self, Vec<T, W> end, T weight) {
   return mul_add(end - self, weight - T(1), end);
 }
 
-// ---- 16-bit lanes: widened on load, narrowed on store ----------------------------------------
+// ---- 16-bit and 8-bit lanes: widened on load, narrowed on store ----------------------------------------
 
 template <class T, int W>
 using native_t = typename Vec<T, W>::native;
@@ -265,6 +265,43 @@ FASTOPTIM_HD inline void store_narrowed(std::uint16_t* dst, native_t<std::uint32
 #endif
   const auto h = __builtin_convertvector(u, native_t<std::uint16_t, W>);
   std::memcpy(dst, &h, sizeof h);
+}
+
+// W bytes at src, zero-extended to 32-bit lanes (one vpmovzxbd where there is one).
+template <int W>
+FASTOPTIM_HD inline native_t<std::uint32_t, W> load_widened(const std::uint8_t* src) {
+#if defined(__AVX512F__) && !FASTOPTIM_DEVICE_CODE
+  if constexpr (W == 16) return (native_t<std::uint32_t, W>)_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)src));
+#endif
+#if defined(__AVX2__) && !FASTOPTIM_DEVICE_CODE
+  if constexpr (W == 8) return (native_t<std::uint32_t, W>)_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)src));
+#endif
+  native_t<std::uint8_t, W> b;
+  std::memcpy(&b, src, sizeof b);
+  return __builtin_convertvector(b, native_t<std::uint32_t, W>);
+}
+
+// The low byte of each lane of u (each lane below 256) stored at dst.
+template <int W>
+FASTOPTIM_HD inline void store_narrowed(std::uint8_t* dst, native_t<std::uint32_t, W> u) {
+#if defined(__AVX512F__) && !FASTOPTIM_DEVICE_CODE
+  if constexpr (W == 16) {
+    _mm_storeu_si128((__m128i*)dst, _mm512_cvtepi32_epi8((__m512i)u));
+    return;
+  }
+#endif
+#if defined(__AVX2__) && !FASTOPTIM_DEVICE_CODE
+  if constexpr (W == 8) {  // (each 128-bit half's four low bytes to its bottom, then the halves side by side)
+    const __m256i low_bytes = _mm256_shuffle_epi8(
+        (__m256i)u, _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1,
+                                     -1, -1, -1, -1, -1, -1, -1, -1, -1, -1));
+    const __m128i both = _mm_unpacklo_epi32(_mm256_castsi256_si128(low_bytes), _mm256_extracti128_si256(low_bytes, 1));
+    _mm_storel_epi64((__m128i*)dst, both);
+    return;
+  }
+#endif
+  const auto b = __builtin_convertvector(u, native_t<std::uint8_t, W>);
+  std::memcpy(dst, &b, sizeof b);
 }
 
 // ---- loads and stores: storage type S <-> compute lanes of T ---------------------------------
