@@ -41,6 +41,8 @@ py::dict describe() {
   d["counts_steps"] = Rule::kCountsSteps;
   d["reads_grad"] = rules::reads_grad<Rule>::value;
   d["row_major"] = aten::needs_row_major<Rule>();
+  // per-tensor sums a sharded tensor's step adds up across its shards (0: none, or the step does not split)
+  d["shard_sums"] = rules::splits_at_sums<Rule>() ? rules::sums_of<Rule>::value : 0;
   d["scales_grad"] = rules::scales_grad<Rule>::value;
   // the state slots state_bits=8 keeps in 8 bits (rules::eight_bit_slots; none for two-pass rules)
   py::list eight_bit;
@@ -202,18 +204,23 @@ PYBIND11_MODULE(_C, m) {
       [](const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads,                         \
          const std::vector<at::Tensor>& state, const std::vector<at::Tensor>& steps, const std::vector<bool>& fresh, \
          const std::vector<double>& hyper, const std::optional<at::Tensor>& lr,                               \
-         const std::optional<at::Tensor>& grad_scale, const std::vector<at::Tensor>& rounding, bool check_only) { \
+         const std::optional<at::Tensor>& grad_scale, const std::vector<at::Tensor>& rounding, bool check_only, \
+         const std::optional<at::Tensor>& shard_sums, std::int64_t sums_pass,                                \
+         const std::vector<std::int64_t>& whole_numels) {                                                     \
         std::unique_ptr<bool[]> flags(new bool[fresh.size()]);                                               \
         std::copy(fresh.begin(), fresh.end(), flags.get());                                                  \
         translating_errors([&] {                                                                             \
           aten::elementwise_step<rules::Type>(params, grads, state, steps,                                   \
                                               c10::ArrayRef<bool>(flags.get(), fresh.size()), hyper, lr,     \
-                                              grad_scale, check_only, rounding);                             \
+                                              grad_scale, check_only, rounding, shard_sums, sums_pass,       \
+                                              whole_numels);                                                 \
         });                                                                                                  \
       },                                                                                                     \
       py::arg("params"), py::arg("grads"), py::arg("state"), py::arg("steps"), py::arg("fresh"),              \
       py::arg("hyper"), py::arg("lr") = py::none(), py::arg("grad_scale") = py::none(),                     \
-      py::arg("rounding") = std::vector<at::Tensor>(), py::arg("check_only") = false);
+      py::arg("rounding") = std::vector<at::Tensor>(), py::arg("check_only") = false,                         \
+      py::arg("shard_sums") = py::none(), py::arg("sums_pass") = 0,                                           \
+      py::arg("whole_numels") = std::vector<std::int64_t>());
   FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_DIRECT)
 #undef FASTOPTIM_DIRECT
 

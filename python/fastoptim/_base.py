@@ -105,6 +105,20 @@ def local_of(t: Tensor) -> Tensor:
     return t.to_local() if is_dtensor(t) else t
 
 
+def add_up_across_shards(values: Tensor, shards: dict[tuple[Any, tuple[int, ...]], list[int]]) -> None:
+    """Adds up, in place, each listed row of `values` across the ranks of its mesh dimensions:
+    `shards` maps (mesh, mesh dimensions) to row positions (as _sharded_positions gives them); one
+    all-reduce per mesh dimension for all the rows it lists."""
+    import torch.distributed as dist
+
+    for (mesh, dims), positions in shards.items():
+        index = torch.tensor(positions)
+        rows = values.index_select(0, index)
+        for dim in dims:
+            dist.all_reduce(rows, group=mesh.get_group(dim))
+        values.index_copy_(0, index, rows)
+
+
 def in_layout_of(tensor: Tensor, like: Tensor) -> Tensor:
     """`tensor`'s values in the memory layout of `like` (itself when it already has it): what an
     element-wise step that walks `like` in memory order must read beside it."""
@@ -145,6 +159,9 @@ class Rule:
         # stepped as a contiguous copy, written back after the step. The others step any dense
         # layout in place, in memory order, with state in the parameter's layout.
         self.row_major = bool(meta["row_major"])
+        # Sums over each tensor whose step splits around them (pass 1, then finish and pass 2): for
+        # a sharded DTensor the front end adds up its shards' sums in between (0: no such sums).
+        self.shard_sums = int(meta["shard_sums"])
         # the slots state_bits=8 keeps as 8-bit codes and block scales (the rule's moments)
         self.eight_bit_state = list(meta["eight_bit_state"])
         # The same C++ step two ways: the custom op (traceable by torch.compile) and a direct
@@ -422,9 +439,11 @@ class FusedOptimizer(torch.optim.Optimizer):
         self._holds_dtensors = self._holds_dtensors or any(is_dtensor(p) for p in self.param_groups[-1]["params"])
 
     def _steps_whole_tensors(self, group: dict[str, Any]) -> bool:
-        """Whether `group`'s step needs each tensor whole: its rule sums over a tensor or keys noise
-        by element position (row_major). Such a group steps DTensors only when they are replicated."""
-        return self._rule_of(group).row_major
+        """Whether `group`'s step needs each tensor whole: its rule sums over rows of a tensor or keys
+        noise by element position (row_major, and no sums to add up across shards). Such a group
+        steps DTensors only when they are replicated."""
+        rule = self._rule_of(group)
+        return rule.row_major and not rule.shard_sums
 
     def _local_shards(self, group: dict[str, Any], index: int, param: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
         """The local shards of a DTensor parameter and its gradient, which the step updates in place
@@ -443,10 +462,10 @@ class FusedOptimizer(torch.optim.Optimizer):
                             f"({grad.placements}); reduce it (redistribute) before the step")
         if self._steps_whole_tensors(group) and not all(placement.is_replicate() for placement in param.placements):
             raise ValueError(
-                f"{type(self).__name__} reduces over each whole tensor (or keys noise by element position), so it "
-                f"steps a DTensor parameter only when it is replicated; {label} has placements {param.placements} "
-                "(sums across shards are not supported yet: use an element-wise optimizer such as AdamW for "
-                "sharded parameters)"
+                f"{type(self).__name__} reduces over rows of each whole tensor (or keys noise by element position), so "
+                f"it steps a DTensor parameter only when it is replicated; {label} has placements {param.placements} "
+                "(sums across shards are added up for per-tensor sums only, as LAMB's and LARS's: use such an "
+                "optimizer, or an element-wise one such as AdamW, for sharded parameters)"
             )
         return param.to_local(), grad.to_local()
 
@@ -742,15 +761,56 @@ class FusedOptimizer(torch.optim.Optimizer):
                 work.append((group, gathered, hyper, lr_tensor(group)))
         return work
 
-    @staticmethod
-    def _global_grad_norm(gathered) -> Tensor | None:
+    def _global_grad_norm(self, gathered) -> Tensor | None:
         """The L2 norm of every gradient of this step, all groups together, when a group clips it
         (its ``max_grad_norm``); else None. Tensor ops only (in float64): no value leaves the
-        device. It reads the gradients once more, as the official Adan and pytorch_optimizer do."""
+        device. It reads the gradients once more, as the official Adan and pytorch_optimizer do.
+        A sharded gradient's norm is that of the whole tensor (its shards' squares added up)."""
         if not any(group.get("max_grad_norm") for group, _ in gathered):
             return None
         grads = [g for _, (args, _) in gathered for g in args[1]]
-        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float64)))
+        norms = torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float64))
+        if self._holds_dtensors:
+            shards: dict[tuple[Any, tuple[int, ...]], list[int]] = {}
+            offset = 0
+            for group, (args, _) in gathered:
+                for key, positions in self._sharded_positions(group).items():
+                    shards.setdefault(key, []).extend(offset + position for position in positions)
+                offset += len(args[1])
+            if shards:
+                squares = norms.square()
+                add_up_across_shards(squares, shards)
+                norms = squares.sqrt()
+        return torch.linalg.vector_norm(norms)
+
+    def _sharded_positions(self, group: dict[str, Any]) -> dict[tuple[Any, tuple[int, ...]], list[int]]:
+        """The sharded DTensor parameters of `group` that have a gradient, by their positions in the
+        step's lists, under (mesh, the mesh dimensions that shard them): what their per-tensor sums
+        are added up over."""
+        shards: dict[tuple[Any, tuple[int, ...]], list[int]] = {}
+        if self._holds_dtensors:
+            for position, (_, p, _) in enumerate(self._with_grads(group)):
+                dims = tuple(i for i, placement in enumerate(p.placements) if placement.is_shard()) if is_dtensor(p) else ()
+                if dims:
+                    shards.setdefault((p.device_mesh, dims), []).append(position)
+        return shards
+
+    def _run_step(self, entry, group: dict[str, Any], args) -> None:
+        """entry(*args): the C++ step of `group`. When its rule sums over each tensor and some
+        parameters are sharded, the step runs in two halves: pass 1 gives each parameter's sums over
+        its local shard, which are added up over the mesh dimensions that shard it (one all-reduce
+        per dimension for all of them), then finish and pass 2 run on the whole tensors' sums, so
+        the sharded step is the unsharded one (up to the order of the additions)."""
+        rule = self._rule_of(group)
+        shards = self._sharded_positions(group) if rule.shard_sums else {}
+        if not shards:
+            entry(*args)
+            return
+        sums = torch.zeros(len(args[0]), rule.shard_sums, dtype=torch.float64)
+        whole_numels = [p.numel() for _, p, _ in self._with_grads(group)]  # (a DTensor's: the whole tensor's)
+        entry(*args, shard_sums=sums, sums_pass=1, whole_numels=whole_numels)
+        add_up_across_shards(sums, shards)
+        entry(*args, shard_sums=sums, sums_pass=2, whole_numels=whole_numels)
 
     @staticmethod
     def _grad_scale(group: dict[str, Any], grad_norm: Tensor | None) -> Tensor | None:
@@ -808,7 +868,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             if before_update is not None:
                 before_update(work)
             for group, args, created in work:
-                self._rule_of(group).op(*args)
+                self._run_step(self._rule_of(group).op, group, args)
                 self._commit(created)
             return
         # The first group is checked inside its own step, unless something runs before it.
@@ -817,7 +877,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         if before_update is not None:
             before_update(work)
         for group, args, created in work:
-            self._step_listed(group, *args)
+            self._run_step(functools.partial(self._step_listed, group), group, args)
             self._commit(created)
 
     def _step_listed(self, group: dict[str, Any], *args, **kwargs) -> None:

@@ -82,6 +82,11 @@ class Adafactor(FusedOptimizer):
         super().__setstate__(state)
         self._factored, self._vectors_listed = [], {}
 
+    def _steps_whole_tensors(self, group: dict[str, Any]) -> bool:
+        """A matrix's factors take its whole rows and columns: sharded DTensors are refused (its
+        vectors' rule could add up their shards' sums, but one refusal serves the class)."""
+        return True
+
     def _field_value(self, group: dict[str, Any], name: str) -> Any:
         if name in ("eps1", "eps2"):
             value = group["eps"][int(name[-1]) - 1]

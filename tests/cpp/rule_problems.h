@@ -82,10 +82,11 @@ struct Problem {
 };
 
 // With stochastic_rounding, bf16 parameters are stored by stochastic rounding keyed by (seed 99,
-// tensor index, step).
+// tensor index, step). split_at_sums (rules with per-tensor sums) runs each step as the two halves
+// of a split step (fastoptim_isa::SumsExchange), handing the first half's sums to the second as they are.
 template <class Rule>
 inline void run_steps(fastoptim_isa::ElementwiseKernel kernel, Problem& pr, const std::vector<double>& values, int steps,
-                      bool stochastic_rounding = false) {
+                      bool stochastic_rounding = false, bool split_at_sums = false) {
   const auto h = Rule::Hyper::from(values.data());
   for (int step = 1; step <= steps; ++step) {
     pr.regrad(1000u + unsigned(step));
@@ -112,7 +113,15 @@ inline void run_steps(fastoptim_isa::ElementwiseKernel kernel, Problem& pr, cons
       cd.push_back(Rule::template prepare<double>(h, info));
     }
     const void* coeffs = pr.dtype == Dtype::f64 ? static_cast<const void*>(cd.data()) : static_cast<const void*>(cf.data());
-    kernel(slots.data(), std::int64_t(slots.size()), coeffs, pr.dtype);
+    if (!split_at_sums) {
+      kernel(slots.data(), std::int64_t(slots.size()), coeffs, pr.dtype, nullptr);
+      continue;
+    }
+    std::vector<double> sums(slots.size() * std::size_t(rules::sums_of<Rule>::value), -1.0);
+    for (auto pass : {fastoptim_isa::SumsPass::first, fastoptim_isa::SumsPass::second}) {
+      const fastoptim_isa::SumsExchange exchange{pass, sums.data()};
+      kernel(slots.data(), std::int64_t(slots.size()), coeffs, pr.dtype, &exchange);
+    }
   }
 }
 

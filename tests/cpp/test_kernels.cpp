@@ -91,6 +91,35 @@ static void test_simd_matches_scalar() {
   }
 }
 
+// A step split at its sums (the halves a front end runs around adding up a sharded tensor's sums),
+// with the sums handed on as they are, is the whole step bit for bit: every rule with per-tensor
+// sums, on the active table, in each storage dtype, at the sizes of test_simd_matches_scalar.
+template <class Rule>
+static void test_split_step_is_the_whole_step() {
+  if constexpr (rules::sums_of<Rule>::value > 0 && !rules::sums_per_row<Rule>::value) {
+    constexpr auto entry = kernels::KernelEntry<Rule>::member;
+    const auto kernel = fastoptim_isa::active().*entry;
+    const std::vector<std::int64_t> sizes = {0, 1, 7, 17, 33, 40009, 33 * 65};
+    std::vector<std::int64_t> rows(sizes.size(), 1);
+    rows.back() = 33;
+    const auto configs = configurations<Rule>();
+    for (Dtype d : {Dtype::f32, Dtype::f64, Dtype::bf16, Dtype::f16}) {
+      int mismatches = 0;
+      for (std::size_t c = 0; c < configs.size(); c += 2) {
+        const Problem start(d, sizes, Rule::kStateSlots, 11u + unsigned(c), rules::scalar_slots_of<Rule>::value, rows);
+        Problem whole = start, split = start;
+        run_steps<Rule>(kernel, whole, configs[c], 3);
+        run_steps<Rule>(kernel, split, configs[c], 3, false, true);
+        for (std::size_t t = 0; t < sizes.size(); ++t) {
+          mismatches += split.params[t] != whole.params[t];
+          mismatches += split.state[t] != whole.state[t];
+        }
+      }
+      expect(mismatches == 0, std::string(Rule::kName) + " " + dtype_label(d) + ": the step split at its sums is the whole step");
+    }
+  }
+}
+
 // Every element of every tensor is visited exactly once, whatever the thread count.
 static void test_parallel_coverage() {
   const std::vector<std::vector<std::int64_t>> cases = {
@@ -243,7 +272,9 @@ int main() {
   for (int i = 0; i < fastoptim_isa::table_count(); ++i)
     std::printf(" %s%s", fastoptim_isa::table(i).isa, fastoptim_isa::cpu_supports(fastoptim_isa::table(i).isa) ? "" : "(unsupported here)");
   std::printf("; active: %s\n", fastoptim_isa::active().isa);
-#define FASTOPTIM_TEST_RULE(Type, name) test_simd_matches_scalar<rules::Type>();
+#define FASTOPTIM_TEST_RULE(Type, name) \
+  test_simd_matches_scalar<rules::Type>(); \
+  test_split_step_is_the_whole_step<rules::Type>();
   FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_TEST_RULE)
 #undef FASTOPTIM_TEST_RULE
   test_parallel_coverage();

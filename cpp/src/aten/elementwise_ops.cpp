@@ -226,6 +226,7 @@ struct DtypeBatch {
   std::vector<TensorSlots> tensors;
   std::vector<typename Rule::template Coeffs<float>> coeffs_float;
   std::vector<typename Rule::template Coeffs<double>> coeffs_double;
+  std::vector<size_t> param_index;  // (of each tensor, in params: where its row of shard_sums is)
 };
 
 }  // namespace
@@ -233,10 +234,31 @@ struct DtypeBatch {
 template <class Rule>
 void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorList state, at::TensorList steps,
                       c10::ArrayRef<bool> fresh, c10::ArrayRef<double> hyper, const std::optional<at::Tensor>& lr,
-                      const std::optional<at::Tensor>& grad_scale, bool check_only, at::TensorList rounding) {
+                      const std::optional<at::Tensor>& grad_scale, bool check_only, at::TensorList rounding,
+                      const std::optional<at::Tensor>& shard_sums, std::int64_t sums_pass,
+                      c10::ArrayRef<std::int64_t> whole_numels) {
   const std::string op_name = std::string("fastoptim::") + Rule::kName + "_step_";
   const char* op = op_name.c_str();
   const auto h = checked_hyper<Rule>(op, hyper, lr);
+  constexpr int kSums = rules::sums_of<Rule>::value;
+  TORCH_CHECK_VALUE(sums_pass >= 0 && sums_pass <= 2, op, ": sums_pass must be 0 (the whole step), 1 or 2, got ", sums_pass);
+  TORCH_CHECK_VALUE(sums_pass == 0 || rules::splits_at_sums<Rule>(), op, ": ", Rule::kName,
+                    " has no per-tensor sums to add up across shards, so its step does not split (sums_pass must be 0)");
+  TORCH_CHECK_VALUE(sums_pass == 0 || shard_sums.has_value(), op, ": sums_pass ", sums_pass, " needs shard_sums");
+  if (sums_pass != 0) {
+    const at::Tensor& sums = *shard_sums;
+    TORCH_CHECK_TYPE(sums.scalar_type() == at::kDouble, op, ": shard_sums must be float64, got ", sums.scalar_type());
+    TORCH_CHECK_VALUE(sums.device().is_cpu() && sums.is_contiguous() && sums.dim() == 2 &&
+                          sums.size(0) == std::int64_t(params.size()) && sums.size(1) == kSums,
+                      op, ": shard_sums must be a contiguous CPU tensor of shape (", params.size(), ", ", kSums,
+                      "), got ", sums.sizes(), " on ", sums.device());
+  }
+  TORCH_CHECK_VALUE(whole_numels.empty() || (sums_pass != 0 && whole_numels.size() == params.size()), op,
+                    ": whole_numels must be empty or, with sums_pass 1 or 2, have one count per param (", params.size(),
+                    "), got ", whole_numels.size());
+  for (size_t i = 0; i < whole_numels.size(); ++i)
+    TORCH_CHECK_VALUE(whole_numels[i] >= params[i].numel(), op, ": whole_numels[", i, "] is ", whole_numels[i],
+                      ", fewer than the ", params[i].numel(), " elements of params[", i, "]");
   if (grad_scale.has_value()) {
     TORCH_CHECK_VALUE(rules::scales_grad<Rule>::value, op, ": this rule takes no grad_scale, but one was given");
     check_scalar_tensor(*grad_scale, std::string(op) + ": grad_scale");
@@ -310,16 +332,20 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& p = params[i];
     const std::int64_t rows = p.dim() > 1 ? p.size(0) : 1;
-    rules::StepInfo info{0.0, fresh.size() == n && fresh[i], p.numel(), p.dim() > 1, rows, scale, int(p.dim())};
+    const std::int64_t numel = whole_numels.empty() ? p.numel() : whole_numels[i];
+    rules::StepInfo info{0.0, fresh.size() == n && fresh[i], numel, p.dim() > 1, rows, scale, int(p.dim())};
     info.dtype_eps = machine_epsilon(p.scalar_type());
     static_assert(rules::scalar_slots_of<Rule>::value <= 2, "StepInfo::scalar_state holds two values");
     for (size_t s = 0; s < slots.size(); ++s)
       if (slots[s] >= Rule::kStateSlots) info.scalar_state[slots[s] - Rule::kStateSlots] = read_scalar(state[s * n + i]);
-    if (Rule::kCountsSteps) info.step = advance_step(steps[i]);
+    // (the second half of a split step prepares from the step count and state the first left)
+    if (Rule::kCountsSteps) info.step = sums_pass == 2 ? read_scalar(steps[i]) : advance_step(steps[i]);
     if (rules::advance_scalars<Rule>(h, info))
       for (size_t s = 0; s < slots.size(); ++s)
         if (slots[s] >= Rule::kStateSlots) write_scalar(state[s * n + i], info.scalar_next[slots[s] - Rule::kStateSlots]);
-    const auto rounding_step = rounding.empty() ? 0 : advance_rounding_count(rounding[i]);
+    const auto rounding_step = rounding.empty()  ? 0
+                               : sums_pass == 2 ? std::uint32_t(rounding[i].const_data_ptr<std::int64_t>()[2])
+                                                : advance_rounding_count(rounding[i]);
     if (p.numel() == 0) continue;
     const bool bf16_state = bf16_states[i].value_or(false);
     auto& batch = batches[eight_bit ? (p.scalar_type() == at::kFloat ? 5 : 6)
@@ -336,6 +362,7 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
     t.rows = rows;
     if (!rounding.empty()) set_rounding(t, rounding[i], rounding_step);
     batch.tensors.push_back(t);
+    batch.param_index.push_back(i);
     if (p.scalar_type() == at::kDouble) batch.coeffs_double.push_back(Rule::template prepare<double>(h, info));
     else batch.coeffs_float.push_back(Rule::template prepare<float>(h, info));
   }
@@ -347,7 +374,20 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
     const Dtype dtype = d == 4 || d == 5 ? Dtype::f32 : d == 6 ? Dtype::bf16 : Dtype(d);
     const void* coeffs = dtype == Dtype::f64 ? static_cast<const void*>(b.coeffs_double.data())
                                              : static_cast<const void*>(b.coeffs_float.data());
-    kernel(b.tensors.data(), std::int64_t(b.tensors.size()), coeffs, dtype);
+    if (sums_pass == 0) {
+      kernel(b.tensors.data(), std::int64_t(b.tensors.size()), coeffs, dtype, nullptr);
+      continue;
+    }
+    // A split step: the batch's rows of shard_sums, in the batch's order, through the kernel.
+    auto* all_sums = shard_sums->data_ptr<double>();
+    std::vector<double> batch_sums(b.tensors.size() * size_t(kSums));
+    for (size_t k = 0; k < b.tensors.size(); ++k)
+      std::copy_n(all_sums + b.param_index[k] * kSums, kSums, batch_sums.begin() + std::ptrdiff_t(k * kSums));
+    const fastoptim_isa::SumsExchange exchange{sums_pass == 1 ? fastoptim_isa::SumsPass::first : fastoptim_isa::SumsPass::second,
+                                               batch_sums.data()};
+    kernel(b.tensors.data(), std::int64_t(b.tensors.size()), coeffs, dtype, &exchange);
+    for (size_t k = 0; k < b.tensors.size() && sums_pass == 1; ++k)
+      std::copy_n(batch_sums.begin() + std::ptrdiff_t(k * kSums), kSums, all_sums + b.param_index[k] * kSums);
   }
 }
 
@@ -392,7 +432,8 @@ at::Tensor decode_eight_bit(const at::Tensor& codes, const at::Tensor& scales) {
   template void elementwise_step<rules::Type>(at::TensorList, at::TensorList, at::TensorList, at::TensorList,     \
                                               c10::ArrayRef<bool>, c10::ArrayRef<double>,                        \
                                               const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, \
-                                              bool, at::TensorList);
+                                              bool, at::TensorList, const std::optional<at::Tensor>&, std::int64_t, \
+                                              c10::ArrayRef<std::int64_t>);
 FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_INSTANTIATE)
 #undef FASTOPTIM_INSTANTIATE
 
@@ -474,19 +515,21 @@ template <class Rule>
 void elementwise_step_op(at::TensorList params, at::TensorList grads, at::TensorList state, at::TensorList steps,
                          const c10::List<bool>& fresh, c10::ArrayRef<double> hyper,
                          const std::optional<at::Tensor>& lr, const std::optional<at::Tensor>& grad_scale,
-                         std::optional<at::TensorList> rounding) {
+                         std::optional<at::TensorList> rounding, const std::optional<at::Tensor>& shard_sums,
+                         std::int64_t sums_pass, c10::IntArrayRef whole_numels) {
   const std::vector<bool> flags(fresh.begin(), fresh.end());
   std::unique_ptr<bool[]> plain(new bool[flags.size()]);
   std::copy(flags.begin(), flags.end(), plain.get());
   elementwise_step<Rule>(params, grads, state, steps, c10::ArrayRef<bool>(plain.get(), flags.size()), hyper, lr,
-                         grad_scale, false, rounding.value_or(at::TensorList()));
+                         grad_scale, false, rounding.value_or(at::TensorList()), shard_sums, sums_pass, whole_numels);
 }
 
 // Shape inference for torch.compile: the ops mutate their inputs in place and return nothing. The
 // dispatcher also lands here when any one tensor is on the meta device, so every tensor must be.
 void elementwise_step_meta(at::TensorList params, at::TensorList grads, at::TensorList state, at::TensorList steps,
                            const c10::List<bool>&, c10::ArrayRef<double>, const std::optional<at::Tensor>& lr,
-                           const std::optional<at::Tensor>& grad_scale, std::optional<at::TensorList> rounding) {
+                           const std::optional<at::Tensor>& grad_scale, std::optional<at::TensorList> rounding,
+                           const std::optional<at::Tensor>& shard_sums, std::int64_t, c10::IntArrayRef) {
   auto check = [](at::TensorList list, const char* name) {
     for (size_t i = 0; i < list.size(); ++i)
       TORCH_CHECK_VALUE(list[i].is_meta(), "fastoptim: ", name, "[", i, "] is on ", list[i].device(),
@@ -499,6 +542,7 @@ void elementwise_step_meta(at::TensorList params, at::TensorList grads, at::Tens
   (void)lr;  // lr and grad_scale are CPU scalars, as a tensor lr is in torch.optim
   (void)grad_scale;
   (void)rounding;  // rounding keys live on the CPU too
+  (void)shard_sums;  // and a split step's sums
 }
 
 void factored_step_op(at::TensorList params, at::TensorList grads, at::TensorList row_factors,
@@ -513,14 +557,16 @@ void factored_step_meta(at::TensorList params, at::TensorList grads, at::TensorL
                         const std::optional<at::Tensor>& lr, std::optional<at::TensorList>, bool) {
   std::vector<at::Tensor> factors(row_factors.begin(), row_factors.end());
   factors.insert(factors.end(), column_factors.begin(), column_factors.end());
-  elementwise_step_meta(params, grads, factors, steps, c10::List<bool>(), hyper, lr, std::nullopt, std::nullopt);
+  elementwise_step_meta(params, grads, factors, steps, c10::List<bool>(), hyper, lr, std::nullopt, std::nullopt,
+                        std::nullopt, 0, {});
 }
 
 }  // namespace
 
 #define FASTOPTIM_OP_SCHEMA(name)                                                                      \
   #name "_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] state, Tensor(c!)[] steps, bool[] fresh, " \
-        "float[] hyper, Tensor? lr=None, Tensor? grad_scale=None, Tensor(d!)[]? rounding=None) -> ()"
+        "float[] hyper, Tensor? lr=None, Tensor? grad_scale=None, Tensor(d!)[]? rounding=None, "                  \
+        "Tensor(e!)? shard_sums=None, int sums_pass=0, int[] whole_numels=[]) -> ()"
 
 #define FASTOPTIM_FACTORED_SCHEMA                                                                          \
   "adafactor_factored_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] row_factors, "               \

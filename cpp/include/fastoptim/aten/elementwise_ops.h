@@ -3,6 +3,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <optional>
 #include <utility>
 
@@ -18,12 +19,18 @@ namespace fastoptim::aten {
 // (seed, stream, count) whose count the step advances; a bf16 parameter is then stored by stochastic
 // rounding keyed by (seed, stream, count, element), a float32/float64 one as always (it has nothing
 // to round), and a float16 one is refused. check_only lets a multi-group step validate every group
-// before it changes any.
+// before it changes any. sums_pass 1 and 2 split the step of a rule with per-tensor sums
+// (rules::splits_at_sums) at its sums, for sharded tensors: 1 advances the counts, runs pass 1 and
+// writes each param's sums into its row of `shard_sums` (float64, params x kSums), 2 takes them
+// (added up across the shards by the caller) and runs finish and pass 2 from the same arguments;
+// `whole_numels` then gives each param's whole tensor's element count (a shard's step sees the
+// tensor's size: TAdam's d), or is empty (each param is whole).
 template <class Rule>
 void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorList state, at::TensorList steps,
                       c10::ArrayRef<bool> fresh, c10::ArrayRef<double> hyper, const std::optional<at::Tensor>& lr,
                       const std::optional<at::Tensor>& grad_scale, bool check_only = false,
-                      at::TensorList rounding = {});
+                      at::TensorList rounding = {}, const std::optional<at::Tensor>& shard_sums = std::nullopt,
+                      std::int64_t sums_pass = 0, c10::ArrayRef<std::int64_t> whole_numels = {});
 
 // Adafactor's step of its matrices (ndim >= 2, contiguous): torch.optim.Adafactor's row and column
 // factors of the second moment beside each, `steps` one counter per param; `hyper` and `lr` as

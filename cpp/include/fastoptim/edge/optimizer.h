@@ -249,7 +249,7 @@ class Optimizer {
       slots[i].grad = rules::reads_grad<Rule>::value ? grads[i] : nullptr;
     }
     (fastoptim_isa::active().*kernels::KernelEntry<Rule>::member)(slots.data(), std::int64_t(slots.size()), coeffs_.data(),
-                                                                 fastoptim_isa::Dtype::f32);
+                                                                 fastoptim_isa::Dtype::f32, nullptr);
   }
 
   // A rule with per-tensor sums sizes its per-thread work buffers on its first call: make that

@@ -6,6 +6,7 @@
 #pragma once
 #include <algorithm>
 #include <array>
+#include <cassert>
 #include <cstdint>
 #include <type_traits>
 #include <utility>
@@ -347,13 +348,19 @@ struct TwoPassBuffers {
   }
 };
 
+// `exchange` (null: the whole step) splits the step at the sums (fastoptim_isa::SumsExchange).
 template <class Rule, class S>
-void run_two_pass(const TensorSlots* tensors, std::int64_t count, const void* coeffs_ptr) {
+void run_two_pass(const TensorSlots* tensors, std::int64_t count, const void* coeffs_ptr,
+                  const fastoptim_isa::SumsExchange* exchange) {
   using T = compute_t<S>;
   using Coeffs = typename Rule::template Coeffs<T>;
   constexpr int W = kLanes<T>;
   constexpr int N = rules::sums_of<Rule>::value;
   constexpr bool kPerRow = rules::sums_per_row<Rule>::value;
+  using fastoptim_isa::SumsPass;
+  const bool first_half = exchange && exchange->pass == SumsPass::first;
+  const bool second_half = exchange && exchange->pass == SumsPass::second;
+  assert(!(kPerRow && exchange) && "per-row sums do not split (the ops refuse it)");
   const Coeffs* given = static_cast<const Coeffs*>(coeffs_ptr);
   // References to this thread's buffers, so the OpenMP threads below share them.
   TwoPassBuffers<Rule, S>& buffers = TwoPassBuffers<Rule, S>::of_this_thread();
@@ -412,9 +419,11 @@ void run_two_pass(const TensorSlots* tensors, std::int64_t count, const void* co
   blocked.clear();
   for (std::int64_t t = 0; t < count; ++t) {
     if (rules::needs_sums<Rule>(given[t])) {
-      (tensors[t].numel <= kReduceBlock ? local : blocked).push_back(t);
+      // (a split step takes every tensor by the blocked path, which stops between its sums and its update)
+      (tensors[t].numel <= kReduceBlock && !exchange ? local : blocked).push_back(t);
       continue;
     }
+    if (second_half) continue;  // (stepped in full by the first half)
     const auto [first, last] = units_of(t);
     for (std::int64_t u = first; u < last; ++u) {
       sums[std::size_t(u)] = {};
@@ -459,46 +468,58 @@ void run_two_pass(const TensorSlots* tensors, std::int64_t count, const void* co
     for (std::int64_t u = units_of(t).first; u < units_of(t).second; ++u) blocked_units.push_back(u);
   const auto blocked_count = std::int64_t(blocked_units.size());
   const auto unit_of = [&](std::int64_t k) { return blocked_units[std::size_t(k)]; };
-  // Written straight into sums[unit]: per_tensor_sums' k-th result is the k-th blocked unit's.
-  struct Scatter {
-    decltype(sums)& all;
-    decltype(blocked_units)& index;
-    std::array<T, N>& operator[](std::int64_t k) const { return all[std::size_t(index[std::size_t(k)])]; }
-  };
-  per_tensor_sums<T, W, N>(
-      blocked_count, [&](std::int64_t k) { return units[unit_of(k)].numel; },
-      [&](std::int64_t k) {
-        const std::int64_t u = unit_of(k);
-        return FirstPassTerm<Rule, S, T>{&units[u], &coeffs[std::size_t(u)]};
-      },
-      Scatter{sums, blocked_units});
+  if (second_half) {  // (units are tensors: per-row rules do not split)
+    for (std::int64_t t : blocked)
+      for (int j = 0; j < N; ++j) sums[std::size_t(t)][std::size_t(j)] = T(exchange->sums[t * N + j]);
+  } else {
+    // Written straight into sums[unit]: per_tensor_sums' k-th result is the k-th blocked unit's.
+    struct Scatter {
+      decltype(sums)& all;
+      decltype(blocked_units)& index;
+      std::array<T, N>& operator[](std::int64_t k) const { return all[std::size_t(index[std::size_t(k)])]; }
+    };
+    per_tensor_sums<T, W, N>(
+        blocked_count, [&](std::int64_t k) { return units[unit_of(k)].numel; },
+        [&](std::int64_t k) {
+          const std::int64_t u = unit_of(k);
+          return FirstPassTerm<Rule, S, T>{&units[u], &coeffs[std::size_t(u)]};
+        },
+        Scatter{sums, blocked_units});
+  }
+  if (first_half) {
+    for (std::int64_t t : blocked)
+      for (int j = 0; j < N; ++j) exchange->sums[t * N + j] = double(sums[std::size_t(t)][std::size_t(j)]);
+    return;
+  }
   for (std::int64_t t : blocked) finish(t);
   update_all<Rule, S, !Rule::kStateInFirstPass>(units, blocked_count, coeffs.data(), unit_of,
                                                 [](const Coeffs& k) { return rules::second_pass_reads_grad<Rule>(k); });
 }
 
 template <class Rule, class S>
-void run_rule(const TensorSlots* tensors, std::int64_t count, const void* coeffs) {
-  if constexpr (rules::sums_of<Rule>::value > 0) run_two_pass<Rule, S>(tensors, count, coeffs);
-  else run_elementwise<Rule, S>(tensors, count, coeffs);
+void run_rule(const TensorSlots* tensors, std::int64_t count, const void* coeffs,
+              const fastoptim_isa::SumsExchange* exchange) {
+  if constexpr (rules::sums_of<Rule>::value > 0) run_two_pass<Rule, S>(tensors, count, coeffs, exchange);
+  else run_elementwise<Rule, S>(tensors, count, coeffs);  // (the front ends split only two-pass steps)
 }
 
 template <class Rule>
-void elementwise_kernel(const TensorSlots* tensors, std::int64_t count, const void* coeffs, fastoptim_isa::Dtype dtype) {
+void elementwise_kernel(const TensorSlots* tensors, std::int64_t count, const void* coeffs, fastoptim_isa::Dtype dtype,
+                        const fastoptim_isa::SumsExchange* exchange) {
   // (8-bit state only where the rule keeps some; the front ends refuse it elsewhere)
   constexpr bool kEightBit = rules::eight_bit_slots<Rule>::value != 0 && rules::sums_of<Rule>::value == 0;
   switch (dtype) {
     case fastoptim_isa::Dtype::f32:
-      if (count > 0 && tensors[0].bf16_state) return run_rule<Rule, StateIn<float, bf16>>(tensors, count, coeffs);
+      if (count > 0 && tensors[0].bf16_state) return run_rule<Rule, StateIn<float, bf16>>(tensors, count, coeffs, exchange);
       if constexpr (kEightBit)
-        if (count > 0 && tensors[0].eight_bit_state) return run_rule<Rule, StateIn<float, code8>>(tensors, count, coeffs);
-      return run_rule<Rule, float>(tensors, count, coeffs);
-    case fastoptim_isa::Dtype::f64: return run_rule<Rule, double>(tensors, count, coeffs);
+        if (count > 0 && tensors[0].eight_bit_state) return run_rule<Rule, StateIn<float, code8>>(tensors, count, coeffs, exchange);
+      return run_rule<Rule, float>(tensors, count, coeffs, exchange);
+    case fastoptim_isa::Dtype::f64: return run_rule<Rule, double>(tensors, count, coeffs, exchange);
     case fastoptim_isa::Dtype::bf16:
       if constexpr (kEightBit)
-        if (count > 0 && tensors[0].eight_bit_state) return run_rule<Rule, StateIn<bf16, code8>>(tensors, count, coeffs);
-      return run_rule<Rule, bf16>(tensors, count, coeffs);
-    case fastoptim_isa::Dtype::f16: return run_rule<Rule, f16>(tensors, count, coeffs);
+        if (count > 0 && tensors[0].eight_bit_state) return run_rule<Rule, StateIn<bf16, code8>>(tensors, count, coeffs, exchange);
+      return run_rule<Rule, bf16>(tensors, count, coeffs, exchange);
+    case fastoptim_isa::Dtype::f16: return run_rule<Rule, f16>(tensors, count, coeffs, exchange);
   }
 }
 

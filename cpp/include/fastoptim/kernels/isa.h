@@ -40,9 +40,22 @@ struct TensorSlots {
   float* state_scale[kMaxStateSlots] = {};
 };
 
+// A step of a rule with per-tensor sums (not per row) split at its sums, so that the caller can
+// add up the sums of a tensor's shards between the halves (a sharded tensor's sums are the sums of
+// its shards): `first` runs pass 1 and writes each tensor's sums into `sums` (kSums values per
+// tensor of the call, in its order) and steps in full the tensors whose step needs no sums;
+// `second` takes `sums` (added up) and runs finish and pass 2 of the others.
+enum class SumsPass : std::uint8_t { first, second };
+struct SumsExchange {
+  SumsPass pass;
+  double* sums;
+};
+
 // Runs one element-wise rule over `count` tensors of storage dtype `dtype`. `coeffs` points at
 // `count` Rule::Coeffs<T> (T = double for f64 storage, float otherwise), one per tensor.
-using ElementwiseKernel = void (*)(const TensorSlots* tensors, std::int64_t count, const void* coeffs, Dtype dtype);
+// `exchange`: null for a whole step, else the half of a split step (a two-pass rule's only).
+using ElementwiseKernel = void (*)(const TensorSlots* tensors, std::int64_t count, const void* coeffs, Dtype dtype,
+                                   const SumsExchange* exchange);
 
 // One factored tensor of a call (Adafactor's matrices): the parameter and gradient seen as
 // `batches` slices of rows x columns (the last two dims, row-major), and per slice a factor per row

@@ -169,6 +169,16 @@ FASTOPTIM_HD inline bool advance_scalars(const typename Rule::Hyper& h, StepInfo
   }
 }
 
+// Whether a step of the rule can be split at its sums (fastoptim_isa::SumsExchange), so that a front
+// end adds up the sums of a sharded tensor's shards between the halves: sums per tensor (a shard
+// holds parts of rows, so not per row), no noise keyed by element position, and no per-tensor
+// scalars advanced before prepare (the second half prepares again from the state as the first left it).
+template <class Rule>
+constexpr bool splits_at_sums() {
+  return sums_of<Rule>::value > 0 && !sums_per_row<Rule>::value && !uses_index<Rule>::value &&
+         !has_next_scalars<Rule>::value;
+}
+
 // The state slots an element-wise rule may keep in 8 bits (state_bits=8), as a bit mask over its
 // slots: its moments (kEightBitSlots), each starting at zero. Not copies of the parameter or of the
 // gradient (Schedule-Free's z, Adan's previous gradient), whose 8-bit error would not average out;
