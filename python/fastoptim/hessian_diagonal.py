@@ -82,6 +82,15 @@ class HessianDiagonalOptimizer(FusedOptimizer):
     def _refresh_due(group: dict[str, Any]) -> bool:
         return group["hessian_clock"] % group["hessian_update_interval"] == 0
 
+    @property
+    def hessian_refresh_due(self) -> bool:
+        """Whether the next ``step()`` refreshes the Hessian estimate (of some param group). For
+        loops that call ``backward`` themselves (HF Trainer, Lightning, accelerate): call
+        ``loss.backward(create_graph=opt.hessian_refresh_due)`` (with gradient accumulation, on
+        every micro-batch of the step), so only refresh steps pay for the graph; SophiaG then
+        wants ``update_hessian()`` (its estimate comes from sampled labels, not from the graph)."""
+        return any(self._refresh_due(group) for group in self.param_groups)
+
     @staticmethod
     def _trainable(group: dict[str, Any]) -> list[Tensor]:
         return [p for p in group["params"] if p.requires_grad]
@@ -142,7 +151,7 @@ class HessianDiagonalOptimizer(FusedOptimizer):
                 f"{type(self).__name__} refreshes its Hessian estimate on this step (step {group['hessian_clock'] + 1}; "
                 f"every {group['hessian_update_interval']} from the first) and no gradient has a graph: pass "
                 "step(closure) with a closure that returns the loss without calling backward, call "
-                "loss.backward(create_graph=True) before refresh steps, or pass step(hessian=[...])"
+                "loss.backward(create_graph=opt.hessian_refresh_due) before each step, or pass step(hessian=[...])"
             )
         return self._hutchinson(refreshing, grads_of)
 
@@ -606,8 +615,16 @@ class SophiaOptim(EMA):
         """The EMA weights, in the order of the param groups' parameters."""
         return self.averaged_parameters()
 
-    def win_rate(self) -> Tensor:
+    def _sophia(self) -> SophiaH:
         optimizer = self.base_optimizer
         while not isinstance(optimizer, SophiaH):
             optimizer = optimizer.base_optimizer
-        return optimizer.win_rate()
+        return optimizer
+
+    def win_rate(self) -> Tensor:
+        return self._sophia().win_rate()
+
+    @property
+    def hessian_refresh_due(self) -> bool:
+        """Whether the next ``step()`` refreshes the Hessian estimate (see SophiaH's)."""
+        return self._sophia().hessian_refresh_due

@@ -19,6 +19,7 @@ from reference import (
     TOLERANCE,
     GivenHessian,
     assert_all_close_rel,
+    assert_close_rel,
     assert_every_isa_gives_the_same_bits,
     assert_low_precision_steps_round_once,
     assert_resumes_bit_identically,
@@ -225,7 +226,7 @@ def test_a_refresh_without_a_graph_is_an_error_that_says_what_to_do():
     opt = fastoptim.SophiaH(model.parameters())
     torch.nn.functional.cross_entropy(model(x), y).backward()
     before = [p.detach().clone() for p in model.parameters()]
-    with pytest.raises(RuntimeError, match=r"create_graph=True"):
+    with pytest.raises(RuntimeError, match=r"loss.backward\(create_graph=opt.hessian_refresh_due\) before each step"):
         opt.step()
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
     assert not opt.state
@@ -256,6 +257,70 @@ def test_a_closure_that_fills_grad_itself_and_returns_a_detached_loss_is_used_as
     before = [p.detach().clone() for p in model.parameters()]
     loss = opt.step(closure)
     assert loss.item() > 0 and any(not torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+
+# ---- training loops that call backward themselves (HF Trainer, Lightning, accelerate) ------------
+HUTCHINSON_OPTIMIZERS = {
+    "SophiaH": lambda params: fastoptim.SophiaH(params, lr=0.01, hessian_update_interval=3, seed=7),
+    "AdaHessian": lambda params: fastoptim.AdaHessian(params, lr=0.01, update_period=3, seed=7),
+    "SophiaOptim": lambda params: fastoptim.SophiaOptim(params, lr=0.01, hessian_update_interval=3, seed=7, lookahead_k=2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HUTCHINSON_OPTIMIZERS))
+def test_loops_that_call_backward_themselves_refresh_through_hessian_refresh_due(name):
+    """The call patterns of the frameworks, without them: a Trainer / accelerate loop
+    (``backward(create_graph=opt.hessian_refresh_due)``, then ``step()``) and Lightning's automatic
+    optimization (a closure that runs that backward and returns a detached loss) step as the closure
+    that returns the loss does, bit for bit; hessian_refresh_due is true on steps 1, 4, 7."""
+    runs = []
+    for loop in ("closure", "trainer", "lightning"):
+        model, x, y = tiny_problem()
+        opt = HUTCHINSON_OPTIMIZERS[name](model.parameters())
+        due = []
+        for _ in range(8):
+            opt.zero_grad()
+            due.append(opt.hessian_refresh_due)
+            loss_of = lambda: torch.nn.functional.cross_entropy(model(x), y)  # noqa: E731
+            if loop == "closure":
+                opt.step(loss_of)
+            elif loop == "trainer":
+                loss_of().backward(create_graph=opt.hessian_refresh_due)
+                opt.step()
+            else:
+                def closure():
+                    loss = loss_of()
+                    loss.backward(create_graph=opt.hessian_refresh_due)
+                    return loss.detach()
+                opt.step(closure)
+            assert all(not p.grad.requires_grad for p in model.parameters())  # no graph left in .grad
+        assert due == [step % 3 == 0 for step in range(8)], due
+        runs.append([p.detach().clone() for p in model.parameters()])
+    for other in runs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(runs[0], other)), name
+
+
+def test_gradient_accumulation_refreshes_from_the_accumulated_graph():
+    """accelerate's gradient accumulation: two micro-batches, each ``backward(create_graph=
+    opt.hessian_refresh_due)`` of half its loss, then one step: the step of the whole batch's loss
+    (the same Hessian-vector products, summed in another order: within 1e-6)."""
+    runs = []
+    for loop in ("whole batch", "two micro-batches"):
+        model, x, y = tiny_problem()
+        opt = fastoptim.SophiaH(model.parameters(), lr=0.01, hessian_update_interval=2, seed=5)
+        halves = [(x[:16], y[:16]), (x[16:], y[16:])]
+        for _ in range(5):
+            opt.zero_grad()
+            if loop == "whole batch":
+                opt.step(lambda: sum(torch.nn.functional.cross_entropy(model(a), b) for a, b in halves) / 2)
+            else:
+                for a, b in halves:
+                    (torch.nn.functional.cross_entropy(model(a), b) / 2).backward(create_graph=opt.hessian_refresh_due)
+                opt.step()
+        runs.append([p.detach().clone() for p in model.parameters()])
+        assert opt.state[next(iter(model.parameters()))]["hessian"].abs().sum() > 0
+    for a, b in zip(*runs):
+        assert_close_rel(a, b, 1e-6)
 
 
 # ---- resume, ISAs, memory, validation ------------------------------------------------------------
