@@ -11,7 +11,8 @@ Each wrapper is a real torch.optim.Optimizer:
 - wrappers nest (``Lookahead(EMA(AdamW(...)))``); two of the same kind cannot (a ValueError says so).
 
 The averaging itself is fastoptim's C++ rule ``average`` (a lerp, as torch's AveragedModel does it),
-run over all tensors of a group in one call.
+run over all tensors of a group in one call. DTensor parameters (FSDP2, tensor parallelism) average
+by their local shards, their buffers being DTensors of the same placements.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 from torch import Tensor
 
 from . import _C
-from ._base import check_positive_int
+from ._base import check_positive_int, is_dtensor, local_of
 
 
 class OptimizerWrapper(torch.optim.Optimizer):
@@ -155,6 +156,10 @@ class OptimizerWrapper(torch.optim.Optimizer):
                     got = f"shape {tuple(value.shape)}, {value.dtype}" if isinstance(value, Tensor) else repr(value)
                     raise ValueError(f"{where}: parameter #{i} (shape {tuple(p.shape)}) needs its {key!r}, a floating "
                                      f"tensor of its shape, got {got}")
+                if is_dtensor(p) and (not is_dtensor(value) or value.placements != p.placements):
+                    got = f"placements {value.placements}" if is_dtensor(value) else type(value).__name__
+                    raise TypeError(f"{where}: parameter #{i} (shape {tuple(p.shape)}) is a DTensor, so its {key!r} must "
+                                    f"be one of its placements {p.placements}, got {got}")
 
     # ---- averaged weights ---------------------------------------------------------------------
     def _params(self) -> list[Tensor]:
@@ -168,7 +173,14 @@ class OptimizerWrapper(torch.optim.Optimizer):
         the running mean buffer <- buffer + (param - buffer) / count; then param <- buffer if copy_back."""
         if params:
             hyper = [float(weight), float(count), float(copy_back)]
-            _C.average_step_(params, [], self._buffers(params), [], [], hyper, None)
+            _C.average_step_(*self._local(params, self._buffers(params)), [], [], hyper, None)
+
+    @staticmethod
+    def _local(params: list[Tensor], buffers: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """(params, no gradients, buffers) as the element-wise C++ steps take them: DTensor
+        parameters and their buffers (of the same placements: _check_buffers) by their local shards,
+        as an element-wise step of each shard is the step of the whole."""
+        return [local_of(p) for p in params], [], [local_of(b) for b in buffers]
 
     def averaged_parameters(self) -> list[Tensor]:
         """The averaged (or slow) weights, in the order of the param groups' parameters. Parameters
@@ -361,12 +373,13 @@ class Scout(Lookahead):
         k = group["sync_period"]
         window_start = group["lookahead_step"] % k == 0
         tracked = [self.state[p][key] for key in self._tracked for p in params]
-        _C.scout_track_step_(params, [], tracked, [], [], [float(window_start)], None)
+        _C.scout_track_step_(*self._local(params, tracked), [], [], [float(window_start)], None)
         group["lookahead_step"] += 1
         if group["lookahead_step"] % k == 0:
             rate = self._sync_rate(group, params)
-            _C.average_step_(params, [], self._buffers(params), [], [], [0.0, 0.0, 1.0], rate)
-            torch._foreach_copy_([self.state[p]["scout_previous"] for p in params], params)
+            _C.average_step_(*self._local(params, self._buffers(params)), [], [], [0.0, 0.0, 1.0], rate)
+            local_params, _, previous = self._local(params, [self.state[p]["scout_previous"] for p in params])
+            torch._foreach_copy_(previous, local_params)
 
     def _sync_rate(self, group: dict[str, Any], params: list[Tensor]) -> Tensor:
         """max(1 - coherence, sync_rate) as a 0-d CPU tensor."""
@@ -386,6 +399,8 @@ class Scout(Lookahead):
             moving = deviation > 0
             count = moving.sum()
             ratio_sum = torch.where(moving, std / torch.where(moving, deviation, 1), 0).sum()
+            if is_dtensor(count):  # (a DTensor's sums: of every shard)
+                count, ratio_sum = count.full_tensor(), ratio_sum.full_tensor()
             coherence_sum += torch.where(count > 0, ratio_sum / count.clamp_min(1), 0).double()
             moving_tensors += (count > 0).double()
         coherence = coherence_sum / moving_tensors.clamp_min(1)

@@ -29,6 +29,7 @@ def test_two_ranks_step_their_shards_as_one_process_steps_the_whole_and_fsdp2_tr
     assert all(f"{name} S(1)" in runs for name in ("LAMB", "LARS", "RaLars", "TAdam")), runs
     assert "LAMB max_grad_norm S(0)" in runs and "Adan max_grad_norm S(0)" in runs and "AdamP R" in runs
     assert "FSDP2 transformer AdamW = torch.optim.AdamW" in runs and "DCP resume LAMB" in runs
+    assert all(f"{name}(AdamW) S(1)" in runs for name in ("Lookahead", "Scout", "EMA", "SWA")), runs
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +134,19 @@ def test_a_split_step_is_the_whole_step_and_its_arguments_are_checked():
     with pytest.raises(ValueError, match=r"sums_pass must be 0 \(the whole step\), 1 or 2, got 3"):
         lamb._rule_of(lamb.param_groups[0]).op(*args, shard_sums=torch.zeros(1, 2, dtype=torch.float64), sums_pass=3)
     assert torch.equal(p, before) and all(t.count_nonzero() == 0 for t in args[2])
+
+
+def test_a_wrapper_buffer_of_other_placements_is_refused_when_loaded(one_rank_mesh):
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    p = torch.nn.Parameter(distribute_tensor(torch.randn(8, 4), one_rank_mesh, [Shard(0)]))
+    p.grad = distribute_tensor(torch.randn(8, 4), one_rank_mesh, [Shard(0)])
+    opt = fastoptim.Lookahead(fastoptim.AdamW([p]), sync_period=1)
+    opt.step()
+    saved = opt.state_dict()
+    saved["state"][0]["slow_param"] = saved["state"][0]["slow_param"].full_tensor()  # a plain tensor
+    before = opt.state[p]["slow_param"]
+    with pytest.raises(TypeError, match=r"parameter #0 \(shape \(8, 4\)\) is a DTensor, so its 'slow_param' must be one "
+                                        r"of its placements \(Shard\(dim=0\),\), got Tensor"):
+        opt.load_state_dict(saved)
+    assert opt.state[p]["slow_param"] is before
