@@ -331,175 +331,203 @@ TensorSlots row_of(const TensorSlots& t, std::int64_t r, int element_slots) {
   return row;
 }
 
-// What run_two_pass keeps between calls: per-thread buffers that keep their capacity, so a
-// steady-state step allocates nothing (a per-row rule has one entry per row of every tensor).
+// A two-pass rule's step over the tensors of a call, in named steps: lay out the units the sums
+// run over (the tensors, or the rows of each for per-row rules), sort the tensors (no sums needed,
+// one reduction block, more), step those without sums in one pass, the one-block ones each whole
+// while in cache, then sum the others' blocks in parallel, finish each, and update them in one
+// parallel pass. A step split at the sums (fastoptim_isa::SumsExchange) stops after the sums (the
+// first half, which gives them) or starts from them (the second half, which takes them added up).
+// One instance per thread keeps its buffers' capacity between calls, so a steady-state step
+// allocates nothing (a per-row rule has one entry per row of every tensor).
 template <class Rule, class S>
-struct TwoPassBuffers {
-  using Coeffs = typename Rule::template Coeffs<compute_t<S>>;
-  std::vector<TensorSlots> row_units;
-  std::vector<std::int64_t> first_unit;
-  std::vector<Coeffs> coeffs;
-  std::vector<std::array<compute_t<S>, rules::sums_of<Rule>::value>> sums;
-  std::vector<std::int64_t> one_pass_units, local, blocked, blocked_units;
-
-  static TwoPassBuffers& of_this_thread() {
-    static thread_local TwoPassBuffers buffers;
-    return buffers;
-  }
-};
-
-// `exchange` (null: the whole step) splits the step at the sums (fastoptim_isa::SumsExchange).
-template <class Rule, class S>
-void run_two_pass(const TensorSlots* tensors, std::int64_t count, const void* coeffs_ptr,
-                  const fastoptim_isa::SumsExchange* exchange) {
+class TwoPassStep {
   using T = compute_t<S>;
   using Coeffs = typename Rule::template Coeffs<T>;
-  constexpr int W = kLanes<T>;
-  constexpr int N = rules::sums_of<Rule>::value;
-  constexpr bool kPerRow = rules::sums_per_row<Rule>::value;
-  using fastoptim_isa::SumsPass;
-  const bool first_half = exchange && exchange->pass == SumsPass::first;
-  const bool second_half = exchange && exchange->pass == SumsPass::second;
-  assert(!(kPerRow && exchange) && "per-row sums do not split (the ops refuse it)");
-  const Coeffs* given = static_cast<const Coeffs*>(coeffs_ptr);
-  // References to this thread's buffers, so the OpenMP threads below share them.
-  TwoPassBuffers<Rule, S>& buffers = TwoPassBuffers<Rule, S>::of_this_thread();
-  auto& coeffs = buffers.coeffs;
-  auto& first_unit = buffers.first_unit;  // per-row rules: tensor t's rows are units [first_unit[t], first_unit[t+1])
-  auto& sums = buffers.sums;
+  static constexpr int W = kLanes<T>;
+  static constexpr int N = rules::sums_of<Rule>::value;
+  static constexpr bool kPerRow = rules::sums_per_row<Rule>::value;
+  using Sums = std::array<T, N>;
 
+ public:
+  static TwoPassStep& of_this_thread() {
+    static thread_local TwoPassStep step;
+    return step;
+  }
+
+  // `exchange` (null: the whole step) splits the step at the sums.
+  void run(const TensorSlots* tensors, std::int64_t count, const Coeffs* given,
+           const fastoptim_isa::SumsExchange* exchange) {
+    using fastoptim_isa::SumsPass;
+    assert(!(kPerRow && exchange) && "per-row sums do not split (the ops refuse it)");
+    const bool first_half = exchange && exchange->pass == SumsPass::first;
+    const bool second_half = exchange && exchange->pass == SumsPass::second;
+    tensors_ = tensors;
+    lay_out_units(count, given);
+    sort_tensors(count, given, exchange != nullptr, second_half);
+    step_tensors_without_sums();
+    step_local_tensors();
+    if (blocked_.empty()) return;
+    list_blocked_units();
+    if (second_half) take_sums(exchange->sums);
+    else sum_blocked_units();
+    if (first_half) return give_sums(exchange->sums);
+    for (std::int64_t t : blocked_) finish(t);
+    update_all<Rule, S, !Rule::kStateInFirstPass>(units_, std::int64_t(blocked_units_.size()), coeffs_.data(),
+                                                  [this](std::int64_t k) { return blocked_units_[std::size_t(k)]; },
+                                                  [](const Coeffs& k) { return rules::second_pass_reads_grad<Rule>(k); });
+  }
+
+ private:
   // The units the sums run over: the tensors, or for per-row rules the rows of each tensor, each
   // with its own copy of the tensor's coefficients (finish adds the per-unit scalars).
-  const TensorSlots* units = tensors;
-  std::int64_t unit_count = count;
-  if constexpr (kPerRow) {
-    auto& row_units = buffers.row_units;
-    row_units.clear();
-    coeffs.clear();
-    first_unit.assign(std::size_t(count) + 1, 0);
-    for (std::int64_t t = 0; t < count; ++t) {
-      for (std::int64_t r = 0; r < tensors[t].rows; ++r) {
-        row_units.push_back(row_of<S>(tensors[t], r, Rule::kStateSlots));
-        coeffs.push_back(given[t]);
+  void lay_out_units(std::int64_t count, const Coeffs* given) {
+    units_ = tensors_;
+    std::int64_t unit_count = count;
+    if constexpr (kPerRow) {
+      row_units_.clear();
+      coeffs_.clear();
+      first_unit_.assign(std::size_t(count) + 1, 0);
+      for (std::int64_t t = 0; t < count; ++t) {
+        for (std::int64_t r = 0; r < tensors_[t].rows; ++r) {
+          row_units_.push_back(row_of<S>(tensors_[t], r, Rule::kStateSlots));
+          coeffs_.push_back(given[t]);
+        }
+        first_unit_[std::size_t(t) + 1] = std::int64_t(row_units_.size());
       }
-      first_unit[std::size_t(t) + 1] = std::int64_t(row_units.size());
+      units_ = row_units_.data();
+      unit_count = std::int64_t(row_units_.size());
+    } else {
+      coeffs_.assign(given, given + count);
     }
-    units = row_units.data();
-    unit_count = std::int64_t(row_units.size());
-  } else {
-    coeffs.assign(given, given + count);
+    sums_.resize(std::size_t(unit_count));
   }
-  sums.resize(std::size_t(unit_count));
 
-  auto units_of = [&](std::int64_t t) -> std::pair<std::int64_t, std::int64_t> {
-    if constexpr (kPerRow) return {first_unit[std::size_t(t)], first_unit[std::size_t(t) + 1]};
+  // Tensor t's units: [first, last).
+  std::pair<std::int64_t, std::int64_t> units_of(std::int64_t t) const {
+    if constexpr (kPerRow) return {first_unit_[std::size_t(t)], first_unit_[std::size_t(t) + 1]};
     else return {t, t + 1};
-  };
-  auto finish = [&](std::int64_t t) {
+  }
+
+  void finish(std::int64_t t) {
     const auto first = std::size_t(units_of(t).first);
     if constexpr (kPerRow) {
-      Rule::finish_rows(&coeffs[first], &sums[first], tensors[t].rows);
+      Rule::finish_rows(&coeffs_[first], &sums_[first], tensors_[t].rows);
     } else if constexpr (rules::scalar_slots_of<Rule>::value > 0) {
       T* scalars[rules::scalar_slots_of<Rule>::value];
       for (int j = 0; j < rules::scalar_slots_of<Rule>::value; ++j)
-        scalars[j] = static_cast<T*>(tensors[t].state[Rule::kStateSlots + j]);
-      Rule::finish(coeffs[first], sums[first].data(), scalars);
+        scalars[j] = static_cast<T*>(tensors_[t].state[Rule::kStateSlots + j]);
+      Rule::finish(coeffs_[first], sums_[first].data(), scalars);
     } else {
-      Rule::finish(coeffs[first], sums[first].data());
+      Rule::finish(coeffs_[first], sums_[first].data());
     }
-  };
+  }
 
   // Three kinds of tensors: those whose step needs no sums (one pass, see OnePass; finish sees
-  // zero sums), those of at most one reduction block (local), and the others (blocked).
-  auto& one_pass_units = buffers.one_pass_units;
-  auto& local = buffers.local;
-  auto& blocked = buffers.blocked;
-  one_pass_units.clear();
-  local.clear();
-  blocked.clear();
-  for (std::int64_t t = 0; t < count; ++t) {
-    if (rules::needs_sums<Rule>(given[t])) {
-      // (a split step takes every tensor by the blocked path, which stops between its sums and its update)
-      (tensors[t].numel <= kReduceBlock && !exchange ? local : blocked).push_back(t);
-      continue;
+  // zero sums, and is run here), those of at most one reduction block (local), and the others
+  // (blocked). A split step takes every tensor with sums by the blocked path, which can stop
+  // between its sums and its update; its first half steps the tensors without sums in full, so
+  // its second half (`second_half`) leaves them out.
+  void sort_tensors(std::int64_t count, const Coeffs* given, bool split, bool second_half) {
+    one_pass_units_.clear();
+    local_.clear();
+    blocked_.clear();
+    for (std::int64_t t = 0; t < count; ++t) {
+      if (rules::needs_sums<Rule>(given[t])) {
+        (tensors_[t].numel <= kReduceBlock && !split ? local_ : blocked_).push_back(t);
+        continue;
+      }
+      if (second_half) continue;
+      const auto [first, last] = units_of(t);
+      for (std::int64_t u = first; u < last; ++u) {
+        sums_[std::size_t(u)] = {};
+        one_pass_units_.push_back(u);
+      }
+      finish(t);
     }
-    if (second_half) continue;  // (stepped in full by the first half)
-    const auto [first, last] = units_of(t);
-    for (std::int64_t u = first; u < last; ++u) {
-      sums[std::size_t(u)] = {};
-      one_pass_units.push_back(u);
-    }
-    finish(t);
   }
-  if (!one_pass_units.empty())
+
+  void step_tensors_without_sums() {
+    if (one_pass_units_.empty()) return;
     update_all<OnePass<Rule, S>, S, true>(
-        units, std::int64_t(one_pass_units.size()), coeffs.data(), [&](std::int64_t k) { return one_pass_units[std::size_t(k)]; },
-        [](const Coeffs&) { return true; });
+        units_, std::int64_t(one_pass_units_.size()), coeffs_.data(),
+        [this](std::int64_t k) { return one_pass_units_[std::size_t(k)]; }, [](const Coeffs&) { return true; });
+  }
 
   // A local tensor is done whole by one thread: its sums, its finish and its update back to back,
   // while it is still in cache (pass 2 then reads it from cache, not from memory). Its sums are one
-  // block, so they are the same bits the blocked path below gives.
-  const auto local_count = std::int64_t(local.size());
+  // block, so they are the same bits the blocked path gives.
+  void step_local_tensors() {
+    const auto local_count = std::int64_t(local_.size());
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) if (local_count > 1 && max_threads() > 1)
 #endif
-  for (std::int64_t k = 0; k < local_count; ++k) {
-    const std::int64_t t = local[std::size_t(k)];
-    const TensorSlots* next = k + 1 < local_count ? &tensors[local[std::size_t(k) + 1]] : nullptr;
-    const auto [first, last] = units_of(t);
-    for (std::int64_t u = first; u < last; ++u) {
-      FirstPassTerm<Rule, S, T> term{&units[u], &coeffs[std::size_t(u)]};
-      sums[std::size_t(u)] = block_sums<T, W, N>(0, units[u].numel, term);
-    }
-    finish(t);
-    for (std::int64_t u = first; u < last; ++u) {
-      const Coeffs& k_u = coeffs[std::size_t(u)];
-      update_range<Rule, S, !Rule::kStateInFirstPass>(units[u], k_u, 0, units[u].numel,
-                                                      rules::second_pass_reads_grad<Rule>(k_u), next,
-                                                      units[u].first_index - tensors[t].first_index);
+    for (std::int64_t k = 0; k < local_count; ++k) {
+      const std::int64_t t = local_[std::size_t(k)];
+      const TensorSlots* next = k + 1 < local_count ? &tensors_[local_[std::size_t(k) + 1]] : nullptr;
+      const auto [first, last] = units_of(t);
+      for (std::int64_t u = first; u < last; ++u) {
+        FirstPassTerm<Rule, S, T> term{&units_[u], &coeffs_[std::size_t(u)]};
+        sums_[std::size_t(u)] = block_sums<T, W, N>(0, units_[u].numel, term);
+      }
+      finish(t);
+      for (std::int64_t u = first; u < last; ++u) {
+        const Coeffs& k_u = coeffs_[std::size_t(u)];
+        update_range<Rule, S, !Rule::kStateInFirstPass>(units_[u], k_u, 0, units_[u].numel,
+                                                        rules::second_pass_reads_grad<Rule>(k_u), next,
+                                                        units_[u].first_index - tensors_[t].first_index);
+      }
     }
   }
-  if (blocked.empty()) return;
 
-  // The other tensors: their blocks summed in parallel, finish per tensor, then one parallel update pass.
-  auto& blocked_units = buffers.blocked_units;
-  blocked_units.clear();
-  for (std::int64_t t : blocked)
-    for (std::int64_t u = units_of(t).first; u < units_of(t).second; ++u) blocked_units.push_back(u);
-  const auto blocked_count = std::int64_t(blocked_units.size());
-  const auto unit_of = [&](std::int64_t k) { return blocked_units[std::size_t(k)]; };
-  if (second_half) {  // (units are tensors: per-row rules do not split)
-    for (std::int64_t t : blocked)
-      for (int j = 0; j < N; ++j) sums[std::size_t(t)][std::size_t(j)] = T(exchange->sums[t * N + j]);
-  } else {
-    // Written straight into sums[unit]: per_tensor_sums' k-th result is the k-th blocked unit's.
+  void list_blocked_units() {
+    blocked_units_.clear();
+    for (std::int64_t t : blocked_)
+      for (std::int64_t u = units_of(t).first; u < units_of(t).second; ++u) blocked_units_.push_back(u);
+  }
+
+  // Pass 1 over the blocked units: their blocks summed in parallel, written straight into
+  // sums_[unit] (per_tensor_sums' k-th result is the k-th blocked unit's).
+  void sum_blocked_units() {
     struct Scatter {
-      decltype(sums)& all;
-      decltype(blocked_units)& index;
-      std::array<T, N>& operator[](std::int64_t k) const { return all[std::size_t(index[std::size_t(k)])]; }
+      std::vector<Sums>& all;
+      const std::vector<std::int64_t>& index;
+      Sums& operator[](std::int64_t k) const { return all[std::size_t(index[std::size_t(k)])]; }
     };
     per_tensor_sums<T, W, N>(
-        blocked_count, [&](std::int64_t k) { return units[unit_of(k)].numel; },
-        [&](std::int64_t k) {
-          const std::int64_t u = unit_of(k);
-          return FirstPassTerm<Rule, S, T>{&units[u], &coeffs[std::size_t(u)]};
+        std::int64_t(blocked_units_.size()), [this](std::int64_t k) { return units_[blocked_units_[std::size_t(k)]].numel; },
+        [this](std::int64_t k) {
+          const std::int64_t u = blocked_units_[std::size_t(k)];
+          return FirstPassTerm<Rule, S, T>{&units_[u], &coeffs_[std::size_t(u)]};
         },
-        Scatter{sums, blocked_units});
+        Scatter{sums_, blocked_units_});
   }
-  if (first_half) {
-    for (std::int64_t t : blocked)
-      for (int j = 0; j < N; ++j) exchange->sums[t * N + j] = double(sums[std::size_t(t)][std::size_t(j)]);
-    return;
+
+  // The split step's hand-over (its units are the tensors): tensor t's sums at sums[t * N ...].
+  void give_sums(double* sums) const {
+    for (std::int64_t t : blocked_)
+      for (int j = 0; j < N; ++j) sums[t * N + j] = double(sums_[std::size_t(t)][std::size_t(j)]);
   }
-  for (std::int64_t t : blocked) finish(t);
-  update_all<Rule, S, !Rule::kStateInFirstPass>(units, blocked_count, coeffs.data(), unit_of,
-                                                [](const Coeffs& k) { return rules::second_pass_reads_grad<Rule>(k); });
-}
+  void take_sums(const double* sums) {
+    for (std::int64_t t : blocked_)
+      for (int j = 0; j < N; ++j) sums_[std::size_t(t)][std::size_t(j)] = T(sums[t * N + j]);
+  }
+
+  const TensorSlots* tensors_ = nullptr;
+  const TensorSlots* units_ = nullptr;
+  std::vector<TensorSlots> row_units_;
+  std::vector<std::int64_t> first_unit_;  // per-row rules: tensor t's rows are units [first_unit_[t], first_unit_[t+1])
+  std::vector<Coeffs> coeffs_;
+  std::vector<Sums> sums_;
+  std::vector<std::int64_t> one_pass_units_, local_, blocked_, blocked_units_;
+};
 
 template <class Rule, class S>
 void run_rule(const TensorSlots* tensors, std::int64_t count, const void* coeffs,
               const fastoptim_isa::SumsExchange* exchange) {
-  if constexpr (rules::sums_of<Rule>::value > 0) run_two_pass<Rule, S>(tensors, count, coeffs, exchange);
+  if constexpr (rules::sums_of<Rule>::value > 0)
+    TwoPassStep<Rule, S>::of_this_thread().run(tensors, count,
+                                               static_cast<const typename Rule::template Coeffs<compute_t<S>>*>(coeffs),
+                                               exchange);
   else run_elementwise<Rule, S>(tensors, count, coeffs);  // (the front ends split only two-pass steps)
 }
 
