@@ -180,7 +180,7 @@ void check_rounding_key(const at::Tensor& key, const at::Tensor& p, size_t i, co
 void check_block_scales(const at::Tensor& t, const at::Tensor& param, const TensorName& name, const char* op) {
   TORCH_CHECK_VALUE(t.defined(), op, ": ", name, " is undefined");
   check_plain(t, name, op);
-  const std::int64_t blocks = (param.numel() + core::kCodeBlock - 1) / core::kCodeBlock;
+  const std::int64_t blocks = core::code_blocks(param.numel());
   TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat, op, ": ", name, " (block scales of 8-bit state) must be float32, got ",
                    t.scalar_type());
   TORCH_CHECK_VALUE(t.numel() == blocks && t.is_contiguous() && t.device() == param.device(), op, ": ", name,
@@ -397,7 +397,7 @@ std::pair<at::Tensor, at::Tensor> encode_eight_bit(const at::Tensor& values) {
   TORCH_CHECK_VALUE(values.device().is_cpu() && values.is_non_overlapping_and_dense(),
                     "encode_eight_bit: expected a dense CPU tensor");
   const at::Tensor floats = values.to(at::kFloat);  // (keeps a dense layout)
-  const std::int64_t n = floats.numel(), blocks = (n + core::kCodeBlock - 1) / core::kCodeBlock;
+  const std::int64_t n = floats.numel(), blocks = core::code_blocks(n);
   at::Tensor codes = at::empty_like(floats, floats.options().dtype(at::kByte));
   at::Tensor scales = at::empty({blocks}, floats.options());
   const auto* from = floats.const_data_ptr<float>();
@@ -413,7 +413,7 @@ at::Tensor decode_eight_bit(const at::Tensor& codes, const at::Tensor& scales) {
   TORCH_CHECK_TYPE(codes.scalar_type() == at::kByte && scales.scalar_type() == at::kFloat,
                    "decode_eight_bit: expected uint8 codes and float32 scales, got ", codes.scalar_type(), " and ",
                    scales.scalar_type());
-  const std::int64_t n = codes.numel(), blocks = (n + core::kCodeBlock - 1) / core::kCodeBlock;
+  const std::int64_t n = codes.numel(), blocks = core::code_blocks(n);
   TORCH_CHECK_VALUE(codes.device().is_cpu() && codes.is_non_overlapping_and_dense(), "decode_eight_bit: expected dense CPU codes");
   TORCH_CHECK_VALUE(scales.numel() == blocks, "decode_eight_bit: ", n, " codes need ", blocks, " block scales, got ",
                     scales.numel());

@@ -24,6 +24,9 @@ namespace fastoptim::core {
 
 constexpr std::int64_t kCodeBlock = 256;
 
+// The blocks (and so the scales) of a tensor of `numel` elements; the last may be short.
+FASTOPTIM_HD constexpr std::int64_t code_blocks(std::int64_t numel) { return (numel + kCodeBlock - 1) / kCodeBlock; }
+
 // A byte of 8-bit state (a distinct storage type, so the driver's storage traits can name it).
 struct code8 {
   std::uint8_t bits;

@@ -282,7 +282,7 @@ class RuleOptimizer : public CheckedStepOptimizer<RuleOptimizer<Rule, Options>, 
           const bool in_codes = std::find(coded.begin(), coded.end(), int(u)) != coded.end();
           if (in_codes) {  // (8-bit slots start at zero: code 0, scale 0)
             st->slots[s] = at::zeros_like(p, p.options().dtype(at::kByte), at::MemoryFormat::Preserve);
-            st->scales[s] = torch::zeros({(p.numel() + core::kCodeBlock - 1) / core::kCodeBlock}, p.options().dtype(at::kFloat));
+            st->scales[s] = torch::zeros({core::code_blocks(p.numel())}, p.options().dtype(at::kFloat));
           } else {
             st->slots[s] = s < Rule::kStateSlots
                                ? at::full_like(p, start, p.options().dtype(options.state_dtype_for(p.scalar_type())),
