@@ -173,14 +173,15 @@ class OptimizerWrapper(torch.optim.Optimizer):
         the running mean buffer <- buffer + (param - buffer) / count; then param <- buffer if copy_back."""
         if params:
             hyper = [float(weight), float(count), float(copy_back)]
-            _C.average_step_(*self._local(params, self._buffers(params)), [], [], hyper, None)
+            local_params, buffers = self._local(params, self._buffers(params))
+            _C.average_step_(local_params, [], buffers, [], [], hyper, None)
 
     @staticmethod
-    def _local(params: list[Tensor], buffers: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-        """(params, no gradients, buffers) as the element-wise C++ steps take them: DTensor
-        parameters and their buffers (of the same placements: _check_buffers) by their local shards,
-        as an element-wise step of each shard is the step of the whole."""
-        return [local_of(p) for p in params], [], [local_of(b) for b in buffers]
+    def _local(params: list[Tensor], buffers: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """(params, buffers) as the element-wise C++ steps take them: DTensor parameters and their
+        buffers (of the same placements: _check_buffers) by their local shards, as an element-wise
+        step of each shard is the step of the whole."""
+        return [local_of(p) for p in params], [local_of(b) for b in buffers]
 
     def averaged_parameters(self) -> list[Tensor]:
         """The averaged (or slow) weights, in the order of the param groups' parameters. Parameters
@@ -373,12 +374,14 @@ class Scout(Lookahead):
         k = group["sync_period"]
         window_start = group["lookahead_step"] % k == 0
         tracked = [self.state[p][key] for key in self._tracked for p in params]
-        _C.scout_track_step_(*self._local(params, tracked), [], [], [float(window_start)], None)
+        local_params, tracked = self._local(params, tracked)
+        _C.scout_track_step_(local_params, [], tracked, [], [], [float(window_start)], None)
         group["lookahead_step"] += 1
         if group["lookahead_step"] % k == 0:
             rate = self._sync_rate(group, params)
-            _C.average_step_(*self._local(params, self._buffers(params)), [], [], [0.0, 0.0, 1.0], rate)
-            local_params, _, previous = self._local(params, [self.state[p]["scout_previous"] for p in params])
+            _, slow = self._local(params, self._buffers(params))
+            _C.average_step_(local_params, [], slow, [], [], [0.0, 0.0, 1.0], rate)
+            _, previous = self._local(params, [self.state[p]["scout_previous"] for p in params])
             torch._foreach_copy_(previous, local_params)
 
     def _sync_rate(self, group: dict[str, Any], params: list[Tensor]) -> Tensor:

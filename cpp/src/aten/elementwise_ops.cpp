@@ -67,12 +67,13 @@ double machine_epsilon(at::ScalarType t) {
   }
 }
 
-// Adds one to a checked rounding key's count (one per step, as a step counter); returns the new
-// count as Philox's step word.
+// A checked rounding key's count as Philox's step word.
+std::uint32_t rounding_count(const at::Tensor& key) { return std::uint32_t(key.const_data_ptr<std::int64_t>()[2]); }
+
+// Adds one to a checked rounding key's count (one per step, as a step counter); returns the new count.
 std::uint32_t advance_rounding_count(const at::Tensor& key) {
-  auto* values = static_cast<std::int64_t*>(key.data_ptr());
-  values[2] += 1;
-  return std::uint32_t(values[2]);
+  static_cast<std::int64_t*>(key.data_ptr())[2] += 1;
+  return rounding_count(key);
 }
 
 // Keys slots' (a TensorSlots or FactoredSlots) stochastic rounding by a checked rounding key at `step`.
@@ -220,6 +221,32 @@ typename Rule::Hyper checked_hyper(const char* op, c10::ArrayRef<double> values,
   return h;
 }
 
+// A split step's arguments (see elementwise_step): sums_pass 0, or 1/2 for a rule whose step
+// splits, with shard_sums of (params, kSums) float64 on the CPU; whole_numels empty, or with a
+// split, one count per param of at least its elements.
+template <class Rule>
+void check_split(const char* op, at::TensorList params, const std::optional<at::Tensor>& shard_sums,
+                 std::int64_t sums_pass, c10::ArrayRef<std::int64_t> whole_numels) {
+  TORCH_CHECK_VALUE(sums_pass >= 0 && sums_pass <= 2, op, ": sums_pass must be 0 (the whole step), 1 or 2, got ", sums_pass);
+  TORCH_CHECK_VALUE(sums_pass == 0 || rules::splits_at_sums<Rule>(), op, ": ", Rule::kName,
+                    " has no per-tensor sums to add up across shards, so its step does not split (sums_pass must be 0)");
+  TORCH_CHECK_VALUE(sums_pass == 0 || shard_sums.has_value(), op, ": sums_pass ", sums_pass, " needs shard_sums");
+  if (sums_pass != 0) {
+    const at::Tensor& sums = *shard_sums;
+    TORCH_CHECK_TYPE(sums.scalar_type() == at::kDouble, op, ": shard_sums must be float64, got ", sums.scalar_type());
+    TORCH_CHECK_VALUE(sums.device().is_cpu() && sums.is_contiguous() && sums.dim() == 2 &&
+                          sums.size(0) == std::int64_t(params.size()) && sums.size(1) == rules::sums_of<Rule>::value,
+                      op, ": shard_sums must be a contiguous CPU tensor of shape (", params.size(), ", ",
+                      rules::sums_of<Rule>::value, "), got ", sums.sizes(), " on ", sums.device());
+  }
+  TORCH_CHECK_VALUE(whole_numels.empty() || (sums_pass != 0 && whole_numels.size() == params.size()), op,
+                    ": whole_numels must be empty or, with sums_pass 1 or 2, have one count per param (", params.size(),
+                    "), got ", whole_numels.size());
+  for (size_t i = 0; i < whole_numels.size(); ++i)
+    TORCH_CHECK_VALUE(whole_numels[i] >= params[i].numel(), op, ": whole_numels[", i, "] is ", whole_numels[i],
+                      ", fewer than the ", params[i].numel(), " elements of params[", i, "]");
+}
+
 // The tensors and coefficients of one storage dtype, ready for one kernel call.
 template <class Rule>
 struct DtypeBatch {
@@ -240,25 +267,7 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
   const std::string op_name = std::string("fastoptim::") + Rule::kName + "_step_";
   const char* op = op_name.c_str();
   const auto h = checked_hyper<Rule>(op, hyper, lr);
-  constexpr int kSums = rules::sums_of<Rule>::value;
-  TORCH_CHECK_VALUE(sums_pass >= 0 && sums_pass <= 2, op, ": sums_pass must be 0 (the whole step), 1 or 2, got ", sums_pass);
-  TORCH_CHECK_VALUE(sums_pass == 0 || rules::splits_at_sums<Rule>(), op, ": ", Rule::kName,
-                    " has no per-tensor sums to add up across shards, so its step does not split (sums_pass must be 0)");
-  TORCH_CHECK_VALUE(sums_pass == 0 || shard_sums.has_value(), op, ": sums_pass ", sums_pass, " needs shard_sums");
-  if (sums_pass != 0) {
-    const at::Tensor& sums = *shard_sums;
-    TORCH_CHECK_TYPE(sums.scalar_type() == at::kDouble, op, ": shard_sums must be float64, got ", sums.scalar_type());
-    TORCH_CHECK_VALUE(sums.device().is_cpu() && sums.is_contiguous() && sums.dim() == 2 &&
-                          sums.size(0) == std::int64_t(params.size()) && sums.size(1) == kSums,
-                      op, ": shard_sums must be a contiguous CPU tensor of shape (", params.size(), ", ", kSums,
-                      "), got ", sums.sizes(), " on ", sums.device());
-  }
-  TORCH_CHECK_VALUE(whole_numels.empty() || (sums_pass != 0 && whole_numels.size() == params.size()), op,
-                    ": whole_numels must be empty or, with sums_pass 1 or 2, have one count per param (", params.size(),
-                    "), got ", whole_numels.size());
-  for (size_t i = 0; i < whole_numels.size(); ++i)
-    TORCH_CHECK_VALUE(whole_numels[i] >= params[i].numel(), op, ": whole_numels[", i, "] is ", whole_numels[i],
-                      ", fewer than the ", params[i].numel(), " elements of params[", i, "]");
+  check_split<Rule>(op, params, shard_sums, sums_pass, whole_numels);
   if (grad_scale.has_value()) {
     TORCH_CHECK_VALUE(rules::scales_grad<Rule>::value, op, ": this rule takes no grad_scale, but one was given");
     check_scalar_tensor(*grad_scale, std::string(op) + ": grad_scale");
@@ -344,7 +353,7 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
       for (size_t s = 0; s < slots.size(); ++s)
         if (slots[s] >= Rule::kStateSlots) write_scalar(state[s * n + i], info.scalar_next[slots[s] - Rule::kStateSlots]);
     const auto rounding_step = rounding.empty()  ? 0
-                               : sums_pass == 2 ? std::uint32_t(rounding[i].const_data_ptr<std::int64_t>()[2])
+                               : sums_pass == 2 ? rounding_count(rounding[i])
                                                 : advance_rounding_count(rounding[i]);
     if (p.numel() == 0) continue;
     const bool bf16_state = bf16_states[i].value_or(false);
@@ -379,6 +388,7 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
       continue;
     }
     // A split step: the batch's rows of shard_sums, in the batch's order, through the kernel.
+    constexpr int kSums = rules::sums_of<Rule>::value;
     auto* all_sums = shard_sums->data_ptr<double>();
     std::vector<double> batch_sums(b.tensors.size() * size_t(kSums));
     for (size_t k = 0; k < b.tensors.size(); ++k)
