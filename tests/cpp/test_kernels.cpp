@@ -31,17 +31,28 @@ using fastoptim_isa::Dtype;
 using fastoptim_isa::TensorSlots;
 
 
+// The large size of the sweeps: 40009 is five reduction blocks with a ragged last one, and brings a
+// call over the size at which the driver splits it between threads. FASTOPTIM_TEST_LARGE replaces
+// it (the aarch64 run under qemu takes 16411: three blocks, ragged, in a third of the emulated time).
+static std::int64_t large_test_size() {
+  const char* large = std::getenv("FASTOPTIM_TEST_LARGE");
+  return large ? std::atoll(large) : 40009;
+}
+
+// Every k-th hyperparameter configuration: k = 3 by default, FASTOPTIM_TEST_CONFIG_STRIDE=k sets it
+// (the aarch64 run under qemu takes 5), FASTOPTIM_TEST_FULL=1 runs every configuration.
+static std::size_t config_stride() {
+  const char* stride_text = std::getenv("FASTOPTIM_TEST_CONFIG_STRIDE");
+  const char* full = std::getenv("FASTOPTIM_TEST_FULL");
+  return full && std::string(full) == "1" ? 1 : stride_text ? std::size_t(std::max(1, std::atoi(stride_text))) : 3;
+}
+
 template <class Rule>
 static void test_simd_matches_scalar() {
   constexpr auto entry = kernels::KernelEntry<Rule>::member;
   const auto& scalar = fastoptim_isa::table(0);
-  // the last two are matrices (33 x 65, 6 x 9): per-row rules see rows shorter and longer than a vector;
-  // 40009 is five reduction blocks with a ragged last one, and brings the call over the size at
-  // which the driver splits it between threads. FASTOPTIM_TEST_LARGE replaces it (the aarch64 run
-  // under qemu takes 16411: three blocks, ragged, in a third of the emulated time).
-  const char* large = std::getenv("FASTOPTIM_TEST_LARGE");
-  const std::int64_t large_size = large ? std::atoll(large) : 40009;
-  const std::vector<std::int64_t> sizes = {0, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, large_size, 33 * 65, 6 * 9};
+  // the last two are matrices (33 x 65, 6 x 9): per-row rules see rows shorter and longer than a vector
+  const std::vector<std::int64_t> sizes = {0, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, large_test_size(), 33 * 65, 6 * 9};
   std::vector<std::int64_t> rows(sizes.size(), 1);
   rows[rows.size() - 2] = 33;
   rows[rows.size() - 1] = 6;
@@ -54,11 +65,7 @@ static void test_simd_matches_scalar() {
   // shifted by variant, so each configuration still meets every SIMD path in some variant: k = 3 by
   // default, FASTOPTIM_TEST_CONFIG_STRIDE=k sets it (the aarch64 run under qemu takes 5: each
   // configuration in one variant), FASTOPTIM_TEST_FULL=1 runs every configuration in every variant.
-  const char* stride_text = std::getenv("FASTOPTIM_TEST_CONFIG_STRIDE");
-  const char* full = std::getenv("FASTOPTIM_TEST_FULL");
-  const std::size_t stride = full && std::string(full) == "1" ? 1
-                             : stride_text                     ? std::size_t(std::max(1, std::atoi(stride_text)))
-                                                               : 3;
+  const std::size_t stride = config_stride();
   std::size_t dtype_index = 0;
   // (each storage dtype, and float32 parameters with bf16 state)
   for (auto [d, bf16_state] : {std::pair{Dtype::f32, false}, {Dtype::f64, false}, {Dtype::bf16, false},
@@ -93,19 +100,20 @@ static void test_simd_matches_scalar() {
 
 // A step split at its sums (the halves a front end runs around adding up a sharded tensor's sums),
 // with the sums handed on as they are, is the whole step bit for bit: every rule with per-tensor
-// sums, on the active table, in each storage dtype, at the sizes of test_simd_matches_scalar.
+// sums, on the active table, in each storage dtype, at sizes around the driver's edges, every
+// config_stride()-th configuration.
 template <class Rule>
 static void test_split_step_is_the_whole_step() {
   if constexpr (rules::sums_of<Rule>::value > 0 && !rules::sums_per_row<Rule>::value) {
     constexpr auto entry = kernels::KernelEntry<Rule>::member;
     const auto kernel = fastoptim_isa::active().*entry;
-    const std::vector<std::int64_t> sizes = {0, 1, 7, 17, 33, 40009, 33 * 65};
+    const std::vector<std::int64_t> sizes = {0, 1, 7, 17, 33, large_test_size(), 33 * 65};
     std::vector<std::int64_t> rows(sizes.size(), 1);
     rows.back() = 33;
     const auto configs = configurations<Rule>();
     for (Dtype d : {Dtype::f32, Dtype::f64, Dtype::bf16, Dtype::f16}) {
       int mismatches = 0;
-      for (std::size_t c = 0; c < configs.size(); c += 2) {
+      for (std::size_t c = 0; c < configs.size(); c += config_stride()) {
         const Problem start(d, sizes, Rule::kStateSlots, 11u + unsigned(c), rules::scalar_slots_of<Rule>::value, rows);
         Problem whole = start, split = start;
         run_steps<Rule>(kernel, whole, configs[c], 3);
