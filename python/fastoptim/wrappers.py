@@ -173,15 +173,7 @@ class OptimizerWrapper(torch.optim.Optimizer):
         the running mean buffer <- buffer + (param - buffer) / count; then param <- buffer if copy_back."""
         if params:
             hyper = [float(weight), float(count), float(copy_back)]
-            local_params, buffers = self._local(params, self._buffers(params))
-            _C.average_step_(local_params, [], buffers, [], [], hyper, None)
-
-    @staticmethod
-    def _local(params: list[Tensor], buffers: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        """(params, buffers) as the element-wise C++ steps take them: DTensor parameters and their
-        buffers (of the same placements: _check_buffers) by their local shards, as an element-wise
-        step of each shard is the step of the whole."""
-        return [local_of(p) for p in params], [local_of(b) for b in buffers]
+            _C.average_step_(_locals(params), [], _locals(self._buffers(params)), [], [], hyper, None)
 
     def averaged_parameters(self) -> list[Tensor]:
         """The averaged (or slow) weights, in the order of the param groups' parameters. Parameters
@@ -266,6 +258,13 @@ class OptimizerWrapper(torch.optim.Optimizer):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_optimizer!r})"
+
+
+def _locals(tensors: list[Tensor]) -> list[Tensor]:
+    """Tensors as the element-wise C++ steps take them: DTensors (parameters, and their buffers of the
+    same placements: _check_buffers) by their local shards, as an element-wise step of each shard is
+    the step of the whole."""
+    return [local_of(t) for t in tensors]
 
 
 def _swap(a: Tensor, b: Tensor) -> None:
@@ -374,15 +373,13 @@ class Scout(Lookahead):
         k = group["sync_period"]
         window_start = group["lookahead_step"] % k == 0
         tracked = [self.state[p][key] for key in self._tracked for p in params]
-        local_params, tracked = self._local(params, tracked)
-        _C.scout_track_step_(local_params, [], tracked, [], [], [float(window_start)], None)
+        local_params = _locals(params)
+        _C.scout_track_step_(local_params, [], _locals(tracked), [], [], [float(window_start)], None)
         group["lookahead_step"] += 1
         if group["lookahead_step"] % k == 0:
             rate = self._sync_rate(group, params)
-            _, slow = self._local(params, self._buffers(params))
-            _C.average_step_(local_params, [], slow, [], [], [0.0, 0.0, 1.0], rate)
-            _, previous = self._local(params, [self.state[p]["scout_previous"] for p in params])
-            torch._foreach_copy_(previous, local_params)
+            _C.average_step_(local_params, [], _locals(self._buffers(params)), [], [], [0.0, 0.0, 1.0], rate)
+            torch._foreach_copy_(_locals([self.state[p]["scout_previous"] for p in params]), local_params)
 
     def _sync_rate(self, group: dict[str, Any], params: list[Tensor]) -> Tensor:
         """max(1 - coherence, sync_rate) as a 0-d CPU tensor."""
