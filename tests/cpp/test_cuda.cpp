@@ -1,8 +1,10 @@
 // The CUDA kernels against the CPU kernels: every rule with a CUDA path, every storage dtype and
 // every hyperparameter configuration of test_kernels, 20 steps over tensors of the sizes around a
 // block and a chunk (more tensors than one launch takes); fp32 within 1e-6 relative, fp64 within
-// 1e-12, bf16/fp16 within one unit of their last place. A step captured in a CUDA graph and
-// replayed equals eager steps. Without a CUDA device it says so and exits 77 (ctest: skipped).
+// 1e-12, bf16/fp16 within one unit of their last place (the rules with sums add them in another
+// order than the CPU: the same tolerances hold). A step captured in a CUDA graph and replayed
+// equals eager steps, for an element-wise rule and one with sums; a rule with sums gives the same
+// bits run to run. Without a CUDA device it says so and exits 77 (ctest: skipped).
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -33,6 +35,8 @@ struct DeviceProblem {
   std::vector<void*> params, grads;
   std::vector<std::vector<void*>> state;
   float* steps = nullptr;
+  void* workspace = nullptr;
+  std::size_t workspace_bytes = 0;
 
   explicit DeviceProblem(const Problem& pr) {
     auto upload = [](const std::vector<unsigned char>& host) {
@@ -58,6 +62,24 @@ struct DeviceProblem {
     for (auto& slots : state)
       for (auto* s : slots) cudaFree(s);
     cudaFree(steps);
+    cudaFree(workspace);
+  }
+
+  // args with the workspace this rule's step of these tensors needs (allocated once, here).
+  fastoptim_cuda::StepArgs args_for(const fastoptim_cuda::RuleEntry& entry, const std::vector<fastoptim_cuda::DeviceTensor>& tensors,
+                                    Dtype dtype, const std::vector<double>& values, void* stream = nullptr) {
+    const std::size_t needed = entry.workspace(tensors.data(), std::int64_t(tensors.size()), dtype);
+    if (needed > workspace_bytes) {
+      cudaFree(workspace);
+      CUDA_OK(cudaMalloc(&workspace, needed));
+      workspace_bytes = needed;
+    }
+    fastoptim_cuda::StepArgs args;
+    args.hyper = values.data();
+    args.stream = stream;
+    args.workspace = workspace;
+    args.workspace_bytes = workspace_bytes;
+    return args;
   }
 
   void upload_grads(const Problem& pr) const {
@@ -96,13 +118,12 @@ struct DeviceProblem {
 // run_steps' steps on the device: the same gradients, the step counters on the device.
 template <class Rule>
 void run_cuda_steps(const fastoptim_cuda::RuleEntry& entry, Problem& pr, const std::vector<double>& values) {
-  const DeviceProblem device(pr);
-  fastoptim_cuda::StepArgs args;
-  args.hyper = values.data();
+  DeviceProblem device(pr);
   for (int step = 1; step <= kSteps; ++step) {
     pr.regrad(1000u + unsigned(step));
     device.upload_grads(pr);
     const auto tensors = device.tensors<Rule>(pr, values, step == 1);
+    const auto args = device.args_for(entry, tensors, pr.dtype, values);
     const int error = entry.step(tensors.data(), std::int64_t(tensors.size()), pr.dtype, args);
     if (error) {
       std::printf("%s: CUDA error %s\n", Rule::kName, fastoptim_cuda::error_text(error));
@@ -158,6 +179,12 @@ void test_rule_on_device() {
       run_steps<Rule>(scalar.*kernels::KernelEntry<Rule>::member, cpu, configs[c], kSteps);
       run_cuda_steps<Rule>(*entry, gpu, configs[c]);
       bad += mismatches(gpu, cpu);
+      if (rules::sums_of<Rule>::value > 0 && c == 0) {
+        Problem again = start;
+        run_cuda_steps<Rule>(*entry, again, configs[c]);
+        expect(again.params == gpu.params && again.state == gpu.state,
+               std::string(Rule::kName) + " " + dtype_label(d) + ": the same bits run to run");
+      }
     }
     expect(bad == 0, std::string(Rule::kName) + " " + dtype_label(d) + ": CUDA equals the CPU over " +
                          std::to_string(kSteps) + " steps (" + std::to_string(configs.size()) + " configurations, " +
@@ -165,38 +192,33 @@ void test_rule_on_device() {
   }
 }
 
-// No host synchronisation inside a step: one AdamW step captured in a CUDA graph and replayed
-// five times equals five eager steps, bit for bit.
-void test_graph_capture() {
-  using Rule = rules::Adam;
-  std::vector<double> values;
-  for (const auto& f : Rule::Hyper::kFields) values.push_back(f.default_value);
-  values[core::field_index<Rule::Hyper>("decoupled_weight_decay")] = 1;
-  values[core::field_index<Rule::Hyper>("weight_decay")] = 1e-2;
+// No host synchronisation inside a step: a step captured in a CUDA graph and replayed five times
+// equals five eager steps, bit for bit (`values`: the rule's hyperparameters).
+template <class Rule>
+void test_graph_capture(const char* label, const std::vector<double>& values) {
   const std::vector<std::int64_t> sizes = {1, 4099, 100003};
-  Problem eager(Dtype::f32, sizes, Rule::kStateSlots, 11u), replayed = eager;
+  Problem eager(Dtype::f32, sizes, Rule::kStateSlots, 11u, rules::scalar_slots_of<Rule>::value), replayed = eager;
   const auto* entry = fastoptim_cuda::find_rule(Rule::kName);
-  fastoptim_cuda::StepArgs args;
-  args.hyper = values.data();
   cudaStream_t stream;
   CUDA_OK(cudaStreamCreate(&stream));
-  args.stream = stream;
   {
-    const DeviceProblem device(eager);
+    DeviceProblem device(eager);
     const auto tensors = device.tensors<Rule>(eager, values, false);
+    const auto args = device.args_for(*entry, tensors, Dtype::f32, values, stream);
     for (int i = 0; i < 5; ++i) expect(entry->step(tensors.data(), std::int64_t(tensors.size()), Dtype::f32, args) == 0, "eager step");
     CUDA_OK(cudaStreamSynchronize(stream));
     device.download(eager);
   }
   {
-    const DeviceProblem device(replayed);
+    DeviceProblem device(replayed);
     const auto tensors = device.tensors<Rule>(replayed, values, false);
+    const auto args = device.args_for(*entry, tensors, Dtype::f32, values, stream);
     cudaGraph_t graph;
     cudaGraphExec_t exec;
     CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
     const int error = entry->step(tensors.data(), std::int64_t(tensors.size()), Dtype::f32, args);
     CUDA_OK(cudaStreamEndCapture(stream, &graph));
-    expect(error == 0, "a step is captured in a CUDA graph");
+    expect(error == 0, std::string("a ") + label + " step is captured in a CUDA graph");
     CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
     for (int i = 0; i < 5; ++i) CUDA_OK(cudaGraphLaunch(exec, stream));
     CUDA_OK(cudaStreamSynchronize(stream));
@@ -206,7 +228,31 @@ void test_graph_capture() {
   }
   cudaStreamDestroy(stream);
   expect(eager.params == replayed.params && eager.state == replayed.state,
-         "five replays of a captured AdamW step equal five eager steps bit for bit");
+         std::string("five replays of a captured ") + label + " step equal five eager steps bit for bit");
+}
+
+template <class Rule>
+std::vector<double> defaults_with(std::initializer_list<std::pair<const char*, double>> changes) {
+  std::vector<double> values;
+  for (const auto& f : Rule::Hyper::kFields) values.push_back(f.default_value);
+  for (const auto& [name, value] : changes) values[core::field_index<typename Rule::Hyper>(name)] = value;
+  return values;
+}
+
+// A call without the workspace its rule needs is refused, and changes nothing.
+void test_missing_workspace() {
+  using Rule = rules::LAMB;
+  const auto values = defaults_with<Rule>({});
+  Problem pr(Dtype::f32, {4099}, Rule::kStateSlots, 5u), after = pr;
+  DeviceProblem device(pr);
+  const auto tensors = device.tensors<Rule>(pr, values, true);
+  const auto* entry = fastoptim_cuda::find_rule(Rule::kName);
+  expect(entry->workspace(tensors.data(), 1, Dtype::f32) > 0, "LAMB's step needs a workspace");
+  fastoptim_cuda::StepArgs args;
+  args.hyper = values.data();
+  expect(entry->step(tensors.data(), 1, Dtype::f32, args) == int(cudaErrorInvalidValue), "a LAMB step without its workspace is refused");
+  device.download(after);
+  expect(after.params == pr.params && after.state == pr.state, "and changes nothing");
 }
 
 }  // namespace
@@ -222,6 +268,8 @@ int main() {
 #define FASTOPTIM_TEST_RULE(Type, name) test_rule_on_device<rules::Type>();
   FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_TEST_RULE)
 #undef FASTOPTIM_TEST_RULE
-  test_graph_capture();
+  test_graph_capture<rules::Adam>("AdamW", defaults_with<rules::Adam>({{"decoupled_weight_decay", 1}, {"weight_decay", 1e-2}}));
+  test_graph_capture<rules::LAMB>("LAMB", defaults_with<rules::LAMB>({{"weight_decay", 1e-2}}));
+  test_missing_workspace();
   return test::summary();
 }

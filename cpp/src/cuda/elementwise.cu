@@ -2,6 +2,9 @@
 // (the idea of torch's MultiTensorApply) whose blocks each take a chunk of one tensor, compute
 // that tensor's coefficients on the device with the rule's prepare, and run the CPU driver's
 // update_lanes, one element per thread, over the chunk: the rule's apply, written once.
+// The rules with per-tensor (or per-row) sums take three launches per batch: the CPU driver's
+// first-pass term per element, summed per block; each tensor's sums added up in a fixed order and
+// its finish, on the device; then update_lanes with the finished coefficients.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -21,16 +24,56 @@ constexpr int kThreads = 256;
 constexpr std::int64_t kChunk = kThreads * 8;  // elements per block
 
 // Up to kTensorsPerLaunch tensors as one kernel argument: block b works on tensor t for
-// first_block[t] <= b < first_block[t + 1], on its chunk b - first_block[t].
+// first_block[t] <= b < first_block[t + 1], on its chunk b - first_block[t]. Two-pass rules also
+// number the units their sums run over (first_unit, as first_block) and find their sums and
+// coefficients in `workspace` (TwoPassWorkspace).
 template <class Rule>
 struct Batch {
   DeviceTensor tensors[kTensorsPerLaunch];
   int first_block[kTensorsPerLaunch + 1];
+  int first_unit[kTensorsPerLaunch + 1];
   int count;
   double hyper[Rule::Hyper::kFieldCount];
   const float* lr;
   const float* grad_scale;
+  void* workspace;
 };
+
+// A tensor's share of a launch: `units` units (the tensor, or for a per-row rule each row of a
+// matrix) of `length` elements, each cut into `chunks` chunks of kChunk elements, a block each.
+struct Cut {
+  std::int64_t units, length, chunks;
+  FASTOPTIM_HD std::int64_t blocks() const { return units * chunks; }
+};
+
+template <class Rule>
+__host__ __device__ Cut cut_of(const DeviceTensor& tensor) {
+  if constexpr (rules::sums_of<Rule>::value == 0) {
+    return {1, tensor.slots.numel, (tensor.slots.numel + kChunk - 1) / kChunk};
+  } else {
+    const bool by_rows = rules::sums_per_row<Rule>::value && tensor.ndim > 1 && tensor.slots.rows > 0;
+    const std::int64_t units = by_rows ? tensor.slots.rows : 1;
+    const std::int64_t length = tensor.slots.numel / units;
+    return {units, length, (length + kChunk - 1) / kChunk};
+  }
+}
+
+// Block b of a batch: its tensor, its unit (within the tensor), and its elements [begin, end).
+struct BlockPlace {
+  int tensor;
+  std::int64_t unit, begin, end;
+};
+
+template <class Rule>
+__device__ BlockPlace place_of_block(const Batch<Rule>& batch) {
+  int t = 0;
+  while (int(blockIdx.x) >= batch.first_block[t + 1]) ++t;
+  const Cut cut = cut_of<Rule>(batch.tensors[t]);
+  const std::int64_t local = std::int64_t(blockIdx.x) - batch.first_block[t];
+  const std::int64_t unit = local / cut.chunks, chunk = local % cut.chunks;
+  const std::int64_t begin = unit * cut.length + chunk * kChunk;
+  return {t, unit, begin, begin + min(kChunk, cut.length - chunk * kChunk)};
+}
 
 // The hyperparameters, with a tensor lr in place of the field it replaces.
 template <class Rule>
@@ -55,21 +98,24 @@ __device__ rules::StepInfo step_info(const Batch<Rule>& batch, const DeviceTenso
   return info;
 }
 
+// The tensor's coefficients at this step, prepared once (by thread 0) into `shared` for the block.
+template <class Rule, class T>
+__device__ void prepare_for_block(const Batch<Rule>& batch, const DeviceTensor& tensor, typename Rule::template Coeffs<T>& shared) {
+  if (threadIdx.x == 0) {
+    const typename Rule::Hyper h = hyper_of(batch);
+    shared = Rule::template prepare<T>(h, step_info<Rule, T>(batch, tensor, h));
+  }
+  __syncthreads();
+}
+
 template <class Rule, class S>
 __global__ void __launch_bounds__(kThreads) step_kernel(const Batch<Rule> batch) {
   using T = core::compute_t<S>;
-  int t = 0;
-  while (int(blockIdx.x) >= batch.first_block[t + 1]) ++t;
-  const DeviceTensor& tensor = batch.tensors[t];
+  const BlockPlace place = place_of_block(batch);
+  const DeviceTensor& tensor = batch.tensors[place.tensor];
   __shared__ typename Rule::template Coeffs<T> coeffs;
-  if (threadIdx.x == 0) {
-    const typename Rule::Hyper h = hyper_of(batch);
-    coeffs = Rule::template prepare<T>(h, step_info<Rule, T>(batch, tensor, h));
-  }
-  __syncthreads();
-  const std::int64_t begin = (std::int64_t(blockIdx.x) - batch.first_block[t]) * kChunk;
-  const std::int64_t end = begin + kChunk < tensor.slots.numel ? begin + kChunk : tensor.slots.numel;
-  for (std::int64_t i = begin + threadIdx.x; i < end; i += kThreads)
+  prepare_for_block<Rule, T>(batch, tensor, coeffs);
+  for (std::int64_t i = place.begin + threadIdx.x; i < place.end; i += kThreads)
     kernels::update_lanes<Rule, S, 1, true>(tensor.slots, coeffs, i, rules::reads_grad<Rule>::value);
 }
 
@@ -89,50 +135,255 @@ __global__ void advance_steps(const Batch<Rule> batch) {
   if (tensor.step) *tensor.step += 1.0f;
 }
 
-template <class Rule, class S>
-int step_dtype(const DeviceTensor* tensors, std::int64_t count, const StepArgs& args) {
-  const cudaStream_t stream = static_cast<cudaStream_t>(args.stream);
-  Batch<Rule> batch{};
-  std::copy(args.hyper, args.hyper + Rule::Hyper::kFieldCount, batch.hyper);
-  batch.lr = args.lr;
-  batch.grad_scale = args.grad_scale;
+// The launches of a call, batch by batch: launch(batch, blocks, units) for each batch of up to
+// kTensorsPerLaunch tensors, its first_block and first_unit filled in. Stops at the first nonzero
+// return.
+template <class Rule, class Launch>
+int for_each_batch(const DeviceTensor* tensors, std::int64_t count, Batch<Rule>& batch, Launch&& launch) {
   for (std::int64_t first = 0; first < count; first += kTensorsPerLaunch) {
     batch.count = int(std::min<std::int64_t>(kTensorsPerLaunch, count - first));
-    batch.first_block[0] = 0;
-    for (int t = 0; t < batch.count; ++t) {
-      batch.tensors[t] = tensors[first + t];
-      const std::int64_t blocks = (batch.tensors[t].slots.numel + kChunk - 1) / kChunk;
-      batch.first_block[t + 1] = batch.first_block[t] + int(blocks);
+    batch.first_block[0] = batch.first_unit[0] = 0;
+    for (int t = 0; t < kTensorsPerLaunch; ++t) {
+      const bool in_batch = t < batch.count;
+      if (in_batch) batch.tensors[t] = tensors[first + t];
+      const Cut cut = in_batch ? cut_of<Rule>(batch.tensors[t]) : Cut{0, 0, 0};
+      batch.first_block[t + 1] = batch.first_block[t] + int(cut.blocks());
+      batch.first_unit[t + 1] = batch.first_unit[t] + int(cut.units);
     }
-    for (int t = batch.count; t < kTensorsPerLaunch; ++t) batch.first_block[t + 1] = batch.first_block[t];
-    if (batch.first_block[batch.count] > 0)
-      step_kernel<Rule, S><<<batch.first_block[batch.count], kThreads, 0, stream>>>(batch);
-    if (Rule::kCountsSteps || rules::has_next_scalars<Rule>::value)
-      advance_steps<Rule, S><<<1, kTensorsPerLaunch, 0, stream>>>(batch);
-    if (const cudaError_t error = cudaGetLastError(); error != cudaSuccess) return int(error);
+    if (const int error = launch(batch, batch.first_block[batch.count], batch.first_unit[batch.count])) return error;
   }
   return 0;
 }
 
 template <class Rule>
-int step(const DeviceTensor* tensors, std::int64_t count, Dtype dtype, const StepArgs& args) {
-  switch (dtype) {
-    case Dtype::f32: return step_dtype<Rule, float>(tensors, count, args);
-    case Dtype::f64: return step_dtype<Rule, double>(tensors, count, args);
-    case Dtype::bf16: return step_dtype<Rule, core::bf16>(tensors, count, args);
-    case Dtype::f16: return step_dtype<Rule, core::f16>(tensors, count, args);
-  }
-  return int(cudaErrorInvalidValue);
+Batch<Rule> batch_for(const StepArgs& args) {
+  Batch<Rule> batch{};
+  std::copy(args.hyper, args.hyper + Rule::Hyper::kFieldCount, batch.hyper);
+  batch.lr = args.lr;
+  batch.grad_scale = args.grad_scale;
+  batch.workspace = args.workspace;
+  return batch;
 }
 
-// A rule's entry: its step, or why it has none yet. The rules with per-tensor sums need the
-// two-pass driver (a deterministic per-tensor reduction on the device, then finish there).
+template <class Rule, class S>
+int elementwise_step(const DeviceTensor* tensors, std::int64_t count, const StepArgs& args) {
+  const cudaStream_t stream = static_cast<cudaStream_t>(args.stream);
+  Batch<Rule> batch = batch_for<Rule>(args);
+  return for_each_batch(tensors, count, batch, [&](const Batch<Rule>& b, int blocks, int) {
+    if (blocks > 0) step_kernel<Rule, S><<<blocks, kThreads, 0, stream>>>(b);
+    if (Rule::kCountsSteps || rules::has_next_scalars<Rule>::value)
+      advance_steps<Rule, S><<<1, kTensorsPerLaunch, 0, stream>>>(b);
+    return int(cudaGetLastError());
+  });
+}
+
+// ---- rules with per-tensor (or per-row) sums ----
+
+// Where a batch's sums and coefficients live, in the caller's workspace (one batch at a time, so
+// every batch starts at its beginning): each block's sums, each unit's sums, each unit's coefficients.
+template <class Rule, class T>
+struct TwoPassWorkspace {
+  static constexpr int N = rules::sums_of<Rule>::value;
+  using Coeffs = typename Rule::template Coeffs<T>;
+  struct UnitSums {  // finish_rows reads sums[unit][j]
+    T value[N];
+    FASTOPTIM_HD T operator[](int j) const { return value[j]; }
+  };
+  T* block_sums;        // [block][N]
+  UnitSums* unit_sums;  // [unit]
+  Coeffs* coeffs;       // [unit]
+
+  static constexpr std::size_t aligned(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
+  static std::size_t bytes(std::int64_t blocks, std::int64_t units) {
+    return aligned(std::size_t(blocks) * N * sizeof(T)) + aligned(std::size_t(units) * sizeof(UnitSums)) +
+           aligned(std::size_t(units) * sizeof(Coeffs));
+  }
+  FASTOPTIM_HD static TwoPassWorkspace at(void* base, std::int64_t blocks, std::int64_t units) {
+    char* bytes_at = static_cast<char*>(base);
+    T* block_sums = reinterpret_cast<T*>(bytes_at);
+    bytes_at += aligned(std::size_t(blocks) * N * sizeof(T));
+    UnitSums* unit_sums = reinterpret_cast<UnitSums*>(bytes_at);
+    bytes_at += aligned(std::size_t(units) * sizeof(UnitSums));
+    return {block_sums, unit_sums, reinterpret_cast<Coeffs*>(bytes_at)};
+  }
+};
+
+// A block's N sums over its threads' values, added in a fixed tree (the same bits run to run),
+// left in values[j][0].
+template <class T, int N>
+__device__ void add_up_block(T (&values)[N][kThreads]) {
+  for (int half = kThreads / 2; half > 0; half /= 2) {
+    __syncthreads();
+    if (int(threadIdx.x) < half)
+      for (int j = 0; j < N; ++j) values[j][threadIdx.x] += values[j][threadIdx.x + half];
+  }
+  __syncthreads();
+}
+
+// Pass 1: each block runs the CPU driver's FirstPassTerm over its elements (advance and store the
+// state first, for a rule whose first pass updates it) and writes its sums; a tensor whose step
+// needs no sums contributes zeros, as on the CPU.
+template <class Rule, class S>
+__global__ void __launch_bounds__(kThreads) sums_kernel(const Batch<Rule> batch) {
+  using T = core::compute_t<S>;
+  constexpr int N = rules::sums_of<Rule>::value;
+  using Coeffs = typename Rule::template Coeffs<T>;
+  const BlockPlace place = place_of_block(batch);
+  const DeviceTensor& tensor = batch.tensors[place.tensor];
+  __shared__ Coeffs coeffs;
+  __shared__ T values[N][kThreads];
+  prepare_for_block<Rule, T>(batch, tensor, coeffs);
+  T sums[N] = {};
+  const bool summed = rules::needs_sums<Rule>(coeffs);
+  if (summed || Rule::kStateInFirstPass) {
+    const kernels::FirstPassTerm<Rule, S, T> term{&tensor.slots, &coeffs};
+    for (std::int64_t i = place.begin + threadIdx.x; i < place.end; i += kThreads) {
+      core::Vec<T, 1> out[N];
+      term.template at<1>(i, out);
+      if (summed)
+        for (int j = 0; j < N; ++j) sums[j] += out[j].v[0];
+    }
+  }
+  for (int j = 0; j < N; ++j) values[j][threadIdx.x] = sums[j];
+  add_up_block<T, N>(values);
+  if (threadIdx.x == 0) {
+    const auto workspace = TwoPassWorkspace<Rule, T>::at(batch.workspace, batch.first_block[batch.count], batch.first_unit[batch.count]);
+    for (int j = 0; j < N; ++j) workspace.block_sums[std::int64_t(blockIdx.x) * N + j] = values[j][0];
+  }
+}
+
+// Then one block per tensor: its units' sums from their blocks' sums (a single unit: strided over
+// the threads and added in the fixed tree; several units (rows): a thread per unit, its blocks in
+// order), its coefficients (prepare, then the rule's finish with its per-tensor scalars, or
+// finish_rows over all its rows), and its step counter advanced.
+template <class Rule, class S>
+__global__ void __launch_bounds__(kThreads) finish_kernel(const Batch<Rule> batch) {
+  using T = core::compute_t<S>;
+  constexpr int N = rules::sums_of<Rule>::value;
+  using Workspace = TwoPassWorkspace<Rule, T>;
+  const int t = int(blockIdx.x);
+  const DeviceTensor& tensor = batch.tensors[t];
+  const Cut cut = cut_of<Rule>(tensor);
+  const Workspace workspace = Workspace::at(batch.workspace, batch.first_block[batch.count], batch.first_unit[batch.count]);
+  const T* block_sums = workspace.block_sums + std::int64_t(batch.first_block[t]) * N;
+  typename Workspace::UnitSums* unit_sums = workspace.unit_sums + batch.first_unit[t];
+  typename Workspace::Coeffs* coeffs = workspace.coeffs + batch.first_unit[t];
+  if (cut.units == 1) {
+    __shared__ T values[N][kThreads];
+    T sums[N] = {};
+    for (std::int64_t c = threadIdx.x; c < cut.chunks; c += kThreads)
+      for (int j = 0; j < N; ++j) sums[j] += block_sums[c * N + j];
+    for (int j = 0; j < N; ++j) values[j][threadIdx.x] = sums[j];
+    add_up_block<T, N>(values);
+    if (threadIdx.x == 0)
+      for (int j = 0; j < N; ++j) unit_sums[0].value[j] = values[j][0];
+  } else {
+    for (std::int64_t u = threadIdx.x; u < cut.units; u += kThreads)
+      for (int j = 0; j < N; ++j) {
+        T sum = 0;
+        for (std::int64_t c = 0; c < cut.chunks; ++c) sum += block_sums[(u * cut.chunks + c) * N + j];
+        unit_sums[u].value[j] = sum;
+      }
+  }
+  __shared__ typename Workspace::Coeffs prepared;
+  prepare_for_block<Rule, T>(batch, tensor, prepared);
+  for (std::int64_t u = threadIdx.x; u < cut.units; u += kThreads) coeffs[u] = prepared;
+  __syncthreads();
+  if (threadIdx.x != 0) return;
+  if constexpr (rules::sums_per_row<Rule>::value) {
+    Rule::finish_rows(coeffs, unit_sums, cut.units);
+  } else if constexpr (rules::scalar_slots_of<Rule>::value > 0) {
+    T* scalars[rules::scalar_slots_of<Rule>::value];
+    for (int j = 0; j < rules::scalar_slots_of<Rule>::value; ++j)
+      scalars[j] = static_cast<T*>(tensor.slots.state[Rule::kStateSlots + j]);
+    Rule::finish(coeffs[0], unit_sums[0].value, scalars);
+  } else {
+    Rule::finish(coeffs[0], unit_sums[0].value);
+  }
+  if (tensor.step) *tensor.step += 1.0f;
+}
+
+// Pass 2: update_lanes with the unit's finished coefficients (storing the state too for a rule
+// whose first pass left it).
+template <class Rule, class S>
+__global__ void __launch_bounds__(kThreads) update_kernel(const Batch<Rule> batch) {
+  using T = core::compute_t<S>;
+  const BlockPlace place = place_of_block(batch);
+  const auto workspace = TwoPassWorkspace<Rule, T>::at(batch.workspace, batch.first_block[batch.count], batch.first_unit[batch.count]);
+  const typename Rule::template Coeffs<T> coeffs = workspace.coeffs[batch.first_unit[place.tensor] + place.unit];
+  const TensorSlots& slots = batch.tensors[place.tensor].slots;
+  const bool load_grad = rules::second_pass_reads_grad<Rule>(coeffs);
+  for (std::int64_t i = place.begin + threadIdx.x; i < place.end; i += kThreads)
+    kernels::update_lanes<Rule, S, 1, !Rule::kStateInFirstPass>(slots, coeffs, i, load_grad);
+}
+
+template <class Rule, class S>
+int two_pass_step(const DeviceTensor* tensors, std::int64_t count, const StepArgs& args) {
+  using Workspace = TwoPassWorkspace<Rule, core::compute_t<S>>;
+  const cudaStream_t stream = static_cast<cudaStream_t>(args.stream);
+  Batch<Rule> batch = batch_for<Rule>(args);
+  return for_each_batch(tensors, count, batch, [&](const Batch<Rule>& b, int blocks, int units) {
+    if (Workspace::bytes(blocks, units) > args.workspace_bytes || (blocks + units > 0 && !args.workspace))
+      return int(cudaErrorInvalidValue);  // (the caller sizes it with workspace_bytes)
+    if (blocks > 0) sums_kernel<Rule, S><<<blocks, kThreads, 0, stream>>>(b);
+    finish_kernel<Rule, S><<<b.count, kThreads, 0, stream>>>(b);
+    if (blocks > 0) update_kernel<Rule, S><<<blocks, kThreads, 0, stream>>>(b);
+    return int(cudaGetLastError());
+  });
+}
+
+// The workspace a two-pass call needs: its largest batch's.
+template <class Rule, class S>
+std::size_t two_pass_workspace(const DeviceTensor* tensors, std::int64_t count) {
+  std::size_t most = 0;
+  Batch<Rule> batch{};
+  for_each_batch(tensors, count, batch, [&](const Batch<Rule>&, int blocks, int units) {
+    most = std::max(most, TwoPassWorkspace<Rule, core::compute_t<S>>::bytes(blocks, units));
+    return 0;
+  });
+  return most;
+}
+
+template <class Rule, class S>
+int step_dtype(const DeviceTensor* tensors, std::int64_t count, const StepArgs& args) {
+  if constexpr (rules::sums_of<Rule>::value > 0) return two_pass_step<Rule, S>(tensors, count, args);
+  else return elementwise_step<Rule, S>(tensors, count, args);
+}
+
+// Calls f with the storage type of `dtype` (a value of that type's pointer, null).
+template <class F>
+auto with_storage(Dtype dtype, F&& f) {
+  switch (dtype) {
+    case Dtype::f64: return f(static_cast<double*>(nullptr));
+    case Dtype::bf16: return f(static_cast<core::bf16*>(nullptr));
+    case Dtype::f16: return f(static_cast<core::f16*>(nullptr));
+    case Dtype::f32: break;
+  }
+  return f(static_cast<float*>(nullptr));
+}
+
+template <class Rule>
+int step(const DeviceTensor* tensors, std::int64_t count, Dtype dtype, const StepArgs& args) {
+  return with_storage(dtype, [&](auto* storage) {
+    return step_dtype<Rule, std::remove_pointer_t<decltype(storage)>>(tensors, count, args);
+  });
+}
+
+template <class Rule>
+std::size_t workspace_bytes(const DeviceTensor* tensors, std::int64_t count, Dtype dtype) {
+  if constexpr (rules::sums_of<Rule>::value == 0) {
+    return 0;
+  } else {
+    return with_storage(dtype, [&](auto* storage) {
+      return two_pass_workspace<Rule, std::remove_pointer_t<decltype(storage)>>(tensors, count);
+    });
+  }
+}
+
+// A rule's entry: its step and the workspace the step needs.
 template <class Rule>
 constexpr RuleEntry entry() {
-  if constexpr (rules::sums_of<Rule>::value > 0)
-    return {Rule::kName, nullptr, "needs per-tensor sums before its update: the CUDA two-pass driver is not built yet"};
-  else
-    return {Rule::kName, &step<Rule>, nullptr};
+  return {Rule::kName, &step<Rule>, &workspace_bytes<Rule>, nullptr};
 }
 
 #define FASTOPTIM_CUDA_ENTRY(Type, name) entry<rules::Type>(),

@@ -1,5 +1,6 @@
 // The CUDA kernels' host interface (cpp/src/cuda/, built when CMake finds nvcc): every element-wise
-// rule's step on the device, from the same rule headers as the CPU kernels (their prepare and apply
+// rule's step on the device (the rules with per-tensor sums too: their sums are added up on the
+// device in a fixed order, so a step gives the same bits run to run), from the same rule headers as the CPU kernels (their prepare and apply
 // compile for the device too), over raw device pointers and a raw stream. Includes no CUDA header,
 // so any C++ front end can call it; it links the CUDA runtime only.
 //
@@ -7,6 +8,7 @@
 // are device pointers, and each block computes its tensor's coefficients (prepare) on the device
 // from them, so a step can be captured in a CUDA graph (torch.optim's capturable=True).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 #include "fastoptim/kernels/isa.h"
@@ -31,19 +33,28 @@ struct StepArgs {
   const float* lr = nullptr;           // device: replaces the lr field (a tensor lr), or null
   const float* grad_scale = nullptr;   // device: a factor on every gradient (rules with kScalesGrad), or null
   void* stream = nullptr;              // cudaStream_t; null is the default stream
+  // device memory of at least RuleEntry::workspace bytes for these tensors (the sums and
+  // coefficients of a rule with per-tensor sums; the caller allocates it, so a step allocates
+  // nothing and can be captured in a CUDA graph); null where that is 0
+  void* workspace = nullptr;
+  std::size_t workspace_bytes = 0;
 };
 
 // Steps `count` tensors of one storage dtype: a handful of launches whatever the count (a launch
-// takes up to kTensorsPerLaunch tensors, then their step counters are advanced in one more). Returns
-// 0, or the CUDA error code of the first failed launch.
+// takes up to kTensorsPerLaunch tensors, then their step counters are advanced in one more; a rule
+// with sums takes three per batch: sums, finish, update). Returns 0, or the CUDA error code of the
+// first failed launch (cudaErrorInvalidValue for a workspace short of what `workspace` says).
 using StepFunction = int (*)(const DeviceTensor* tensors, std::int64_t count, Dtype dtype, const StepArgs& args);
+// The workspace bytes a step of these tensors needs (0 for a rule without sums).
+using WorkspaceFunction = std::size_t (*)(const DeviceTensor* tensors, std::int64_t count, Dtype dtype);
 
 constexpr int kTensorsPerLaunch = 24;
 
 struct RuleEntry {
-  const char* name;         // the rule's kName
-  StepFunction step;        // null when the rule has no CUDA path yet
-  const char* unsupported;  // why not, or null
+  const char* name;             // the rule's kName
+  StepFunction step;            // null when the rule has no CUDA path
+  WorkspaceFunction workspace;
+  const char* unsupported;      // why not, or null
 };
 
 // Every element-wise rule, in FASTOPTIM_ELEMENTWISE_RULES order.

@@ -264,16 +264,17 @@ void run_elementwise(const TensorSlots* tensors, std::int64_t count, const void*
 
 // ---- rules with per-tensor sums: pass 1 (sums), finish on the host, pass 2 (update) ----
 
-// Pass 1's term for per_tensor_sums. For a rule whose first pass updates the state, it runs
-// advance and stores the state, then takes the contributions from the state as stored (for
-// bf16/fp16, the rounded values pass 2 will read); otherwise it only reads. Never writes the parameter.
+// Pass 1's term for per_tensor_sums (and, one element per thread, for the CUDA sums kernel). For
+// a rule whose first pass updates the state, it runs advance and stores the state, then takes the
+// contributions from the state as stored (for bf16/fp16, the rounded values pass 2 will read);
+// otherwise it only reads. Never writes the parameter.
 template <class Rule, class S, class T>
 struct FirstPassTerm {
   const TensorSlots* t;
   const typename Rule::template Coeffs<T>* k;
 
   template <int W>
-  FASTOPTIM_ALWAYS_INLINE void at(std::int64_t i, Vec<T, W>* out) const {
+  FASTOPTIM_HD FASTOPTIM_ALWAYS_INLINE void at(std::int64_t i, Vec<T, W>* out) const {
     constexpr int kSlots = Rule::kStateSlots;
     using St = state_t<S>;
     const Vec<T, W> p = load<W>(static_cast<const param_t<S>*>(t->param) + i);

@@ -18,7 +18,7 @@ struct Centralization {
     return {enabled && ndim > (conv_only ? 3 : 1), T(double(numel) / double(rows)), T(0)};
   }
 
-  void set_row_sum(T sum) { row_mean = sum / row_length; }
+  FASTOPTIM_HD void set_row_sum(T sum) { row_mean = sum / row_length; }
 
   template <int W>
   FASTOPTIM_HD void apply(core::Vec<T, W>& g) const {
