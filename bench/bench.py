@@ -42,6 +42,13 @@ a drift in the machine's bandwidth hits all of them alike.
 
     python bench/bench.py                      # everything (tens of minutes on 2 cores)
     python bench/bench.py --workloads A B --optimizers AdamW --dtypes fp32 --rounds 5
+    python bench/bench.py --device cuda        # on the GPU (a fastoptim built with its CUDA ops)
+
+On a GPU (--device cuda) the ceiling is the device's copy bandwidth, measured in each round (a copy of
+a 256M-element float32 tensor: 2 x 1 GiB moved, the best of 20, timed with CUDA events), and a step
+is timed between two synchronisations; the peers are torch's (fused=True where torch has a fused
+CUDA step) and, where installed, the packages' (a peer whose package is missing is left out and
+named).
 """
 
 from __future__ import annotations
@@ -244,15 +251,96 @@ def implementations(name: str, params, peers: bool = True):
     impls["torch foreach=False"] = cls(params, **CONFIG[name], foreach=False)
     impls["torch foreach=True"] = cls(params, **CONFIG[name], foreach=True)
     if name in HAS_FUSED:
-        impls["torch fused=True"] = cls(params, **CONFIG[name], fused=True)
+        try:
+            impls["torch fused=True"] = cls(params, **CONFIG[name], fused=True)
+        except RuntimeError as error:  # (torch's fused Adagrad is CPU-only)
+            print(f"  ({name}: torch fused=True left out: {error})", flush=True)
     return impls
 
 
-def time_steps(opt, steps: int) -> float:
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_steps(opt, steps: int, device: str = "cpu") -> float:
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
         opt.step()
+    synchronize(device)
     return (time.perf_counter() - start) / steps
+
+
+def device_copy_bandwidth() -> float:
+    """The GPU's copy bandwidth in GB/s (bytes read plus bytes written): the best of 20 copies of a
+    256M-element float32 tensor, timed with CUDA events."""
+    src = torch.empty(1 << 28, dtype=torch.float32, device="cuda").fill_(1.0)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = float("inf")
+    for _ in range(20):
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        dst.copy_(src)
+        end.record()
+        end.synchronize()
+        best = min(best, begin.elapsed_time(end) / 1e3)
+    return 2 * src.numel() * src.element_size() / best / 1e9
+
+
+def gpu_line() -> str:
+    props = torch.cuda.get_device_properties(0)
+    return (f"{props.name}, {props.total_memory / 2**30:.0f} GiB; torch {torch.__version__} (CUDA {torch.version.cuda}); "
+            f"fastoptim CUDA ops: {fastoptim._C.cuda_ops}; {datetime.date.today()}")
+
+
+def run_on_gpu(args) -> None:
+    """The bench on the GPU: ms/step, GB/s under the byte model, the fraction of the copy bandwidth
+    measured in each round, and fastoptim's speed-up over the fastest peer."""
+    print(f"machine: {gpu_line()}", flush=True)
+    print("| workload | dtype | optimizer | implementation | ms/step | GB/s | of copy bandwidth | fastoptim speed-up |")
+    print("|---|---|---|---|---:|---:|---:|---:|")
+    for wl in args.workloads:
+        _, shapes = WORKLOADS[wl]
+        for dtype_name in args.dtypes:
+            dtype = DTYPES[dtype_name]
+            params = [torch.nn.Parameter(torch.randn(s, dtype=dtype, device="cuda")) for s in shapes]
+            for p in params:
+                p.grad = torch.randn_like(p) * 1e-3
+            itemsize = params[0].element_size()
+            for name in args.optimizers:
+                streams = sum(pattern_streams(pattern(name, p)) * p.numel() for p in params)
+                try:
+                    impls = implementations(name, params, peers=not args.no_peers)
+                except ImportError as error:
+                    print(f"  ({name}: peers left out, {error}; fastoptim alone)", flush=True)
+                    impls = implementations(name, params, peers=False)
+                steps = {}
+                for label, opt in impls.items():  # warm-up: creates state, sizes each round
+                    opt.step()
+                    steps[label] = max(5, min(200, round(args.seconds / max(time_steps(opt, 1, "cuda"), 1e-6))))
+                times = {label: [] for label in impls}
+                ceilings = []
+                labels = list(impls)
+                for round_index in range(args.rounds):
+                    ceilings.append(device_copy_bandwidth())
+                    shift = round_index % len(labels)
+                    for label in labels[shift:] + labels[:shift]:
+                        times[label].append(time_steps(impls[label], steps[label], "cuda"))
+                nbytes = {label: (STREAMS["AdamW"] * sum(p.numel() for p in params) if label == "fastoptim AdamW" else streams)
+                          * itemsize for label in impls}
+                ms = {label: statistics.median(t) * 1e3 for label, t in times.items()}
+                best_peer = min((v for k, v in ms.items() if not k.startswith("fastoptim")), default=None)
+                for label, value in ms.items():
+                    fraction = statistics.median(nbytes[label] / t / 1e9 / c for t, c in zip(times[label], ceilings))
+                    ratio = f"{best_peer / value:.2f}x" if label == "fastoptim" and best_peer else ""
+                    print(f"| {wl} | {dtype_name} | {name} | {label} | {value:.3f} | {nbytes[label] / value / 1e6:.0f} | "
+                          f"{fraction:.2f} | {ratio} |", flush=True)
+                print(f"| {wl} | {dtype_name} | {name} | copy bandwidth (median) | | {statistics.median(ceilings):.0f} | | |",
+                      flush=True)
+                del impls
+            del params
 
 
 def machine_line(threads: int) -> str:
@@ -277,7 +365,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--no-peers", action="store_true",
                     help="time fastoptim alone (to compare two builds of it, run A B A B ... with each installed in turn)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = ap.parse_args()
+    if args.device == "cuda":
+        return run_on_gpu(args)
     torch.set_num_threads(args.threads)
     exe = build_ceiling()
     print(f"machine: {machine_line(args.threads)}", flush=True)

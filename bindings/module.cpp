@@ -287,6 +287,12 @@ PYBIND11_MODULE(_C, m) {
       py::arg("matrix"), py::arg("rhs"), "matrix^-1 rhs in float64 by Cholesky (jitter <= 1e-8 relative on failure).");
 
   m.def("isa", [] { return std::string(fastoptim_isa::active().isa); }, "The kernel ISA the ops run.");
+  // Whether the steps run CUDA tensors (a build with the CUDA kernels against a torch with CUDA).
+#if defined(FASTOPTIM_CUDA_OPS)
+  m.attr("cuda_ops") = true;
+#else
+  m.attr("cuda_ops") = false;
+#endif
   m.def(
       "available_isas",
       [] {

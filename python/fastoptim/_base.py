@@ -125,6 +125,12 @@ def in_layout_of(tensor: Tensor, like: Tensor) -> Tensor:
     return tensor if tensor.stride() == like.stride() else torch.empty_like(like).copy_(tensor)
 
 
+def step_device(param: Tensor) -> torch.device:
+    """Where a parameter's step counter lives: on its CUDA device (as torch.optim's capturable and
+    fused state), where the CUDA kernels read and advance it; on the CPU otherwise."""
+    return param.device if param.is_cuda else torch.device("cpu")
+
+
 def lr_tensor(group: dict[str, Any]) -> Tensor | None:
     """A group's lr when it is a tensor (the ops take it as one), else None (its value is in the hyper vector)."""
     return group["lr"] if isinstance(group["lr"], Tensor) else None
@@ -472,6 +478,11 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _check_new_params(self, params: list[Tensor], groups: list[dict[str, Any]]) -> None:
         """Refuses a parameter twice in `params`, or one whose memory overlaps another's (of `params`
         or of the existing `groups`)."""
+        devices = {p.device for p in params}
+        if len(devices) > 1:
+            listed = ", ".join(sorted(str(d) for d in devices))
+            raise ValueError(f"{type(self).__name__}: the new param group mixes devices ({listed}); one step runs "
+                             "on one device: put the params of each device in a param group of their own")
         seen: dict[int, int] = {}
         for index, p in enumerate(params):
             if id(p) in seen:
@@ -593,8 +604,8 @@ class FusedOptimizer(torch.optim.Optimizer):
             if isinstance(step, bool) or not isinstance(step, numbers.Real):
                 raise TypeError(f"{label}: 'step' must be a number or a tensor, got {step!r}")
             entry["step"] = torch.tensor(float(step), dtype=torch.float32)  # as torch.optim's __setstate__
-        elif isinstance(step, Tensor) and not step.is_floating_point():
-            entry["step"] = step.to(torch.float32)
+        if isinstance(entry.get("step"), Tensor):
+            entry["step"] = entry["step"].to(dtype=torch.float32, device=step_device(p))
         if not entry:
             return entry  # no state yet: created by the next step, as for a new parameter
         missing = [k for k in keys if k not in entry]
@@ -818,14 +829,15 @@ class FusedOptimizer(torch.optim.Optimizer):
         max_norm = group.get("max_grad_norm")
         if not max_norm or grad_norm is None:
             return None
-        return torch.clamp(max_norm / (grad_norm + group["eps"]), max=1.0)
+        scale = torch.clamp(max_norm / (grad_norm + group["eps"]), max=1.0)
+        return scale.to(torch.float32) if scale.is_cuda else scale  # (the CUDA kernels read a float32 scale)
 
     def _state_with_missing(self, p, group, rule, state, used, keys, created):
         """The row of state tensors (in `keys` order) for `p`, with new tensors for what `state`
         lacks; the new ones are recorded in `created`. Also returns whether any of them is new."""
         new: dict[str, Tensor] = {}
         if rule.counts_steps and "step" not in state:
-            new["step"] = torch.tensor(0.0, dtype=torch.float32)
+            new["step"] = torch.tensor(0.0, dtype=torch.float32, device=step_device(p))
         if "rounding_key" in keys and "rounding_key" not in state:
             new["rounding_key"] = self._rounding_key(group, p)
         for name in used:

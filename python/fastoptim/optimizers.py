@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import FusedOptimizer, check_betas, check_max_grad_norm, check_non_negative, check_tensor_lr, to_float
+from ._base import FusedOptimizer, check_betas, check_max_grad_norm, check_non_negative, check_tensor_lr, step_device, to_float
 
 
 class SGD(FusedOptimizer):
@@ -123,7 +123,7 @@ class Adagrad(FusedOptimizer):
         for group in self.param_groups:
             for p in group["params"]:
                 state = self.state[p]
-                state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                state["step"] = torch.tensor(0.0, dtype=torch.float32, device=step_device(p))
                 state["sum"] = self._initial_state("sum", p, group)
 
     # Group keys an older state dict may lack, filled in on load as torch.optim does.

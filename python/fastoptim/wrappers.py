@@ -378,6 +378,8 @@ class Scout(Lookahead):
         group["lookahead_step"] += 1
         if group["lookahead_step"] % k == 0:
             rate = self._sync_rate(group, params)
+            if local_params and local_params[0].is_cuda:  # (the CUDA kernels read a float32 rate on the device)
+                rate = rate.to(device=local_params[0].device, dtype=torch.float32)
             _C.average_step_(local_params, [], _locals(self._buffers(params)), [], [], [0.0, 0.0, 1.0], rate)
             torch._foreach_copy_(_locals([self.state[p]["scout_previous"] for p in params]), local_params)
 

@@ -28,6 +28,17 @@ inline const char* dtype_label(Dtype d) {
   return "?";
 }
 
+// The epsilon of the storage type, as the ops give prepare it (StepInfo::dtype_eps).
+inline double epsilon_of(Dtype d) {
+  switch (d) {
+    case Dtype::f64: return core::machine_epsilon<double>();
+    case Dtype::bf16: return core::machine_epsilon<core::bf16>();
+    case Dtype::f16: return core::machine_epsilon<core::f16>();
+    case Dtype::f32: break;
+  }
+  return core::machine_epsilon<float>();
+}
+
 inline void store_value(Dtype d, std::vector<unsigned char>& buf, std::size_t i, double x) {
   switch (d) {
     case Dtype::f32: { float f = float(x); std::memcpy(&buf[i * 4], &f, 4); break; }
@@ -109,6 +120,7 @@ inline void run_steps(fastoptim_isa::ElementwiseKernel kernel, Problem& pr, cons
       slots.push_back(s);
       rules::StepInfo info{double(step), step == 1, pr.sizes[t], pr.rows[t] > 1, pr.rows[t]};
       info.ndim = pr.rows[t] > 1 ? 2 : 1;  // the matrices are 2-D (AMaC centralizes their rows)
+      info.dtype_eps = epsilon_of(pr.dtype);
       cf.push_back(Rule::template prepare<float>(h, info));
       cd.push_back(Rule::template prepare<double>(h, info));
     }

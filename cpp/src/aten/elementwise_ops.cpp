@@ -28,16 +28,6 @@ namespace {
 using fastoptim_isa::Dtype;
 using fastoptim_isa::TensorSlots;
 
-std::optional<Dtype> storage_dtype(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return Dtype::f32;
-    case at::kDouble: return Dtype::f64;
-    case at::kBFloat16: return Dtype::bf16;
-    case at::kHalf: return Dtype::f16;
-    default: return std::nullopt;
-  }
-}
-
 // Reads a one-element CPU floating tensor (a step counter or a tensor lr) as double.
 double read_scalar(const at::Tensor& t) {
   switch (t.scalar_type()) {
@@ -60,10 +50,10 @@ double advance_step(const at::Tensor& step) {
 
 double machine_epsilon(at::ScalarType t) {
   switch (t) {
-    case at::kDouble: return 2.220446049250313e-16;
-    case at::kBFloat16: return 0.0078125;
-    case at::kHalf: return 0.0009765625;
-    default: return 1.1920928955078125e-07;
+    case at::kDouble: return core::machine_epsilon<double>();
+    case at::kBFloat16: return core::machine_epsilon<core::bf16>();
+    case at::kHalf: return core::machine_epsilon<core::f16>();
+    default: return core::machine_epsilon<float>();
   }
 }
 
@@ -86,14 +76,24 @@ void set_rounding(Slots& slots, const at::Tensor& key, std::uint32_t step) {
   slots.rounding_step = step;
 }
 
+// A step counter, tensor lr or grad scale of a call on `device`: on the CPU, a float32 or float64
+// value the host reads; for a CUDA call, float32 on the call's device (torch.optim's capturable
+// state), which the kernels read there.
 template <class What>
-void check_scalar_tensor(const at::Tensor& t, const What& what) {
+void check_scalar_tensor(const at::Tensor& t, const What& what, const at::Device& device = at::kCPU) {
   TORCH_CHECK_VALUE(t.defined(), "fastoptim: ", what, " is undefined");
   check_plain(t, what, "fastoptim");
   TORCH_CHECK_VALUE(t.numel() == 1, "fastoptim: ", what, " must be a 1-element tensor");
-  TORCH_CHECK_VALUE(t.device().is_cpu(), "fastoptim: ", what, " must be on the CPU, got ", t.device());
-  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, "fastoptim: ", what,
-                   " must be float32 or float64, got ", t.scalar_type());
+  if (device.is_cpu()) {
+    TORCH_CHECK_VALUE(t.device().is_cpu(), "fastoptim: ", what, " must be on the CPU, got ", t.device());
+    TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, "fastoptim: ", what,
+                     " must be float32 or float64, got ", t.scalar_type());
+  } else {
+    TORCH_CHECK_VALUE(t.device() == device, "fastoptim: ", what, " must be on the params' device ", device,
+                      " (as torch.optim's capturable state), got ", t.device());
+    TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat, "fastoptim: ", what, " must be float32 on ", device, ", got ",
+                     t.scalar_type());
+  }
 }
 
 // Names a tensor of the call in messages: list[index], or "<state name> of params[index]". Built
@@ -109,14 +109,22 @@ std::ostream& operator<<(std::ostream& out, const TensorName& n) {
   return out << n.list << "[" << n.index << "]";
 }
 
-// params[i] is a plain CPU tensor of a dtype the kernels take.
-void check_param(const at::Tensor& p, size_t i, const char* op) {
+// params[i] is a plain tensor on the call's device (the CPU, or the CUDA device of params[0]) of
+// a dtype the kernels take.
+void check_param(const at::Tensor& p, size_t i, const char* op, const at::Device& device = at::kCPU) {
   TORCH_CHECK_VALUE(p.defined(), op, ": params[", i, "] is undefined");
   check_plain(p, TensorName{"params", i}, op);
   TORCH_CHECK_TYPE(storage_dtype(p.scalar_type()).has_value(), op, ": params[", i, "] has dtype ", p.scalar_type(),
                    "; supported: float32, float64, bfloat16, float16");
-  TORCH_CHECK_VALUE(p.device().is_cpu(), op, ": params[", i, "] is on ", p.device(),
-                    "; this build of fastoptim runs on the CPU only");
+  if (p.device() == device) return;
+#if defined(FASTOPTIM_CUDA_OPS)
+  TORCH_CHECK_VALUE(i != 0, op, ": params[0] is on ", p.device(), "; fastoptim steps CPU and CUDA tensors");
+  TORCH_CHECK_VALUE(false, op, ": params[", i, "] is on ", p.device(), " but params[0] is on ", device,
+                    " (one call steps the params of one device)");
+#else
+  TORCH_CHECK_VALUE(false, op, ": params[", i, "] is on ", p.device(), "; this build of fastoptim runs on the CPU only ",
+                    "(CUDA needs a build against a torch with CUDA, with nvcc found)");
+#endif
 }
 
 // A tensor that travels with params[i] (its grad or a state tensor) must match it exactly.
@@ -190,9 +198,11 @@ void check_block_scales(const at::Tensor& t, const at::Tensor& param, const Tens
                     t.device());
 }
 
+// The hyperparameters, checked, with a tensor lr on the CPU in place (one on a CUDA device is read
+// there, by the kernels).
 template <class Rule>
-typename Rule::Hyper checked_hyper(const char* op, c10::ArrayRef<double> values,
-                                   const std::optional<at::Tensor>& lr) {
+typename Rule::Hyper checked_hyper(const char* op, c10::ArrayRef<double> values, const std::optional<at::Tensor>& lr,
+                                   const at::Device& device = at::kCPU) {
   using Hyper = typename Rule::Hyper;
   if (values.size() != Hyper::kFieldCount) {
     std::string names;
@@ -207,9 +217,12 @@ typename Rule::Hyper checked_hyper(const char* op, c10::ArrayRef<double> values,
   if (lr.has_value()) {
     // The tensor gives the learning rate, or for weight averaging (which has none) the weight,
     // so a value computed on the device (Scout's sync rate) needs no host round trip.
-    check_scalar_tensor(*lr, std::string(op) + ": lr");
-    TORCH_CHECK_VALUE(rules::set_tensor_scalar(h, read_scalar(*lr)), op,
+    check_scalar_tensor(*lr, std::string(op) + ": lr", device);
+    TORCH_CHECK_VALUE(rules::has_lr_field<Hyper>::value || rules::has_weight_field<Hyper>::value, op,
                       ": this rule takes no tensor scalar, but one was given");
+  }
+  if (lr.has_value() && device.is_cpu()) {
+    rules::set_tensor_scalar(h, read_scalar(*lr));
     if constexpr (rules::has_lr_field<Hyper>::value) {
       TORCH_CHECK_VALUE(h.lr >= 0.0, op, ": invalid learning rate: ", h.lr);
     } else if constexpr (rules::has_weight_field<Hyper>::value) {
@@ -259,24 +272,25 @@ struct DtypeBatch {
 }  // namespace
 
 template <class Rule>
-void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorList state, at::TensorList steps,
-                      c10::ArrayRef<bool> fresh, c10::ArrayRef<double> hyper, const std::optional<at::Tensor>& lr,
-                      const std::optional<at::Tensor>& grad_scale, bool check_only, at::TensorList rounding,
-                      const std::optional<at::Tensor>& shard_sums, std::int64_t sums_pass,
-                      c10::ArrayRef<std::int64_t> whole_numels) {
-  const std::string op_name = std::string("fastoptim::") + Rule::kName + "_step_";
-  const char* op = op_name.c_str();
-  const auto h = checked_hyper<Rule>(op, hyper, lr);
+CheckedStep<Rule> check_step(const char* op, const StepCall& call, const at::Device& device) {
+  const auto& [params, grads, state, steps, fresh, hyper, lr, grad_scale, rounding, shard_sums, sums_pass, whole_numels] = call;
+  CheckedStep<Rule> checked;
+  checked.hyper = checked_hyper<Rule>(op, hyper, lr, device);
   check_split<Rule>(op, params, shard_sums, sums_pass, whole_numels);
   if (grad_scale.has_value()) {
     TORCH_CHECK_VALUE(rules::scales_grad<Rule>::value, op, ": this rule takes no grad_scale, but one was given");
-    check_scalar_tensor(*grad_scale, std::string(op) + ": grad_scale");
+    check_scalar_tensor(*grad_scale, std::string(op) + ": grad_scale", device);
+  }
+  if (device.is_cuda()) {
+    // (what the CUDA kernels do not do yet)
+    TORCH_CHECK_VALUE(rounding.empty(), op, ": stochastic rounding runs on the CPU only so far (params on ", device, ")");
+    TORCH_CHECK_VALUE(sums_pass == 0, op, ": a step split at its sums (sharded DTensors) runs on the CPU only so far");
   }
   const size_t n = params.size();
 
   // The state slots this configuration uses: element-shaped ones, then per-tensor scalars.
   constexpr int kAllSlots = Rule::kStateSlots + rules::scalar_slots_of<Rule>::value;
-  std::vector<int> slots;
+  std::vector<int>& slots = checked.slots;
   for (int j = 0; j < kAllSlots; ++j)
     if (core::uses_state<Rule>(hyper.data(), j)) slots.push_back(j);
   const size_t expected_grads = rules::reads_grad<Rule>::value ? n : 0;
@@ -291,10 +305,11 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
 
   // With 8-bit state, `state` continues with one column of block scales per 8-bit slot in use
   // (rules::eight_bit_slots), in slot order; those slots hold uint8 codes.
-  std::vector<int> coded_slots;  // indices into `slots`
+  std::vector<int>& coded_slots = checked.coded_slots;
   for (size_t s = 0; s < slots.size(); ++s)
     if (slots[s] < Rule::kStateSlots && (rules::eight_bit_slots<Rule>::value >> slots[s] & 1u)) coded_slots.push_back(int(s));
-  const bool eight_bit = !coded_slots.empty() && state.size() == (slots.size() + coded_slots.size()) * n && n > 0;
+  const bool eight_bit = checked.eight_bit =
+      !coded_slots.empty() && state.size() == (slots.size() + coded_slots.size()) * n && n > 0;
   TORCH_CHECK_VALUE(eight_bit || state.size() == slots.size() * n, op, ": expected ", slots.size(),
                     " state tensors per param (", slots.size() * n, " in all) but got ", state.size(),
                     coded_slots.empty() ? "" : " (with 8-bit state: those, then a block-scale tensor per 8-bit slot)");
@@ -302,10 +317,12 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
     return eight_bit && std::find(coded_slots.begin(), coded_slots.end(), int(s)) != coded_slots.end();
   };
 
-  std::vector<std::optional<bool>> bf16_states(n);  // per param: its element state is bf16 (none: no such state)
+  TORCH_CHECK_VALUE(!(eight_bit && device.is_cuda()), op, ": 8-bit state runs on the CPU only so far (params on ", device, ")");
+  std::vector<std::optional<bool>>& bf16_states = checked.bf16_states;
+  bf16_states.resize(n);
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& p = params[i];
-    check_param(p, i, op);
+    check_param(p, i, op, device);
     if constexpr (needs_row_major<Rule>()) {
       TORCH_CHECK_VALUE(p.is_contiguous(), op, ": params[", i, "] has strides ", p.strides(), "; ", Rule::kName,
                         " sums over (or indexes) a tensor's elements in row-major order, so it steps contiguous "
@@ -328,11 +345,47 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
     }
     for (size_t c = 0; c < coded_slots.size() && eight_bit; ++c)
       check_block_scales(state[(slots.size() + c) * n + i], p, TensorName{"state", i, "block scales"}, op);
-    if (Rule::kCountsSteps) check_scalar_tensor(steps[i], TensorName{"steps", i});
+    TORCH_CHECK_VALUE(!(device.is_cuda() && bf16_state.value_or(false)), op, ": bf16 state of float32 params runs on ",
+                      "the CPU only so far (params[", i, "] is on ", device, ")");
+    if (Rule::kCountsSteps) check_scalar_tensor(steps[i], TensorName{"steps", i}, device);
     if (!rounding.empty()) check_rounding_key(rounding[i], p, i, op);
   }
 
+  return checked;
+}
+
+#define FASTOPTIM_INSTANTIATE(Type, name) \
+  template CheckedStep<rules::Type> check_step<rules::Type>(const char*, const StepCall&, const at::Device&);
+FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_INSTANTIATE)
+#undef FASTOPTIM_INSTANTIATE
+
+template <class Rule>
+void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorList state, at::TensorList steps,
+                      c10::ArrayRef<bool> fresh, c10::ArrayRef<double> hyper, const std::optional<at::Tensor>& lr,
+                      const std::optional<at::Tensor>& grad_scale, bool check_only, at::TensorList rounding,
+                      const std::optional<at::Tensor>& shard_sums, std::int64_t sums_pass,
+                      c10::ArrayRef<std::int64_t> whole_numels) {
+  const std::string op_name = std::string("fastoptim::") + Rule::kName + "_step_";
+  const char* op = op_name.c_str();
+  const StepCall call{params, grads, state, steps, fresh, hyper, lr, grad_scale, rounding, shard_sums, sums_pass, whole_numels};
+  // The call's device: the CPU, or in a build with the CUDA kernels (cuda_ops.cpp), the CUDA device
+  // of params[0], whose step runs there.
+#if defined(FASTOPTIM_CUDA_OPS)
+  const at::Device device = !params.empty() && params[0].is_cuda() ? params[0].device() : at::Device(at::kCPU);
+#else
+  const at::Device device = at::kCPU;
+#endif
+  const CheckedStep<Rule> checked = check_step<Rule>(op, call, device);
   if (check_only) return;
+#if defined(FASTOPTIM_CUDA_OPS)
+  if (device.is_cuda()) return step_on_cuda<Rule>(op, call, checked, device);
+#endif
+  const auto& h = checked.hyper;
+  const std::vector<int>& slots = checked.slots;
+  const std::vector<int>& coded_slots = checked.coded_slots;
+  const bool eight_bit = checked.eight_bit;
+  const std::vector<std::optional<bool>>& bf16_states = checked.bf16_states;
+  const size_t n = params.size();
   // Every check has passed: from here on, tensors change.
   const double scale = grad_scale.has_value() ? read_scalar(*grad_scale) : 1.0;
   // (one batch per storage dtype, a fifth for float32 parameters with bf16 state, and with 8-bit
@@ -527,10 +580,8 @@ void elementwise_step_op(at::TensorList params, at::TensorList grads, at::Tensor
                          const std::optional<at::Tensor>& lr, const std::optional<at::Tensor>& grad_scale,
                          std::optional<at::TensorList> rounding, const std::optional<at::Tensor>& shard_sums,
                          std::int64_t sums_pass, c10::IntArrayRef whole_numels) {
-  const std::vector<bool> flags(fresh.begin(), fresh.end());
-  std::unique_ptr<bool[]> plain(new bool[flags.size()]);
-  std::copy(flags.begin(), flags.end(), plain.get());
-  elementwise_step<Rule>(params, grads, state, steps, c10::ArrayRef<bool>(plain.get(), flags.size()), hyper, lr,
+  const FreshFlags flags(fresh);
+  elementwise_step<Rule>(params, grads, state, steps, flags.ref(), hyper, lr,
                          grad_scale, false, rounding.value_or(at::TensorList()), shard_sums, sums_pass, whole_numels);
 }
 
@@ -590,8 +641,9 @@ TORCH_LIBRARY(fastoptim, m) {
   m.def(FASTOPTIM_FACTORED_SCHEMA);
 }
 
-// Registered for every backend, not just CPU, so that a sparse or CUDA tensor reaches the checks
-// above and gets a clear TypeError/ValueError instead of the dispatcher's "could not run".
+// Registered for every backend, not just CPU: CUDA tensors step on their device in a build with the
+// CUDA kernels (cuda_ops.cpp), and otherwise, like a sparse tensor, reach the checks above and get a
+// clear TypeError/ValueError instead of the dispatcher's "could not run".
 TORCH_LIBRARY_IMPL(fastoptim, CompositeExplicitAutograd, m) {
 #define FASTOPTIM_IMPL(Type, name) m.impl(#name "_step_", &elementwise_step_op<rules::Type>);
   FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_IMPL)

@@ -84,26 +84,29 @@ __device__ typename Rule::Hyper hyper_of(const Batch<Rule>& b) {
 }
 
 // What prepare knows about tensor t of the batch at this step: the step after this step's
-// increment, as stored in float32 (what the CPU path computes with), and the per-tensor scalars
-// before the step (in the compute type T) and, for rules that advance them, after it.
-template <class Rule, class T>
+// increment, as stored in float32 (what the CPU path computes with), the per-tensor scalars before
+// the step (in the compute type) and, for rules that advance them, after it, and the epsilon of the
+// storage type S.
+template <class Rule, class S>
 __device__ rules::StepInfo step_info(const Batch<Rule>& batch, const DeviceTensor& tensor, const typename Rule::Hyper& h) {
+  using T = core::compute_t<S>;
   const double step = tensor.step ? double(*tensor.step + 1.0f) : 0.0;
   const std::int64_t rows = tensor.ndim > 1 ? tensor.slots.rows : 1;
   rules::StepInfo info{step, tensor.fresh, tensor.slots.numel, tensor.ndim > 1, rows,
                        batch.grad_scale ? double(*batch.grad_scale) : 1.0, tensor.ndim};
   for (int j = 0; j < rules::scalar_slots_of<Rule>::value; ++j)
     if (const void* scalar = tensor.slots.state[Rule::kStateSlots + j]) info.scalar_state[j] = *static_cast<const T*>(scalar);
+  info.dtype_eps = core::machine_epsilon<S>();
   rules::advance_scalars<Rule>(h, info);
   return info;
 }
 
 // The tensor's coefficients at this step, prepared once (by thread 0) into `shared` for the block.
-template <class Rule, class T>
+template <class Rule, class S, class T = core::compute_t<S>>
 __device__ void prepare_for_block(const Batch<Rule>& batch, const DeviceTensor& tensor, typename Rule::template Coeffs<T>& shared) {
   if (threadIdx.x == 0) {
     const typename Rule::Hyper h = hyper_of(batch);
-    shared = Rule::template prepare<T>(h, step_info<Rule, T>(batch, tensor, h));
+    shared = Rule::template prepare<T>(h, step_info<Rule, S>(batch, tensor, h));
   }
   __syncthreads();
 }
@@ -114,7 +117,7 @@ __global__ void __launch_bounds__(kThreads) step_kernel(const Batch<Rule> batch)
   const BlockPlace place = place_of_block(batch);
   const DeviceTensor& tensor = batch.tensors[place.tensor];
   __shared__ typename Rule::template Coeffs<T> coeffs;
-  prepare_for_block<Rule, T>(batch, tensor, coeffs);
+  prepare_for_block<Rule, S>(batch, tensor, coeffs);
   for (std::int64_t i = place.begin + threadIdx.x; i < place.end; i += kThreads)
     kernels::update_lanes<Rule, S, 1, true>(tensor.slots, coeffs, i, rules::reads_grad<Rule>::value);
 }
@@ -128,7 +131,7 @@ __global__ void advance_steps(const Batch<Rule> batch) {
   if (t >= batch.count) return;
   const DeviceTensor& tensor = batch.tensors[t];
   if constexpr (rules::has_next_scalars<Rule>::value) {
-    const rules::StepInfo info = step_info<Rule, T>(batch, tensor, hyper_of(batch));
+    const rules::StepInfo info = step_info<Rule, S>(batch, tensor, hyper_of(batch));
     for (int j = 0; j < rules::scalar_slots_of<Rule>::value; ++j)
       if (void* scalar = tensor.slots.state[Rule::kStateSlots + j]) *static_cast<T*>(scalar) = T(info.scalar_next[j]);
   }
@@ -232,7 +235,7 @@ __global__ void __launch_bounds__(kThreads) sums_kernel(const Batch<Rule> batch)
   const DeviceTensor& tensor = batch.tensors[place.tensor];
   __shared__ Coeffs coeffs;
   __shared__ T values[N][kThreads];
-  prepare_for_block<Rule, T>(batch, tensor, coeffs);
+  prepare_for_block<Rule, S>(batch, tensor, coeffs);
   T sums[N] = {};
   const bool summed = rules::needs_sums<Rule>(coeffs);
   if (summed || Rule::kStateInFirstPass) {
@@ -286,7 +289,7 @@ __global__ void __launch_bounds__(kThreads) finish_kernel(const Batch<Rule> batc
       }
   }
   __shared__ typename Workspace::Coeffs prepared;
-  prepare_for_block<Rule, T>(batch, tensor, prepared);
+  prepare_for_block<Rule, S>(batch, tensor, prepared);
   for (std::int64_t u = threadIdx.x; u < cut.units; u += kThreads) coeffs[u] = prepared;
   __syncthreads();
   if (threadIdx.x != 0) return;

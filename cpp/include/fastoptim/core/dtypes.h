@@ -19,6 +19,16 @@ struct f16 { std::uint16_t bits; };
 // Arithmetic happens in double for double storage and in float for everything else.
 template <class S> using compute_t = std::conditional_t<std::is_same_v<S, double>, double, float>;
 
+// The machine epsilon of a storage type (torch.finfo(dtype).eps): the default of a rule whose eps
+// follows the parameter's dtype (Adafactor's eps1).
+template <class S>
+constexpr double machine_epsilon() {
+  if constexpr (std::is_same_v<S, double>) return 2.220446049250313e-16;
+  else if constexpr (std::is_same_v<S, bf16>) return 0.0078125;
+  else if constexpr (std::is_same_v<S, f16>) return 0.0009765625;
+  else return 1.1920928955078125e-07;
+}
+
 FASTOPTIM_HD inline float bf16_to_float(bf16 x) {
   std::uint32_t u = std::uint32_t(x.bits) << 16;
   float f;

@@ -12,7 +12,8 @@
 // - The state of each parameter is <Type>ParamState: the rule's state tensors under torch.optim's
 //   names and a float32 `step`, saved and loaded by torch::save / torch::load.
 // - step() calls the ATen-layer entry the Python classes call (fastoptim::aten::elementwise_step),
-//   so both give the same bits. Every group is checked before any tensor changes.
+//   so both give the same bits. Every group is checked before any tensor changes. CUDA parameters
+//   step on their device where fastoptim was built with its CUDA kernels (their `step` lives there).
 // AdamW is Adam's options from the rule's AdamW preset (decoupled weight decay, 1e-2).
 #pragma once
 #include <torch/optim/optimizer.h>
@@ -271,7 +272,8 @@ class RuleOptimizer : public CheckedStepOptimizer<RuleOptimizer<Rule, Options>, 
       bool fresh = false;
       if (st == nullptr) {
         auto created = std::make_unique<ParamState>();
-        created->step = torch::zeros({}, torch::kFloat32);
+        // (on a CUDA parameter's device, where the CUDA kernels read and advance it)
+        created->step = torch::zeros({}, torch::dtype(torch::kFloat32).device(p.is_cuda() ? p.device() : torch::kCPU));
         st = created.get();
         w.created.emplace_back(key, std::move(created));
       }

@@ -1,0 +1,77 @@
+// The element-wise steps (elementwise_step: the ops fastoptim::<name>_step_ and the direct entries)
+// on a CUDA device: after the checks every step takes (check_step, on the device of params[0]),
+// every tensor of one storage dtype in one call of the CUDA kernels (fastoptim/kernels/cuda.h) on
+// the current stream. The step counters, a tensor lr and a grad scale stay on the device, where the
+// kernels read them, and a rule with sums gets its workspace from torch's caching allocator:
+// nothing is read back to the host, so a step can be captured in a CUDA graph. Built only against
+// a torch with CUDA, linked with the CUDA kernels (FASTOPTIM_CUDA_OPS); it uses device-generic c10
+// calls only, so it compiles against any torch's headers.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/core/DeviceGuard.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
+
+#include <algorithm>
+#include <array>
+#include <vector>
+
+#include "checks.h"
+#include "fastoptim/kernels/cuda.h"
+#include "fastoptim/rules/registry.h"
+
+namespace fastoptim::aten {
+
+using fastoptim_cuda::DeviceTensor;
+using fastoptim_isa::Dtype;
+
+template <class Rule>
+void step_on_cuda(const char* op, const StepCall& call, const CheckedStep<Rule>& checked, const at::Device& device) {
+  const at::TensorList params = call.params, grads = call.grads, state = call.state, steps = call.steps;
+  const fastoptim_cuda::RuleEntry* entry = fastoptim_cuda::find_rule(Rule::kName);
+  TORCH_CHECK_VALUE(entry && entry->step, op, ": no CUDA kernel: ", entry ? entry->unsupported : "not in the CUDA table");
+  const size_t n = params.size();
+
+  // One call per storage dtype, each tensor with its state and its step counter on the device.
+  std::array<std::vector<DeviceTensor>, 4> batches;
+  for (size_t i = 0; i < n; ++i) {
+    const at::Tensor& p = params[i];
+    DeviceTensor t;
+    t.slots.param = p.data_ptr();
+    t.slots.grad = rules::reads_grad<Rule>::value ? grads[i].const_data_ptr() : nullptr;
+    for (size_t s = 0; s < checked.slots.size(); ++s) t.slots.state[checked.slots[s]] = state[s * n + i].data_ptr();
+    t.slots.numel = p.numel();
+    t.slots.rows = p.dim() > 1 ? p.size(0) : 1;
+    t.step = Rule::kCountsSteps ? steps[i].data_ptr<float>() : nullptr;
+    t.ndim = int(p.dim());
+    t.fresh = call.fresh.size() == n && call.fresh[i];
+    batches[size_t(*storage_dtype(p.scalar_type()))].push_back(t);
+  }
+
+  const c10::DeviceGuard guard(device);
+  fastoptim_cuda::StepArgs args;
+  args.hyper = call.hyper.data();
+  args.lr = call.lr.has_value() ? call.lr->const_data_ptr<float>() : nullptr;
+  args.grad_scale = call.grad_scale.has_value() ? call.grad_scale->const_data_ptr<float>() : nullptr;
+  args.stream = c10::impl::VirtualGuardImpl(device.type()).getStream(device).native_handle();
+  for (size_t d = 0; d < batches.size(); ++d) {
+    const std::vector<DeviceTensor>& tensors = batches[d];
+    if (tensors.empty()) continue;
+    const auto count = std::int64_t(tensors.size());
+    const std::size_t bytes = entry->workspace(tensors.data(), count, Dtype(d));
+    // (held until the kernels on this stream have run: the caching allocator reuses it only after
+    // work queued on the stream, as it does for any tensor freed while kernels still use it)
+    const at::Tensor workspace = at::empty({std::int64_t(bytes)}, params[0].options().dtype(at::kByte));
+    args.workspace = bytes > 0 ? workspace.data_ptr() : nullptr;
+    args.workspace_bytes = bytes;
+    const int error = entry->step(tensors.data(), count, Dtype(d), args);
+    TORCH_CHECK(error == 0, op, ": CUDA error: ", fastoptim_cuda::error_text(error));
+  }
+}
+
+#define FASTOPTIM_INSTANTIATE(Type, name)                                                        \
+  template void step_on_cuda<rules::Type>(const char*, const StepCall&, const CheckedStep<rules::Type>&, \
+                                          const at::Device&);
+FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_INSTANTIATE)
+#undef FASTOPTIM_INSTANTIATE
+
+}  // namespace fastoptim::aten

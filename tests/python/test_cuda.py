@@ -1,0 +1,175 @@
+"""The optimizers on a CUDA device (issue 18): every optimizer's step on the GPU (the CUDA kernels,
+through the same entries as on the CPU) equals its step on the CPU over 20 steps (fp32 within 1e-6 relative, fp64 within
+1e-12); the classic ones equal torch's fused CUDA steps; a state dict saved on the GPU resumes on the
+CPU and back; a step captured in a CUDA graph and replayed equals eager steps. These run where
+torch sees a GPU and fastoptim was built with its CUDA ops (tests/gpu/run.sh); elsewhere they are
+skipped, and what runs here is what needs no GPU: a param group mixing devices is refused."""
+
+import copy
+
+import pytest
+import torch
+
+import fastoptim
+from reference import OPTIMIZERS, SHAPES, TOLERANCE, make_params, make_rich, noise_grads, rule_optimizer
+
+STEPS = 20
+on_gpu = pytest.mark.skipif(not (torch.cuda.is_available() and fastoptim._C.cuda_ops),
+                            reason="needs a CUDA device and a fastoptim built with its CUDA kernels (tests/gpu/run.sh)")
+
+# Steps that still run on the CPU only: Adafactor's factored matrices (their kernel has no CUDA
+# version yet) are refused by name on a GPU.
+CPU_ONLY = {"Adafactor"}
+# Muon's Newton-Schulz products run through ATen in bfloat16, as torch's do: the GPU adds them up in
+# another order than the CPU, so its steps agree to bfloat16's precision, not float32's.
+RTOL = {"Muon": 2e-2}
+
+
+def test_a_param_group_mixing_devices_is_refused():
+    params = [torch.zeros(3, requires_grad=True), torch.zeros(3, device="meta", requires_grad=True)]
+    with pytest.raises(ValueError, match=r"mixes devices \(cpu, meta\)"):
+        fastoptim.AdamW(params)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or fastoptim._C.cuda_ops, reason="needs a GPU and a CPU-only build")
+def test_without_the_cuda_ops_cuda_params_are_refused_by_name():
+    p = torch.zeros(3, device="cuda", requires_grad=True)
+    p.grad = torch.ones_like(p)
+    with pytest.raises(ValueError, match="runs on the CPU only"):
+        fastoptim.AdamW([p]).step()
+
+
+def on(device, params):
+    return [p.detach().to(device).requires_grad_() for p in params]
+
+
+def assert_close(actual, expected, rtol, what):
+    actual, expected = actual.detach().cpu().double(), expected.detach().cpu().double()
+    bound = rtol * expected.abs() + rtol * 1e-3
+    bad = (actual - expected).abs() > bound
+    bad &= ~(actual.isnan() & expected.isnan())
+    assert not bad.any(), f"{what}: {int(bad.sum())} elements apart, max {float((actual - expected).abs().max())}"
+
+
+def assert_same_state(gpu, cpu, rtol, what):
+    for index, (a, b) in enumerate(zip(gpu.state_dict()["state"].values(), cpu.state_dict()["state"].values())):
+        assert a.keys() == b.keys()
+        for key, value in a.items():
+            if isinstance(value, torch.Tensor):
+                assert_close(value, b[key], rtol, f"{what}: state {key!r} of param {index}")
+
+
+def assert_all_close(params, expected, rtol, what):
+    for index, (p, q) in enumerate(zip(params, expected)):
+        assert_close(p, q, rtol, f"{what} param {index} {tuple(q.shape)}")
+
+
+def step_alike(runs, steps, dtype=torch.float32):
+    """Steps each (params, optimizer) of `runs` at each step of `steps`, all given the same noise
+    gradients, each on its params' device."""
+    for step in steps:
+        grads = noise_grads(runs[0][0], step, dtype)
+        for params, optimizer in runs:
+            for p, g in zip(params, grads):
+                p.grad = g.to(p.device)
+            optimizer.step()
+
+
+@on_gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("name", sorted(set(OPTIMIZERS) - CPU_ONLY))
+def test_the_gpu_step_is_the_cpu_step(name, dtype):
+    start = make_params(SHAPES, dtype)
+    cpu_params, gpu_params = on("cpu", start), on("cuda", start)
+    cpu, gpu = make_rich(name, cpu_params), make_rich(name, gpu_params)
+    rtol = RTOL.get(name, TOLERANCE[dtype])
+    step_alike([(cpu_params, cpu), (gpu_params, gpu)], range(STEPS), dtype)
+    assert_all_close(gpu_params, cpu_params, rtol, name)
+    assert_same_state(rule_optimizer(gpu), rule_optimizer(cpu), rtol, name)
+
+
+@on_gpu
+@pytest.mark.parametrize("name", sorted(CPU_ONLY))
+def test_what_runs_on_the_cpu_only_is_refused_by_name_on_the_gpu(name):
+    params = on("cuda", make_params([(4, 5)], torch.float32))
+    params[0].grad = torch.ones_like(params[0])
+    with pytest.raises((TypeError, ValueError), match="CPU only"):
+        make_rich(name, params).step()
+
+
+@on_gpu
+@pytest.mark.parametrize("option", [dict(stochastic_rounding=True), dict(state_bits=8), dict(state_dtype=torch.bfloat16)],
+                         ids=["stochastic_rounding", "state_bits", "state_dtype"])
+def test_what_the_cuda_kernels_do_not_do_yet_is_refused_by_name(option):
+    dtype = torch.bfloat16 if "stochastic_rounding" in option else torch.float32
+    params = on("cuda", make_params([(17,)], dtype))
+    params[0].grad = torch.ones_like(params[0])
+    before = params[0].detach().clone()
+    with pytest.raises((TypeError, ValueError), match="CPU only"):
+        fastoptim.AdamW(params, **option).step()
+    assert torch.equal(params[0], before)
+
+
+@on_gpu
+@pytest.mark.parametrize("name, torch_kwargs", [("Adam", dict(fused=True)), ("AdamW", dict(fused=True)),
+                                                 ("SGD", dict(fused=True, momentum=0.9)),
+                                                 ("Adagrad", dict(foreach=True)), ("RMSprop", dict(foreach=True))])
+def test_the_classic_optimizers_equal_torchs_cuda_steps(name, torch_kwargs):
+    start = make_params(SHAPES, torch.float32)
+    ours_params, torch_params = on("cuda", start), on("cuda", start)
+    options = dict(lr=1e-2, weight_decay=0.1, maximize=True, **({"momentum": 0.9} if name == "SGD" else {}))
+    ours = getattr(fastoptim, name)(ours_params, **options)
+    reference = getattr(torch.optim, name)(torch_params, **{**options, **torch_kwargs})
+    step_alike([(ours_params, ours), (torch_params, reference)], range(STEPS))
+    assert_all_close(ours_params, torch_params, TOLERANCE[torch.float32], name)
+
+
+@on_gpu
+@pytest.mark.parametrize("name", ["AdamW", "LAMB", "TAdam"])
+def test_a_state_dict_saved_on_the_gpu_resumes_on_the_cpu_and_back(name):
+    start = make_params(SHAPES, torch.float32)
+    gpu_params = on("cuda", start)
+    gpu = make_rich(name, gpu_params)
+    step_alike([(gpu_params, gpu)], range(5))
+    cpu_params = on("cpu", gpu_params)
+    cpu = make_rich(name, cpu_params)
+    cpu.load_state_dict(copy.deepcopy(gpu.state_dict()))
+    assert all(s.device.type == "cpu" for state in cpu.state.values() for s in state.values() if torch.is_tensor(s))
+    step_alike([(gpu_params, gpu), (cpu_params, cpu)], range(5, 10))
+    back_params = on("cuda", cpu_params)
+    back = make_rich(name, back_params)
+    back.load_state_dict(copy.deepcopy(cpu.state_dict()))
+    step_alike([(gpu_params, gpu), (back_params, back)], range(10, 15))
+    assert_all_close(back_params, gpu_params, TOLERANCE[torch.float32], name)
+
+
+@on_gpu
+@pytest.mark.parametrize("name", ["AdamW", "LAMB", "Adan"])
+def test_a_step_captured_in_a_cuda_graph_equals_eager_steps(name):
+    """torch's whole-step capture recipe: warm up on a side stream (the state is created there),
+    capture one step, replay it; the replays equal eager steps bit for bit."""
+    start = make_params([(1,), (4099,), (100003,), (33, 65)], torch.float32)
+    eager_params, graph_params = on("cuda", start), on("cuda", start)
+    eager, captured = make_rich(name, eager_params), make_rich(name, graph_params)
+    grads = [[g.to("cuda") for g in noise_grads(start, step)] for step in range(6)]
+    for p, g in zip(graph_params, grads[0]):
+        p.grad = g.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        captured.step()  # (step 0, eager: creates the state)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured.step()
+    for step in range(6):
+        for p, g in zip(eager_params, grads[step]):
+            p.grad = g.clone()
+        eager.step()
+    for step in range(1, 6):
+        for p, g in zip(graph_params, grads[step]):
+            p.grad.copy_(g)
+        graph.replay()
+    torch.cuda.synchronize()
+    for index, (p, q) in enumerate(zip(graph_params, eager_params)):
+        assert torch.equal(p, q), f"{name} param {index}"
