@@ -44,11 +44,10 @@ py::dict describe() {
   // per-tensor sums a sharded tensor's step adds up across its shards (0: none, or the step does not split)
   d["shard_sums"] = rules::splits_at_sums<Rule>() ? rules::sums_of<Rule>::value : 0;
   d["scales_grad"] = rules::scales_grad<Rule>::value;
-  // the state slots state_bits=8 keeps in 8 bits (rules::eight_bit_slots; none for two-pass rules)
+  // the state slots state_bits=8 keeps in 8 bits (rules::eight_bit_slots)
   py::list eight_bit;
-  if constexpr (rules::sums_of<Rule>::value == 0)
-    for (int index = 0; index < Rule::kStateSlots; ++index)
-      if (rules::eight_bit_slots<Rule>::value >> index & 1u) eight_bit.append(Rule::kState[index].name);
+  for (int index = 0; index < Rule::kStateSlots; ++index)
+    if (rules::eight_bit_slots<Rule>::value >> index & 1u) eight_bit.append(Rule::kState[index].name);
   d["eight_bit_state"] = eight_bit;
   // What a state slot starts at (rules::initial_value), for the rules whose start is not zero: the
   // Python classes create their state from it, as the libtorch and edge front ends do.

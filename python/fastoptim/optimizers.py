@@ -602,6 +602,7 @@ class LAMB(_ScaleClipOptimizer):
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
+        state_bits: 8 keeps the moments in 8 bits, block-scaled (None: as state_dtype says; see FusedOptimizer).
     """
 
     rule = "lamb"
@@ -624,6 +625,7 @@ class LAMB(_ScaleClipOptimizer):
         maximize: bool = False,
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
+        state_bits: int | None = None,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
@@ -634,7 +636,7 @@ class LAMB(_ScaleClipOptimizer):
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, scale_clip=checked_scale_clip(scale_clip),
             bias_correction=bias_correction, trust_clip=trust_clip, grad_averaging=grad_averaging,
             max_grad_norm=max_grad_norm, maximize=maximize,
-            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype, state_bits=state_bits,
         )
         super().__init__(params, defaults)
 
@@ -677,6 +679,7 @@ class RaLars(_ScaleClipOptimizer):
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
+        state_bits: 8 keeps the moments in 8 bits, block-scaled (None: as state_dtype says; see FusedOptimizer).
     """
 
     rule = "lamb"
@@ -696,6 +699,7 @@ class RaLars(_ScaleClipOptimizer):
         maximize: bool = False,
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
+        state_bits: int | None = None,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
@@ -705,7 +709,7 @@ class RaLars(_ScaleClipOptimizer):
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
             force_adaptive_momentum=force_adaptive_momentum, scale_clip=checked_scale_clip(scale_clip),
             sma_threshold=sma_threshold, maximize=maximize,
-            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype, state_bits=state_bits,
         )
         super().__init__(params, defaults)
 

@@ -1,6 +1,6 @@
 """8-bit optimizer state (``state_bits=8``): the moments of float32 and bfloat16 parameters kept as one
 byte per element and one float32 scale per block of 256, decoded, updated and encoded in the step's
-one pass. The codes are checked against a reference written here from the format's definition (every
+one pass (LAMB's two: the norms from the decoded moments advanced, then the update that encodes them). The codes are checked against a reference written here from the format's definition (every
 code's value, nearest-code search), independent of the kernels' integer arithmetic."""
 
 import copy
@@ -115,8 +115,9 @@ def test_encoding_decoded_codes_gives_them_back():
 
 # ---- the step ---------------------------------------------------------------------------------------
 
-def test_the_adam_family_lion_and_adopt_take_it():
-    assert TAKES_IT == sorted(["Adam", "AdamW", "AdEMAMix", "AdaBelief", "Adan", "NAdam", "RAdam", "Adamax", "ADOPT", "Lion"])
+def test_the_adam_family_lamb_lion_and_adopt_take_it():
+    assert TAKES_IT == sorted(["Adam", "AdamW", "AdEMAMix", "AdaBelief", "Adan", "NAdam", "RAdam", "Adamax", "ADOPT", "Lion",
+                               "LAMB", "RaLars"])
     for name in TAKES_IT:
         assert fastoptim._base.rule_named(getattr(fastoptim, name).rule).eight_bit_state
 
@@ -160,7 +161,7 @@ def test_each_step_is_the_full_precision_step_between_decoding_and_encoding(name
                     assert torch.equal(mine, value.to(mine.dtype)), (key, p.shape)
 
 
-@pytest.mark.parametrize("name", ["AdamW", "Adan"])
+@pytest.mark.parametrize("name", ["AdamW", "Adan", "LAMB"])
 def test_every_isa_and_thread_count_gives_the_same_bits(name):
     for dtype, rounding in [(torch.float32, False), (torch.bfloat16, True)]:
         def make(params):
@@ -187,7 +188,7 @@ def test_every_isa_and_thread_count_gives_the_same_bits(name):
             assert torch.equal(value, state_b["state"][key][name_]), name_
 
 
-@pytest.mark.parametrize("name", ["AdamW", "Adan", "Lion"])
+@pytest.mark.parametrize("name", ["AdamW", "Adan", "Lion", "LAMB"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_a_resumed_run_continues_bit_for_bit(name, dtype):
     opt, resumed = assert_resumes_bit_identically(lambda params: make_rich(name, params, state_bits=8),

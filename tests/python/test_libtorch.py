@@ -116,7 +116,7 @@ def test_libtorch_bf16_state_steps_as_the_python_class_does(parity, tmp_path, na
         assert torch.equal(a, b), (name, tuple(b.shape))
 
 
-@pytest.mark.parametrize("name", ["AdamW", "Adan"])
+@pytest.mark.parametrize("name", ["AdamW", "Adan", "LAMB"])
 def test_libtorch_eight_bit_state_steps_as_the_python_class_does(parity, tmp_path, name):
     """Options eight_bit_state(true): the moments in 8 bits, as state_bits=8 (codes and scales go
     through torch::save / torch::load halfway)."""

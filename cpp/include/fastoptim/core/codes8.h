@@ -120,6 +120,12 @@ FASTOPTIM_HD inline Vec<float, W> load_codes(const code8* src, CodeLayout layout
   return y;
 }
 
+// The W values of the codes at src, in a block decoded by `block`.
+template <int W>
+FASTOPTIM_HD inline Vec<float, W> decode_codes(const code8* src, const BlockDecoding& block) {
+  return load_codes<W>(src, block.layout) * block.magnitude;
+}
+
 // ---- whole blocks ---------------------------------------------------------------------------
 
 // What a block's codes depend on, gathered W values at a time: its largest magnitude and whether a
@@ -179,7 +185,7 @@ inline float encode_block(const float* values, std::int64_t count, code8* out) {
 // The `count` values of the block at codes with stored scale `scale`, written to out.
 inline void decode_block(const code8* codes, float scale, std::int64_t count, float* out) {
   const BlockDecoding block = block_decoding(scale);
-  for (std::int64_t i = 0; i < count; ++i) out[i] = load_codes<1>(codes + i, block.layout).v[0] * block.magnitude;
+  for (std::int64_t i = 0; i < count; ++i) out[i] = decode_codes<1>(codes + i, block).v[0];
 }
 
 }  // namespace fastoptim::core

@@ -167,7 +167,7 @@ struct BlockOfCodes {
   }
   template <int W>
   FASTOPTIM_ALWAYS_INLINE void load(const TensorSlots& t, int j, std::int64_t i, Vec<float, W>& out) const {
-    if (coded(j)) out = load_codes<W>(static_cast<const code8*>(t.state[j]) + i, old[j].layout) * old[j].magnitude;
+    if (coded(j)) out = decode_codes<W>(static_cast<const code8*>(t.state[j]) + i, old[j]);
     else out = core::load<W>(static_cast<const P*>(t.state[j]) + i);
   }
   template <int W>
@@ -222,7 +222,7 @@ template <class Rule, class S, bool StoreState, class Coeffs>
 FASTOPTIM_FLATTEN inline void update_range(const TensorSlots& t, const Coeffs& k, std::int64_t begin, std::int64_t end, bool load_grad,
                          const TensorSlots* next = nullptr, std::int64_t next_offset = 0) {
   if constexpr (std::is_same_v<state_t<S>, code8>) {
-    static_assert(StoreState, "8-bit state is for element-wise rules, which store their state as they go");
+    static_assert(StoreState, "8-bit state is stored block by block as the update goes (see StateInSecondPass)");
     if constexpr (std::is_same_v<param_t<S>, bf16>)
       if (t.stochastic_rounding) return update_range_coded<Rule, S, true>(t, k, begin, end, load_grad);
     update_range_coded<Rule, S, false>(t, k, begin, end, load_grad);
@@ -267,11 +267,24 @@ void run_elementwise(const TensorSlots* tensors, std::int64_t count, const void*
 // Pass 1's term for per_tensor_sums (and, one element per thread, for the CUDA sums kernel). For
 // a rule whose first pass updates the state, it runs advance and stores the state, then takes the
 // contributions from the state as stored (for bf16/fp16, the rounded values pass 2 will read);
-// otherwise it only reads. Never writes the parameter.
+// otherwise it only reads (8-bit slots decoded with their block's scale: the blocks of the sums,
+// kReduceBlock elements, are whole code blocks). Never writes the parameter.
 template <class Rule, class S, class T>
 struct FirstPassTerm {
   const TensorSlots* t;
   const typename Rule::template Coeffs<T>* k;
+
+  template <int W>
+  FASTOPTIM_HD FASTOPTIM_ALWAYS_INLINE Vec<T, W> load_state(int j, std::int64_t i) const {
+    if constexpr (std::is_same_v<state_t<S>, code8>) {
+      static_assert(!Rule::kStateInFirstPass, "8-bit state is stored in pass 2 (see StateInSecondPass)");
+      if (rules::eight_bit_slots<Rule>::value >> j & 1u)
+        return decode_codes<W>(static_cast<const code8*>(t->state[j]) + i, block_decoding(t->state_scale[j][i / kCodeBlock]));
+      return load<W>(static_cast<const param_t<S>*>(t->state[j]) + i);
+    } else {
+      return load<W>(static_cast<const state_t<S>*>(t->state[j]) + i);
+    }
+  }
 
   template <int W>
   FASTOPTIM_HD FASTOPTIM_ALWAYS_INLINE void at(std::int64_t i, Vec<T, W>* out) const {
@@ -281,7 +294,7 @@ struct FirstPassTerm {
     const Vec<T, W> g = load<W>(static_cast<const param_t<S>*>(t->grad) + i);
     Vec<T, W> state[kSlots] = {};
     for (int j = 0; j < kSlots; ++j)
-      if (t->state[j]) state[j] = load<W>(static_cast<const St*>(t->state[j]) + i);
+      if (t->state[j]) state[j] = load_state<W>(j, i);
     if constexpr (Rule::kStateInFirstPass) {
       Rule::advance(p, g, state, *k);
       for (int j = 0; j < kSlots; ++j) {
@@ -313,6 +326,34 @@ struct OnePass : Rule {
         }
       }
     }
+    Rule::apply(p, g, state, k, index...);
+  }
+};
+
+// A rule whose first pass updates its state (LAMB) run with its state updated in pass 2 instead:
+// pass 1 advances a copy of each element's state for the contributions and stores nothing, pass 2
+// advances it again, applies, and stores it. For 8-bit state, whose codes are stored a whole block
+// at a time, as only pass 2 goes (update_range_coded). Both passes advance the same decoded state,
+// so the sums and the update see the values the float passes would; the price is the gradient
+// read twice.
+template <class Rule>
+struct StateInSecondPass : Rule {
+  static_assert(Rule::kStateInFirstPass && !rules::sums_per_row<Rule>::value,
+                "for rules whose pass 1 stores state; row_of does not move the block scales");
+  static constexpr bool kStateInFirstPass = false;
+
+  template <class T, int W>
+  static void contribute(const Vec<T, W>& p, const Vec<T, W>& g, const Vec<T, W>* state,
+                         const typename Rule::template Coeffs<T>& k, Vec<T, W>* out) {
+    Vec<T, W> advanced[Rule::kStateSlots];
+    for (int j = 0; j < Rule::kStateSlots; ++j) advanced[j] = state[j];
+    Rule::advance(p, g, advanced, k);
+    Rule::contribute(p, g, advanced, k, out);
+  }
+  template <class T, int W, class... Index>
+  static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const typename Rule::template Coeffs<T>& k,
+                    Index... index) {
+    Rule::advance(p, g, state, k);
     Rule::apply(p, g, state, k, index...);
   }
 };
@@ -522,21 +563,32 @@ class TwoPassStep {
   std::vector<std::int64_t> one_pass_units_, local_, blocked_, blocked_units_;
 };
 
+// Whether a rule's pass 1 stores its state (what 8-bit state cannot do: see StateInSecondPass).
+template <class Rule>
+constexpr bool stores_state_in_first_pass() {
+  if constexpr (rules::sums_of<Rule>::value > 0) return Rule::kStateInFirstPass;
+  else return false;
+}
+
 template <class Rule, class S>
 void run_rule(const TensorSlots* tensors, std::int64_t count, const void* coeffs,
               const fastoptim_isa::SumsExchange* exchange) {
-  if constexpr (rules::sums_of<Rule>::value > 0)
+  if constexpr (std::is_same_v<state_t<S>, code8> && stores_state_in_first_pass<Rule>()) {
+    run_rule<StateInSecondPass<Rule>, S>(tensors, count, coeffs, exchange);
+  } else if constexpr (rules::sums_of<Rule>::value > 0) {
     TwoPassStep<Rule, S>::of_this_thread().run(tensors, count,
                                                static_cast<const typename Rule::template Coeffs<compute_t<S>>*>(coeffs),
                                                exchange);
-  else run_elementwise<Rule, S>(tensors, count, coeffs);  // (the front ends split only two-pass steps)
+  } else {
+    run_elementwise<Rule, S>(tensors, count, coeffs);  // (the front ends split only two-pass steps)
+  }
 }
 
 template <class Rule>
 void elementwise_kernel(const TensorSlots* tensors, std::int64_t count, const void* coeffs, fastoptim_isa::Dtype dtype,
                         const fastoptim_isa::SumsExchange* exchange) {
   // (8-bit state only where the rule keeps some; the front ends refuse it elsewhere)
-  constexpr bool kEightBit = rules::eight_bit_slots<Rule>::value != 0 && rules::sums_of<Rule>::value == 0;
+  constexpr bool kEightBit = rules::eight_bit_slots<Rule>::value != 0;
   switch (dtype) {
     case fastoptim_isa::Dtype::f32:
       if (count > 0 && tensors[0].bf16_state) return run_rule<Rule, StateIn<float, bf16>>(tensors, count, coeffs, exchange);

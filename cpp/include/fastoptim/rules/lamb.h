@@ -37,6 +37,7 @@ struct LAMB {
   enum Slot { kExpAvg, kExpAvgSq };
   static constexpr core::StateSlot kState[] = {{"exp_avg", nullptr}, {"exp_avg_sq", nullptr}};
   static constexpr int kStateSlots = 2;
+  static constexpr unsigned kEightBitSlots = (1u << kStateSlots) - 1;  // (its moments: every slot)
   static constexpr bool kCountsSteps = true;
   static constexpr int kSums = 2;  // sum of u^2, sum of theta^2
   static constexpr bool kStateInFirstPass = true;  // the sums need the new moments

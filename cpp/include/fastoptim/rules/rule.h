@@ -179,11 +179,11 @@ constexpr bool splits_at_sums() {
          !has_next_scalars<Rule>::value;
 }
 
-// The state slots an element-wise rule may keep in 8 bits (state_bits=8), as a bit mask over its
-// slots: its moments (kEightBitSlots), each starting at zero. Not copies of the parameter or of the
-// gradient (Schedule-Free's z, Adan's previous gradient), whose 8-bit error would not average out;
-// 0 (none) unless the rule says so. Two-pass rules keep none (their first pass would have to
-// quantise block by block, which it does not yet).
+// The state slots a rule may keep in 8 bits (state_bits=8), as a bit mask over its slots: its
+// moments (kEightBitSlots), each starting at zero. Not copies of the parameter or of the gradient
+// (Schedule-Free's z, Adan's previous gradient), whose 8-bit error would not average out; 0 (none)
+// unless the rule says so. A two-pass rule may say so unless its sums are per row: its first pass
+// decodes the codes, and its second stores them (the driver's StateInSecondPass).
 template <class Rule, class = void>
 struct eight_bit_slots : std::integral_constant<unsigned, 0> {};
 template <class Rule>
