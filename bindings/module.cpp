@@ -102,10 +102,11 @@ void check_edge_buffer(const at::Tensor& t, const std::string& name, std::int64_
 
 // The edge front end driven from Python (its tests compare it with the Python classes): a new
 // edge optimizer of this rule over `params` (updated in place), stepped once per entry of
-// `grads_per_step` (one gradient per parameter). Everything is checked before the first step.
+// `grads_per_step` (one gradient per parameter), its state in 8 bits with `eight_bit_state`.
+// Everything is checked before the first step.
 template <class Rule>
 void edge_run(const std::vector<at::Tensor>& params, const std::vector<std::vector<at::Tensor>>& grads_per_step,
-              const std::vector<double>& hyper) {
+              const std::vector<double>& hyper, bool eight_bit_state) {
   using Hyper = typename Rule::Hyper;
   if (hyper.size() != Hyper::kFieldCount) throw py::value_error("edge_run: wrong number of hyperparameters");
   std::vector<edge::Param> views;
@@ -123,7 +124,8 @@ void edge_run(const std::vector<at::Tensor>& params, const std::vector<std::vect
       check_edge_buffer(step_grads[i], "grads_per_step[" + std::to_string(k) + "][" + std::to_string(i) + "]",
                         params[i].numel());
   }
-  edge::Optimizer<Rule> opt(views, Hyper::from(hyper.data()));
+  edge::Optimizer<Rule> opt(views, Hyper::from(hyper.data()),
+                            eight_bit_state ? edge::StateFormat::eight_bit : edge::StateFormat::float32);
   if (opt.status() != edge::Status::ok) throw py::value_error(opt.error());
   std::vector<const float*> grads(params.size(), nullptr);
   for (const auto& step_grads : grads_per_step) {
@@ -249,7 +251,8 @@ PYBIND11_MODULE(_C, m) {
 
   py::module_ edge_module = m.def_submodule("edge", "The edge front end, driven from Python for its tests.");
 #define FASTOPTIM_EDGE_RUN(Type, name) \
-  edge_module.def(#name, &edge_run<rules::Type>, py::arg("params"), py::arg("grads_per_step"), py::arg("hyper"));
+  edge_module.def(#name, &edge_run<rules::Type>, py::arg("params"), py::arg("grads_per_step"), py::arg("hyper"), \
+                  py::arg("eight_bit_state") = false);
   FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_EDGE_RUN)
 #undef FASTOPTIM_EDGE_RUN
 

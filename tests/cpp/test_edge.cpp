@@ -60,11 +60,11 @@ struct Problem {
 };
 
 template <class Rule>
-static void test_rule(const char* name) {
+static void test_rule(const char* name, edge::StateFormat format = edge::StateFormat::float32) {
   Problem problem(7);
   typename Rule::Hyper hyper;
   const long at_construction = g_allocations;
-  edge::Optimizer<Rule> opt(problem.params(), hyper);
+  edge::Optimizer<Rule> opt(problem.params(), hyper, format);
   expect(g_allocations > at_construction, std::string(name) + ": the counter sees the constructor's allocations");
   const auto grads = problem.grad_pointers();
   const auto before = problem.values;
@@ -126,6 +126,63 @@ static void test_checkpoints() {
   std::vector<unsigned char> corrupt = saved;
   corrupt[8] ^= 1;  // the format version
   expect(resumed.load_state(corrupt.data(), corrupt.size()) == edge::Status::bad_state, "another format version is refused");
+}
+
+// StateFormat::eight_bit: a quarter of the state, in the caller's memory too; codes and scales
+// where the float slots were; checkpoints that say their format.
+static void test_eight_bit_state() {
+  test_rule<rules::Adam>("adam, 8-bit state", edge::StateFormat::eight_bit);
+  test_rule<rules::LAMB>("lamb, 8-bit state", edge::StateFormat::eight_bit);
+  Problem a(11), b(11);
+  rules::LAMB::Hyper hyper;
+  const std::size_t full = edge::LAMB::state_floats(a.params(), hyper);
+  const std::size_t eight = edge::LAMB::state_floats(a.params(), hyper, edge::StateFormat::eight_bit);
+  std::size_t codes = 0, scales = 0;
+  for (const auto& v : a.values) {
+    codes += (v.size() + 3) / 4;
+    scales += (v.size() + 255) / 256;
+  }
+  expect(full == 2 * (1 + 15 + 17 + 1000 + 40009) && eight == 2 * (codes + scales),
+         "state_floats counts two moments' codes (whole floats per parameter) and block scales");
+  static float storage[30000];
+  expect(eight <= 30000, "the 8-bit state fits the static buffer");
+  edge::LAMB in_place(a.params(), hyper, storage, eight, edge::StateFormat::eight_bit);
+  edge::LAMB owning(b.params(), hyper, edge::StateFormat::eight_bit);
+  expect(in_place.status() == edge::Status::ok && owning.status() == edge::Status::ok, "both build");
+  expect(in_place.state(0, 0) == nullptr && in_place.codes(0, 0) == reinterpret_cast<std::uint8_t*>(storage) &&
+             in_place.block_scales(1, 4) != nullptr && in_place.codes(1, 5) == nullptr,
+         "an 8-bit slot has codes and scales, not floats");
+  const auto grads_a = a.grad_pointers(), grads_b = b.grad_pointers();
+  for (unsigned step = 0; step < 3; ++step) {
+    a.fill_grads(step);
+    b.fill_grads(step);
+    in_place.step(grads_a.data());
+    owning.step(grads_b.data());
+  }
+  expect(a.values == b.values, "caller-owned 8-bit state steps as owned state does");
+
+  std::vector<unsigned char> saved(owning.state_bytes());
+  expect(owning.save_state(saved.data(), saved.size()) == edge::Status::ok, "an 8-bit checkpoint is written");
+  Problem c(11);
+  c.values = b.values;
+  edge::LAMB resumed(c.params(), hyper, edge::StateFormat::eight_bit);
+  expect(resumed.load_state(saved.data(), saved.size()) == edge::Status::ok, "and read back");
+  const auto grads_c = c.grad_pointers();
+  for (unsigned step = 3; step < 6; ++step) {
+    b.fill_grads(step);
+    c.fill_grads(step);
+    owning.step(grads_b.data());
+    resumed.step(grads_c.data());
+  }
+  expect(b.values == c.values, "a resumed 8-bit run continues bit for bit");
+  edge::LAMB other_format(c.params(), hyper);
+  std::vector<unsigned char> full_saved(other_format.state_bytes());
+  other_format.save_state(full_saved.data(), full_saved.size());
+  expect(other_format.load_state(saved.data(), saved.size()) == edge::Status::bad_state &&
+             resumed.load_state(full_saved.data(), full_saved.size()) == edge::Status::bad_state,
+         "a checkpoint of the other state format is refused");
+  edge::SGD no_moments(c.params(), rules::SGD::Hyper{}, edge::StateFormat::eight_bit);
+  expect(no_moments.status() == edge::Status::unsupported_format, "8-bit state for a rule without 8-bit slots is refused");
 }
 
 static void test_caller_owned_state() {
@@ -308,6 +365,7 @@ int main() {
 #undef FASTOPTIM_TEST_RULE
   test_checkpoints();
   test_caller_owned_state();
+  test_eight_bit_state();
   test_invalid_hyperparameters();
   test_unusable_optimizer();
   test_bad_params_and_pointers();

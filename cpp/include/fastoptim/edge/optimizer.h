@@ -19,6 +19,9 @@
 //   every call with the status of its construction. Hyperparameters change only through
 //   set_hyper(), which refuses a change of the state layout (amsgrad, momentum: slots that exist
 //   or not) and values out of range.
+// - StateFormat::eight_bit keeps the rule's moments in 8 bits (rules::eight_bit_slots: the Adam
+//   family, LAMB, Lion, ADOPT), the format of the Python classes' state_bits=8: one byte of code
+//   per element and one float scale per block of 256; about a quarter of the state memory.
 // - Every rule is offered. Rules with per-tensor sums (LAMB, LARS, TAdam, AdamP, AMaC) keep work
 //   buffers per thread; the constructor runs one step on scratch copies so that they are sized
 //   then, and step() from the constructing thread allocates nothing either.
@@ -29,6 +32,7 @@
 #include <cstring>
 #include <vector>
 
+#include "fastoptim/core/codes8.h"
 #include "fastoptim/kernels/isa.h"
 #include "fastoptim/rules/registry.h"
 
@@ -54,7 +58,13 @@ enum class Status {
   bad_param,               // a Param with numel < 0, ndim < 0, or (ndim > 1) rows that do not divide numel
   null_pointer,            // a null parameter, gradient, state or checkpoint pointer where memory is needed
   state_layout_changed,    // set_hyper would add or remove a state slot (amsgrad, momentum)
+  unsupported_format,      // StateFormat::eight_bit for a rule that keeps no state in 8 bits
 };
+
+// How the state is kept: every slot in float32, or the rule's 8-bit slots (its moments) as codes,
+// one byte per element (rounded up to whole floats per parameter), each followed, after all the
+// slots, by its block scales: one float per core::kCodeBlock elements (core/codes8.h).
+enum class StateFormat { float32, eight_bit };
 
 constexpr std::uint32_t kStateMagic = 0x54504f46;  // "FOPT" little-endian
 // Version 2 added the checksum; a version-1 checkpoint is refused as another format version.
@@ -69,9 +79,10 @@ class Optimizer {
   static constexpr int kAllSlots = Rule::kStateSlots + kScalarSlots;
 
   // The optimizer owns its state (one allocation, here).
-  explicit Optimizer(std::vector<Param> params, const Hyper& hyper = Hyper{}) : params_(std::move(params)), hyper_(hyper) {
+  explicit Optimizer(std::vector<Param> params, const Hyper& hyper = Hyper{}, StateFormat format = StateFormat::float32)
+      : params_(std::move(params)), hyper_(hyper), format_(format) {
     if (!checked_construction()) return;
-    owned_.resize(state_floats(params_, hyper_));
+    owned_.resize(state_floats(params_, hyper_, format_));
     attach(owned_.data());
     size_work_buffers();
   }
@@ -84,10 +95,11 @@ class Optimizer {
 
   // The state lives in `state`, `capacity` floats the caller owns (at least state_floats()).
   // Check status(): state_too_small when it does not fit.
-  Optimizer(std::vector<Param> params, const Hyper& hyper, float* state, std::size_t capacity)
-      : params_(std::move(params)), hyper_(hyper) {
+  Optimizer(std::vector<Param> params, const Hyper& hyper, float* state, std::size_t capacity,
+            StateFormat format = StateFormat::float32)
+      : params_(std::move(params)), hyper_(hyper), format_(format) {
     if (!checked_construction()) return;
-    const std::size_t needed = state_floats(params_, hyper_);
+    const std::size_t needed = state_floats(params_, hyper_, format_);
     if (capacity < needed) {
       status_ = fail(Status::state_too_small, "the state buffer is smaller than state_floats()");
       return;
@@ -100,12 +112,14 @@ class Optimizer {
     size_work_buffers();
   }
 
-  // Floats of state `params` need under `hyper` (slots the hyperparameters leave unused take none).
-  static std::size_t state_floats(const std::vector<Param>& params, const Hyper& hyper) {
+  // Floats of state `params` need under `hyper` in `format` (slots the hyperparameters leave unused
+  // take none).
+  static std::size_t state_floats(const std::vector<Param>& params, const Hyper& hyper,
+                                  StateFormat format = StateFormat::float32) {
     std::size_t total = 0;
     for (int slot = 0; slot < kAllSlots; ++slot)
       if (uses_slot(hyper, slot))
-        for (const Param& p : params) total += slot < Rule::kStateSlots ? std::size_t(p.numel) : 1;
+        for (const Param& p : params) total += slot_floats(format, slot, p.numel) + scale_floats(format, slot, p.numel);
     return total;
   }
 
@@ -143,10 +157,18 @@ class Optimizer {
   }
 
   // State slot `slot` (in Rule::kState order) of parameter i, or nullptr when the slot is unused,
-  // out of range, or the optimizer could not be built.
+  // out of range, kept in 8 bits (see codes()), or the optimizer could not be built.
   float* state(int slot, std::size_t i) const {
-    if (status_ != Status::ok || slot < 0 || slot >= kAllSlots || i >= slots_.size()) return nullptr;
+    if (!has_slot(slot, i) || coded(format_, slot)) return nullptr;
     return static_cast<float*>(slots_[i].state[slot]);
+  }
+  // An 8-bit slot's codes (one byte per element) and block scales (one float per core::kCodeBlock
+  // elements; core::decode_block decodes a block), or nullptr for a slot that is not one.
+  const std::uint8_t* codes(int slot, std::size_t i) const {
+    return has_slot(slot, i) && coded(format_, slot) ? static_cast<const std::uint8_t*>(slots_[i].state[slot]) : nullptr;
+  }
+  const float* block_scales(int slot, std::size_t i) const {
+    return has_slot(slot, i) && coded(format_, slot) ? slots_[i].state_scale[slot] : nullptr;
   }
 
   // ---- checkpoints ----------------------------------------------------------------------------
@@ -182,7 +204,7 @@ class Optimizer {
     if (found[1] != expected[1]) return fail(Status::bad_state, "a state of another format version");
     if (found[2] != expected[2]) return fail(Status::bad_state, "the state of another rule");
     for (std::size_t w = 4; w < words; ++w)  // word 3 is the step, checked below
-      if (found[w] != expected[w]) return fail(Status::bad_state, "the state of other parameters or state slots");
+      if (found[w] != expected[w]) return fail(Status::bad_state, "the state of other parameters, state slots or state format");
     std::uint64_t stored_sum = 0;
     std::memcpy(&stored_sum, bytes + header_size + payload, sizeof(stored_sum));
     if (stored_sum != checksum(bytes, header_size + payload)) return fail(Status::bad_state, "the checksum does not match: a damaged checkpoint");
@@ -196,6 +218,24 @@ class Optimizer {
   }
 
  private:
+  bool has_slot(int slot, std::size_t i) const {
+    return status_ == Status::ok && slot >= 0 && slot < kAllSlots && i < slots_.size() && slots_[i].state[slot];
+  }
+
+  // Whether slot `slot` is kept in 8 bits in `format`.
+  static bool coded(StateFormat format, int slot) {
+    return format == StateFormat::eight_bit && slot < Rule::kStateSlots && (rules::eight_bit_slots<Rule>::value >> slot & 1u);
+  }
+  // The floats slot `slot` of a parameter of n elements takes (its codes rounded up to whole
+  // floats, for an 8-bit slot), and those of its block scales.
+  static std::size_t slot_floats(StateFormat format, int slot, std::int64_t n) {
+    if (slot >= Rule::kStateSlots) return 1;
+    return coded(format, slot) ? (std::size_t(n) + sizeof(float) - 1) / sizeof(float) : std::size_t(n);
+  }
+  static std::size_t scale_floats(StateFormat format, int slot, std::int64_t n) {
+    return coded(format, slot) ? std::size_t(core::code_blocks(n)) : 0;
+  }
+
   static bool uses_slot(const Hyper& hyper, int slot) {
     if (slot >= Rule::kStateSlots) return true;  // per-tensor scalars always exist
     double values[Hyper::kFieldCount];
@@ -225,6 +265,11 @@ class Optimizer {
     }
     if (const char* message = invalid(hyper_)) {
       status_ = fail(Status::invalid_hyperparameter, message);
+      return false;
+    }
+    if (format_ == StateFormat::eight_bit && rules::eight_bit_slots<Rule>::value == 0) {
+      status_ = fail(Status::unsupported_format, "this rule keeps no state in 8 bits (StateFormat::eight_bit serves the "
+                                                 "moments of the Adam family, LAMB, Lion and ADOPT)");
       return false;
     }
     return true;
@@ -265,12 +310,14 @@ class Optimizer {
         slots[i].param = scratch.back().data();
         scratch.emplace_back(n, 0.0f);
         grads[i] = scratch.back().data();
+        auto copy = [&](const void* state, std::size_t floats) {
+          const float* from = static_cast<const float*>(state);
+          return scratch.emplace_back(from, from + floats).data();
+        };
         for (int s = 0; s < kAllSlots; ++s) {
           if (!slots[i].state[s]) continue;
-          const std::size_t m = s < Rule::kStateSlots ? n : 1;
-          const float* from = static_cast<const float*>(slots[i].state[s]);
-          scratch.emplace_back(from, from + m);
-          slots[i].state[s] = scratch.back().data();
+          slots[i].state[s] = copy(slots[i].state[s], slot_floats(format_, s, params_[i].numel));
+          if (coded(format_, s)) slots[i].state_scale[s] = copy(slots[i].state_scale[s], scale_floats(format_, s, params_[i].numel));
         }
       }
       run(slots, 1.0f, grads.data());
@@ -287,28 +334,35 @@ class Optimizer {
     slots_.assign(params_.size(), fastoptim_isa::TensorSlots{});
     coeffs_.resize(params_.size());
     float* next = state;
+    // (8-bit slots start at zero, as every rule's moments do: code 0 under a scale of 0)
+    auto take = [&next](std::size_t floats, float start) {
+      float* taken = next;
+      for (std::size_t k = 0; k < floats; ++k) taken[k] = start;
+      next += floats;
+      return taken;
+    };
     for (int slot = 0; slot < kAllSlots; ++slot) {
       const bool used = uses_slot(hyper_, slot);
       for (std::size_t i = 0; i < params_.size(); ++i) {
-        const std::int64_t n = slot < Rule::kStateSlots ? params_[i].numel : 1;
-        const float start = float(rules::initial_value<Rule>(hyper_, slot, std::int64_t(i)));
-        slots_[i].state[slot] = used ? next : nullptr;
-        if (used) {
-          for (std::int64_t k = 0; k < n; ++k) next[k] = start;
-          next += n;
-        }
+        const float start = coded(format_, slot) ? 0.0f : float(rules::initial_value<Rule>(hyper_, slot, std::int64_t(i)));
+        slots_[i].state[slot] = used ? take(slot_floats(format_, slot, params_[i].numel), start) : nullptr;
       }
     }
+    for (int slot = 0; slot < kAllSlots; ++slot)
+      for (std::size_t i = 0; i < params_.size(); ++i)
+        if (slots_[i].state[slot] && coded(format_, slot))
+          slots_[i].state_scale[slot] = take(scale_floats(format_, slot, params_[i].numel), 0.0f);
     for (std::size_t i = 0; i < params_.size(); ++i) {
       slots_[i].param = params_[i].data;
       slots_[i].numel = params_[i].numel;
       slots_[i].rows = params_[i].ndim > 1 ? params_[i].rows : 1;
+      slots_[i].eight_bit_state = format_ == StateFormat::eight_bit;
     }
     fastoptim_isa::active();  // chooses the kernel table now, not inside the first step
   }
 
   std::size_t header_bytes() const { return header_words().size() * sizeof(std::uint64_t); }
-  std::size_t payload_bytes() const { return state_floats(params_, hyper_) * sizeof(float); }
+  std::size_t payload_bytes() const { return state_floats(params_, hyper_, format_) * sizeof(float); }
 
   // FNV-1a over the header and the state, so a damaged or forged payload is refused.
   static std::uint64_t checksum(const unsigned char* bytes, std::size_t size) {
@@ -317,8 +371,8 @@ class Optimizer {
     return hash;
   }
 
-  // magic, version, rule name (FNV-1a), step, hyperparameter count, slot mask, parameter count, sizes
-  // (the checksum word follows the state)
+  // magic, version, rule name (FNV-1a), step, hyperparameter count, slot mask (its top bit: 8-bit
+  // state), parameter count, sizes (the checksum word follows the state)
   std::vector<std::uint64_t> header_words() const {
     const std::uint64_t name_hash = checksum(reinterpret_cast<const unsigned char*>(Rule::kName), std::strlen(Rule::kName));
     std::uint64_t step_bits = 0;
@@ -326,6 +380,7 @@ class Optimizer {
     std::uint64_t slot_mask = 0;
     for (int slot = 0; slot < kAllSlots; ++slot)
       if (uses_slot(hyper_, slot)) slot_mask |= std::uint64_t(1) << slot;
+    if (format_ == StateFormat::eight_bit) slot_mask |= std::uint64_t(1) << 63;
     std::vector<std::uint64_t> words = {kStateMagic, kStateVersion, name_hash, step_bits, Hyper::kFieldCount, slot_mask,
                                         params_.size()};
     for (const Param& p : params_) words.push_back(std::uint64_t(p.numel));
@@ -334,6 +389,7 @@ class Optimizer {
 
   std::vector<Param> params_;
   Hyper hyper_;
+  StateFormat format_ = StateFormat::float32;
   std::vector<float> owned_;
   float* state_begin_ = nullptr;
   std::vector<fastoptim_isa::TensorSlots> slots_;
@@ -352,9 +408,11 @@ FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_EDGE_ALIAS)
 inline rules::Adam::Hyper adamw_defaults() { return rules::Adam::adamw_preset(); }
 class AdamW : public Optimizer<rules::Adam> {
  public:
-  explicit AdamW(std::vector<Param> params, const Hyper& hyper = adamw_defaults()) : Optimizer(std::move(params), hyper) {}
-  AdamW(std::vector<Param> params, const Hyper& hyper, float* state, std::size_t capacity)
-      : Optimizer(std::move(params), hyper, state, capacity) {}
+  explicit AdamW(std::vector<Param> params, const Hyper& hyper = adamw_defaults(), StateFormat format = StateFormat::float32)
+      : Optimizer(std::move(params), hyper, format) {}
+  AdamW(std::vector<Param> params, const Hyper& hyper, float* state, std::size_t capacity,
+        StateFormat format = StateFormat::float32)
+      : Optimizer(std::move(params), hyper, state, capacity, format) {}
 };
 
 }  // namespace fastoptim::edge
