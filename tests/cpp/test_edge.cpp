@@ -59,6 +59,18 @@ struct Problem {
   }
 };
 
+// Steps `first` on problem a and `second` on problem b with the gradients of steps [from, to).
+template <class First, class Second>
+static void step_side_by_side(Problem& a, First& first, Problem& b, Second& second, unsigned from, unsigned to) {
+  const auto grads_a = a.grad_pointers(), grads_b = b.grad_pointers();
+  for (unsigned step = from; step < to; ++step) {
+    a.fill_grads(step);
+    b.fill_grads(step);
+    first.step(grads_a.data());
+    second.step(grads_b.data());
+  }
+}
+
 template <class Rule>
 static void test_rule(const char* name, edge::StateFormat format = edge::StateFormat::float32) {
   Problem problem(7);
@@ -109,13 +121,7 @@ static void test_checkpoints() {
   edge::Optimizer<rules::Adam> resumed(b.params(), hyper);
   expect(resumed.load_state(saved.data(), saved.size()) == edge::Status::ok, "load_state reads it back");
   expect(resumed.step_count() == 4.0f, "the step count comes back");
-  const auto grads_b = b.grad_pointers();
-  for (unsigned step = 4; step < 9; ++step) {
-    a.fill_grads(step);
-    b.fill_grads(step);
-    first.step(grads_a.data());
-    resumed.step(grads_b.data());
-  }
+  step_side_by_side(a, first, b, resumed, 4, 9);
   expect(a.values == b.values, "a resumed run continues bit for bit");
 
   edge::Optimizer<rules::AdaBelief> other_rule(b.params(), rules::AdaBelief::Hyper{});
@@ -152,13 +158,7 @@ static void test_eight_bit_state() {
   expect(in_place.state(0, 0) == nullptr && in_place.codes(0, 0) == reinterpret_cast<std::uint8_t*>(storage) &&
              in_place.block_scales(1, 4) != nullptr && in_place.codes(1, 5) == nullptr,
          "an 8-bit slot has codes and scales, not floats");
-  const auto grads_a = a.grad_pointers(), grads_b = b.grad_pointers();
-  for (unsigned step = 0; step < 3; ++step) {
-    a.fill_grads(step);
-    b.fill_grads(step);
-    in_place.step(grads_a.data());
-    owning.step(grads_b.data());
-  }
+  step_side_by_side(a, in_place, b, owning, 0, 3);
   expect(a.values == b.values, "caller-owned 8-bit state steps as owned state does");
 
   std::vector<unsigned char> saved(owning.state_bytes());
@@ -167,13 +167,7 @@ static void test_eight_bit_state() {
   c.values = b.values;
   edge::LAMB resumed(c.params(), hyper, edge::StateFormat::eight_bit);
   expect(resumed.load_state(saved.data(), saved.size()) == edge::Status::ok, "and read back");
-  const auto grads_c = c.grad_pointers();
-  for (unsigned step = 3; step < 6; ++step) {
-    b.fill_grads(step);
-    c.fill_grads(step);
-    owning.step(grads_b.data());
-    resumed.step(grads_c.data());
-  }
+  step_side_by_side(b, owning, c, resumed, 3, 6);
   expect(b.values == c.values, "a resumed 8-bit run continues bit for bit");
   edge::LAMB other_format(c.params(), hyper);
   std::vector<unsigned char> full_saved(other_format.state_bytes());
@@ -195,17 +189,11 @@ static void test_caller_owned_state() {
   expect(needed == 1 + 15 + 17 + 1000 + 40009, "state_floats counts one momentum buffer per parameter");
   edge::SGD in_place(a.params(), hyper, storage, needed);
   edge::SGD owning(b.params(), hyper);
-  const auto grads_a = a.grad_pointers(), grads_b = b.grad_pointers();
-  for (unsigned step = 0; step < 3; ++step) {
-    a.fill_grads(step);
-    b.fill_grads(step);
-    in_place.step(grads_a.data());
-    owning.step(grads_b.data());
-  }
+  step_side_by_side(a, in_place, b, owning, 0, 3);
   expect(a.values == b.values, "caller-owned state steps as owned state does");
   expect(in_place.state(0, 0) == storage, "the state lives in the caller's buffer");
   edge::SGD too_small(a.params(), hyper, storage, needed - 1);
-  expect(too_small.status() == edge::Status::state_too_small && too_small.step(grads_a.data()) == edge::Status::state_too_small,
+  expect(too_small.status() == edge::Status::state_too_small && too_small.step(a.grad_pointers().data()) == edge::Status::state_too_small,
          "a state buffer too small is reported, and stepping it does nothing");
 }
 
