@@ -98,8 +98,22 @@ def test_what_runs_on_the_cpu_only_is_refused_by_name_on_the_gpu(name):
 
 
 @on_gpu
-@pytest.mark.parametrize("option", [dict(stochastic_rounding=True), dict(state_bits=8), dict(state_dtype=torch.bfloat16)],
-                         ids=["stochastic_rounding", "state_bits", "state_dtype"])
+@pytest.mark.parametrize("name", ["AdamW", "LAMB", "Adan"])
+def test_bf16_state_on_the_gpu_is_the_cpu_step(name):
+    """state_dtype=torch.bfloat16 for float32 params: the GPU's state rounds as the CPU's (a value
+    one float32 ulp apart may round to the neighbouring bf16 value: one bf16 ulp, 2^-8 relative)."""
+    start = make_params(SHAPES, torch.float32)
+    cpu_params, gpu_params = on("cpu", start), on("cuda", start)
+    cpu, gpu = (make_rich(name, params, state_dtype=torch.bfloat16) for params in (cpu_params, gpu_params))
+    step_alike([(cpu_params, cpu), (gpu_params, gpu)], range(STEPS))
+    assert_all_close(gpu_params, cpu_params, 1e-4, name)
+    assert_same_state(rule_optimizer(gpu), rule_optimizer(cpu), 2 ** -7, name)
+    assert all(s["exp_avg"].dtype == torch.bfloat16 and s["exp_avg"].is_cuda for s in rule_optimizer(gpu).state.values())
+
+
+@on_gpu
+@pytest.mark.parametrize("option", [dict(stochastic_rounding=True), dict(state_bits=8)],
+                         ids=["stochastic_rounding", "state_bits"])
 def test_what_the_cuda_kernels_do_not_do_yet_is_refused_by_name(option):
     dtype = torch.bfloat16 if "stochastic_rounding" in option else torch.float32
     params = on("cuda", make_params([(17,)], dtype))

@@ -82,7 +82,7 @@ struct CheckedStep {
 // Checks every argument of a step on `device` before any tensor is touched: the CPU, or for the
 // CUDA ops the device of params[0], where every tensor of the call must be (the step counters, a
 // tensor lr and grad scale too, float32, as torch.optim's capturable state keeps them), and what
-// the CUDA kernels do not do yet (stochastic rounding, 8-bit and bf16 state, split steps) is refused.
+// the CUDA kernels do not do yet (stochastic rounding, 8-bit state, split steps) is refused.
 template <class Rule>
 CheckedStep<Rule> check_step(const char* op, const StepCall& call, const at::Device& device);
 

@@ -31,8 +31,10 @@ void step_on_cuda(const char* op, const StepCall& call, const CheckedStep<Rule>&
   TORCH_CHECK_VALUE(entry && entry->step, op, ": no CUDA kernel: ", entry ? entry->unsupported : "not in the CUDA table");
   const size_t n = params.size();
 
-  // One call per storage dtype, each tensor with its state and its step counter on the device.
-  std::array<std::vector<DeviceTensor>, 4> batches;
+  // One call per storage dtype (and one for float32 params with bf16 state), each tensor with its
+  // state and its step counter on the device.
+  constexpr size_t kBf16StateBatch = 4;
+  std::array<std::vector<DeviceTensor>, 5> batches;
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& p = params[i];
     DeviceTensor t;
@@ -44,7 +46,8 @@ void step_on_cuda(const char* op, const StepCall& call, const CheckedStep<Rule>&
     t.step = Rule::kCountsSteps ? steps[i].data_ptr<float>() : nullptr;
     t.ndim = int(p.dim());
     t.fresh = call.fresh.size() == n && call.fresh[i];
-    batches[size_t(*storage_dtype(p.scalar_type()))].push_back(t);
+    t.slots.bf16_state = checked.bf16_states[i].value_or(false);
+    batches[t.slots.bf16_state ? kBf16StateBatch : size_t(*storage_dtype(p.scalar_type()))].push_back(t);
   }
 
   const c10::DeviceGuard guard(device);
@@ -57,13 +60,14 @@ void step_on_cuda(const char* op, const StepCall& call, const CheckedStep<Rule>&
     const std::vector<DeviceTensor>& tensors = batches[d];
     if (tensors.empty()) continue;
     const auto count = std::int64_t(tensors.size());
-    const std::size_t bytes = entry->workspace(tensors.data(), count, Dtype(d));
+    const Dtype dtype = d == kBf16StateBatch ? Dtype::f32 : Dtype(d);
+    const std::size_t bytes = entry->workspace(tensors.data(), count, dtype);
     // (held until the kernels on this stream have run: the caching allocator reuses it only after
     // work queued on the stream, as it does for any tensor freed while kernels still use it)
     const at::Tensor workspace = at::empty({std::int64_t(bytes)}, params[0].options().dtype(at::kByte));
     args.workspace = bytes > 0 ? workspace.data_ptr() : nullptr;
     args.workspace_bytes = bytes;
-    const int error = entry->step(tensors.data(), count, Dtype(d), args);
+    const int error = entry->step(tensors.data(), count, dtype, args);
     TORCH_CHECK(error == 0, op, ": CUDA error: ", fastoptim_cuda::error_text(error));
   }
 }

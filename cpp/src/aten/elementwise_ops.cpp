@@ -345,8 +345,6 @@ CheckedStep<Rule> check_step(const char* op, const StepCall& call, const at::Dev
     }
     for (size_t c = 0; c < coded_slots.size() && eight_bit; ++c)
       check_block_scales(state[(slots.size() + c) * n + i], p, TensorName{"state", i, "block scales"}, op);
-    TORCH_CHECK_VALUE(!(device.is_cuda() && bf16_state.value_or(false)), op, ": bf16 state of float32 params runs on ",
-                      "the CPU only so far (params[", i, "] is on ", device, ")");
     if (Rule::kCountsSteps) check_scalar_tensor(steps[i], TensorName{"steps", i}, device);
     if (!rounding.empty()) check_rounding_key(rounding[i], p, i, op);
   }

@@ -353,21 +353,23 @@ int step_dtype(const DeviceTensor* tensors, std::int64_t count, const StepArgs& 
   else return elementwise_step<Rule, S>(tensors, count, args);
 }
 
-// Calls f with the storage type of `dtype` (a value of that type's pointer, null).
+// Calls f with the storage type of a call (a value of that type's pointer, null): `dtype`'s, or for
+// float32 parameters with bf16 state (TensorSlots::bf16_state) StateIn<float, bf16>.
 template <class F>
-auto with_storage(Dtype dtype, F&& f) {
+auto with_storage(Dtype dtype, const DeviceTensor* tensors, std::int64_t count, F&& f) {
   switch (dtype) {
     case Dtype::f64: return f(static_cast<double*>(nullptr));
     case Dtype::bf16: return f(static_cast<core::bf16*>(nullptr));
     case Dtype::f16: return f(static_cast<core::f16*>(nullptr));
     case Dtype::f32: break;
   }
+  if (count > 0 && tensors[0].slots.bf16_state) return f(static_cast<kernels::StateIn<float, core::bf16>*>(nullptr));
   return f(static_cast<float*>(nullptr));
 }
 
 template <class Rule>
 int step(const DeviceTensor* tensors, std::int64_t count, Dtype dtype, const StepArgs& args) {
-  return with_storage(dtype, [&](auto* storage) {
+  return with_storage(dtype, tensors, count, [&](auto* storage) {
     return step_dtype<Rule, std::remove_pointer_t<decltype(storage)>>(tensors, count, args);
   });
 }
@@ -377,7 +379,7 @@ std::size_t workspace_bytes(const DeviceTensor* tensors, std::int64_t count, Dty
   if constexpr (rules::sums_of<Rule>::value == 0) {
     return 0;
   } else {
-    return with_storage(dtype, [&](auto* storage) {
+    return with_storage(dtype, tensors, count, [&](auto* storage) {
       return two_pass_workspace<Rule, std::remove_pointer_t<decltype(storage)>>(tensors, count);
     });
   }
