@@ -113,7 +113,7 @@ void edge_run(const std::vector<at::Tensor>& params, const std::vector<std::vect
   for (std::size_t i = 0; i < params.size(); ++i) {
     const at::Tensor& p = params[i];
     check_edge_buffer(p, "params[" + std::to_string(i) + "]", p.defined() ? p.numel() : 0);
-    views.push_back({p.data_ptr<float>(), p.numel(), p.dim() > 1 ? p.size(0) : 1, int(p.dim())});
+    views.push_back({p.data_ptr<float>(), p.numel(), p.dim() > 1 ? p.size(0) : 1, int(p.dim()), p.sizes().data()});
   }
   for (std::size_t k = 0; k < grads_per_step.size(); ++k) {
     const auto& step_grads = grads_per_step[k];

@@ -38,7 +38,7 @@ class OptimizerRecord:
     rich: dict[str, Any] = field(default_factory=lambda: dict(_DECAY_AND_MAXIMIZE))
     #: options of the libtorch and edge parity runs (None: no class of its own in those front ends)
     front_end: dict[str, Any] | None = None
-    #: the front ends with a class for it (Adafactor has no edge class yet)
+    #: the front ends with a class for it
     front_ends: tuple[str, ...] = ("libtorch", "edge")
     #: the bench: the passes over a tensor, "R/W" each (R arrays read, W written), joined by "+"
     pattern: str | None = None
@@ -190,7 +190,7 @@ RECORDS: tuple[OptimizerRecord, ...] = (
             ),
             reference_fails_on=((0,),), dtype_epsilon_option=("eps", 0),  # (torch divides by the numel: ZeroDivisionError on an empty tensor)
             # (a matrix's passes: the g^2 sums, the u^2 and theta^2 sums, the update)
-            front_end=dict(lr=0.02, weight_decay=0.1), front_ends=("libtorch",),
+            front_end=dict(lr=0.02, weight_decay=0.1),
             pattern="1/0+2/0+2/1", vector_pattern="3/1+3/1", bench=dict(lr=1e-2),
         ),
         OptimizerRecord(

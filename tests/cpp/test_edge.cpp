@@ -179,6 +179,23 @@ static void test_eight_bit_state() {
   expect(no_moments.status() == edge::Status::unsupported_format, "8-bit state for a rule without 8-bit slots is refused");
 }
 
+// Adafactor factors a parameter of ndim > 1 over its last two dims: its state is a factor per row
+// and per column of each slice, and a parameter of ndim > 2 needs its shape.
+static void test_adafactor_factors_matrices() {
+  std::vector<float> matrix(6 * 4 * 5, 1.0f), vector(7, 1.0f);
+  const std::int64_t shape[3] = {6, 4, 5};
+  const std::vector<edge::Param> params = {{matrix.data(), 120, 6, 3, shape}, {vector.data(), 7}};
+  expect(edge::Adafactor::state_floats(params, rules::Adafactor::Hyper{}) == 6 * (4 + 5) + 7,
+         "Adafactor's state: 6 slices of 4 row and 5 column factors, and the vector's second moment");
+  edge::Adafactor opt(params);
+  expect(opt.status() == edge::Status::ok, "a parameter of ndim 3 with its shape is stepped");
+  edge::Adafactor no_shape({{matrix.data(), 120, 6, 3}});
+  expect(no_shape.status() == edge::Status::bad_param, "a parameter of ndim 3 without its shape is refused");
+  const std::int64_t wrong[3] = {6, 4, 4};
+  edge::Adafactor wrong_shape({{matrix.data(), 120, 6, 3, wrong}});
+  expect(wrong_shape.status() == edge::Status::bad_param, "a shape that does not multiply to numel is refused");
+}
+
 static void test_caller_owned_state() {
   Problem a(5), b(5);
   rules::SGD::Hyper hyper;
@@ -354,6 +371,7 @@ int main() {
   test_checkpoints();
   test_caller_owned_state();
   test_eight_bit_state();
+  test_adafactor_factors_matrices();
   test_invalid_hyperparameters();
   test_unusable_optimizer();
   test_bad_params_and_pointers();

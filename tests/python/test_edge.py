@@ -61,5 +61,5 @@ def test_every_optimizer_rule_is_covered():
     covered = {rule_optimizer(getattr(fastoptim, name)(make_params([(2,)], torch.float32), **kwargs)).rule
                for name, kwargs in CASES}
     optimizer_rules = {name for name, meta in fastoptim._C.rules.items() if meta["optimizer"]}
-    assert covered == optimizer_rules
+    assert covered == optimizer_rules | {"adafactor"}  # (Adafactor's class steps on its helper rule, factored)
     assert {n for n in dir(fastoptim._C.edge) if not n.startswith("_")} == set(fastoptim._C.rules)

@@ -22,6 +22,9 @@
 // - StateFormat::eight_bit keeps the rule's moments in 8 bits (rules::eight_bit_slots: the Adam
 //   family, LAMB, Lion, ADOPT), the format of the Python classes' state_bits=8: one byte of code
 //   per element and one float scale per block of 256; about a quarter of the state memory.
+// - Adafactor, as torch.optim.Adafactor, factors the second moment of a parameter of ndim > 1 over
+//   its last two dims (its state slot holds the row factors, then the column factors, of each
+//   slice), through the kernels' factored step; give Param::shape for ndim > 2.
 // - Every rule is offered. Rules with per-tensor sums (LAMB, LARS, TAdam, AdamP, AMaC) keep work
 //   buffers per thread; the constructor runs one step on scratch copies so that they are sized
 //   then, and step() from the constructing thread allocates nothing either.
@@ -30,6 +33,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "fastoptim/core/codes8.h"
@@ -41,13 +45,23 @@ namespace fastoptim::edge {
 // One parameter: `numel` floats at `data`, owned by the caller. `rows` (the size of dim 0) and `ndim`
 // matter to rules that look at a tensor's shape: AdamP's per-channel view, LARS's exclude_1d, AMaC's
 // gradient centralization; a vector (the default) has rows = 1, ndim = 1. With ndim > 1, rows must
-// be >= 1 and divide numel; with ndim <= 1 it is not read.
+// be >= 1 and divide numel; with ndim <= 1 it is not read. `shape` (optional, ndim sizes the caller
+// owns, whose product is numel) is read by Adafactor, which factors over the last two dims: it
+// needs it for ndim > 2 (a matrix without it is rows x numel / rows).
 struct Param {
   float* data;
   std::int64_t numel;
   std::int64_t rows = 1;
   int ndim = 1;
+  const std::int64_t* shape = nullptr;
 };
+
+// Whether a rule steps its parameters of ndim > 1 by the kernels' factored step
+// (KernelTable::adafactor_factored): Adafactor's, whose state slot then holds the factors.
+template <class Rule>
+constexpr bool factors_matrices() {
+  return std::is_same_v<Rule, rules::Adafactor>;
+}
 
 enum class Status {
   ok,
@@ -119,7 +133,7 @@ class Optimizer {
     std::size_t total = 0;
     for (int slot = 0; slot < kAllSlots; ++slot)
       if (uses_slot(hyper, slot))
-        for (const Param& p : params) total += slot_floats(format, slot, p.numel) + scale_floats(format, slot, p.numel);
+        for (const Param& p : params) total += slot_floats(format, slot, p) + scale_floats(format, slot, p);
     return total;
   }
 
@@ -226,14 +240,28 @@ class Optimizer {
   static bool coded(StateFormat format, int slot) {
     return format == StateFormat::eight_bit && slot < Rule::kStateSlots && (rules::eight_bit_slots<Rule>::value >> slot & 1u);
   }
-  // The floats slot `slot` of a parameter of n elements takes (its codes rounded up to whole
-  // floats, for an 8-bit slot), and those of its block scales.
-  static std::size_t slot_floats(StateFormat format, int slot, std::int64_t n) {
-    if (slot >= Rule::kStateSlots) return 1;
-    return coded(format, slot) ? (std::size_t(n) + sizeof(float) - 1) / sizeof(float) : std::size_t(n);
+  // Whether parameter p takes the factored step, and its slices of rows x columns (its last two dims).
+  static bool factored(const Param& p) { return factors_matrices<Rule>() && p.ndim > 1; }
+  static fastoptim_isa::FactoredSlots matrix_view(const Param& p) {
+    fastoptim_isa::FactoredSlots view{};
+    view.rows = p.shape ? p.shape[p.ndim - 2] : p.rows;
+    view.columns = p.shape ? p.shape[p.ndim - 1] : (p.rows > 0 ? p.numel / p.rows : 0);
+    view.batches = view.rows * view.columns > 0 ? p.numel / (view.rows * view.columns) : 0;
+    return view;
   }
-  static std::size_t scale_floats(StateFormat format, int slot, std::int64_t n) {
-    return coded(format, slot) ? std::size_t(core::code_blocks(n)) : 0;
+
+  // The floats slot `slot` of parameter p takes (its codes rounded up to whole floats, for an 8-bit
+  // slot; its row and column factors, for a factored one), and those of its block scales.
+  static std::size_t slot_floats(StateFormat format, int slot, const Param& p) {
+    if (slot >= Rule::kStateSlots) return 1;
+    if (factored(p)) {
+      const auto view = matrix_view(p);
+      return std::size_t(view.batches * (view.rows + view.columns));
+    }
+    return coded(format, slot) ? (std::size_t(p.numel) + sizeof(float) - 1) / sizeof(float) : std::size_t(p.numel);
+  }
+  static std::size_t scale_floats(StateFormat format, int slot, const Param& p) {
+    return coded(format, slot) ? std::size_t(core::code_blocks(p.numel)) : 0;
   }
 
   static bool uses_slot(const Hyper& hyper, int slot) {
@@ -262,6 +290,11 @@ class Optimizer {
         status_ = fail(Status::null_pointer, "a parameter's data pointer is null");
         return false;
       }
+      if (!shape_fits(p)) {
+        status_ = fail(Status::bad_param, "a parameter's shape does not multiply to its numel, or Adafactor is given a "
+                                          "parameter of ndim > 2 without its shape");
+        return false;
+      }
     }
     if (const char* message = invalid(hyper_)) {
       status_ = fail(Status::invalid_hyperparameter, message);
@@ -273,6 +306,13 @@ class Optimizer {
       return false;
     }
     return true;
+  }
+
+  static bool shape_fits(const Param& p) {
+    if (p.shape == nullptr) return !(factored(p) && p.ndim > 2);
+    std::int64_t product = 1;
+    for (int d = 0; d < p.ndim; ++d) product *= p.shape[d] >= 0 ? p.shape[d] : -1;
+    return product == p.numel;
   }
 
   // Prepares every tensor's coefficients for step `step` and runs the rule's kernel over `slots`.
@@ -293,8 +333,36 @@ class Optimizer {
       coeffs_[i] = Rule::template prepare<float>(hyper_, info);
       slots[i].grad = rules::reads_grad<Rule>::value ? grads[i] : nullptr;
     }
+    if constexpr (factors_matrices<Rule>()) return run_factored(slots);
     (fastoptim_isa::active().*kernels::KernelEntry<Rule>::member)(slots.data(), std::int64_t(slots.size()), coeffs_.data(),
                                                                  fastoptim_isa::Dtype::f32, nullptr);
+  }
+
+  // Adafactor's step: the matrices (with elements) by the factored kernel, the others by the
+  // rule's, each with its coefficients (into buffers reserved by attach: nothing allocated).
+  void run_factored(const std::vector<fastoptim_isa::TensorSlots>& slots) {
+    vector_slots_.clear();
+    vector_coeffs_.clear();
+    matrices_.clear();
+    matrix_coeffs_.clear();
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      if (!factored(params_[i])) {
+        vector_slots_.push_back(slots[i]);
+        vector_coeffs_.push_back(coeffs_[i]);
+      } else if (params_[i].numel > 0) {
+        fastoptim_isa::FactoredSlots matrix = matrix_view(params_[i]);
+        matrix.param = slots[i].param;
+        matrix.grad = slots[i].grad;
+        matrix.row_factor = slots[i].state[0];
+        matrix.column_factor = static_cast<float*>(slots[i].state[0]) + matrix.batches * matrix.rows;
+        matrices_.push_back(matrix);
+        matrix_coeffs_.push_back(coeffs_[i]);
+      }
+    }
+    const auto& table = fastoptim_isa::active();
+    (table.*kernels::KernelEntry<Rule>::member)(vector_slots_.data(), std::int64_t(vector_slots_.size()),
+                                               vector_coeffs_.data(), fastoptim_isa::Dtype::f32, nullptr);
+    table.adafactor_factored(matrices_.data(), std::int64_t(matrices_.size()), matrix_coeffs_.data(), fastoptim_isa::Dtype::f32);
   }
 
   // A rule with per-tensor sums sizes its per-thread work buffers on its first call: make that
@@ -316,8 +384,8 @@ class Optimizer {
         };
         for (int s = 0; s < kAllSlots; ++s) {
           if (!slots[i].state[s]) continue;
-          slots[i].state[s] = copy(slots[i].state[s], slot_floats(format_, s, params_[i].numel));
-          if (coded(format_, s)) slots[i].state_scale[s] = copy(slots[i].state_scale[s], scale_floats(format_, s, params_[i].numel));
+          slots[i].state[s] = copy(slots[i].state[s], slot_floats(format_, s, params_[i]));
+          if (coded(format_, s)) slots[i].state_scale[s] = copy(slots[i].state_scale[s], scale_floats(format_, s, params_[i]));
         }
       }
       run(slots, 1.0f, grads.data());
@@ -345,18 +413,24 @@ class Optimizer {
       const bool used = uses_slot(hyper_, slot);
       for (std::size_t i = 0; i < params_.size(); ++i) {
         const float start = coded(format_, slot) ? 0.0f : float(rules::initial_value<Rule>(hyper_, slot, std::int64_t(i)));
-        slots_[i].state[slot] = used ? take(slot_floats(format_, slot, params_[i].numel), start) : nullptr;
+        slots_[i].state[slot] = used ? take(slot_floats(format_, slot, params_[i]), start) : nullptr;
       }
     }
     for (int slot = 0; slot < kAllSlots; ++slot)
       for (std::size_t i = 0; i < params_.size(); ++i)
         if (slots_[i].state[slot] && coded(format_, slot))
-          slots_[i].state_scale[slot] = take(scale_floats(format_, slot, params_[i].numel), 0.0f);
+          slots_[i].state_scale[slot] = take(scale_floats(format_, slot, params_[i]), 0.0f);
     for (std::size_t i = 0; i < params_.size(); ++i) {
       slots_[i].param = params_[i].data;
       slots_[i].numel = params_[i].numel;
       slots_[i].rows = params_[i].ndim > 1 ? params_[i].rows : 1;
       slots_[i].eight_bit_state = format_ == StateFormat::eight_bit;
+    }
+    if constexpr (factors_matrices<Rule>()) {
+      vector_slots_.reserve(params_.size());
+      vector_coeffs_.reserve(params_.size());
+      matrices_.reserve(params_.size());
+      matrix_coeffs_.reserve(params_.size());
     }
     fastoptim_isa::active();  // chooses the kernel table now, not inside the first step
   }
@@ -383,7 +457,10 @@ class Optimizer {
     if (format_ == StateFormat::eight_bit) slot_mask |= std::uint64_t(1) << 63;
     std::vector<std::uint64_t> words = {kStateMagic, kStateVersion, name_hash, step_bits, Hyper::kFieldCount, slot_mask,
                                         params_.size()};
-    for (const Param& p : params_) words.push_back(std::uint64_t(p.numel));
+    for (const Param& p : params_) {
+      words.push_back(std::uint64_t(p.numel));
+      if (factored(p)) words.push_back(std::uint64_t(matrix_view(p).columns));  // (the factors' split)
+    }
     return words;
   }
 
@@ -394,6 +471,10 @@ class Optimizer {
   float* state_begin_ = nullptr;
   std::vector<fastoptim_isa::TensorSlots> slots_;
   std::vector<Coeffs> coeffs_;
+  // (Adafactor's: the call's vectors and matrices, refilled each step)
+  std::vector<fastoptim_isa::TensorSlots> vector_slots_;
+  std::vector<Coeffs> vector_coeffs_, matrix_coeffs_;
+  std::vector<fastoptim_isa::FactoredSlots> matrices_;
   float step_ = 0.0f;
   Status status_ = Status::ok;
   mutable const char* error_ = "";  // the last call's problem (const calls report theirs too)
