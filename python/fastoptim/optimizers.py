@@ -839,6 +839,7 @@ class TAdam(FusedOptimizer):
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
+        state_bits: 8 keeps the moments in 8 bits, block-scaled (None: as state_dtype says; see FusedOptimizer).
     """
 
     rule = "tadam"
@@ -857,6 +858,7 @@ class TAdam(FusedOptimizer):
         maximize: bool = False,
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
+        state_bits: int | None = None,
     ) -> None:
         check_tensor_lr(lr)
         check_non_negative(lr=lr, eps=eps)
@@ -871,7 +873,7 @@ class TAdam(FusedOptimizer):
         defaults = dict(
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, dof=dof,
             first_step_weight=first_step_weight, maximize=maximize,
-            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype, state_bits=state_bits,
         )
         super().__init__(params, defaults)
 

@@ -20,7 +20,7 @@
 //   set_hyper(), which refuses a change of the state layout (amsgrad, momentum: slots that exist
 //   or not) and values out of range.
 // - StateFormat::eight_bit keeps the rule's moments in 8 bits (rules::eight_bit_slots: the Adam
-//   family, LAMB, Lion, ADOPT), the format of the Python classes' state_bits=8: one byte of code
+//   family, LAMB, TAdam, Lion, ADOPT), the format of the Python classes' state_bits=8: one byte of code
 //   per element and one float scale per block of 256; about a quarter of the state memory.
 // - Adafactor, as torch.optim.Adafactor, factors the second moment of a parameter of ndim > 1 over
 //   its last two dims (its state slot holds the row factors, then the column factors, of each
@@ -302,7 +302,7 @@ class Optimizer {
     }
     if (format_ == StateFormat::eight_bit && rules::eight_bit_slots<Rule>::value == 0) {
       status_ = fail(Status::unsupported_format, "this rule keeps no state in 8 bits (StateFormat::eight_bit serves the "
-                                                 "moments of the Adam family, LAMB, Lion and ADOPT)");
+                                                 "moments of the Adam family, LAMB, TAdam, Lion and ADOPT)");
       return false;
     }
     return true;

@@ -29,6 +29,7 @@ struct TAdam {
   static constexpr core::StateSlot kState[] = {
       {"exp_avg", nullptr}, {"exp_avg_sq", nullptr}, {"max_exp_avg_sq", "amsgrad"}, {"W_t", nullptr}};
   static constexpr int kStateSlots = 3;
+  static constexpr unsigned kEightBitSlots = (1u << kStateSlots) - 1;  // (its moments: every element slot)
   static constexpr int kScalarSlots = 1;  // W_t
   static constexpr bool kCountsSteps = true;
   static constexpr int kSums = 1;                   // sum of (g - m)^2 / (v + eps)
