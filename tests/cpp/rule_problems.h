@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "fastoptim/core/codes8.h"
 #include "fastoptim/core/dtypes.h"
 #include "fastoptim/kernels/isa.h"
 #include "fastoptim/rules/registry.h"
@@ -57,6 +58,10 @@ struct Problem {
   std::vector<std::vector<unsigned char>> params, grads;
   std::vector<std::vector<std::vector<unsigned char>>> state;  // [tensor][slot]: element slots, then scalars
   std::vector<std::int64_t> rows;  // per tensor: rows of dim 0 (1 for a vector)
+  // With 8-bit state (keep_eight_bit): the slots kept as codes (a mask), and per tensor and slot
+  // their block scales. (The codes live in the slots' buffers, which start as zero bytes: code 0.)
+  unsigned eight_bit = 0;
+  std::vector<std::vector<std::vector<float>>> scales;
 
   // `slots` element-shaped state slots and `scalars` per-tensor scalars (8 bytes, starting at 0.5).
   Problem(Dtype d, std::vector<std::int64_t> n, int slots, unsigned seed, int scalars = 0, std::vector<std::int64_t> r = {},
@@ -82,6 +87,15 @@ struct Problem {
       }
       state.push_back(std::move(s));
     }
+  }
+
+  // Keeps the `coded` state slots in 8 bits (codes 0 under scales 0: the zero state).
+  void keep_eight_bit(unsigned coded) {
+    eight_bit = coded;
+    scales.assign(sizes.size(), {});
+    for (std::size_t t = 0; t < sizes.size(); ++t)
+      for (int j = 0; j < int(state[t].size()); ++j)
+        scales[t].emplace_back(std::size_t(coded >> j & 1u ? core::code_blocks(sizes[t]) + 1 : 0), 0.0f);
   }
 
   void regrad(unsigned seed) {
@@ -113,6 +127,9 @@ inline void run_steps(fastoptim_isa::ElementwiseKernel kernel, Problem& pr, cons
       s.numel = pr.sizes[t];
       s.rows = pr.rows[t];
       s.bf16_state = pr.bf16_state;
+      s.eight_bit_state = pr.eight_bit != 0;
+      for (int j = 0; j < Rule::kStateSlots && pr.eight_bit; ++j)
+        if (pr.eight_bit >> j & 1u) s.state_scale[j] = pr.scales[t][std::size_t(j)].data();
       s.stochastic_rounding = stochastic_rounding;
       s.rounding_seed = 99;
       s.rounding_stream = std::uint32_t(t);

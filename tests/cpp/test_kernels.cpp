@@ -61,23 +61,31 @@ static void test_simd_matches_scalar() {
   std::vector<int> simd_tables;
   for (int ti = 1; ti < fastoptim_isa::table_count(); ++ti)
     if (fastoptim_isa::cpu_supports(fastoptim_isa::table(ti).isa)) simd_tables.push_back(ti);
-  // Each storage variant (four dtypes, and float32 with bf16 state) runs every k-th configuration,
+  // Each storage variant (four dtypes, float32 with bf16 state and, for a rule with 8-bit slots,
+  // float32 with 8-bit state) runs every k-th configuration,
   // shifted by variant, so each configuration still meets every SIMD path in some variant: k = 3 by
   // default, FASTOPTIM_TEST_CONFIG_STRIDE=k sets it (the aarch64 run under qemu takes 5: each
   // configuration in one variant), FASTOPTIM_TEST_FULL=1 runs every configuration in every variant.
   const std::size_t stride = config_stride();
   std::size_t dtype_index = 0;
-  // (each storage dtype, and float32 parameters with bf16 state)
-  for (auto [d, bf16_state] : {std::pair{Dtype::f32, false}, {Dtype::f64, false}, {Dtype::bf16, false},
-                               {Dtype::f16, false}, {Dtype::f32, true}}) {
+  struct Variant {
+    Dtype d;
+    bool bf16_state = false, eight_bit = false;
+  };
+  std::vector<Variant> variants = {{Dtype::f32}, {Dtype::f64}, {Dtype::bf16}, {Dtype::f16}, {Dtype::f32, true}};
+  constexpr unsigned kCoded = rules::eight_bit_slots<Rule>::value;
+  if (kCoded != 0) variants.push_back({Dtype::f32, false, true});
+  for (const auto [d, bf16_state, eight_bit] : variants) {
     std::vector<int> mismatches(simd_tables.size(), 0);
     const std::size_t shift = dtype_index++ % stride;
     std::size_t rounded = 0;
+    bool scales_written = false;
     for (std::size_t c = shift; c < configs.size(); c += stride) {
       // (every other bf16 configuration stores its parameters by stochastic rounding)
       const bool stochastic = d == Dtype::bf16 && (c / stride) % 2 == 1;
       rounded += stochastic;
-      const Problem start(d, sizes, Rule::kStateSlots, 7u + unsigned(c), kScalars, rows, bf16_state);
+      Problem start(d, sizes, Rule::kStateSlots, 7u + unsigned(c), kScalars, rows, bf16_state);
+      if (eight_bit) start.keep_eight_bit(kCoded);
       Problem reference = start;  // the scalar path, run once and compared with every SIMD table
       run_steps<Rule>(scalar.*entry, reference, configs[c], 4, stochastic);
       for (std::size_t i = 0; i < simd_tables.size(); ++i) {
@@ -87,12 +95,18 @@ static void test_simd_matches_scalar() {
           mismatches[i] += a.params[t] != reference.params[t];
           for (int j = 0; j < Rule::kStateSlots + kScalars; ++j)
             mismatches[i] += a.state[t][std::size_t(j)] != reference.state[t][std::size_t(j)];
+          if (eight_bit) mismatches[i] += a.scales[t] != reference.scales[t];
         }
       }
+      for (std::size_t t = 0; t < sizes.size() && eight_bit; ++t)
+        for (const auto& slot_scales : reference.scales[t])
+          scales_written = scales_written || std::any_of(slot_scales.begin(), slot_scales.end(), [](float x) { return x != 0; });
     }
+    if (eight_bit) expect(scales_written, std::string(Rule::kName) + ": the 8-bit variant wrote block scales");
     for (std::size_t i = 0; i < simd_tables.size(); ++i)
       expect(mismatches[i] == 0, std::string(Rule::kName) + " " + fastoptim_isa::table(simd_tables[i]).isa + " " +
-                                     dtype_label(d) + (bf16_state ? " with bf16 state" : "") + " equals scalar bit for bit (" +
+                                     dtype_label(d) + (bf16_state ? " with bf16 state" : "") +
+                                     (eight_bit ? " with 8-bit state" : "") + " equals scalar bit for bit (" +
                                      std::to_string((configs.size() - shift + stride - 1) / stride) + " configurations" +
                                      (rounded ? ", " + std::to_string(rounded) + " with stochastic rounding)" : ")"));
   }
