@@ -353,8 +353,8 @@ class Optimizer {
         fastoptim_isa::FactoredSlots matrix = matrix_view(params_[i]);
         matrix.param = slots[i].param;
         matrix.grad = slots[i].grad;
-        matrix.row_factor = slots[i].state[0];
-        matrix.column_factor = static_cast<float*>(slots[i].state[0]) + matrix.batches * matrix.rows;
+        matrix.row_factor = slots[i].state[Rule::kVariance];  // (the factors, in the variance's slot)
+        matrix.column_factor = static_cast<float*>(slots[i].state[Rule::kVariance]) + matrix.batches * matrix.rows;
         matrices_.push_back(matrix);
         matrix_coeffs_.push_back(coeffs_[i]);
       }
