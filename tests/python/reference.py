@@ -291,6 +291,11 @@ OPTIMIZERS = sorted(
     # (the second-order solvers step with closures of their own kind: tests/python/test_second_order.py)
     and not issubclass(getattr(fastoptim, name), fastoptim.second_order.SecondOrderOptimizer)
 )
+def takes_state_bits(name: str) -> bool:
+    """Whether fastoptim's class `name` takes state_bits=8 (8-bit moments) in its signature."""
+    return "state_bits" in inspect.signature(getattr(fastoptim, name)).parameters
+
+
 def make_rich(name, params, **kwargs):
     """Optimizer `name` over params with its record's rich options (the heaviest step);
     Hessian-diagonal ones fold in stand-in estimates."""

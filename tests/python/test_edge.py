@@ -3,20 +3,18 @@ Python classes' float32 results bit for bit, for every optimizer of the catalogu
 Hessian-diagonal ones with a zero estimate: the edge front end has no autograd to estimate with). Its
 own tests (no heap allocation in step(), checkpoints, caller-owned state) are tests/cpp/test_edge.cpp."""
 
-import inspect
-
 import pytest
 import torch
 
 import fastoptim
 from fastoptim.records import RECORDS
-from reference import SHAPES, given_hessian_if_needed, make_params, noise_grads, rule_optimizer, zero_estimates
+from reference import SHAPES, given_hessian_if_needed, make_params, noise_grads, rule_optimizer, takes_state_bits, zero_estimates
 
 CASES = [(r.name, r.front_end) for r in RECORDS if r.front_end is not None and "edge" in r.front_ends]
 
 
 # the cases whose Python class takes state_bits=8 (the edge's StateFormat::eight_bit)
-EIGHT_BIT_CASES = [(n, k) for n, k in CASES if "state_bits" in inspect.signature(getattr(fastoptim, n)).parameters]
+EIGHT_BIT_CASES = [(n, k) for n, k in CASES if takes_state_bits(n)]
 
 
 def assert_edge_steps_as_the_python_class(name, kwargs, shapes, state_bits=None):

@@ -4,15 +4,14 @@ one pass (LAMB's two: the norms from the decoded moments advanced, then the upda
 code's value, nearest-code search), independent of the kernels' integer arithmetic."""
 
 import copy
-import inspect
 
 import pytest
 import torch
 
 import fastoptim
-from reference import OPTIMIZERS, SHAPES, assert_every_isa_gives_the_same_bits, assert_resumes_bit_identically, make_params, make_rich, noise_grads
+from reference import OPTIMIZERS, SHAPES, assert_every_isa_gives_the_same_bits, assert_resumes_bit_identically, make_params, make_rich, noise_grads, takes_state_bits
 
-TAKES_IT = sorted(name for name in OPTIMIZERS if "state_bits" in inspect.signature(getattr(fastoptim, name)).parameters)
+TAKES_IT = sorted(name for name in OPTIMIZERS if takes_state_bits(name))
 # block edges (255, 256, 257) and a block-and-a-tail size, beside the SIMD tails of SHAPES
 EIGHT_BIT_SHAPES = SHAPES + [(255,), (256,), (257,), (4099,)]
 BLOCK = 256
