@@ -8,9 +8,10 @@
   for B examples.
 - ``spatial_average``: AdaHessian's averaging of |D| over blocks of a tensor.
 
-Random numbers are keyed, not streamed: every probe comes from its own generator seeded by
-(seed, parameter position, refresh index, sample), so a resumed run, another iteration order or
-another data-parallel rank draws the same probes for the same key.
+Random numbers are keyed, not streamed: every probe is a counter-based stream (splitmix64 of the
+element index) keyed by (seed, parameter position, refresh index, sample), so a resumed run, another
+iteration order or another data-parallel rank draws the same probes for the same key. They are
+tensor operations (no torch.Generator is made), so a refresh step traces under torch.compile.
 """
 
 from __future__ import annotations
@@ -22,30 +23,43 @@ import torch.nn.functional as F
 from torch import Tensor
 
 DISTRIBUTIONS = ("rademacher", "gaussian")
-_MASK64 = (1 << 64) - 1
 # the "parameter position" of the label draws of Sophia-G (probes use positions 0, 1, ...)
-_LABELS = _MASK64
+_LABELS = -1
+_GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)  # splitmix64's increment and multipliers, as signed int64
+_MIX1 = 0xBF58476D1CE4E5B9 - (1 << 64)
+_MIX2 = 0x94D049BB133111EB - (1 << 64)
 
 
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
+def _shift_right(x: Tensor, bits: int) -> Tensor:
+    """Logical right shift of int64 bits (torch's >> keeps the sign)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
 
 
-def key_seed(seed: int, position: int, refresh: int, sample: int = 0) -> int:
-    """The 64-bit generator seed of one draw: splitmix64 folded over the key's four parts."""
-    x = _splitmix64(seed & _MASK64)
+def _splitmix64(x: Tensor) -> Tensor:
+    """splitmix64 of int64 tensors (wrapping arithmetic: the same bits as the unsigned original)."""
+    x = x + _GOLDEN
+    x = (x ^ _shift_right(x, 30)) * _MIX1
+    x = (x ^ _shift_right(x, 27)) * _MIX2
+    return x ^ _shift_right(x, 31)
+
+
+def key_bits(seed: int, position: int, refresh: int, sample: int = 0, device=None) -> Tensor:
+    """The 64-bit key of one draw (an int64 scalar tensor): splitmix64 folded over its four parts.
+    Tensor operations, not a torch.Generator, so that a step that draws traces under torch.compile."""
+    x = _splitmix64(torch.full((), seed, dtype=torch.int64, device=device))
     for part in (position, refresh, sample):
-        x = _splitmix64(x ^ (part & _MASK64))
+        x = _splitmix64(x ^ part)
     return x
 
 
-def _generator(device: torch.device, seed: int) -> torch.Generator:
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
-    return generator
+def random_bits(key: Tensor, count: int) -> Tensor:
+    """`count` int64 words of a counter-based stream: splitmix64 of key + i * golden for element i."""
+    return _splitmix64(key + torch.arange(count, dtype=torch.int64, device=key.device) * _GOLDEN)
+
+
+def _unit_interval(bits: Tensor) -> Tensor:
+    """float64 uniforms in (0, 1) from the high 32 bits of each word."""
+    return (_shift_right(bits, 32).double() + 0.5) * 2.0**-32
 
 
 def compute_dtype(param: Tensor) -> torch.dtype:
@@ -55,13 +69,15 @@ def compute_dtype(param: Tensor) -> torch.dtype:
 
 def probe(like: Tensor, distribution: str, seed: int, position: int, refresh: int, sample: int = 0) -> Tensor:
     """A float32 probe shaped like `like`: +-1 with equal odds, or standard normal."""
-    generator = _generator(like.device, key_seed(seed, position, refresh, sample))
-    if distribution == "rademacher":
-        bits = torch.randint(0, 2, like.shape, generator=generator, device=like.device, dtype=torch.float32)
-        return bits.mul_(2).sub_(1)
-    if distribution == "gaussian":
-        return torch.randn(like.shape, generator=generator, device=like.device, dtype=torch.float32)
-    raise ValueError(f"Invalid distribution value: {distribution!r} (expected one of {DISTRIBUTIONS})")
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(f"Invalid distribution value: {distribution!r} (expected one of {DISTRIBUTIONS})")
+    bits = random_bits(key_bits(seed, position, refresh, sample, like.device), like.numel())
+    if distribution == "rademacher":  # the sign of each word
+        return torch.where(bits < 0, -1.0, 1.0).to(torch.float32).view(like.shape)
+    # Box-Muller from the two halves of each word
+    radius = torch.sqrt(-2.0 * torch.log(_unit_interval(bits)))
+    angle = _unit_interval(bits << 32) * (2.0 * torch.pi)
+    return (radius * torch.cos(angle)).to(torch.float32).view(like.shape)
 
 
 def hutchinson(
@@ -108,8 +124,11 @@ def gauss_newton_bartlett(logits: Tensor, params: Sequence[Tensor], *, seed: int
     flat = logits.reshape(-1, logits.shape[-1])
     with torch.no_grad():
         probabilities = torch.softmax(flat.detach().float(), dim=-1)
-        generator = _generator(flat.device, key_seed(seed, _LABELS, refresh))
-        labels = torch.multinomial(probabilities, 1, generator=generator).view(-1)
+        # inverse CDF: the first class whose cumulative probability passes the row's uniform
+        uniforms = _unit_interval(random_bits(key_bits(seed, _LABELS, refresh, device=flat.device), flat.shape[0]))
+        cumulative = probabilities.double().cumsum(dim=-1)
+        below = cumulative < (uniforms * cumulative[:, -1]).unsqueeze(-1)
+        labels = below.sum(dim=-1).clamp_(max=flat.shape[-1] - 1)
     sampled_loss = F.cross_entropy(flat, labels)
     grads = torch.autograd.grad(sampled_loss, list(params), allow_unused=True)
     return [torch.zeros(p.shape, dtype=compute_dtype(p), device=p.device) if g is None else g.to(compute_dtype(p))

@@ -39,6 +39,11 @@ from ._base import FusedOptimizer, check_betas, check_non_negative, check_positi
 from .hessian import DISTRIBUTIONS, gauss_newton_bartlett, hutchinson, spatial_average
 from .wrappers import EMA, with_lookahead
 
+# The fold of a new estimate into the EMA: the custom op under torch.compile (which traces it), the
+# direct entry otherwise (half the call overhead).
+_HESSIAN_EMA_OP = torch.ops.fastoptim.hessian_ema_step_
+_HESSIAN_EMA_DIRECT = _C.hessian_ema_step_
+
 _BACKWARD_TWICE = (
     "{name}.step(closure): the closure must return the loss without calling backward(); fastoptim "
     "takes the gradients itself (with the graph on Hessian refresh steps). If the closure fills .grad "
@@ -116,29 +121,42 @@ class HessianDiagonalOptimizer(FusedOptimizer):
     def _backward(self, loss: Tensor, logits: Tensor | None, refreshing) -> dict[int, Tensor]:
         """Gradients into .grad from the closure's loss, and the estimates a refresh needs."""
         try:
+            params = [p for group in self.param_groups for p in self._trainable(group)]
             if refreshing and self.estimator == "hutchinson":
-                params = [p for group in self.param_groups for p in self._trainable(group)]
                 grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
                 grads_of = {id(p): g for p, g in zip(params, grads) if g is not None}
                 estimates = self._hutchinson(refreshing, grads_of)
-                for p, g in zip(params, grads):
-                    if g is not None:
-                        p.grad = g.detach() if p.grad is None else p.grad + g.detach()
+                self._accumulate(params, grads)
                 return estimates
             if refreshing and self.estimator == "gnb" and logits is not None:
-                loss.backward(retain_graph=True)
+                self._backward_into_grad(loss, params, retain_graph=True)
                 estimates = {}
                 for group in refreshing:
                     params = self._trainable(group)
                     found = gauss_newton_bartlett(logits, params, seed=group["seed"], refresh=group["hessian_clock"])
                     estimates.update({id(p): d for p, d in zip(params, found)})
                 return estimates
-            loss.backward()
+            self._backward_into_grad(loss, params)
             return {}
         except RuntimeError as error:
             if "backward through the graph a second time" in str(error):
                 raise RuntimeError(_BACKWARD_TWICE.format(name=type(self).__name__)) from error
             raise
+
+    def _backward_into_grad(self, loss: Tensor, params: Sequence[Tensor], retain_graph: bool = False) -> None:
+        """loss.backward(); under torch.compile, which does not see the .grad a traced backward()
+        fills, the parameters' gradients are taken and added to .grad instead."""
+        if torch.compiler.is_compiling():
+            self._accumulate(params, torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True))
+        else:
+            loss.backward(retain_graph=retain_graph)
+
+    @staticmethod
+    def _accumulate(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
+        """Adds `grads` (without their graph) into the params' .grad, as backward() would."""
+        for p, g in zip(params, grads):
+            if g is not None:
+                p.grad = g.detach() if p.grad is None else p.grad + g.detach()
 
     def _from_grad_graphs(self, refreshing) -> dict[int, Tensor]:
         """Hutchinson estimates from .grad filled by backward(create_graph=True)."""
@@ -188,6 +206,8 @@ class HessianDiagonalOptimizer(FusedOptimizer):
                 if isinstance(loss, Tensor) and loss.requires_grad:
                     estimates = self._backward(loss, logits, refreshing) or estimates
                     took_gradients = True
+                    # its graph is spent (backward ran here): returned detached, as the same value
+                    loss = loss.detach()
         if refreshing and self.estimator == "hutchinson" and not took_gradients:
             with torch.enable_grad():
                 estimates = self._from_grad_graphs(refreshing)
@@ -232,7 +252,8 @@ class HessianDiagonalOptimizer(FusedOptimizer):
             targets = [ema[i] for i in chosen]
             values = [in_layout_of(estimates[id(args[0][i])].to(t.dtype), t) for i, t in zip(chosen, targets)]
             hyper = [float(group["betas"][1]), float(self.square_estimate)]
-            _C.hessian_ema_step_(values, [], targets, [], [], hyper, None)
+            ema_step = _HESSIAN_EMA_OP if torch.compiler.is_compiling() else _HESSIAN_EMA_DIRECT
+            ema_step(values, [], targets, [], [], hyper, None)
             if self.refresh_counter is not None:
                 counters = self._state_column(group, args, self.refresh_counter)
                 torch._foreach_add_([counters[i] for i in chosen], 1.0)
@@ -306,7 +327,7 @@ class SophiaG(Sophia):
     ``bs`` is the number of examples (tokens) behind g_hat, as the official ``step(bs=5120)``; it
     is a group hyperparameter here, and ``step(bs=...)`` overrides it for one step. The Hessian is
     refreshed from ``step(closure)`` when the closure returns ``(loss, logits)``, every
-    ``hessian_update_interval`` steps from the first, with labels drawn by a generator keyed by
+    ``hessian_update_interval`` steps from the first, with labels drawn from a random stream keyed by
     (seed, refresh); or by the caller, as officially, with ``update_hessian()``.
 
     Differences from the official code: where rho bs h + eps <= 0 (only a negative estimate can do
@@ -389,7 +410,7 @@ class SophiaH(Sophia):
         refresh:  h <- lerp(h, mean_n z * Hz, 1 - b2)
 
     h estimates the diagonal directly, so there is no ``bs`` (it is 1). Probes come from
-    generators keyed by (seed, parameter position, step of the refresh, sample): a resumed run
+    random streams keyed by (seed, parameter position, step of the refresh, sample): a resumed run
     draws the same ones. ``n_samples`` probes are averaged per refresh; the graph is kept only
     between them.
 

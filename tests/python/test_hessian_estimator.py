@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.func import functional_call, hessian
 
-from fastoptim.hessian import gauss_newton_bartlett, hutchinson, key_seed, probe, spatial_average
+from fastoptim.hessian import _splitmix64, gauss_newton_bartlett, hutchinson, key_bits, probe, spatial_average
 
 
 def test_rademacher_probes_are_plus_minus_one_with_both_signs():
@@ -31,7 +31,22 @@ def test_probes_depend_on_every_part_of_their_key_and_on_nothing_else():
         key = dict(seed=1, position=2, refresh=3, sample=4, **{})
         key.update(changed)
         assert not torch.equal(base, probe(like, "rademacher", **key)), changed
-    assert len({key_seed(1, p, r) for p in range(50) for r in range(50)}) == 2500
+    assert len({int(key_bits(1, p, r)) for p in range(50) for r in range(50)}) == 2500
+
+
+def test_the_tensor_splitmix64_is_the_unsigned_one():
+    """int64 tensor arithmetic wraps: it gives splitmix64's bits, written here over Python's integers."""
+    mask = (1 << 64) - 1
+
+    def unsigned(x):
+        x = (x + 0x9E3779B97F4A7C15) & mask
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+        return x ^ (x >> 31)
+
+    for x in (0, 1, 12345, 2**62, 2**63 + 5, mask):
+        as_int64 = x - (1 << 64) if x >= 1 << 63 else x
+        assert int(_splitmix64(torch.tensor(as_int64))) & mask == unsigned(x)
 
 
 def _mean_estimate(loss_fn, params, samples, distribution="rademacher"):

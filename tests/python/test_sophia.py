@@ -210,6 +210,32 @@ def test_sophia_g_refreshes_from_sampled_labels_when_the_closure_returns_logits(
     assert opt.state[params[0]]["hessian"].abs().sum() > 0
 
 
+@pytest.mark.parametrize("name", ["SophiaH", "SophiaG"])  # (AdaHessian refreshes as SophiaH does)
+def test_refresh_steps_trace_under_torch_compile_with_fullgraph(name):
+    """A step that refreshes (the closure, the Hessian-vector products or sampled labels, the probes,
+    the fold) traces whole: with dynamo's trace_autograd_ops, the compiled step(closure) over
+    refresh and plain steps gives the eager bits."""
+    runs = []
+    for compiled in (False, True):
+        model, x, y = tiny_problem()
+        opt = getattr(fastoptim, name)(model.parameters(), lr=0.01, hessian_update_interval=2, seed=5)
+
+        def closure():
+            logits = model(x)
+            loss = torch.nn.functional.cross_entropy(logits, y)
+            return (loss, logits) if name == "SophiaG" else loss
+
+        torch._dynamo.reset()  # (the compiles of the other cases count against one recompile limit)
+        step = torch.compile(opt.step, backend="aot_eager", fullgraph=True) if compiled else opt.step
+        with torch._dynamo.config.patch(trace_autograd_ops=True):
+            for _ in range(3):  # refresh, plain, refresh
+                opt.zero_grad()
+                step(closure)
+        runs.append([p.detach().clone() for p in model.parameters()])
+        assert opt.state[next(model.parameters())][opt.hessian_key].abs().sum() > 0
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
 def test_win_rate_is_the_fraction_of_unclipped_coordinates():
     (p,) = make_params([(1000,)], torch.float32)
     opt = fastoptim.SophiaH([p], lr=0.01, rho=1.0, weight_decay=0.0, betas=(0.0, 0.0))
