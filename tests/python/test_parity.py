@@ -1,4 +1,4 @@
-"""Element-wise parity with torch.optim (foreach=False) over 100 steps, for every optimizer whose
+"""Element-wise parity with torch.optim (foreach=False) over 50 steps, for every optimizer whose
 record names a torch.optim reference and every option that changes the math (the records'
 configs), on tensors sized to hit every SIMD tail."""
 
@@ -28,9 +28,9 @@ from reference import (
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
 @pytest.mark.parametrize("case", CONFIG_CASES, ids=case_id)
-def test_matches_torch_over_100_steps(case, dtype):
+def test_matches_torch_over_50_steps(case, dtype):
     name, cfg = case
-    ours, ref, params, ref_params = run_side_by_side(name, cfg, SHAPES, dtype, steps=100)
+    ours, ref, params, ref_params = run_side_by_side(name, cfg, SHAPES, dtype, steps=50)
     rtol = TOLERANCE[dtype]
     for i, (p, q) in enumerate(zip(params, ref_params)):
         assert_close_rel(p, q, rtol, f"param {i} shape {tuple(q.shape)}")
