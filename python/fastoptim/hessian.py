@@ -24,7 +24,7 @@ from torch import Tensor
 
 DISTRIBUTIONS = ("rademacher", "gaussian")
 # the "parameter position" of the label draws of Sophia-G (probes use positions 0, 1, ...)
-_LABELS = -1
+_LABELS = -1  # (all 64 bits set)
 _GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)  # splitmix64's increment and multipliers, as signed int64
 _MIX1 = 0xBF58476D1CE4E5B9 - (1 << 64)
 _MIX2 = 0x94D049BB133111EB - (1 << 64)
@@ -35,26 +35,32 @@ def _shift_right(x: Tensor, bits: int) -> Tensor:
     return (x >> bits) & ((1 << (64 - bits)) - 1)
 
 
-def _splitmix64(x: Tensor) -> Tensor:
-    """splitmix64 of int64 tensors (wrapping arithmetic: the same bits as the unsigned original)."""
-    x = x + _GOLDEN
-    x = (x ^ _shift_right(x, 30)) * _MIX1
-    x = (x ^ _shift_right(x, 27)) * _MIX2
-    return x ^ _shift_right(x, 31)
+def _as_int64(value: int) -> int:
+    """The low 64 bits of an integer, as the signed int64 with those bits."""
+    return ((value & ((1 << 64) - 1)) ^ (1 << 63)) - (1 << 63)
+
+
+def _splitmix64_(x: Tensor) -> Tensor:
+    """splitmix64 of an int64 tensor, in place (wrapping arithmetic: the unsigned original's bits)."""
+    x.add_(_GOLDEN)
+    x.bitwise_xor_(_shift_right(x, 30)).mul_(_MIX1)
+    x.bitwise_xor_(_shift_right(x, 27)).mul_(_MIX2)
+    return x.bitwise_xor_(_shift_right(x, 31))
 
 
 def key_bits(seed: int, position: int, refresh: int, sample: int = 0, device=None) -> Tensor:
     """The 64-bit key of one draw (an int64 scalar tensor): splitmix64 folded over its four parts.
     Tensor operations, not a torch.Generator, so that a step that draws traces under torch.compile."""
-    x = _splitmix64(torch.full((), seed, dtype=torch.int64, device=device))
-    for part in (position, refresh, sample):
-        x = _splitmix64(x ^ part)
+    x = _splitmix64_(torch.full((), _as_int64(seed), dtype=torch.int64, device=device))
+    for part in (position, refresh, sample):  # (counts: well inside int64)
+        x = _splitmix64_(x.bitwise_xor_(part))
     return x
 
 
 def random_bits(key: Tensor, count: int) -> Tensor:
-    """`count` int64 words of a counter-based stream: splitmix64 of key + i * golden for element i."""
-    return _splitmix64(key + torch.arange(count, dtype=torch.int64, device=key.device) * _GOLDEN)
+    """`count` int64 words of a counter-based stream: splitmix64 of key + i * golden for element i
+    (in place: two int64 words per element at the peak)."""
+    return _splitmix64_(torch.arange(count, dtype=torch.int64, device=key.device).mul_(_GOLDEN).add_(key))
 
 
 def _unit_interval(bits: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.func import functional_call, hessian
 
-from fastoptim.hessian import _splitmix64, gauss_newton_bartlett, hutchinson, key_bits, probe, spatial_average
+from fastoptim.hessian import _splitmix64_, gauss_newton_bartlett, hutchinson, key_bits, probe, spatial_average
 
 
 def test_rademacher_probes_are_plus_minus_one_with_both_signs():
@@ -32,6 +32,8 @@ def test_probes_depend_on_every_part_of_their_key_and_on_nothing_else():
         key.update(changed)
         assert not torch.equal(base, probe(like, "rademacher", **key)), changed
     assert len({int(key_bits(1, p, r)) for p in range(50) for r in range(50)}) == 2500
+    # a seed of more than 63 bits keys by its low 64 bits
+    assert int(key_bits(2**64 + 5, 0, 0)) == int(key_bits(5, 0, 0))
 
 
 def test_the_tensor_splitmix64_is_the_unsigned_one():
@@ -46,7 +48,7 @@ def test_the_tensor_splitmix64_is_the_unsigned_one():
 
     for x in (0, 1, 12345, 2**62, 2**63 + 5, mask):
         as_int64 = x - (1 << 64) if x >= 1 << 63 else x
-        assert int(_splitmix64(torch.tensor(as_int64))) & mask == unsigned(x)
+        assert int(_splitmix64_(torch.tensor(as_int64))) & mask == unsigned(x)
 
 
 def _mean_estimate(loss_fn, params, samples, distribution="rademacher"):
