@@ -9,6 +9,8 @@ param group per step.
 from __future__ import annotations
 
 import functools
+import inspect
+import math
 import numbers
 import operator
 import re
@@ -31,33 +33,6 @@ def scale_key(name: str) -> str:
 def eight_bit_blocks(param: Tensor) -> int:
     """How many block scales one 8-bit state tensor of `param` has (one per 256 elements)."""
     return -(-param.numel() // 256)
-
-
-def check_tensor_lr(lr: Any) -> None:
-    if isinstance(lr, Tensor) and lr.numel() != 1:
-        raise ValueError("Tensor lr must be 1-element")
-
-
-def check_non_negative(**values: Any) -> None:
-    """Raises torch.optim's ValueError for the first negative (or NaN) value, in the order given:
-    "Invalid learning rate: -1", "Invalid epsilon value: ...", "Invalid <name> value: ..."."""
-    for name, value in values.items():
-        if not 0.0 <= value:
-            label = {"lr": "learning rate", "eps": "epsilon value"}.get(name, f"{name} value")
-            raise ValueError(f"Invalid {label}: {value}")
-
-
-def check_betas(betas) -> None:
-    """torch.optim's message for a beta outside [0, 1)."""
-    for index, beta in enumerate(betas):
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
-
-
-def check_max_grad_norm(max_grad_norm: Any) -> None:
-    """None (or 0, as pytorch_optimizer and sail-sg write "off") or a positive threshold."""
-    if max_grad_norm is not None and not max_grad_norm >= 0.0:
-        raise ValueError(f"Invalid max_grad_norm value: {max_grad_norm} (expected a number >= 0, or None)")
 
 
 def check_positive_int(**values: Any) -> None:
@@ -197,6 +172,13 @@ class Rule:
 @functools.cache
 def rule_named(name: str) -> Rule:
     return Rule(name)
+
+
+@functools.cache
+def betas_in_signature(cls: type) -> int | None:
+    """How many betas `cls`'s constructor takes by default (None: it names no betas)."""
+    parameter = inspect.signature(cls.__init__).parameters.get("betas")
+    return len(parameter.default) if parameter is not None and isinstance(parameter.default, tuple) else None
 
 
 class FusedOptimizer(torch.optim.Optimizer):
@@ -377,7 +359,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         """Raises a ValueError or TypeError naming the group's first bad hyperparameter by its public
         name: missing, of the wrong type (a string, None for a flag), non-finite or out of the rule's
         range, or a combination the rule refuses. Changes nothing."""
-        betas = len(self.defaults["betas"]) if "betas" in self.defaults else None  # as many as the signature's
+        betas = betas_in_signature(type(self)) or (len(self.defaults["betas"]) if "betas" in self.defaults else None)
         if betas and "betas" in group and (not isinstance(group["betas"], (tuple, list)) or len(group["betas"]) != betas):
             raise ValueError(f"{where}: Invalid betas: {group['betas']!r} (expected {betas} values)")
         rule = self._rule_of(group)
@@ -392,7 +374,7 @@ class FusedOptimizer(torch.optim.Optimizer):
                 raise TypeError(f"{where}: {label} has the wrong type ({error})") from None
             if isinstance(value, Tensor):
                 if value.numel() != 1 or not (value.is_floating_point() or value.dtype in (torch.int32, torch.int64)):
-                    raise ValueError(f"{where}: Tensor {label} must be a 1-element real tensor, got shape "
+                    raise ValueError(f"{where}: Tensor {label} must be 1-element and real, got shape "
                                      f"{tuple(value.shape)} and dtype {value.dtype}")
                 value = float(value.detach().cpu())  # once, here: a step never calls .item()
             elif name in rule.flag_fields:
@@ -420,14 +402,28 @@ class FusedOptimizer(torch.optim.Optimizer):
         seed = group.get("rounding_seed")
         if rounding and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
             raise ValueError(f"{where}: Invalid rounding_seed value: {seed!r} (expected an integer in [0, 2**63))")
+        max_grad_norm = group.get("max_grad_norm")  # (the global-norm clip's, outside the rules)
+        if max_grad_norm is not None and (isinstance(max_grad_norm, bool) or not isinstance(max_grad_norm, numbers.Real)
+                                          or not 0.0 <= max_grad_norm < math.inf):
+            raise ValueError(f"{where}: Invalid max_grad_norm value: {max_grad_norm!r} (expected a number >= 0, or None)")
         problem = rule.check(values)
         if isinstance(problem, tuple):
             index, accepts = problem
-            name = rule.fields[index]
-            label = "learning rate" if name == "lr" else f"{self._public_name(name, group)} value"
-            raise ValueError(f"{where}: Invalid {label}: {values[index]} (must be {accepts})")
+            raise ValueError(f"{where}: Invalid {self._invalid_label(rule.fields[index], group)}: {values[index]} "
+                             f"(must be {accepts})")
         if problem is not None:
             raise ValueError(f"{where}: {problem}")
+
+    def _invalid_label(self, name: str, group: dict[str, Any]) -> str:
+        """How torch.optim's messages name a bad value of rule field `name`: "learning rate",
+        "epsilon value", "beta parameter at index 0", else "<public name> value"."""
+        if name == "lr":
+            return "learning rate"
+        public = self._public_name(name, group)
+        if public == "eps":
+            return "epsilon value"
+        beta = re.fullmatch(r"betas\[(\d+)\]", public)
+        return f"beta parameter at index {beta[1]}" if beta else f"{public} value"
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """torch.optim's add_param_group, refusing what would make a step wrong or racy: a parameter

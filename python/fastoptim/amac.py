@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import FusedOptimizer, check_betas, check_non_negative, check_tensor_lr
+from ._base import FusedOptimizer
 from .wrappers import SWA, with_lookahead
 
 
@@ -143,12 +143,7 @@ class AMaC(SWA):
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
     ) -> None:
-        check_tensor_lr(lr)
-        check_non_negative(lr=lr, eps=eps)
-        check_betas(betas)
-        check_non_negative(momentum=momentum, weight_decay=weight_decay, noise_factor=noise_factor, min_lr=min_lr)
-        if not momentum < 1.0:
-            raise ValueError(f"Invalid momentum value: {momentum} (expected a float in [0, 1))")
+        # (lr, betas, eps, momentum, weight_decay, noise_factor, min_lr: the rule's field checks)
         if clip_value is not None and not clip_value > 0.0:
             raise ValueError(f"Invalid clip_value value: {clip_value} (expected a number > 0, or None)")
         for name, steps in (("warmup_steps", warmup_steps), ("total_steps", total_steps),

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from . import _C
-from ._base import FusedOptimizer, check_betas, check_non_negative, check_positive_int, check_tensor_lr, in_layout_of
+from ._base import FusedOptimizer, check_positive_int, in_layout_of, to_float
 from .hessian import DISTRIBUTIONS, gauss_newton_bartlett, hutchinson, spatial_average
 from .wrappers import EMA, with_lookahead
 
@@ -282,9 +282,6 @@ class Sophia(HessianDiagonalOptimizer):
 
     def __init__(self, params, lr, betas, rho, weight_decay, maximize, capturable, eps, clip_threshold,
                  hessian_update_interval, bias_correction, seed, **extra) -> None:
-        check_tensor_lr(lr)
-        check_non_negative(lr=lr, eps=eps, rho=rho, weight_decay=weight_decay, clip_threshold=clip_threshold)
-        check_betas(betas)
         check_positive_int(hessian_update_interval=hessian_update_interval)
         defaults = dict(
             lr=lr, betas=betas, rho=rho, weight_decay=weight_decay, maximize=maximize, capturable=capturable, eps=eps,
@@ -292,6 +289,12 @@ class Sophia(HessianDiagonalOptimizer):
             bias_correction=bias_correction, seed=_check_seed(seed), hessian_clock=0, **extra,
         )
         super().__init__(params, defaults)
+
+    def _check_group(self, group: dict[str, Any], where: str) -> None:
+        super()._check_group(group, where)
+        beta2 = to_float(group["betas"][1])  # the Hessian EMA's decay: the fold's field, not the step rule's
+        if not 0.0 <= beta2 < 1.0:
+            raise ValueError(f"{where}: Invalid beta parameter at index 1: {beta2} (must be in [0, 1))")
 
     @torch.no_grad()
     def win_rate(self) -> Tensor:
@@ -532,9 +535,6 @@ class AdaHessian(HessianDiagonalOptimizer):
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
     ) -> None:
-        check_tensor_lr(lr)
-        check_non_negative(lr=lr, eps=eps, weight_decay=weight_decay)
-        check_betas(betas)
         if not 0.0 <= hessian_power <= 1.0:
             raise ValueError(f"Invalid Hessian power value: {hessian_power} (expected a float in [0, 1])")
         blocks = tuple(spatial_average_block_size)

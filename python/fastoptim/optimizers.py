@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import FusedOptimizer, check_betas, check_max_grad_norm, check_non_negative, check_tensor_lr, step_device, to_float
+from ._base import FusedOptimizer, arguments_as_defaults, step_device, to_float
 
 
 class SGD(FusedOptimizer):
@@ -58,16 +58,7 @@ class SGD(FusedOptimizer):
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
     ) -> None:
-        check_tensor_lr(lr)
-        check_non_negative(lr=lr, momentum=momentum, weight_decay=weight_decay)
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-        defaults = dict(
-            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
-            maximize=maximize, foreach=foreach, differentiable=differentiable, fused=fused,
-            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
-        )
-        super().__init__(params, defaults)
+        super().__init__(params, arguments_as_defaults(locals()))
 
     # Group keys an older state dict may lack, filled in on load as torch.optim does.
     setstate_defaults = dict(nesterov=False, maximize=False, foreach=None, differentiable=False, fused=False)
@@ -109,17 +100,7 @@ class Adagrad(FusedOptimizer):
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
     ) -> None:
-        check_tensor_lr(lr)
-        check_non_negative(
-            lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, initial_accumulator_value=initial_accumulator_value, eps=eps
-        )
-        defaults = dict(
-            lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
-            initial_accumulator_value=initial_accumulator_value, foreach=foreach, maximize=maximize,
-            differentiable=differentiable, fused=fused,
-            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
-        )
-        super().__init__(params, defaults)
+        super().__init__(params, arguments_as_defaults(locals()))
         for group in self.param_groups:
             for p in group["params"]:
                 state = self.state[p]
@@ -168,14 +149,7 @@ class RMSprop(FusedOptimizer):
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
     ) -> None:
-        check_tensor_lr(lr)
-        check_non_negative(lr=lr, eps=eps, momentum=momentum, weight_decay=weight_decay, alpha=alpha)
-        defaults = dict(
-            lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered, weight_decay=weight_decay,
-            capturable=capturable, foreach=foreach, maximize=maximize, differentiable=differentiable,
-            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
-        )
-        super().__init__(params, defaults)
+        super().__init__(params, arguments_as_defaults(locals()))
 
     # Group keys an older state dict may lack, filled in on load as torch.optim does.
     setstate_defaults = dict(
@@ -225,20 +199,10 @@ class Adam(FusedOptimizer):
         state_dtype: torch.dtype | None = None,
         state_bits: int | None = None,
     ) -> None:
-        check_tensor_lr(lr)
-        check_non_negative(lr=lr, eps=eps)
-        check_betas(betas)
-        check_non_negative(weight_decay=weight_decay)
-        for index, beta in enumerate(betas):
-            if isinstance(beta, Tensor) and beta.numel() != 1:
-                raise ValueError(f"Tensor betas[{index}] must be 1-element")
-        defaults = dict(
-            lr=lr, betas=tuple(to_float(b) for b in betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-            maximize=maximize, foreach=foreach, capturable=capturable, differentiable=differentiable,
-            fused=fused, decoupled_weight_decay=decoupled_weight_decay,
-            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype, state_bits=state_bits,
-        )
-        super().__init__(params, defaults)
+        # 1-element tensor betas become floats once, here: the step reads every group's betas as
+        # numbers (a tensor's value would be copied to the host each step). Others fail the group check.
+        betas = tuple(to_float(b) if isinstance(b, Tensor) and b.numel() == 1 else b for b in betas)
+        super().__init__(params, arguments_as_defaults(locals()))
 
     # Group keys an older state dict may lack, filled in on load as torch.optim does.
     setstate_defaults = dict(
@@ -351,25 +315,14 @@ class AdEMAMix(FusedOptimizer):
         state_dtype: torch.dtype | None = None,
         state_bits: int | None = None,
     ) -> None:
-        check_tensor_lr(lr)
-        check_non_negative(lr=lr, eps=eps)
-        if len(betas) != 3:
-            raise ValueError(f"Invalid betas: {betas} (expected three values)")
-        check_betas(betas)
-        check_non_negative(alpha=alpha, weight_decay=weight_decay)
-        for name, steps in (("t_alpha", t_alpha), ("t_beta3", t_beta3)):
-            if steps is not None and not steps > 0:
-                raise ValueError(f"Invalid {name} value: {steps} (expected a number of steps > 0, or None)")
-        defaults = dict(
-            lr=lr, betas=tuple(betas), alpha=alpha, eps=eps, weight_decay=weight_decay, t_alpha=t_alpha,
-            t_beta3=t_beta3, weight_decouple=weight_decouple, maximize=maximize,
-            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype, state_bits=state_bits,
-        )
-        super().__init__(params, defaults)
+        super().__init__(params, arguments_as_defaults(locals()))
 
     def _field_value(self, group: dict[str, Any], name: str) -> Any:
         if name in ("t_alpha", "t_beta3"):
-            return group[name] or 0  # None (off) is 0 for the kernel
+            steps = group[name]
+            if steps is not None and not steps > 0:
+                raise ValueError(f"Invalid {name} value: {steps} (expected a number of steps > 0, or None)")
+            return steps or 0  # None (off) is 0 for the kernel
         return super()._field_value(group, name)
 
 
@@ -445,10 +398,6 @@ class AdaBelief(FusedOptimizer):
         state_dtype: torch.dtype | None = None,
         state_bits: int | None = None,
     ) -> None:
-        check_tensor_lr(lr)
-        check_non_negative(lr=lr, eps=eps)
-        check_betas(betas)
-        check_non_negative(weight_decay=weight_decay)
         if holocron_compat:
             if weight_decouple or rectify:
                 raise ValueError(
@@ -456,12 +405,8 @@ class AdaBelief(FusedOptimizer):
                     f"{weight_decouple} and rectify={rectify} were given"
                 )
             eps_inside = False
-        defaults = dict(
-            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, eps_inside=eps_inside,
-            weight_decouple=weight_decouple, rectify=rectify, degenerated_to_sgd=degenerated_to_sgd,
-            maximize=maximize,
-            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype, state_bits=state_bits,
-        )
+        defaults = arguments_as_defaults(locals())
+        del defaults["holocron_compat"]  # a preset of the other flags, not a group key
         super().__init__(params, defaults)
 
 
@@ -527,27 +472,12 @@ class Adan(FusedOptimizer):
         state_dtype: torch.dtype | None = None,
         state_bits: int | None = None,
     ) -> None:
-        check_tensor_lr(lr)
-        check_non_negative(lr=lr, eps=eps)
-        if len(betas) != 3:
-            raise ValueError(f"Invalid betas: {betas} (expected three values)")
-        check_betas(betas)
-        check_non_negative(weight_decay=weight_decay)
-        check_max_grad_norm(max_grad_norm)
-        defaults = dict(
-            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, no_prox=no_prox,
-            max_grad_norm=max_grad_norm, maximize=maximize,
-            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype, state_bits=state_bits,
-        )
-        super().__init__(params, defaults)
+        super().__init__(params, arguments_as_defaults(locals()))
 
 
-def checked_scale_clip(scale_clip) -> tuple[float, float]:
+def scale_clip_or_default(scale_clip: Any) -> Any:
     """holocron's scale_clip: None is (0, 10), the bounds of the weight norm in the trust ratio."""
-    scale_clip = (0.0, 10.0) if scale_clip is None else tuple(float(x) for x in scale_clip)
-    if len(scale_clip) != 2 or not 0.0 <= scale_clip[0] <= scale_clip[1]:
-        raise ValueError(f"Invalid scale_clip value: {scale_clip} (expected (low, high) with 0 <= low <= high)")
-    return scale_clip
+    return (0.0, 10.0) if scale_clip is None else scale_clip
 
 
 class _ScaleClipOptimizer(FusedOptimizer):
@@ -557,7 +487,10 @@ class _ScaleClipOptimizer(FusedOptimizer):
 
     def _field_value(self, group: dict[str, Any], name: str) -> Any:
         if name in ("clip_min", "clip_max"):
-            return group["scale_clip"][name == "clip_max"]
+            scale_clip = scale_clip_or_default(group["scale_clip"])
+            if not isinstance(scale_clip, (tuple, list)) or len(scale_clip) != 2:
+                raise ValueError(f"Invalid scale_clip value: {scale_clip!r} (expected (low, high) with 0 <= low <= high)")
+            return scale_clip[name == "clip_max"]
         return super()._field_value(group, name)
 
 
@@ -627,18 +560,8 @@ class LAMB(_ScaleClipOptimizer):
         state_dtype: torch.dtype | None = None,
         state_bits: int | None = None,
     ) -> None:
-        check_tensor_lr(lr)
-        check_non_negative(lr=lr, eps=eps)
-        check_betas(betas)
-        check_non_negative(weight_decay=weight_decay)
-        check_max_grad_norm(max_grad_norm)
-        defaults = dict(
-            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, scale_clip=checked_scale_clip(scale_clip),
-            bias_correction=bias_correction, trust_clip=trust_clip, grad_averaging=grad_averaging,
-            max_grad_norm=max_grad_norm, maximize=maximize,
-            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype, state_bits=state_bits,
-        )
-        super().__init__(params, defaults)
+        scale_clip = scale_clip_or_default(scale_clip)
+        super().__init__(params, arguments_as_defaults(locals()))
 
 
 class RaLars(_ScaleClipOptimizer):
@@ -701,17 +624,8 @@ class RaLars(_ScaleClipOptimizer):
         state_dtype: torch.dtype | None = None,
         state_bits: int | None = None,
     ) -> None:
-        check_tensor_lr(lr)
-        check_non_negative(lr=lr, eps=eps)
-        check_betas(betas)
-        check_non_negative(weight_decay=weight_decay)
-        defaults = dict(
-            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-            force_adaptive_momentum=force_adaptive_momentum, scale_clip=checked_scale_clip(scale_clip),
-            sma_threshold=sma_threshold, maximize=maximize,
-            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype, state_bits=state_bits,
-        )
-        super().__init__(params, defaults)
+        scale_clip = scale_clip_or_default(scale_clip)
+        super().__init__(params, arguments_as_defaults(locals()))
 
 
 class LARS(_ScaleClipOptimizer):
@@ -786,18 +700,8 @@ class LARS(_ScaleClipOptimizer):
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
     ) -> None:
-        check_tensor_lr(lr)
-        check_non_negative(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient,
-                           eps=eps)
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-        defaults = dict(
-            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
-            scale_clip=checked_scale_clip(scale_clip), trust_coefficient=trust_coefficient, eps=eps,
-            trust_clip=trust_clip, exclude_1d=exclude_1d, maximize=maximize,
-            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
-        )
-        super().__init__(params, defaults)
+        scale_clip = scale_clip_or_default(scale_clip)
+        super().__init__(params, arguments_as_defaults(locals()))
 
 
 class TAdam(FusedOptimizer):
@@ -860,27 +764,17 @@ class TAdam(FusedOptimizer):
         state_dtype: torch.dtype | None = None,
         state_bits: int | None = None,
     ) -> None:
-        check_tensor_lr(lr)
-        check_non_negative(lr=lr, eps=eps)
-        check_betas(betas)
-        if not betas[0] > 0.0:
-            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]} (TAdam needs beta1 > 0)")
-        check_non_negative(weight_decay=weight_decay)
-        if dof is not None and not dof > 0:
-            raise ValueError(f"Invalid dof value: {dof} (must be > 0, or None for the tensor's numel)")
-        if first_step_weight not in ("student_t", "adam"):
-            raise ValueError(f"Invalid first_step_weight: {first_step_weight!r} (expected 'student_t' or 'adam')")
-        defaults = dict(
-            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, dof=dof,
-            first_step_weight=first_step_weight, maximize=maximize,
-            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype, state_bits=state_bits,
-        )
-        super().__init__(params, defaults)
+        super().__init__(params, arguments_as_defaults(locals()))
 
     def _field_value(self, group: dict[str, Any], name: str) -> Any:
         if name == "dof":
-            return 0.0 if group["dof"] is None else group["dof"]  # 0: the tensor's numel
+            dof = group["dof"]
+            if dof is not None and not dof > 0:
+                raise ValueError(f"Invalid dof value: {dof} (must be > 0, or None for the tensor's numel)")
+            return 0.0 if dof is None else dof  # 0: the tensor's numel
         if name == "adam_first_step":
+            if group["first_step_weight"] not in ("student_t", "adam"):
+                raise ValueError(f"Invalid first_step_weight: {group['first_step_weight']!r} (expected 'student_t' or 'adam')")
             return group["first_step_weight"] == "adam"
         return super()._field_value(group, name)
 
@@ -952,16 +846,7 @@ class AdamP(FusedOptimizer):
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
     ) -> None:
-        check_tensor_lr(lr)
-        check_non_negative(lr=lr, eps=eps)
-        check_betas(betas)
-        check_non_negative(weight_decay=weight_decay, delta=delta, wd_ratio=wd_ratio)
-        defaults = dict(
-            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, delta=delta,
-            wd_ratio=wd_ratio, nesterov=nesterov, maximize=maximize,
-            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
-        )
-        super().__init__(params, defaults)
+        super().__init__(params, arguments_as_defaults(locals()))
 
 
 class Lion(FusedOptimizer):
@@ -1007,12 +892,4 @@ class Lion(FusedOptimizer):
         state_dtype: torch.dtype | None = None,
         state_bits: int | None = None,
     ) -> None:
-        check_tensor_lr(lr)
-        check_non_negative(lr=lr, weight_decay=weight_decay)
-        check_betas(betas)
-        defaults = dict(
-            lr=lr, betas=tuple(betas), weight_decay=weight_decay, weight_decouple=weight_decouple,
-            fixed_decay=fixed_decay, foreach=foreach, maximize=maximize,
-            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype, state_bits=state_bits,
-        )
-        super().__init__(params, defaults)
+        super().__init__(params, arguments_as_defaults(locals()))

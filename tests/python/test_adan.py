@@ -126,7 +126,7 @@ def test_state_dict_round_trip_is_bit_identical():
     [
         (dict(lr=-1.0), "Invalid learning rate: -1.0"),
         (dict(betas=(0.98, 0.92, 1.5)), "Invalid beta parameter at index 2: 1.5"),
-        (dict(betas=(0.98, 0.92)), r"Invalid betas: \(0.98, 0.92\) \(expected three values\)"),
+        (dict(betas=(0.98, 0.92)), r"Invalid betas: \(0.98, 0.92\) \(expected 3 values\)"),
         (dict(weight_decay=-1.0), "Invalid weight_decay value: -1.0"),
         (dict(max_grad_norm=-2.0), "Invalid max_grad_norm value: -2.0"),
     ],

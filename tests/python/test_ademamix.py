@@ -119,7 +119,7 @@ def test_state_dict_round_trip_is_bit_identical():
     [
         (dict(lr=-1.0), "Invalid learning rate: -1.0"),
         (dict(betas=(0.9, 0.999, 1.0)), "Invalid beta parameter at index 2: 1.0"),
-        (dict(betas=(0.9, 0.999)), r"Invalid betas: \(0.9, 0.999\) \(expected three values\)"),
+        (dict(betas=(0.9, 0.999)), r"Invalid betas: \(0.9, 0.999\) \(expected 3 values\)"),
         (dict(alpha=-1.0), "Invalid alpha value: -1.0"),
         (dict(eps=-1.0), "Invalid epsilon value: -1.0"),
         (dict(t_alpha=0), "Invalid t_alpha value: 0"),

@@ -76,7 +76,9 @@ def test_every_hyperparameter_is_checked_and_named(name):
         assert "lr" in checked and len(checked) >= len(public) - 2  # (a class may derive a field or two from its own keys)
         for label in checked:
             bad = bad_group_value(group, label)
-            named = "learning rate" if label == "lr" else label  # (torch's wording)
+            # (torch's wording for lr, eps and betas)
+            named = {"lr": "learning rate", "eps": "epsilon value"}.get(label) or re.sub(
+                r"^betas\[(\d+)\]$", r"beta parameter at index \1", label)
             with pytest.raises((ValueError, TypeError), match=re.escape(named)):
                 inner.add_param_group({**bad, "params": [p.detach().clone().requires_grad_() for p in group["params"]]})
             assert inner.param_groups == groups

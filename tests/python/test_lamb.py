@@ -177,8 +177,8 @@ def test_state_dict_round_trip_is_bit_identical():
     [
         (dict(lr=-1.0), "Invalid learning rate: -1.0"),
         (dict(betas=(0.9, 1.0)), "Invalid beta parameter at index 1: 1.0"),
-        (dict(scale_clip=(5.0, 1.0)), r"Invalid scale_clip value: \(5.0, 1.0\)"),
-        (dict(scale_clip=(-1.0, 1.0)), r"Invalid scale_clip value: \(-1.0, 1.0\)"),
+        (dict(scale_clip=(5.0, 1.0)), r"scale_clip must be \(low, high\) with low <= high"),
+        (dict(scale_clip=(-1.0, 1.0)), r"Invalid scale_clip\[0\] value: -1.0"),
         (dict(weight_decay=-1.0), "Invalid weight_decay value: -1.0"),
         (dict(max_grad_norm=-1.0), "Invalid max_grad_norm value: -1.0"),
     ],

@@ -188,7 +188,7 @@ def test_state_dict_round_trip_is_bit_identical():
         (dict(momentum=-0.5), "Invalid momentum value: -0.5"),
         (dict(weight_decay=-1.0), "Invalid weight_decay value: -1.0"),
         (dict(nesterov=True), "Nesterov momentum requires a momentum and zero dampening"),
-        (dict(scale_clip=(2.0, 1.0)), r"Invalid scale_clip value: \(2.0, 1.0\)"),
+        (dict(scale_clip=(2.0, 1.0)), r"scale_clip must be \(low, high\) with low <= high"),
         (dict(trust_coefficient=-1.0), "Invalid trust_coefficient value: -1.0"),
     ],
 )

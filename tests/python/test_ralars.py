@@ -89,7 +89,7 @@ def test_state_dict_round_trip_is_bit_identical():
         (dict(lr=-1.0), "Invalid learning rate: -1.0"),
         (dict(eps=-1.0), "Invalid epsilon value: -1.0"),
         (dict(betas=(1.0, 0.999)), "Invalid beta parameter at index 0: 1.0"),
-        (dict(scale_clip=(5.0, 1.0)), r"Invalid scale_clip value: \(5.0, 1.0\)"),
+        (dict(scale_clip=(5.0, 1.0)), r"scale_clip must be \(low, high\) with low <= high"),
     ],
 )
 def test_invalid_arguments_raise_value_error_naming_them(kwargs, message):
