@@ -14,7 +14,6 @@
 #include "fastoptim/aten/solver_ops.h"
 #include "fastoptim/aten/layout.h"
 #include "fastoptim/kernels/isa.h"
-#include "fastoptim/edge/optimizer.h"
 #include "fastoptim/rules/registry.h"
 
 namespace py = pybind11;
@@ -86,51 +85,6 @@ auto translating_errors(F&& f) -> decltype(f()) {
     throw py::value_error(e.what_without_backtrace());
   } catch (const c10::Error& e) {
     throw std::runtime_error(e.what_without_backtrace());
-  }
-}
-
-// The edge front end reads raw float buffers: each tensor handed to it must be a plain contiguous
-// float32 CPU tensor with `numel` elements, or edge_run would read past it or in storage order.
-void check_edge_buffer(const at::Tensor& t, const std::string& name, std::int64_t numel) {
-  if (!t.defined() || t.unsafeGetTensorImpl()->is_python_dispatch() || t.layout() != at::kStrided ||
-      !t.has_storage() || t.scalar_type() != at::kFloat || !t.device().is_cpu() || !t.is_contiguous())
-    throw py::type_error("edge_run: " + name + " must be a plain contiguous float32 CPU tensor");
-  if (t.numel() != numel)
-    throw py::value_error("edge_run: " + name + " has " + std::to_string(t.numel()) + " elements, its parameter " +
-                          std::to_string(numel));
-}
-
-// The edge front end driven from Python (its tests compare it with the Python classes): a new
-// edge optimizer of this rule over `params` (updated in place), stepped once per entry of
-// `grads_per_step` (one gradient per parameter), its state in 8 bits with `eight_bit_state`.
-// Everything is checked before the first step.
-template <class Rule>
-void edge_run(const std::vector<at::Tensor>& params, const std::vector<std::vector<at::Tensor>>& grads_per_step,
-              const std::vector<double>& hyper, bool eight_bit_state) {
-  using Hyper = typename Rule::Hyper;
-  if (hyper.size() != Hyper::kFieldCount) throw py::value_error("edge_run: wrong number of hyperparameters");
-  std::vector<edge::Param> views;
-  for (std::size_t i = 0; i < params.size(); ++i) {
-    const at::Tensor& p = params[i];
-    check_edge_buffer(p, "params[" + std::to_string(i) + "]", p.defined() ? p.numel() : 0);
-    views.push_back({p.data_ptr<float>(), p.numel(), p.dim() > 1 ? p.size(0) : 1, int(p.dim()), p.sizes().data()});
-  }
-  for (std::size_t k = 0; k < grads_per_step.size(); ++k) {
-    const auto& step_grads = grads_per_step[k];
-    if (step_grads.size() != params.size())
-      throw py::value_error("edge_run: step " + std::to_string(k) + " has " + std::to_string(step_grads.size()) +
-                            " gradients for " + std::to_string(params.size()) + " params");
-    for (std::size_t i = 0; i < step_grads.size(); ++i)
-      check_edge_buffer(step_grads[i], "grads_per_step[" + std::to_string(k) + "][" + std::to_string(i) + "]",
-                        params[i].numel());
-  }
-  edge::Optimizer<Rule> opt(views, Hyper::from(hyper.data()),
-                            eight_bit_state ? edge::StateFormat::eight_bit : edge::StateFormat::float32);
-  if (opt.status() != edge::Status::ok) throw py::value_error(opt.error());
-  std::vector<const float*> grads(params.size(), nullptr);
-  for (const auto& step_grads : grads_per_step) {
-    for (std::size_t i = 0; i < step_grads.size(); ++i) grads[i] = step_grads[i].data_ptr<float>();
-    if (opt.step(grads.data()) != edge::Status::ok) throw py::value_error(opt.error());
   }
 }
 
@@ -248,13 +202,6 @@ PYBIND11_MODULE(_C, m) {
       py::arg("gathered"), py::arg("hyper"), py::arg("lr") = py::none(), py::arg("check_only") = false);
   FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_GATHERED)
 #undef FASTOPTIM_GATHERED
-
-  py::module_ edge_module = m.def_submodule("edge", "The edge front end, driven from Python for its tests.");
-#define FASTOPTIM_EDGE_RUN(Type, name) \
-  edge_module.def(#name, &edge_run<rules::Type>, py::arg("params"), py::arg("grads_per_step"), py::arg("hyper"), \
-                  py::arg("eight_bit_state") = false);
-  FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_EDGE_RUN)
-#undef FASTOPTIM_EDGE_RUN
 
   py::module_ solvers = m.def_submodule("solvers", "The second-order solvers' vector algebra and dense solves.");
   solvers.def(

@@ -1,5 +1,5 @@
 # Types of the compiled module fastoptim._C (bindings/module.cpp) for type checkers. The per-rule
-# step entries (<rule>_step_, <rule>_step_gathered) and the edge harness are listed by pattern only.
+# step entries (<rule>_step_, <rule>_step_gathered) are listed by pattern only.
 from typing import Any, Callable, Sequence
 
 import torch
@@ -26,6 +26,5 @@ class _Solvers:
     def cholesky_solve(self, matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor: ...
 
 solvers: _Solvers
-edge: Any
 
 def __getattr__(name: str) -> Any: ...  # the <rule>_step_ and <rule>_step_gathered entries

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import inspect
+import subprocess
+from pathlib import Path
 from typing import NamedTuple
 
 import pytest
@@ -24,6 +26,24 @@ SHAPES = [(0,), (1,), (15,), (16,), (17,), (1023,), (100003,), (33, 65), (6, 3, 
 # within 1e-6 relative and float64 within 1e-12, not bit for bit.
 TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-12}
 PARITY_DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+
+#: the repository's root
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cmake_build(source: Path, build_dir: Path, *prefixes: str) -> Path:
+    """Configures and builds the CMake project at `source` in `build_dir` against `prefixes` (a
+    user's find_package path), unoptimised; returns `build_dir`."""
+    generator = ["-G", "Ninja"] if subprocess.run(["which", "ninja"], capture_output=True).returncode == 0 else []
+    # (-O0: each program is one translation unit driving the installed, optimised libraries, so it
+    # computes the same bits unoptimised, and compiles in about 60% of the time)
+    subprocess.run(["cmake", "-S", str(source), "-B", str(build_dir), *generator, "-DCMAKE_BUILD_TYPE=Debug",
+                    "-DCMAKE_CXX_FLAGS_DEBUG=-O0", "-DCMAKE_PREFIX_PATH=" + ";".join(prefixes)], check=True,
+                   capture_output=True)
+    done = subprocess.run(["cmake", "--build", str(build_dir), "--parallel", "2"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return build_dir
+
 
 CONFIG_CASES = [(name, cfg) for name, cfgs in CONFIGS.items() for cfg in cfgs]
 

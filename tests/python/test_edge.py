@@ -1,14 +1,18 @@
-"""The edge front end (cpp/include/fastoptim/edge, driven here through fastoptim._C.edge) gives the
+"""The edge front end (cpp/include/fastoptim/edge, driven here through the test-only harness
+tests/edge: a shared library built against this installation's fastoptim::core, called by ctypes) gives the
 Python classes' float32 results bit for bit, for every optimizer of the catalogue (the
 Hessian-diagonal ones with a zero estimate: the edge front end has no autograd to estimate with). Its
 own tests (no heap allocation in step(), checkpoints, caller-owned state) are tests/cpp/test_edge.cpp."""
+
+import ctypes
+import subprocess
 
 import pytest
 import torch
 
 import fastoptim
 from fastoptim.records import RECORDS
-from reference import SHAPES, given_hessian_if_needed, make_params, noise_grads, rule_optimizer, takes_state_bits, zero_estimates
+from reference import ROOT, SHAPES, cmake_build, given_hessian_if_needed, make_params, noise_grads, rule_optimizer, takes_state_bits, zero_estimates
 
 CASES = [(r.name, r.front_end) for r in RECORDS if r.front_end is not None and "edge" in r.front_ends]
 
@@ -17,7 +21,40 @@ CASES = [(r.name, r.front_end) for r in RECORDS if r.front_end is not None and "
 EIGHT_BIT_CASES = [(n, k) for n, k in CASES if takes_state_bits(n)]
 
 
-def assert_edge_steps_as_the_python_class(name, kwargs, shapes, state_bits=None):
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory):
+    """The edge harness, built as an embedded user builds against fastoptim::core."""
+    eigen = subprocess.run(["python", "-m", "cmeel", "cmake"], capture_output=True, text=True, check=True).stdout.strip()
+    built = cmake_build(ROOT / "tests" / "edge", tmp_path_factory.mktemp("edge"), fastoptim.cmake_prefix_path, eigen)
+    library = ctypes.CDLL(str(built / "libedge_harness.so"))
+    library.fastoptim_edge_rules.restype = ctypes.c_char_p
+    return library
+
+
+def pointers(c_type, values):
+    return (c_type * max(len(values), 1))(*values)
+
+
+def edge_run(edge, rule, params, grads_per_step, hyper, eight_bit_state=False):
+    """A new edge optimizer of `rule` over `params` (float32 tensors, updated in place), stepped once
+    per list of gradients; its error as a ValueError."""
+    for t in [*params, *(g for grads in grads_per_step for g in grads)]:
+        assert t.dtype == torch.float32 and t.is_contiguous() and not t.requires_grad, "plain float32 buffers only"
+    float_pointer = ctypes.POINTER(ctypes.c_float)
+    as_float_pointer = lambda t: ctypes.cast(t.data_ptr(), float_pointer)
+    shapes = [pointers(ctypes.c_int64, list(p.shape)) for p in params]
+    error = ctypes.create_string_buffer(512)
+    status = edge.fastoptim_edge_run(
+        rule.encode(), len(params), pointers(float_pointer, [as_float_pointer(p) for p in params]),
+        pointers(ctypes.c_int64, [p.numel() for p in params]), pointers(ctypes.c_int, [p.dim() for p in params]),
+        pointers(ctypes.POINTER(ctypes.c_int64), [ctypes.cast(s, ctypes.POINTER(ctypes.c_int64)) for s in shapes]),
+        len(grads_per_step), pointers(float_pointer, [as_float_pointer(g) for grads in grads_per_step for g in grads]),
+        pointers(ctypes.c_double, list(hyper)), len(hyper), int(eight_bit_state), error, len(error))
+    if status != 0:
+        raise ValueError(error.value.decode())
+
+
+def assert_edge_steps_as_the_python_class(edge, name, kwargs, shapes, state_bits=None):
     params = make_params(shapes, torch.float32)
     edge_params = [p.detach().clone() for p in params]
     opt = getattr(fastoptim, name)(params, **kwargs, **({"state_bits": state_bits} if state_bits else {}))
@@ -28,36 +65,35 @@ def assert_edge_steps_as_the_python_class(name, kwargs, shapes, state_bits=None)
         for p, g in zip(params, grads):
             p.grad = g.clone()
         stepper.step()
-    getattr(fastoptim._C.edge, inner.rule)(edge_params, steps, inner._hyper(opt.param_groups[0]),
-                                           eight_bit_state=state_bits == 8)
+    edge_run(edge, inner.rule, edge_params, steps, inner._hyper(opt.param_groups[0]), eight_bit_state=state_bits == 8)
     for p, q in zip(params, edge_params):
         assert torch.equal(p.detach(), q), (name, tuple(p.shape))
 
 
 @pytest.mark.parametrize("name, kwargs", CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
-def test_edge_steps_as_the_python_class_does(name, kwargs):
-    assert_edge_steps_as_the_python_class(name, kwargs, SHAPES)
+def test_edge_steps_as_the_python_class_does(edge, name, kwargs):
+    assert_edge_steps_as_the_python_class(edge, name, kwargs, SHAPES)
 
 
 @pytest.mark.parametrize("name, kwargs", EIGHT_BIT_CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(EIGHT_BIT_CASES)])
-def test_edge_eight_bit_state_steps_as_state_bits_8_does(name, kwargs):
+def test_edge_eight_bit_state_steps_as_state_bits_8_does(edge, name, kwargs):
     """StateFormat::eight_bit: the same codes, scales and so parameters as state_bits=8, at the
     SIMD tails and at block edges (255, 256, 257 elements)."""
-    assert_edge_steps_as_the_python_class(name, kwargs, SHAPES + [(255,), (256,), (257,)], state_bits=8)
+    assert_edge_steps_as_the_python_class(edge, name, kwargs, SHAPES + [(255,), (256,), (257,)], state_bits=8)
 
 
-def test_every_eight_bit_rule_is_covered_at_the_edge():
+def test_every_eight_bit_rule_is_covered_at_the_edge(edge):
     eight_bit_rules = {name for name, meta in fastoptim._C.rules.items() if meta["optimizer"] and meta["eight_bit_state"]}
     assert {rule_optimizer(getattr(fastoptim, n)(make_params([(2,)], torch.float32), **k)).rule
             for n, k in EIGHT_BIT_CASES} == eight_bit_rules
     with pytest.raises(ValueError, match="keeps no state in 8 bits"):
-        fastoptim._C.edge.sgd([torch.zeros(3)], [], [v for _, v, _ in fastoptim._C.rules["sgd"]["fields"]],
-                              eight_bit_state=True)
+        edge_run(edge, "sgd", [torch.zeros(3)], [], [v for _, v, _ in fastoptim._C.rules["sgd"]["fields"]],
+                 eight_bit_state=True)
 
 
-def test_every_optimizer_rule_is_covered():
+def test_every_optimizer_rule_is_covered(edge):
     covered = {rule_optimizer(getattr(fastoptim, name)(make_params([(2,)], torch.float32), **kwargs)).rule
                for name, kwargs in CASES}
     optimizer_rules = {name for name, meta in fastoptim._C.rules.items() if meta["optimizer"]}
     assert covered == optimizer_rules | {"adafactor"}  # (Adafactor's class steps on its helper rule, factored)
-    assert {n for n in dir(fastoptim._C.edge) if not n.startswith("_")} == set(fastoptim._C.rules)
+    assert set(edge.fastoptim_edge_rules().decode().strip(",").split(",")) == set(fastoptim._C.rules)

@@ -5,36 +5,22 @@ meets them: programs built with find_package(fastoptim) against this installatio
   torch::load round trip into a new optimizer halfway; its parameters must equal, bit for bit, those
   of the Python class stepped with the same tensors (C++ and Python draw them from the same seeds).
 - examples/cpp/train.cpp trains a torch::nn model with fastoptim::optim::AdamW.
-- examples/edge builds against fastoptim::core, the torch-free part.
+(examples/edge, against fastoptim::core alone, is built and run by the C++ tests: tests/cpp.)
 """
 
 import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import torch
 
 import fastoptim
 from fastoptim.records import RECORDS
-from reference import given_hessian_if_needed, rule_optimizer, zero_estimates
+from reference import ROOT, cmake_build, given_hessian_if_needed, rule_optimizer, zero_estimates
 
-ROOT = Path(__file__).resolve().parents[2]
 SHAPES = [(1,), (17,), (1023,), (33, 65), (6, 3, 3, 3), ()]
 STEPS = 20
-
-
-def build(source: Path, build_dir: Path, *prefixes: str) -> Path:
-    generator = ["-G", "Ninja"] if subprocess.run(["which", "ninja"], capture_output=True).returncode == 0 else []
-    # (-O0: each program is one translation unit of torch's headers driving the installed, optimised
-    # libraries, so it computes the same bits unoptimised, and compiles in about 60% of the time)
-    subprocess.run(["cmake", "-S", str(source), "-B", str(build_dir), *generator, "-DCMAKE_BUILD_TYPE=Debug",
-                    "-DCMAKE_CXX_FLAGS_DEBUG=-O0", "-DCMAKE_PREFIX_PATH=" + ";".join(prefixes)], check=True,
-                   capture_output=True)
-    done = subprocess.run(["cmake", "--build", str(build_dir), "--parallel", "2"], capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    return build_dir
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +29,8 @@ def programs(tmp_path_factory):
     that includes torch/torch.h: two builds at once keep both cores busy)."""
     prefixes = (fastoptim.cmake_prefix_path, torch.utils.cmake_prefix_path)
     with ThreadPoolExecutor(2) as pool:
-        parity = pool.submit(build, ROOT / "tests" / "libtorch", tmp_path_factory.mktemp("libtorch"), *prefixes)
-        example = pool.submit(build, ROOT / "examples" / "cpp", tmp_path_factory.mktemp("example"), *prefixes)
+        parity = pool.submit(cmake_build, ROOT / "tests" / "libtorch", tmp_path_factory.mktemp("libtorch"), *prefixes)
+        example = pool.submit(cmake_build, ROOT / "examples" / "cpp", tmp_path_factory.mktemp("example"), *prefixes)
         return {"parity": parity.result() / "parity", "example": example.result() / "train"}
 
 
@@ -146,11 +132,4 @@ def test_every_optimizer_rule_has_its_libtorch_class(parity, tmp_path):
 
 def test_the_libtorch_example_trains(programs, tmp_path):
     done = subprocess.run([str(programs["example"])], cwd=tmp_path, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
-def test_the_edge_example_builds_against_fastoptim_core(tmp_path):
-    eigen = subprocess.run(["python", "-m", "cmeel", "cmake"], capture_output=True, text=True).stdout.strip()
-    out = build(ROOT / "examples" / "edge", tmp_path / "build", fastoptim.cmake_prefix_path, eigen)
-    done = subprocess.run([str(out / "train_mlp")], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -69,26 +69,6 @@ def test_the_op_refuses_a_tensor_subclass_in_any_list(cpu_mesh):
         fastoptim._C.adam_step_([p], [g], [torch.zeros(4), torch.zeros(4)], [step], [], hyper(fastoptim.Adam))
 
 
-# ---- the edge entry checks what it is handed ---------------------------------------------------
-@pytest.mark.parametrize(
-    "grads,error,message",
-    [
-        (lambda: [[torch.randn(5)]], ValueError, r"step 0 has 1 gradients for 2 params"),
-        (lambda: [[torch.randn(5), torch.randn(11)]], ValueError, r"grads_per_step\[0\]\[1\] has 11 elements, its parameter 12"),
-        (lambda: [[torch.randn(5), torch.randn(24)[::2]]], TypeError, r"grads_per_step\[0\]\[1\] must be a plain contiguous"),
-        (lambda: [[torch.randn(5), torch.randn(12, dtype=torch.float64)]], TypeError, r"float32"),
-    ],
-    ids=["fewer", "smaller", "strided", "dtype"],
-)
-def test_the_edge_entry_checks_its_buffers_before_stepping(grads, error, message):
-    params = [torch.randn(5), torch.randn(3, 4)]
-    before = [p.clone() for p in params]
-    hyper = [f[1] for f in fastoptim._C.rules["adam"]["fields"]]
-    with pytest.raises(error, match=message):
-        fastoptim._C.edge.adam(params, grads(), hyper)
-    assert all(torch.equal(p, b) for p, b in zip(params, before))
-
-
 # ---- resume is bit-exact in every dtype, scalar state included ---------------------------------
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
 @pytest.mark.parametrize("name", OPTIMIZERS)
