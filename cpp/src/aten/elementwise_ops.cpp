@@ -357,6 +357,96 @@ CheckedStep<Rule> check_step(const char* op, const StepCall& call, const at::Dev
 FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_INSTANTIATE)
 #undef FASTOPTIM_INSTANTIATE
 
+namespace {
+
+// One kernel call's tensors per storage variant: the four dtypes, float32 parameters with bf16
+// state, and with 8-bit state float32 and bf16 parameters.
+template <class Rule>
+using Batches = std::array<DtypeBatch<Rule>, 7>;
+
+// Each parameter's step: its step count and per-tensor scalars advanced, its coefficients
+// prepared, its tensors listed in the batch of its storage variant (an empty one is counted, not listed).
+template <class Rule>
+Batches<Rule> prepare_batches(const StepCall& call, const CheckedStep<Rule>& checked) {
+  const auto& [params, grads, state, steps, fresh, hyper, lr, grad_scale, rounding, shard_sums, sums_pass, whole_numels] = call;
+  const auto& h = checked.hyper;
+  const std::vector<int>& slots = checked.slots;
+  const std::vector<int>& coded_slots = checked.coded_slots;
+  const bool eight_bit = checked.eight_bit;
+  const size_t n = params.size();
+  const double scale = grad_scale.has_value() ? read_scalar(*grad_scale) : 1.0;
+  Batches<Rule> batches;
+  for (size_t i = 0; i < n; ++i) {
+    const at::Tensor& p = params[i];
+    const std::int64_t rows = p.dim() > 1 ? p.size(0) : 1;
+    const std::int64_t numel = whole_numels.empty() ? p.numel() : whole_numels[i];
+    rules::StepInfo info{0.0, fresh.size() == n && fresh[i], numel, p.dim() > 1, rows, scale, int(p.dim())};
+    info.dtype_eps = machine_epsilon(p.scalar_type());
+    static_assert(rules::scalar_slots_of<Rule>::value <= 2, "StepInfo::scalar_state holds two values");
+    for (size_t s = 0; s < slots.size(); ++s)
+      if (slots[s] >= Rule::kStateSlots) info.scalar_state[slots[s] - Rule::kStateSlots] = read_scalar(state[s * n + i]);
+    // (the second half of a split step prepares from the step count and state the first left)
+    if (Rule::kCountsSteps) info.step = sums_pass == 2 ? read_scalar(steps[i]) : advance_step(steps[i]);
+    if (rules::advance_scalars<Rule>(h, info))
+      for (size_t s = 0; s < slots.size(); ++s)
+        if (slots[s] >= Rule::kStateSlots) write_scalar(state[s * n + i], info.scalar_next[slots[s] - Rule::kStateSlots]);
+    const auto rounding_step = rounding.empty()  ? 0
+                               : sums_pass == 2 ? rounding_count(rounding[i])
+                                                : advance_rounding_count(rounding[i]);
+    if (p.numel() == 0) continue;
+    const bool bf16_state = checked.bf16_states[i].value_or(false);
+    auto& batch = batches[eight_bit ? (p.scalar_type() == at::kFloat ? 5 : 6)
+                                    : bf16_state ? 4 : size_t(*storage_dtype(p.scalar_type()))];
+    TensorSlots t{};
+    t.bf16_state = bf16_state;
+    t.eight_bit_state = eight_bit;
+    t.param = p.data_ptr();
+    t.grad = rules::reads_grad<Rule>::value ? grads[i].const_data_ptr() : nullptr;
+    for (size_t s = 0; s < slots.size(); ++s) t.state[slots[s]] = state[s * n + i].data_ptr();
+    for (size_t c = 0; c < coded_slots.size() && eight_bit; ++c)
+      t.state_scale[slots[size_t(coded_slots[c])]] = state[(slots.size() + c) * n + i].data_ptr<float>();
+    t.numel = p.numel();
+    t.rows = rows;
+    if (!rounding.empty()) set_rounding(t, rounding[i], rounding_step);
+    batch.tensors.push_back(t);
+    batch.param_index.push_back(i);
+    if (p.scalar_type() == at::kDouble) batch.coeffs_double.push_back(Rule::template prepare<double>(h, info));
+    else batch.coeffs_float.push_back(Rule::template prepare<float>(h, info));
+  }
+  return batches;
+}
+
+// Each batch through the active ISA's kernel, one call each; a split step (sums_pass 1 or 2) hands
+// the kernel the batch's rows of shard_sums, and after its first half writes them back.
+template <class Rule>
+void run_batches(Batches<Rule>& batches, const StepCall& call) {
+  const std::int64_t sums_pass = call.sums_pass;
+  const fastoptim_isa::ElementwiseKernel kernel = fastoptim_isa::active().*kernels::KernelEntry<Rule>::member;
+  for (size_t d = 0; d < batches.size(); ++d) {
+    auto& b = batches[d];
+    if (b.tensors.empty()) continue;
+    const Dtype dtype = d == 4 || d == 5 ? Dtype::f32 : d == 6 ? Dtype::bf16 : Dtype(d);
+    const void* coeffs = dtype == Dtype::f64 ? static_cast<const void*>(b.coeffs_double.data())
+                                             : static_cast<const void*>(b.coeffs_float.data());
+    if (sums_pass == 0) {
+      kernel(b.tensors.data(), std::int64_t(b.tensors.size()), coeffs, dtype, nullptr);
+      continue;
+    }
+    constexpr int kSums = rules::sums_of<Rule>::value;
+    auto* all_sums = call.shard_sums->data_ptr<double>();
+    std::vector<double> batch_sums(b.tensors.size() * size_t(kSums));
+    for (size_t k = 0; k < b.tensors.size(); ++k)
+      std::copy_n(all_sums + b.param_index[k] * kSums, kSums, batch_sums.begin() + std::ptrdiff_t(k * kSums));
+    const fastoptim_isa::SumsExchange exchange{sums_pass == 1 ? fastoptim_isa::SumsPass::first : fastoptim_isa::SumsPass::second,
+                                               batch_sums.data()};
+    kernel(b.tensors.data(), std::int64_t(b.tensors.size()), coeffs, dtype, &exchange);
+    for (size_t k = 0; k < b.tensors.size() && sums_pass == 1; ++k)
+      std::copy_n(batch_sums.begin() + std::ptrdiff_t(k * kSums), kSums, all_sums + b.param_index[k] * kSums);
+  }
+}
+
+}  // namespace
+
 template <class Rule>
 void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorList state, at::TensorList steps,
                       c10::ArrayRef<bool> fresh, c10::ArrayRef<double> hyper, const std::optional<at::Tensor>& lr,
@@ -378,78 +468,9 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
 #if defined(FASTOPTIM_CUDA_OPS)
   if (device.is_cuda()) return step_on_cuda<Rule>(op, call, checked, device);
 #endif
-  const auto& h = checked.hyper;
-  const std::vector<int>& slots = checked.slots;
-  const std::vector<int>& coded_slots = checked.coded_slots;
-  const bool eight_bit = checked.eight_bit;
-  const std::vector<std::optional<bool>>& bf16_states = checked.bf16_states;
-  const size_t n = params.size();
   // Every check has passed: from here on, tensors change.
-  const double scale = grad_scale.has_value() ? read_scalar(*grad_scale) : 1.0;
-  // (one batch per storage dtype, a fifth for float32 parameters with bf16 state, and with 8-bit
-  // state one for float32 and one for bf16 parameters)
-  std::array<DtypeBatch<Rule>, 7> batches;
-  for (size_t i = 0; i < n; ++i) {
-    const at::Tensor& p = params[i];
-    const std::int64_t rows = p.dim() > 1 ? p.size(0) : 1;
-    const std::int64_t numel = whole_numels.empty() ? p.numel() : whole_numels[i];
-    rules::StepInfo info{0.0, fresh.size() == n && fresh[i], numel, p.dim() > 1, rows, scale, int(p.dim())};
-    info.dtype_eps = machine_epsilon(p.scalar_type());
-    static_assert(rules::scalar_slots_of<Rule>::value <= 2, "StepInfo::scalar_state holds two values");
-    for (size_t s = 0; s < slots.size(); ++s)
-      if (slots[s] >= Rule::kStateSlots) info.scalar_state[slots[s] - Rule::kStateSlots] = read_scalar(state[s * n + i]);
-    // (the second half of a split step prepares from the step count and state the first left)
-    if (Rule::kCountsSteps) info.step = sums_pass == 2 ? read_scalar(steps[i]) : advance_step(steps[i]);
-    if (rules::advance_scalars<Rule>(h, info))
-      for (size_t s = 0; s < slots.size(); ++s)
-        if (slots[s] >= Rule::kStateSlots) write_scalar(state[s * n + i], info.scalar_next[slots[s] - Rule::kStateSlots]);
-    const auto rounding_step = rounding.empty()  ? 0
-                               : sums_pass == 2 ? rounding_count(rounding[i])
-                                                : advance_rounding_count(rounding[i]);
-    if (p.numel() == 0) continue;
-    const bool bf16_state = bf16_states[i].value_or(false);
-    auto& batch = batches[eight_bit ? (p.scalar_type() == at::kFloat ? 5 : 6)
-                                    : bf16_state ? 4 : size_t(*storage_dtype(p.scalar_type()))];
-    TensorSlots t{};
-    t.bf16_state = bf16_state;
-    t.eight_bit_state = eight_bit;
-    t.param = p.data_ptr();
-    t.grad = rules::reads_grad<Rule>::value ? grads[i].const_data_ptr() : nullptr;
-    for (size_t s = 0; s < slots.size(); ++s) t.state[slots[s]] = state[s * n + i].data_ptr();
-    for (size_t c = 0; c < coded_slots.size() && eight_bit; ++c)
-      t.state_scale[slots[size_t(coded_slots[c])]] = state[(slots.size() + c) * n + i].data_ptr<float>();
-    t.numel = p.numel();
-    t.rows = rows;
-    if (!rounding.empty()) set_rounding(t, rounding[i], rounding_step);
-    batch.tensors.push_back(t);
-    batch.param_index.push_back(i);
-    if (p.scalar_type() == at::kDouble) batch.coeffs_double.push_back(Rule::template prepare<double>(h, info));
-    else batch.coeffs_float.push_back(Rule::template prepare<float>(h, info));
-  }
-
-  const fastoptim_isa::ElementwiseKernel kernel = fastoptim_isa::active().*kernels::KernelEntry<Rule>::member;
-  for (size_t d = 0; d < batches.size(); ++d) {
-    auto& b = batches[d];
-    if (b.tensors.empty()) continue;
-    const Dtype dtype = d == 4 || d == 5 ? Dtype::f32 : d == 6 ? Dtype::bf16 : Dtype(d);
-    const void* coeffs = dtype == Dtype::f64 ? static_cast<const void*>(b.coeffs_double.data())
-                                             : static_cast<const void*>(b.coeffs_float.data());
-    if (sums_pass == 0) {
-      kernel(b.tensors.data(), std::int64_t(b.tensors.size()), coeffs, dtype, nullptr);
-      continue;
-    }
-    // A split step: the batch's rows of shard_sums, in the batch's order, through the kernel.
-    constexpr int kSums = rules::sums_of<Rule>::value;
-    auto* all_sums = shard_sums->data_ptr<double>();
-    std::vector<double> batch_sums(b.tensors.size() * size_t(kSums));
-    for (size_t k = 0; k < b.tensors.size(); ++k)
-      std::copy_n(all_sums + b.param_index[k] * kSums, kSums, batch_sums.begin() + std::ptrdiff_t(k * kSums));
-    const fastoptim_isa::SumsExchange exchange{sums_pass == 1 ? fastoptim_isa::SumsPass::first : fastoptim_isa::SumsPass::second,
-                                               batch_sums.data()};
-    kernel(b.tensors.data(), std::int64_t(b.tensors.size()), coeffs, dtype, &exchange);
-    for (size_t k = 0; k < b.tensors.size() && sums_pass == 1; ++k)
-      std::copy_n(batch_sums.begin() + std::ptrdiff_t(k * kSums), kSums, all_sums + b.param_index[k] * kSums);
-  }
+  Batches<Rule> batches = prepare_batches<Rule>(call, checked);
+  run_batches<Rule>(batches, call);
 }
 
 std::pair<at::Tensor, at::Tensor> encode_eight_bit(const at::Tensor& values) {
