@@ -16,7 +16,9 @@ namespace fastoptim_isa {
 
 const KernelTable& kernels_scalar();
 #if defined(__x86_64__)
+#if defined(FASTOPTIM_SSE2_TABLE)
 const KernelTable& kernels_sse2();
+#endif
 const KernelTable& kernels_avx2();
 const KernelTable& kernels_avx512();
 #elif defined(__aarch64__)
@@ -29,7 +31,10 @@ const std::vector<KernelTable>& tables() {
   static const std::vector<KernelTable> all = {
       kernels_scalar(),
 #if defined(__x86_64__)
-      kernels_sse2(), kernels_avx2(), kernels_avx512(),
+#if defined(FASTOPTIM_SSE2_TABLE)  // (CMake's FASTOPTIM_SSE2_TABLE: off by default)
+      kernels_sse2(),
+#endif
+      kernels_avx2(), kernels_avx512(),
 #elif defined(__aarch64__)
       kernels_neon(),
 #endif
