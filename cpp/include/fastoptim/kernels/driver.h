@@ -50,8 +50,8 @@ using state_t = typename storage_of<S>::state;
 // The loops over a range inline every call in them, the rule's apply included: GCC declines to
 // inline most rules' apply<float, 16> once a rule has several callers (each dtype, the stochastic
 // store), and the call then spills the lanes and reloads the coefficients every 16 elements (AdamW
-// at half torch's speed on one thread). Not in the scalar reference and SSE2 tables, which run in
-// tests and on pre-2013 CPUs: there it would only add a minute to each one's compile.
+// at half torch's speed on one thread). Not in the scalar reference and the opt-in SSE2 tables, which run
+// in tests and on x86 CPUs without AVX2: there it would only add a minute to each one's compile.
 #if defined(__GNUC__) && !defined(__clang__) && (FASTOPTIM_VECTOR_BYTES >= 32 || defined(__aarch64__))
 #define FASTOPTIM_FLATTEN __attribute__((flatten))
 #else
