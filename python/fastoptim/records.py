@@ -9,11 +9,52 @@ so adding an optimizer is its rule, its class and one record here.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .recent import StepPower
+
 #: the options every step-reading-and-writing test adds unless a record says otherwise
 _DECAY_AND_MAXIMIZE = dict(weight_decay=0.1, maximize=True)
+
+
+@dataclass(frozen=True)
+class PackageCheck:
+    """A reference outside torch.optim that a class is checked against element by element: the
+    tests' shared shapes, 50 steps, float32 and float64 (tests/python/test_package_parity.py)."""
+
+    #: "module.Class": "holocron.optim.LAMB", "pytorch_optimizer.Adan", "adamp.AdamP", ...
+    reference: str
+    #: (fastoptim's options, the reference's options) that compute the same thing
+    cases: tuple[tuple[dict[str, Any], dict[str, Any]], ...]
+    #: options under every case's (a case's own win), on fastoptim's side and on the reference's
+    ours: dict[str, Any] = field(default_factory=dict)
+    theirs: dict[str, Any] = field(default_factory=dict)
+    #: each case runs once per variant of each side (the reference's code paths: foreach=False, True)
+    ours_variants: tuple[dict[str, Any], ...] = ({},)
+    theirs_variants: tuple[dict[str, Any], ...] = ({},)
+    #: the gradients, by name (tests/python/reference.py's GRADIENTS); each case runs with each
+    grads: tuple[str, ...] = ("noise",)
+    #: shapes of the shared set that the reference cannot step
+    reference_fails_on: tuple[tuple[int, ...], ...] = ()
+    #: the dtype whose tolerance every dtype is held to, where the reference computes in a narrower one
+    tolerance_of: str | None = None
+    #: state tensors compared too, named alike on both sides ("*": every one the reference keeps)
+    state: tuple[str, ...] = ()
+    #: methods called on the reference once it is made (schedulefree's optimizers start in eval mode)
+    start: tuple[str, ...] = ()
+
+
+def same(*options: dict[str, Any]) -> tuple[tuple[dict[str, Any], dict[str, Any]], ...]:
+    """Cases where fastoptim and the reference take the same options."""
+    return tuple((o, o) for o in options)
+
+
+#: foreach=False and True: the two code paths of pytorch_optimizer's and schedulefree's classes
+_BOTH_PATHS = (dict(foreach=False), dict(foreach=True))
+#: holocron's LARS has no clip on the weight norm: fastoptim's scale_clip opened up
+_UNCLIPPED = (0.0, math.inf)
 
 
 @dataclass(frozen=True)
@@ -54,6 +95,8 @@ class OptimizerRecord:
     #: whose signature and defaults the class takes: "torch.optim", "holocron.optim", "pytorch_optimizer",
     #: or the paper's or seed's name (set by the sections of RECORDS below)
     family: str = ""
+    #: the references outside torch.optim it is checked against, element by element
+    package_checks: tuple[PackageCheck, ...] = ()
 
     @property
     def torch_reference(self) -> str | None:
@@ -205,36 +248,141 @@ RECORDS: tuple[OptimizerRecord, ...] = (
             "AdaBelief", "Adam with the belief in the gradient; rectify, amsgrad",
             "holocron.optim and adabelief-pytorch (tests/python/test_adabelief.py)",
             front_end=dict(lr=0.01, weight_decay=0.1, rectify=True), pattern="4/3", bench=dict(lr=1e-3),
+            package_checks=(
+                # holocron leaves the epsilon out of s: either option of fastoptim's does too
+                PackageCheck(
+                    "holocron.optim.AdaBelief",
+                    same(dict(), dict(amsgrad=True), dict(weight_decay=0.1),
+                         dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, amsgrad=True, weight_decay=0.01)),
+                    ours_variants=(dict(eps_inside=False), dict(holocron_compat=True)),
+                ),
+                # the official package's defaults are eps=1e-16, weight_decouple=True, rectify=True
+                PackageCheck(
+                    "adabelief_pytorch.AdaBelief",
+                    same(dict(), dict(amsgrad=True), dict(weight_decay=0.1, weight_decouple=True),
+                         dict(weight_decay=0.1, weight_decouple=False),
+                         dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-12, amsgrad=True, weight_decay=0.01, weight_decouple=True)),
+                    theirs=dict(eps=1e-8, weight_decouple=False, rectify=False, print_change_log=False),
+                ),
+                # 50 steps cover both phases: rho_t passes 5 at step 6 (beta2 = 0.999 and 0.95)
+                PackageCheck(
+                    "adabelief_pytorch.AdaBelief",
+                    same(dict(), dict(degenerated_to_sgd=False), dict(amsgrad=True, weight_decay=0.1, weight_decouple=True),
+                         dict(weight_decay=0.1, weight_decouple=False, degenerated_to_sgd=False),
+                         dict(lr=1e-2, betas=(0.8, 0.95), eps=1e-12, weight_decay=0.01, weight_decouple=True)),
+                    ours=dict(rectify=True), theirs=dict(eps=1e-8, weight_decouple=False, rectify=True, print_change_log=False),
+                ),
+            ),
         ),
         OptimizerRecord(
-            "AdEMAMix", "Adam with a mix of two EMAs", "holocron.optim (tests/python/test_ademamix.py)",
+            "AdEMAMix", "Adam with a mix of two EMAs", "holocron.optim, pytorch_optimizer and the official equations (tests/python/test_ademamix.py)",
             front_end=dict(lr=0.01, t_alpha=5, t_beta3=5), pattern="5/4", bench=dict(lr=1e-3),
+            package_checks=(
+                # holocron has no schedulers, and its weight decay is L2's
+                PackageCheck(
+                    "holocron.optim.AdEMAMix",
+                    same(dict(), dict(lr=1e-2, betas=(0.8, 0.99, 0.999), alpha=2.0, eps=1e-6))
+                    + ((dict(weight_decay=0.1, weight_decouple=False), dict(weight_decay=0.1)),),
+                ),
+                # pytorch_optimizer's decoupled decay is fastoptim's default one (its schedulers off)
+                PackageCheck(
+                    "pytorch_optimizer.AdEMAMix",
+                    ((dict(weight_decay=0.1), dict(weight_decay=0.1, weight_decouple=True)),), theirs=dict(foreach=False),
+                ),
+            ),
         ),
         OptimizerRecord(
             "Adan", "adaptive Nesterov momentum", "holocron.optim and pytorch_optimizer (tests/python/test_adan.py)",
             front_end=dict(lr=0.01, weight_decay=0.1), pattern="6/5", bench=dict(lr=1e-3),
+            package_checks=(
+                # (holocron's Adan never updates its previous gradient: the official algorithm is pytorch_optimizer's)
+                PackageCheck(
+                    "pytorch_optimizer.Adan",
+                    same(dict(), dict(weight_decay=0.05), dict(lr=1e-3, betas=(0.9, 0.8, 0.999), eps=1e-6))
+                    + ((dict(weight_decay=0.05, no_prox=True), dict(weight_decay=0.05, weight_decouple=True)),),
+                    ours=dict(lr=1e-2), theirs=dict(lr=1e-2, foreach=False),
+                ),
+                # the global gradient-norm clip (the noise's norm is about 330: 1.0 clips every step);
+                # pytorch_optimizer's fails on a 0-d parameter (it scales a 0-d gradient by a 1-element
+                # tensor in place) and reduces the norm in float32 whatever the dtype
+                PackageCheck(
+                    "pytorch_optimizer.Adan",
+                    same(dict(max_grad_norm=1.0))
+                    + ((dict(max_grad_norm=10.0, weight_decay=0.05, no_prox=True),
+                        dict(max_grad_norm=10.0, weight_decay=0.05, weight_decouple=True)),),
+                    ours=dict(lr=1e-2), theirs=dict(lr=1e-2, foreach=False), reference_fails_on=((),), tolerance_of="float32",
+                ),
+            ),
         ),
         OptimizerRecord(
-            "LAMB", "layer-wise trust ratio over Adam", "holocron.optim and pytorch_optimizer (tests/python/test_lamb.py)",
+            "LAMB", "layer-wise trust ratio over Adam", "holocron.optim and the documented equations (tests/python/test_lamb.py)",
             front_end=dict(lr=0.01, weight_decay=0.1), pattern="4/2+3/1", bench=dict(lr=1e-3),
+            package_checks=(
+                # holocron's LAMB has no bias correction
+                PackageCheck(
+                    "holocron.optim.LAMB",
+                    same(dict(), dict(weight_decay=0.1), dict(lr=1e-2, scale_clip=(0.0, 1.0)),
+                         dict(betas=(0.8, 0.99), eps=1e-6, scale_clip=(0.5, 20.0))),
+                    ours=dict(bias_correction=False),
+                ),
+            ),
         ),
         OptimizerRecord(
             "LARS", "layer-wise trust ratio over SGD", "holocron.optim and the paper (tests/python/test_lars.py)",
             rich=dict(momentum=0.9, weight_decay=0.1, maximize=True),
             front_end=dict(lr=0.01, momentum=0.9, weight_decay=0.1, exclude_1d=True),
             pattern="2/0+3/2", bench=dict(lr=1e-3, momentum=0.9),
+            package_checks=(
+                # where holocron's code and the documented form agree: no momentum (holocron scales the
+                # whole buffer by each step's ratio), no clip on the weight norm (holocron has none), no
+                # all-zero gradient (there the ratios differ by design)
+                PackageCheck(
+                    "holocron.optim.LARS", same(dict(), dict(lr=0.01, weight_decay=0.1), dict(lr=0.05, weight_decay=1e-4)),
+                    ours=dict(scale_clip=_UNCLIPPED), grads=("nonzero",),
+                ),
+            ),
         ),
         OptimizerRecord(
             "RaLars", "LAMB with RAdam's rectification", "holocron.optim (tests/python/test_ralars.py)",
             front_end=dict(lr=0.01), pattern="4/2+3/1", bench=dict(lr=1e-3), preset=dict(rectify=1),
+            package_checks=(
+                # through both phases of the rectification (SGD-like while rho_t <= 4, rectified after)
+                PackageCheck(
+                    "holocron.optim.RaLars",
+                    same(dict(), dict(weight_decay=0.1), dict(force_adaptive_momentum=True, lr=1e-2),
+                         dict(betas=(0.8, 0.99), eps=1e-6, scale_clip=(0.5, 20.0), weight_decay=0.01)),
+                ),
+            ),
         ),
         OptimizerRecord(
             "TAdam", "Adam with Student-t weighting", "holocron.optim and the paper (tests/python/test_tadam.py)",
             front_end=dict(lr=0.01), pattern="3/0+4/3", bench=dict(lr=1e-3),
+            package_checks=(
+                # (holocron's TAdam fails on 0-d parameters: its W_t has shape [1])
+                PackageCheck(
+                    "holocron.optim.TAdam",
+                    same(dict(), dict(lr=1e-2, weight_decay=0.1), dict(amsgrad=True), dict(dof=3.0),
+                         dict(betas=(0.8, 0.99), eps=1e-6, amsgrad=True, dof=100.0, weight_decay=0.01)),
+                    reference_fails_on=((),), state=("W_t",),
+                ),
+            ),
         ),
         OptimizerRecord(
             "AdamP", "Adam with radial projection", "adamp, the official code (tests/python/test_adamp.py)",
             front_end=dict(lr=0.01, weight_decay=0.1), pattern="4/2+3/1", vector_pattern="4/3", bench=dict(lr=1e-3),
+            package_checks=(
+                # through each branch: random gradients, gradients orthogonal to each channel (the channel
+                # view projects), to the whole tensor only (the layer view projects)
+                PackageCheck(
+                    "adamp.AdamP",
+                    same(dict(), dict(lr=1e-2, weight_decay=0.1), dict(nesterov=True, weight_decay=0.01),
+                         dict(delta=0.5, wd_ratio=0.5, weight_decay=0.1, eps=1e-6)),
+                    grads=("noise", "channel-orthogonal", "layer-orthogonal"),
+                ),
+                # holocron's where neither projects (gradients aligned with theta; holocron projects
+                # vectors too, and fails on 0-d and empty tensors)
+                PackageCheck("holocron.optim.AdamP", same(dict()), grads=("aligned",), reference_fails_on=((), (0,))),
+            ),
         ),
     ),
     *_family(
@@ -251,10 +399,27 @@ RECORDS: tuple[OptimizerRecord, ...] = (
         OptimizerRecord(
             "Lion", "sign of an interpolated momentum", "pytorch_optimizer (tests/python/test_lion.py)",
             front_end=dict(lr=0.01, weight_decay=0.1), pattern="3/2", bench=dict(lr=1e-4, weight_decay=1e-2),
+            package_checks=(
+                PackageCheck(
+                    "pytorch_optimizer.Lion",
+                    same(dict(), dict(lr=1e-3, betas=(0.95, 0.98)), dict(weight_decay=0.1), dict(weight_decay=0.1, fixed_decay=True),
+                         dict(weight_decay=0.1, weight_decouple=False), dict(weight_decay=0.1, maximize=True)),
+                    ours=dict(lr=1e-2), theirs=dict(lr=1e-2), theirs_variants=_BOTH_PATHS,
+                ),
+            ),
         ),
         OptimizerRecord(
             "ADOPT", "Adam normalised by the earlier steps' second moment, clipped", "pytorch_optimizer (tests/python/test_adopt.py)",
             front_end=dict(lr=0.01, weight_decay=0.1), pattern="4/3", bench=dict(lr=1e-3),
+            package_checks=(
+                PackageCheck(
+                    "pytorch_optimizer.ADOPT",
+                    same(dict(), dict(lr=1e-3, betas=(0.8, 0.99), eps=1e-4), dict(clip_lambda=None),
+                         dict(clip_lambda=StepPower(0.5)), dict(weight_decay=0.1), dict(weight_decay=0.1, weight_decouple=True),
+                         dict(weight_decay=0.1, weight_decouple=True, fixed_decay=True), dict(weight_decay=0.1, maximize=True)),
+                    ours=dict(lr=1e-2), theirs=dict(lr=1e-2), theirs_variants=_BOTH_PATHS, state=("exp_avg", "exp_avg_sq"),
+                ),
+            ),
         ),
     ),
     *_family(
@@ -264,12 +429,28 @@ RECORDS: tuple[OptimizerRecord, ...] = (
             "the schedulefree package (tests/python/test_schedule_free.py)",
             rich=dict(weight_decay=0.1, warmup_steps=2), front_end=dict(lr=0.01, weight_decay=0.1, warmup_steps=3),
             pattern="4/3", bench=dict(lr=2.5e-3),
+            package_checks=(
+                PackageCheck(
+                    "schedulefree.AdamWScheduleFree",
+                    same(dict(), dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6), dict(weight_decay=0.1), dict(warmup_steps=10),
+                         dict(lr=1e-2, warmup_steps=5, r=0.5, weight_lr_power=1.0, weight_decay=0.01)),
+                    theirs_variants=_BOTH_PATHS, state=("*",), start=("train",),
+                ),
+            ),
         ),
         OptimizerRecord(
             "SGDScheduleFree", "SGD without a schedule: an average of the iterates, train()/eval()",
             "the schedulefree package (tests/python/test_schedule_free.py)",
             rich=dict(weight_decay=0.1, warmup_steps=2), front_end=dict(lr=0.01, weight_decay=0.1, warmup_steps=3),
             pattern="3/2", bench=dict(lr=1.0),
+            package_checks=(
+                PackageCheck(
+                    "schedulefree.SGDScheduleFree",
+                    same(dict(lr=0.1), dict(lr=0.1, momentum=0.5), dict(lr=0.1, weight_decay=0.1), dict(lr=0.1, warmup_steps=10),
+                         dict(lr=0.05, warmup_steps=5, r=1.0, weight_lr_power=0.5, weight_decay=0.01)),
+                    theirs_variants=_BOTH_PATHS, state=("*",), start=("train",),
+                ),
+            ),
         ),
     ),
     *_family(

@@ -4,6 +4,7 @@ shapes that exercise SIMD tails, and a runner that steps fastoptim and torch.opt
 from __future__ import annotations
 
 import copy
+import importlib
 import inspect
 import subprocess
 from pathlib import Path
@@ -71,6 +72,45 @@ def noise_grads(params, step, dtype=None):
         g[torch.rand(p.shape, generator=gen) < 0.05] = 0.0
         grads.append(g.to(dtype or p.dtype))
     return grads
+
+
+def without_radial_part(params, step, rows):
+    """Noise with its component along theta removed per row of dim 0 (rows=True: every channel's
+    cosine is ~0, AdamP's channel view projects) or for the whole tensor (rows=False: the channel
+    cosines stay large, the layer view projects)."""
+    grads = noise_grads(params, step)
+    out = []
+    for p, g in zip(params, grads):
+        if p.dim() > 1:
+            w = p.detach().reshape(p.shape[0] if rows else 1, -1)
+            v = g.reshape(w.shape).clone()
+            v -= (v * w).sum(1, keepdim=True) / (w * w).sum(1, keepdim=True) * w
+            if not rows:  # keep channel cosines large: add +theta to half the rows and -theta to the rest
+                sign = torch.ones(p.shape[0], 1, dtype=p.dtype)
+                sign[p.shape[0] // 2 :] = -1
+                w_rows = p.detach().reshape(p.shape[0], -1)
+                v = v.reshape(w_rows.shape) + sign * w_rows
+                v -= (v * w_rows).sum() / (w_rows * w_rows).sum() * w_rows  # whole-tensor cosine back to ~0
+            g = v.reshape(p.shape)
+        out.append(g)
+    return out
+
+
+def aligned_grads(params, step):
+    """Gradients along theta (each element theta times 1 to 2): AdamP's projections never fire."""
+    gen = torch.Generator().manual_seed(step)
+    return [p * (1 + torch.rand(p.shape, generator=gen, dtype=p.dtype)) for p in params]
+
+
+#: the gradients a package check (fastoptim/records.py's PackageCheck.grads) names: grads(params, step)
+GRADIENTS = {
+    "noise": noise_grads,
+    # (no exact zero: LARS's ratio of an all-zero gradient differs from holocron's by design)
+    "nonzero": lambda params, step: [g.masked_fill(g == 0, 1e-3) for g in noise_grads(params, step)],
+    "channel-orthogonal": lambda params, step: without_radial_part(params, step, rows=True),
+    "layer-orthogonal": lambda params, step: without_radial_part(params, step, rows=False),
+    "aligned": aligned_grads,
+}
 
 
 def set_grads(param_lists, step, dtype):
@@ -241,7 +281,6 @@ def assert_every_isa_gives_the_same_bits(make_optimizer, steps=5, dtype=torch.fl
 def load_holocron_optim():
     """holocron.optim from pylocron 0.3.0 without running holocron/__init__.py, which imports
     torchvision (no CPU build of it is installable here; holocron.optim itself needs only torch)."""
-    import importlib
     import importlib.util
     import sys
     import types
@@ -252,6 +291,12 @@ def load_holocron_optim():
         package.__path__ = list(spec.submodule_search_locations)
         sys.modules["holocron"] = package
     return importlib.import_module("holocron.optim")
+
+
+def package_reference(path):
+    """The class a package check names, "module.Class" (holocron.optim through load_holocron_optim)."""
+    module, name = path.rsplit(".", 1)
+    return getattr(load_holocron_optim() if module == "holocron.optim" else importlib.import_module(module), name)
 
 
 def gradient_estimates(params):

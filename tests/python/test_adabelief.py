@@ -1,79 +1,20 @@
-"""AdaBelief against holocron's code (pylocron 0.3.0) and the official package (adabelief-pytorch
-0.2.1); the epsilon inside s, which holocron's code leaves out, shown to be the intended difference."""
+"""AdaBelief: against holocron's code (pylocron 0.3.0) and the official package (adabelief-pytorch
+0.2.1), with and without rectification, by its record's package checks (tests/python/test_package_parity.py);
+here that rectify changes the step, and the epsilon inside s, which holocron's code leaves out,
+shown to be the intended difference."""
 
 import pytest
 import torch
-from adabelief_pytorch import AdaBelief as OfficialAdaBelief
 
 import fastoptim
 from reference import (
-    PARITY_DTYPES,
     SHAPES,
-    TOLERANCE,
-    assert_all_close_rel,
     assert_low_precision_steps_round_once,
     assert_resumes_bit_identically,
     load_holocron_optim,
     make_params,
     run_pair,
 )
-
-
-HOLOCRON_CASES = [dict(), dict(amsgrad=True), dict(weight_decay=0.1), dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, amsgrad=True, weight_decay=0.01)]
-
-
-@PARITY_DTYPES
-@pytest.mark.parametrize("cfg", HOLOCRON_CASES, ids=str)
-@pytest.mark.parametrize("compat", [dict(eps_inside=False), dict(holocron_compat=True)], ids=str)
-def test_eps_inside_false_is_holocrons_code(cfg, compat, dtype):
-    holocron = load_holocron_optim()
-    params, ref, _, _ = run_pair(
-        lambda ps: fastoptim.AdaBelief(ps, **cfg, **compat), lambda ps: holocron.AdaBelief(ps, **cfg), dtype
-    )
-    assert_all_close_rel(params, ref, TOLERANCE[dtype])
-
-
-OFFICIAL_CASES = [
-    dict(),
-    dict(amsgrad=True),
-    dict(weight_decay=0.1, weight_decouple=True),
-    dict(weight_decay=0.1, weight_decouple=False),
-    dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-12, amsgrad=True, weight_decay=0.01, weight_decouple=True),
-]
-
-
-@PARITY_DTYPES
-@pytest.mark.parametrize("cfg", OFFICIAL_CASES, ids=str)
-def test_default_matches_the_official_package_without_rectification(cfg, dtype):
-    official = dict(cfg, eps=cfg.get("eps", 1e-8), weight_decouple=cfg.get("weight_decouple", False))
-    params, ref, _, _ = run_pair(
-        lambda ps: fastoptim.AdaBelief(ps, **cfg),
-        lambda ps: OfficialAdaBelief(ps, **official, rectify=False, print_change_log=False),
-        dtype,
-    )
-    assert_all_close_rel(params, ref, TOLERANCE[dtype])
-
-
-# 50 steps cover both phases: rho_t passes 5 at step 6 (beta2 = 0.999 and 0.95).
-RECTIFY_CASES = [
-    dict(),
-    dict(degenerated_to_sgd=False),
-    dict(amsgrad=True, weight_decay=0.1, weight_decouple=True),
-    dict(weight_decay=0.1, weight_decouple=False, degenerated_to_sgd=False),
-    dict(lr=1e-2, betas=(0.8, 0.95), eps=1e-12, weight_decay=0.01, weight_decouple=True),
-]
-
-
-@PARITY_DTYPES
-@pytest.mark.parametrize("cfg", RECTIFY_CASES, ids=str)
-def test_rectify_matches_the_official_package(cfg, dtype):
-    official = dict(cfg, eps=cfg.get("eps", 1e-8), weight_decouple=cfg.get("weight_decouple", False))
-    params, ref, _, _ = run_pair(
-        lambda ps: fastoptim.AdaBelief(ps, **cfg, rectify=True),
-        lambda ps: OfficialAdaBelief(ps, **official, rectify=True, print_change_log=False),
-        dtype,
-    )
-    assert_all_close_rel(params, ref, TOLERANCE[dtype])
 
 
 def test_rectify_changes_the_step_in_both_phases():

@@ -1,56 +1,21 @@
-"""Adan against the official algorithm as pytorch_optimizer 4.1.0 computes it; holocron's Adan
-(pylocron 0.3.0) never updates its previous gradient, shown here as the intended difference."""
+"""Adan: the official algorithm as pytorch_optimizer 4.1.0 computes it (its record's package checks,
+tests/python/test_package_parity.py); holocron's Adan (pylocron 0.3.0) never updates its previous
+gradient, shown here as the intended difference; the clip on a 0-d parameter in float64."""
 
 import pytest
 import torch
-from pytorch_optimizer import Adan as KozistrAdan
 
 import fastoptim
 from reference import (
-    PARITY_DTYPES,
     SHAPES,
-    TOLERANCE,
-    assert_all_close_rel,
     assert_close_rel,
     assert_low_precision_steps_round_once,
     assert_resumes_bit_identically,
     clone_params,
     load_holocron_optim,
     make_params,
-    run_pair,
     set_grads,
 )
-
-
-CASES = [  # (fastoptim, pytorch_optimizer) arguments computing the same thing
-    (dict(), dict()),
-    (dict(weight_decay=0.05), dict(weight_decay=0.05)),  # proximal decay, the official default
-    (dict(weight_decay=0.05, no_prox=True), dict(weight_decay=0.05, weight_decouple=True)),
-    (dict(lr=1e-3, betas=(0.9, 0.8, 0.999), eps=1e-6), dict(lr=1e-3, betas=(0.9, 0.8, 0.999), eps=1e-6)),
-    # the global gradient-norm clip: the noise's norm is about 330, so 1.0 clips every step
-    (dict(max_grad_norm=1.0), dict(max_grad_norm=1.0)),
-    (dict(max_grad_norm=10.0, weight_decay=0.05, no_prox=True), dict(max_grad_norm=10.0, weight_decay=0.05, weight_decouple=True)),
-]
-
-
-@PARITY_DTYPES
-@pytest.mark.parametrize("case", CASES, ids=lambda c: str(c[0]))
-def test_matches_the_official_algorithm_of_pytorch_optimizer(case, dtype):
-    ours_cfg, ref_cfg = case
-    # pytorch_optimizer's clipping fails on a 0-d parameter (it scales a 0-d gradient by a
-    # 1-element tensor in place), and it reduces the global norm in float32 even for float64
-    # gradients (fastoptim: float64), so float64 agrees to float32's resolution there.
-    # fastoptim's clipping is checked in float64, on a 0-d parameter too, in the test below.
-    clips = "max_grad_norm" in ours_cfg
-    shapes = [s for s in SHAPES if s != ()] if clips else SHAPES
-    rtol = TOLERANCE[torch.float32] if clips else TOLERANCE[dtype]
-    params, ref_params, _, _ = run_pair(
-        lambda ps: fastoptim.Adan(ps, **{"lr": 1e-2, **ours_cfg}),
-        lambda ps: KozistrAdan(ps, **{"lr": 1e-2, **ref_cfg}, foreach=False),
-        dtype,
-        shapes=shapes,
-    )
-    assert_all_close_rel(params, ref_params, rtol)
 
 
 def test_the_previous_gradient_is_kept_where_holocron_leaves_it_at_zero():

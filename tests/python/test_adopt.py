@@ -1,6 +1,7 @@
-"""ADOPT against pytorch_optimizer 4.1.0's ADOPT (both of its paths, per parameter and foreach) over
-50 steps at the sizes of every SIMD tail, in every decay mode, with and without clipping; its
-clip_lambda as fastoptim takes it."""
+"""ADOPT: against pytorch_optimizer 4.1.0's ADOPT (both of its paths, per parameter and foreach) in
+every decay mode, with and without clipping, by its record's package check
+(tests/python/test_package_parity.py); here its first step, its clip_lambda as fastoptim takes it,
+and a pytorch_optimizer checkpoint resumed."""
 
 import copy
 import math
@@ -11,33 +12,7 @@ from pytorch_optimizer import ADOPT as KozistrADOPT
 
 import fastoptim
 from fastoptim import StepPower
-from reference import PARITY_DTYPES, TOLERANCE, assert_all_close_rel, make_params, noise_grads, run_pair
-
-CASES = [  # (fastoptim and pytorch_optimizer take the same arguments)
-    dict(),
-    dict(lr=1e-3, betas=(0.8, 0.99), eps=1e-4),
-    dict(clip_lambda=None),
-    dict(clip_lambda=StepPower(0.5)),
-    dict(weight_decay=0.1),
-    dict(weight_decay=0.1, weight_decouple=True),
-    dict(weight_decay=0.1, weight_decouple=True, fixed_decay=True),
-    dict(weight_decay=0.1, maximize=True),
-]
-
-
-@PARITY_DTYPES
-@pytest.mark.parametrize("foreach", [False, True], ids=["per_param", "foreach"])
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_matches_pytorch_optimizer(case, foreach, dtype):
-    pair = run_pair(
-        lambda ps: fastoptim.ADOPT(ps, **{"lr": 1e-2, **case}),
-        lambda ps: KozistrADOPT(ps, **{"lr": 1e-2, **case}, foreach=foreach),
-        dtype,
-    )
-    assert_all_close_rel(pair.params, pair.ref_params, TOLERANCE[dtype])
-    for p, q in zip(pair.params, pair.ref_params):
-        for name in ("exp_avg", "exp_avg_sq"):
-            assert_all_close_rel([pair.ours.state[p][name]], [pair.ref.state[q][name]], TOLERANCE[dtype])
+from reference import TOLERANCE, assert_all_close_rel, make_params, noise_grads
 
 
 def test_the_first_step_only_measures_the_gradient():

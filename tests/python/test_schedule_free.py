@@ -1,7 +1,8 @@
-"""Schedule-Free AdamW and SGD against the schedulefree package 1.4.1 (both of its paths, per
-parameter and foreach) over 50 steps at the sizes of every SIMD tail, with warmup, weight decay and
-the averaging options; train()/eval() switching the parameters as the package does, and the mode
-carried by state dicts."""
+"""Schedule-Free AdamW and SGD: against the schedulefree package 1.4.1 (both of its paths, per
+parameter and foreach) with warmup, weight decay and the averaging options, parameters and state, by
+their records' package checks (tests/python/test_package_parity.py); here the schedule values and
+eval() against the package, train()/eval() switching the parameters, and the mode carried by state
+dicts."""
 
 import copy
 
@@ -10,61 +11,40 @@ import schedulefree
 import torch
 
 import fastoptim
+from fastoptim.records import record
 from reference import PARITY_DTYPES, TOLERANCE, assert_all_close_rel, make_params, run_pair, set_grads
 
-CASES = {
-    "AdamWScheduleFree": [
-        dict(),
-        dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6),
-        dict(weight_decay=0.1),
-        dict(warmup_steps=10),
-        dict(lr=1e-2, warmup_steps=5, r=0.5, weight_lr_power=1.0, weight_decay=0.01),
-    ],
-    "SGDScheduleFree": [
-        dict(lr=0.1),
-        dict(lr=0.1, momentum=0.5),
-        dict(lr=0.1, weight_decay=0.1),
-        dict(lr=0.1, warmup_steps=10),
-        dict(lr=0.05, warmup_steps=5, r=1.0, weight_lr_power=0.5, weight_decay=0.01),
-    ],
-}
-CASE_LIST = [(name, cfg) for name, cfgs in CASES.items() for cfg in cfgs]
-
-
-def package_optimizer(name, params, **cfg):
-    opt = getattr(schedulefree, name)(params, **cfg)
-    opt.train()  # (it starts in eval mode, where it refuses to step)
-    return opt
+NAMES = ["AdamWScheduleFree", "SGDScheduleFree"]
 
 
 @PARITY_DTYPES
-@pytest.mark.parametrize("foreach", [False, True], ids=["per_param", "foreach"])
-@pytest.mark.parametrize("case", CASE_LIST, ids=str)
-def test_matches_the_schedulefree_package(case, foreach, dtype):
-    name, cfg = case
-    pair = run_pair(
-        lambda ps: getattr(fastoptim, name)(ps, **cfg),
-        lambda ps: package_optimizer(name, ps, **cfg, foreach=foreach),
-        dtype,
-    )
-    assert_all_close_rel(pair.params, pair.ref_params, TOLERANCE[dtype])
-    for p, q in zip(pair.params, pair.ref_params):
-        for key in pair.ref.state[q]:
-            assert_all_close_rel([pair.ours.state[p][key]], [pair.ref.state[q][key]], TOLERANCE[dtype])
+@pytest.mark.parametrize("name", NAMES)
+def test_the_schedule_and_eval_match_the_package(name, dtype):
+    """The package keeps its schedule values (k, lr_max, weight_sum) per group, fastoptim per
+    parameter; eval() puts the average x in the parameters, as the package's eval() does. On the
+    richest case of the record's package check (warmup, r, weight_lr_power, decay)."""
+    check = record(name).package_checks[0]
+    cfg = check.cases[-1][0]
+
+    def package_optimizer(params):
+        opt = getattr(schedulefree, name)(params, **cfg, foreach=False)
+        opt.train()  # (it starts in eval mode, where it refuses to step)
+        return opt
+
+    pair = run_pair(lambda ps: getattr(fastoptim, name)(ps, **cfg), package_optimizer, dtype)
     group, ref_group = pair.ours.param_groups[0], pair.ref.param_groups[0]
-    for p in pair.params:  # the package's per-group schedule values are each parameter's here
+    for p in pair.params:
         state = pair.ours.state[p]
         assert state["step"].item() == ref_group["k"]
         assert state["lr_max"].item() == pytest.approx(ref_group["lr_max"], rel=TOLERANCE[dtype])
         assert state["weight_sum"].item() == pytest.approx(ref_group["weight_sum"], rel=TOLERANCE[dtype])
-    # eval() puts the average x in the parameters, as the package's eval() does
     pair.ours.eval()
     pair.ref.eval()
     assert_all_close_rel(pair.params, pair.ref_params, 10 * TOLERANCE[dtype])
     assert group["train_mode"] is False
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", NAMES)
 def test_eval_then_train_returns_the_parameters_and_eval_refuses_a_step(name):
     params = make_params([(17,), (5, 3)], torch.float64)
     opt = getattr(fastoptim, name)(params, lr=0.05)
@@ -81,7 +61,7 @@ def test_eval_then_train_returns_the_parameters_and_eval_refuses_a_step(name):
     assert_all_close_rel(params, y, 1e-12)
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", NAMES)
 def test_a_state_dict_saved_in_eval_mode_resumes_bit_identically(name):
     params = make_params([(17,), (5, 3)], torch.float32)
     opt = getattr(fastoptim, name)(params, lr=0.05, warmup_steps=3)
