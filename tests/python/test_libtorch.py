@@ -4,11 +4,11 @@ meets them: programs built with find_package(fastoptim) against this installatio
 - tests/libtorch/parity.cpp steps each fastoptim::optim class 20 times, through a torch::save /
   torch::load round trip into a new optimizer halfway; its parameters must equal, bit for bit, those
   of the Python class stepped with the same tensors (C++ and Python draw them from the same seeds).
+  Every run the tests compare is made by one call of the harness (libtorch loads once).
 - examples/cpp/train.cpp trains a torch::nn model with fastoptim::optim::AdamW.
 (examples/edge, against fastoptim::core alone, is built and run by the C++ tests: tests/cpp.)
 """
 
-import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
@@ -45,19 +45,65 @@ def make_params(dtype=torch.float32):
 
 
 CASES = {r.name: r.front_end for r in RECORDS if r.front_end is not None and "libtorch" in r.front_ends}
+ROUNDING_SEED = 12345
+# The variants of a run, the Python options and the harness's name for each: bf16 parameters with
+# stochastic_rounding(true).rounding_seed(seed), the group's seed in Python (the keys, seed and
+# count, go through torch::save / torch::load halfway); bf16_state(true), state_dtype=torch.bfloat16;
+# eight_bit_state(true), state_bits=8 (codes and scales go through torch::save / torch::load).
+VARIANTS = {
+    "plain": dict(),
+    f"rounding:{ROUNDING_SEED}": dict(stochastic_rounding=True),
+    "bf16-state": dict(state_dtype=torch.bfloat16),
+    "eight-bit": dict(state_bits=8),
+}
+RUNS = (
+    [(name, "plain") for name in sorted(CASES)]
+    + [(name, f"rounding:{ROUNDING_SEED}") for name in ("AdamW", "LAMB", "Adafactor")]
+    + [(name, "bf16-state") for name in ("AdamW", "LAMB", "Adan")]
+    + [(name, "eight-bit") for name in ("AdamW", "Adan", "LAMB")]
+)
 
 
-def python_run(name, rounding_seed=None, **options):
-    """`name`'s Python class over make_params() for STEPS steps (with `options`); with rounding_seed,
-    over bf16 params stored by stochastic rounding with that seed."""
-    if rounding_seed is None:
-        params = make_params()
-        opt = getattr(fastoptim, name)(params, **CASES[name], **options)
-    else:
+def python_optimizer(name, variant):
+    """`name`'s Python class over make_params() as the harness's `variant` makes it: (params, optimizer)."""
+    if variant.startswith("rounding:"):
         params = make_params(torch.bfloat16)
-        opt = getattr(fastoptim, name)([{"params": params, "rounding_seed": rounding_seed}], **CASES[name],
-                                       stochastic_rounding=True)
-    hyper = rule_optimizer(opt)._hyper(opt.param_groups[0])
+        return params, getattr(fastoptim, name)([{"params": params, "rounding_seed": ROUNDING_SEED}], **CASES[name],
+                                                **VARIANTS[variant])
+    params = make_params()
+    return params, getattr(fastoptim, name)(params, **CASES[name], **VARIANTS[variant])
+
+
+def rule_and_hyper(optimizer):
+    """The rule a Python optimizer steps with and its first group's hyperparameters, as the harness takes them."""
+    rule_opt = rule_optimizer(optimizer)
+    return rule_opt.rule, rule_opt._hyper(optimizer.param_groups[0])
+
+
+@pytest.fixture(scope="module")
+def harness_runs(parity, tmp_path_factory):
+    """Every run of the libtorch classes the tests compare, made by one call of the harness:
+    {(name, variant): its parameters' file} for RUNS, {rule: file} for every optimizer rule at its
+    defaults (two steps; no file where the rule has no libtorch class)."""
+    folder = tmp_path_factory.mktemp("libtorch-runs")
+    files, jobs = {}, []
+    for name, variant in RUNS:
+        rule, hyper = rule_and_hyper(python_optimizer(name, variant)[1])
+        files[name, variant] = folder / f"{name}-{variant.replace(':', '-')}.pt"
+        jobs.append([rule, str(STEPS), str(files[name, variant]), variant, *map(repr, hyper)])
+    for rule, meta in fastoptim._C.rules.items():
+        if meta["optimizer"]:
+            files[rule] = folder / f"defaults-{rule}.pt"
+            jobs.append([rule, "2", str(files[rule]), "plain", *(repr(default) for _, default, _ in meta["fields"])])
+    (folder / "jobs").write_text("".join(" ".join(job) + "\n" for job in jobs))
+    subprocess.run([str(parity), str(folder / "jobs")], check=True)
+    return files
+
+
+@pytest.mark.parametrize("run", RUNS, ids="-".join)
+def test_libtorch_class_steps_as_the_python_class_does(harness_runs, run):
+    name, variant = run
+    params, opt = python_optimizer(name, variant)
     # the libtorch classes have no Hessian estimator yet: both sides keep a zero Hessian EMA
     stepper = given_hessian_if_needed(opt, zero_estimates)
     for step in range(STEPS):
@@ -65,53 +111,8 @@ def python_run(name, rounding_seed=None, **options):
         for p in params:
             p.grad = torch.randn_like(p)
         stepper.step()
-    return [p.detach() for p in params], rule_optimizer(opt).rule, hyper
-
-
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_libtorch_class_steps_as_the_python_class_does(parity, tmp_path, name):
-    expected, rule, hyper = python_run(name)
-    out = tmp_path / "params.pt"
-    subprocess.run([str(parity), rule, str(STEPS), str(out), *map(repr, hyper)], check=True)
-    got = torch.load(out)
-    for a, b in zip(got, expected):
-        assert torch.equal(a, b), (name, tuple(b.shape))
-
-
-@pytest.mark.parametrize("name", ["AdamW", "LAMB", "Adafactor"])
-def test_libtorch_stochastic_rounding_rounds_as_the_python_class_does(parity, tmp_path, name):
-    """bf16 parameters with stochastic_rounding(true).rounding_seed(seed): the same bits as the Python
-    class with that group seed (the keys, seed and count, go through torch::save / torch::load halfway)."""
-    expected, rule, hyper = python_run(name, rounding_seed=12345)
-    out = tmp_path / "params.pt"
-    env = {**os.environ, "FASTOPTIM_PARITY_ROUNDING_SEED": "12345"}
-    subprocess.run([str(parity), rule, str(STEPS), str(out), *map(repr, hyper)], check=True, env=env)
-    got = torch.load(out)
-    for a, b in zip(got, expected):
-        assert a.dtype == torch.bfloat16 and torch.equal(a, b), (name, tuple(b.shape))
-
-
-@pytest.mark.parametrize("name", ["AdamW", "LAMB", "Adan"])
-def test_libtorch_bf16_state_steps_as_the_python_class_does(parity, tmp_path, name):
-    """Options bf16_state(true): float32 parameters with bf16 state, as state_dtype=torch.bfloat16."""
-    expected, rule, hyper = python_run(name, state_dtype=torch.bfloat16)
-    out = tmp_path / "params.pt"
-    env = {**os.environ, "FASTOPTIM_PARITY_BF16_STATE": "1"}
-    subprocess.run([str(parity), rule, str(STEPS), str(out), *map(repr, hyper)], check=True, env=env)
-    for a, b in zip(torch.load(out), expected):
-        assert torch.equal(a, b), (name, tuple(b.shape))
-
-
-@pytest.mark.parametrize("name", ["AdamW", "Adan", "LAMB"])
-def test_libtorch_eight_bit_state_steps_as_the_python_class_does(parity, tmp_path, name):
-    """Options eight_bit_state(true): the moments in 8 bits, as state_bits=8 (codes and scales go
-    through torch::save / torch::load halfway)."""
-    expected, rule, hyper = python_run(name, state_bits=8)
-    out = tmp_path / "params.pt"
-    env = {**os.environ, "FASTOPTIM_PARITY_EIGHT_BIT_STATE": "1"}
-    subprocess.run([str(parity), rule, str(STEPS), str(out), *map(repr, hyper)], check=True, env=env)
-    for a, b in zip(torch.load(out), expected):
-        assert torch.equal(a, b), (name, tuple(b.shape))
+    for a, b in zip(torch.load(harness_runs[run]), params):
+        assert a.dtype == b.dtype and torch.equal(a, b.detach()), (name, tuple(b.shape))
 
 
 def test_adamw_options_start_where_the_python_adamw_starts(parity):
@@ -120,14 +121,12 @@ def test_adamw_options_start_where_the_python_adamw_starts(parity):
     assert [float(v) for v in done.stdout.split()] == opt._hyper(opt.param_groups[0])
 
 
-def test_every_optimizer_rule_has_its_libtorch_class(parity, tmp_path):
+def test_every_optimizer_rule_has_its_libtorch_class(harness_runs):
     optimizer_rules = [name for name, meta in fastoptim._C.rules.items() if meta["optimizer"]]
     # (and classes of their own over helper rules: Adafactor's)
     assert {rule_optimizer(getattr(fastoptim, n)(make_params(), **CASES[n])).rule for n in CASES} >= set(optimizer_rules)
     for rule in optimizer_rules:
-        defaults = [default for _, default, _ in fastoptim._C.rules[rule]["fields"]]
-        done = subprocess.run([str(parity), rule, "2", str(tmp_path / f"{rule}.pt"), *map(repr, defaults)])
-        assert done.returncode == 0, rule  # 3: no fastoptim::optim class for this rule
+        assert harness_runs[rule].exists(), f"no fastoptim::optim class for the rule {rule}"
 
 
 def test_the_libtorch_example_trains(programs, tmp_path):
