@@ -10,8 +10,9 @@
 
 Random numbers are keyed, not streamed: every probe is a counter-based stream (splitmix64 of the
 element index) keyed by (seed, parameter position, refresh index, sample), so a resumed run, another
-iteration order or another data-parallel rank draws the same probes for the same key. They are
-tensor operations (no torch.Generator is made), so a refresh step traces under torch.compile.
+iteration order or another data-parallel rank draws the same probes for the same key, and a DTensor's
+shard draws the elements of the whole tensor's probe that it holds. They are tensor operations (no
+torch.Generator is made), so a refresh step traces under torch.compile.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ._base import is_dtensor
 
 DISTRIBUTIONS = ("rademacher", "gaussian")
 # the "parameter position" of the label draws of Sophia-G (probes use positions 0, 1, ...)
@@ -57,10 +60,31 @@ def key_bits(seed: int, position: int, refresh: int, sample: int = 0, device=Non
     return x
 
 
+def random_bits_at(key: Tensor, indices: Tensor) -> Tensor:
+    """The words of a counter-based stream at int64 `indices`: splitmix64 of key + i * golden for
+    element i (in place of `indices`: two int64 words per element at the peak)."""
+    return _splitmix64_(indices.mul_(_GOLDEN).add_(key))
+
+
 def random_bits(key: Tensor, count: int) -> Tensor:
-    """`count` int64 words of a counter-based stream: splitmix64 of key + i * golden for element i
-    (in place: two int64 words per element at the peak)."""
-    return _splitmix64_(torch.arange(count, dtype=torch.int64, device=key.device).mul_(_GOLDEN).add_(key))
+    """The stream's first `count` words."""
+    return random_bits_at(key, torch.arange(count, dtype=torch.int64, device=key.device))
+
+
+def _shard_indices(like: Tensor) -> Tensor:
+    """The positions, in the whole tensor's row-major order, of the elements a DTensor's local shard
+    holds (int64, shaped like the shard), from where DTensor places the shard in the whole tensor."""
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    local_shape, offset = compute_local_shape_and_global_offset(like.shape, like.device_mesh, like.placements)
+    local = like.to_local()
+    indices = torch.zeros(local_shape, dtype=torch.int64, device=local.device)
+    stride = 1
+    for dim in reversed(range(len(local_shape))):
+        along = torch.arange(local_shape[dim], dtype=torch.int64, device=local.device) + offset[dim]
+        indices += along.view([-1 if d == dim else 1 for d in range(len(local_shape))]) * stride
+        stride *= like.shape[dim]
+    return indices
 
 
 def _unit_interval(bits: Tensor) -> Tensor:
@@ -73,17 +97,36 @@ def compute_dtype(param: Tensor) -> torch.dtype:
     return torch.float64 if param.dtype == torch.float64 else torch.float32
 
 
+def placed_like(t: Tensor, param: Tensor) -> Tensor:
+    """`t` (a gradient or a Hessian-vector product of `param`) in `param`'s placements: DTensor's
+    autograd may hand a sharded parameter's products back sharded otherwise (a Shard(1) weight's
+    along dim 0)."""
+    if is_dtensor(t) and is_dtensor(param) and t.placements != param.placements:
+        return t.redistribute(param.device_mesh, param.placements)
+    return t
+
+
 def probe(like: Tensor, distribution: str, seed: int, position: int, refresh: int, sample: int = 0) -> Tensor:
-    """A float32 probe shaped like `like`: +-1 with equal odds, or standard normal."""
+    """A float32 probe shaped like `like`: +-1 with equal odds, or standard normal. For a DTensor,
+    a DTensor of its placements whose shards hold the whole tensor's probe."""
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"Invalid distribution value: {distribution!r} (expected one of {DISTRIBUTIONS})")
-    bits = random_bits(key_bits(seed, position, refresh, sample, like.device), like.numel())
+    sharded = is_dtensor(like)
+    device = like.to_local().device if sharded else like.device
+    key = key_bits(seed, position, refresh, sample, device)
+    bits = random_bits_at(key, _shard_indices(like)) if sharded else random_bits(key, like.numel()).view(like.shape)
     if distribution == "rademacher":  # the sign of each word
-        return torch.where(bits < 0, -1.0, 1.0).to(torch.float32).view(like.shape)
-    # Box-Muller from the two halves of each word
-    radius = torch.sqrt(-2.0 * torch.log(_unit_interval(bits)))
-    angle = _unit_interval(bits << 32) * (2.0 * torch.pi)
-    return (radius * torch.cos(angle)).to(torch.float32).view(like.shape)
+        values = torch.where(bits < 0, -1.0, 1.0).to(torch.float32)
+    else:  # Box-Muller from the two halves of each word
+        radius = torch.sqrt(-2.0 * torch.log(_unit_interval(bits)))
+        angle = _unit_interval(bits << 32) * (2.0 * torch.pi)
+        values = (radius * torch.cos(angle)).to(torch.float32)
+    if not sharded:
+        return values
+    from torch.distributed.tensor import DTensor
+
+    return DTensor.from_local(values, like.device_mesh, like.placements, run_check=False, shape=like.shape,
+                              stride=like.stride())
 
 
 def hutchinson(
@@ -104,7 +147,7 @@ def hutchinson(
     `keep_graph`, for a caller with more parameters to probe), so it is free once this returns. A gradient without a graph (its parameter enters the loss linearly)
     has a zero Hessian block: its estimate is zero.
     """
-    estimates = [torch.zeros(p.shape, dtype=compute_dtype(p), device=p.device) for p in params]
+    estimates = [torch.zeros_like(p, dtype=compute_dtype(p)) for p in params]  # (a DTensor's: a DTensor)
     live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
     if not live:
         return estimates
@@ -119,7 +162,7 @@ def hutchinson(
         )
         for i, z, hz in zip(live, probes, products):
             if hz is not None:
-                estimates[i].addcmul_(z, hz.to(estimates[i].dtype), value=1.0 / n_samples)
+                estimates[i].addcmul_(z, placed_like(hz, params[i]).to(estimates[i].dtype), value=1.0 / n_samples)
     return estimates
 
 
@@ -137,7 +180,7 @@ def gauss_newton_bartlett(logits: Tensor, params: Sequence[Tensor], *, seed: int
         labels = below.sum(dim=-1).clamp_(max=flat.shape[-1] - 1)
     sampled_loss = F.cross_entropy(flat, labels)
     grads = torch.autograd.grad(sampled_loss, list(params), allow_unused=True)
-    return [torch.zeros(p.shape, dtype=compute_dtype(p), device=p.device) if g is None else g.to(compute_dtype(p))
+    return [torch.zeros_like(p, dtype=compute_dtype(p)) if g is None else placed_like(g, p).to(compute_dtype(p))
             for p, g in zip(params, grads)]
 
 
@@ -145,7 +188,14 @@ def spatial_average(estimate: Tensor, block_sizes: Sequence[int]) -> Tensor:
     """AdaHessian's |D| averaged over blocks and spread back over them (the official instruction
     version's rule), for tensors of 0 to 4 dims; block_sizes[ndim - 1] picks the blocks:
     -1: none for 1-D, whole rows for 2-D, the last dim for 3-D, the last two for 4-D;
-    b > 0: consecutive runs of b elements (the tensor's size must be a multiple of b)."""
+    b > 0: consecutive runs of b elements (the tensor's size must be a multiple of b).
+    A DTensor's blocks may cross its shards: it is averaged whole (gathered once per refresh), and
+    each rank keeps its shard of the result."""
+    if is_dtensor(estimate):
+        from torch.distributed.tensor import distribute_tensor
+
+        whole = spatial_average(estimate.full_tensor(), block_sizes)
+        return distribute_tensor(whole, estimate.device_mesh, estimate.placements, src_data_rank=None)
     magnitude = estimate.abs()
     ndim = max(estimate.dim(), 1)
     if ndim > 4:

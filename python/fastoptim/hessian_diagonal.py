@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from . import _C
-from ._base import FusedOptimizer, check_positive_int, in_layout_of, to_float
+from ._base import FusedOptimizer, check_positive_int, in_layout_of, is_dtensor, local_of, to_float
 from .hessian import DISTRIBUTIONS, gauss_newton_bartlett, hutchinson, spatial_average
 from .wrappers import EMA, with_lookahead
 
@@ -182,6 +182,10 @@ class HessianDiagonalOptimizer(FusedOptimizer):
             if not isinstance(d, Tensor) or d.shape != p.shape:
                 got = tuple(d.shape) if isinstance(d, Tensor) else type(d).__name__
                 raise ValueError(f"hessian[{index}] must be a tensor of shape {tuple(p.shape)}, got {got}")
+            if is_dtensor(p) and not (is_dtensor(d) and d.placements == p.placements):
+                got = f"a DTensor with placements {d.placements}" if is_dtensor(d) else type(d).__name__
+                raise TypeError(f"hessian[{index}] must be a DTensor with its parameter's placements {p.placements}, "
+                                f"as its gradient is; got {got}")
         return {id(p): d for p, d in zip(params, hessian)}
 
     # ---- the step -------------------------------------------------------------------------------
@@ -245,12 +249,15 @@ class HessianDiagonalOptimizer(FusedOptimizer):
     def _fold(self, work, estimates: dict[int, Tensor]) -> None:
         """EMA of the new estimates into each group's state, one C++ call per group."""
         for group, args, _ in work:
-            chosen = [i for i, p in enumerate(args[0]) if id(p) in estimates]
+            # (the step's arguments hold what it steps, a DTensor's local shard or a contiguous copy;
+            # the estimates are keyed by the parameters, listed in the same order)
+            stepped = [p for _, p, _ in self._with_grads(group)]
+            chosen = [i for i, p in enumerate(stepped) if id(p) in estimates]
             if not chosen:
                 continue
             ema = self._state_column(group, args, self.hessian_key)
             targets = [ema[i] for i in chosen]
-            values = [in_layout_of(estimates[id(args[0][i])].to(t.dtype), t) for i, t in zip(chosen, targets)]
+            values = [in_layout_of(local_of(estimates[id(stepped[i])]).to(t.dtype), t) for i, t in zip(chosen, targets)]
             hyper = [float(group["betas"][1]), float(self.square_estimate)]
             ema_step = _HESSIAN_EMA_OP if torch.compiler.is_compiling() else _HESSIAN_EMA_DIRECT
             ema_step(values, [], targets, [], [], hyper, None)

@@ -3,7 +3,9 @@
     python dtensor_worker.py <rank> <world size> <store file> <report file>
 
 Every optimizer of the catalogue that steps without a closure of its own steps DTensor parameters
-(Shard(0), Shard(1) with uneven shards, Replicate) beside the same parameters unsharded, 20 steps; the
+(Shard(0), Shard(1) with uneven shards, Replicate) beside the same parameters unsharded, 20 steps (the
+Hessian-diagonal ones folding in stand-in estimates; and refreshing their own estimates on a
+column-parallel layer); the
 full tensors of the parameters and of every state tensor must equal the unsharded run's bit for bit,
 also after a state-dict round trip, or within 1e-6 relative where the step adds up per-tensor sums
 across the shards (LAMB, LARS, RaLars, TAdam: the same sums, added in another order), as must a
@@ -25,7 +27,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference import OPTIMIZERS, make_params, make_rich, noise_grads  # noqa: E402
+from reference import OPTIMIZERS, make_params, make_rich, noise_grads, rule_optimizer  # noqa: E402
 
 import fastoptim  # noqa: E402
 
@@ -83,6 +85,40 @@ def close(a, b):
     """Equal within 1e-6 of b's largest magnitude (a step count: exactly)."""
     a, b = a.double().flatten(), b.double().flatten()
     return a.shape == b.shape and bool(torch.all((a - b).abs() <= 1e-6 * b.abs().max())) if b.numel() else a.shape == b.shape
+
+
+def own_estimates(name, mesh):
+    """`name` refreshing its own estimates (step(closure), every other step: Hutchinson's, or for
+    SophiaG the gradient at labels sampled from the logits) on a column-parallel layer, x W + b with
+    W Shard(1) and b Shard(0), beside the same layer unsharded, 6 steps: bit for bit (each shard's
+    probe is its part of the whole tensor's)."""
+    torch.manual_seed(0)
+    w, b, x = torch.randn(6, 8, dtype=torch.float64), torch.randn(8, dtype=torch.float64), torch.randn(5, 6, dtype=torch.float64)
+    plain = [w.clone().requires_grad_(), b.clone().requires_grad_()]
+    sharded = [torch.nn.Parameter(distribute_tensor(w.clone(), mesh, [Shard(1)])),
+               torch.nn.Parameter(distribute_tensor(b.clone(), mesh, [Shard(0)]))]
+    period = "update_period" if name == "AdaHessian" else "hessian_update_interval"
+    opt, ref = (getattr(fastoptim, name)(ps, lr=1e-2, seed=3, **{period: 2}) for ps in (sharded, plain))
+
+    def closure(o, ps, inputs):
+        o.zero_grad()
+        logits = inputs @ ps[0] + ps[1]
+        logits = logits.full_tensor() if isinstance(logits, torch.distributed.tensor.DTensor) else logits
+        loss = (torch.tanh(logits) ** 2).sum()
+        return (loss, logits) if name == "SophiaG" else loss
+
+    x_replicated = distribute_tensor(x, mesh, [Replicate()])
+    for _ in range(6):
+        opt.step(lambda: closure(opt, sharded, x_replicated))
+        ref.step(lambda: closure(ref, plain, x))
+    failures = [f"{name} own estimates: parameter {i}" for i, (p, q) in enumerate(zip(sharded, plain))
+                if not torch.equal(p.full_tensor(), q.detach())]
+    key = opt.hessian_key
+    if not torch.equal(opt.state[sharded[0]][key].full_tensor(), ref.state[plain[0]][key]):
+        failures.append(f"{name} own estimates: state {key!r}")
+    if torch.equal(plain[0].detach(), w) or not ref.state[plain[0]][key].count_nonzero():
+        failures.append(f"{name} own estimates: the steps did not move the weights or estimate anything")
+    return failures
 
 
 def fsdp2(name, mesh):
@@ -196,10 +232,8 @@ def main():
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     mesh = init_device_mesh("cpu", (world,))
     failures, runs = [], []
-    for name in OPTIMIZERS:
-        opt = make_rich(name, make_params([(2, 2)], torch.float32))
-        if not isinstance(opt, fastoptim._base.FusedOptimizer):
-            continue  # (wrappers and the Hessian-diagonal optimizers: not yet)
+    for name in OPTIMIZERS:  # (the Hessian-diagonal ones fold in stand-in estimates of the gradients: make_rich)
+        opt = rule_optimizer(make_rich(name, make_params([(2, 2)], torch.float32)))
         whole = any(opt._steps_whole_tensors(group) for group in opt.param_groups)
         adds_up = opt._rule_of(opt.param_groups[0]).shard_sums  # (the same sums, added in another order)
         for placement in [Replicate()] if whole else [Shard(0), Shard(1), Replicate()]:
@@ -212,6 +246,9 @@ def main():
         for placement in (Shard(0), Shard(1)):
             failures += run(name, placement, mesh, exact=name != "Scout", make=make)
             runs.append(f"{name}(AdamW) {placement}")
+    for name in ("SophiaH", "AdaHessian", "SophiaG"):
+        failures += own_estimates(name, mesh)
+        runs.append(f"{name} own estimates")
     for name in ("AdamW", "Lion", "ADOPT", "NAdam", "Muon"):
         failures += fsdp2(name, mesh)
         runs.append(f"FSDP2 {name}")

@@ -1,6 +1,7 @@
 """DTensor parameters (issue 20): every element-wise optimizer steps their local shards, with state
 as DTensors of the same placements; those with per-tensor sums add up their shards' sums between the
-halves of a split step; those whose step needs rows of each tensor whole refuse shards."""
+halves of a split step; those whose step needs rows of each tensor whole refuse shards; the
+Hessian-diagonal ones fold in estimates of each shard (their probes: the whole tensor's, shard by shard)."""
 
 import os
 import subprocess
@@ -30,6 +31,8 @@ def test_two_ranks_step_their_shards_as_one_process_steps_the_whole_and_fsdp2_tr
     assert "LAMB max_grad_norm S(0)" in runs and "Adan max_grad_norm S(0)" in runs and "AdamP R" in runs
     assert "FSDP2 transformer AdamW = torch.optim.AdamW" in runs and "DCP resume LAMB" in runs
     assert all(f"{name}(AdamW) S(1)" in runs for name in ("Lookahead", "Scout", "EMA", "SWA")), runs
+    assert all(f"{name} S(1)" in runs for name in ("SophiaG", "SophiaH", "AdaHessian", "SophiaOptim")), runs
+    assert all(f"{name} own estimates" in runs for name in ("SophiaH", "AdaHessian", "SophiaG")), runs
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +153,22 @@ def test_a_wrapper_buffer_of_other_placements_is_refused_when_loaded(one_rank_me
                                         r"of its placements \(Shard\(dim=0\),\), got Tensor"):
         opt.load_state_dict(saved)
     assert opt.state[p]["slow_param"] is before
+
+
+def test_an_estimate_for_a_dtensor_parameter_must_be_one_of_its_placements(one_rank_mesh):
+    """A Hessian-diagonal optimizer folds each shard's part of an estimate: a plain tensor (or other
+    placements) for a DTensor parameter is refused by name before anything changes."""
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+    p = torch.nn.Parameter(distribute_tensor(torch.randn(8, 4), one_rank_mesh, [Shard(0)]))
+    p.grad = distribute_tensor(torch.randn(8, 4), one_rank_mesh, [Shard(0)])
+    before = p.full_tensor().clone()
+    opt = fastoptim.SophiaH([p])
+    for estimate, got in [(torch.ones(8, 4), "got Tensor"),
+                          (distribute_tensor(torch.ones(8, 4), one_rank_mesh, [Replicate()]), r"got a DTensor with placements \(Replicate\(\),\)")]:
+        with pytest.raises(TypeError, match=r"hessian\[0\] must be a DTensor with its parameter's placements "
+                                            r"\(Shard\(dim=0\),\), as its gradient is; " + got):
+            opt.step(hessian=[estimate])
+    assert torch.equal(p.full_tensor(), before) and len(opt.state) == 0
+    opt.step(hessian=[distribute_tensor(torch.ones(8, 4), one_rank_mesh, [Shard(0)])])
+    assert torch.equal(opt.state[p]["hessian"].full_tensor(), torch.full((8, 4), 1 - 0.99))  # (1 - beta2) * 1
