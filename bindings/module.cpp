@@ -161,21 +161,21 @@ PYBIND11_MODULE(_C, m) {
          const std::vector<double>& hyper, const std::optional<at::Tensor>& lr,                               \
          const std::optional<at::Tensor>& grad_scale, const std::vector<at::Tensor>& rounding, bool check_only, \
          const std::optional<at::Tensor>& shard_sums, std::int64_t sums_pass,                                \
-         const std::vector<std::int64_t>& whole_numels) {                                                     \
+         const std::vector<std::int64_t>& whole_numels, const std::vector<std::int64_t>& first_indices) {      \
         std::unique_ptr<bool[]> flags(new bool[fresh.size()]);                                               \
         std::copy(fresh.begin(), fresh.end(), flags.get());                                                  \
         translating_errors([&] {                                                                             \
           aten::elementwise_step<rules::Type>(params, grads, state, steps,                                   \
                                               c10::ArrayRef<bool>(flags.get(), fresh.size()), hyper, lr,     \
                                               grad_scale, check_only, rounding, shard_sums, sums_pass,       \
-                                              whole_numels);                                                 \
+                                              whole_numels, first_indices);                                  \
         });                                                                                                  \
       },                                                                                                     \
       py::arg("params"), py::arg("grads"), py::arg("state"), py::arg("steps"), py::arg("fresh"),              \
       py::arg("hyper"), py::arg("lr") = py::none(), py::arg("grad_scale") = py::none(),                     \
       py::arg("rounding") = std::vector<at::Tensor>(), py::arg("check_only") = false,                         \
       py::arg("shard_sums") = py::none(), py::arg("sums_pass") = 0,                                           \
-      py::arg("whole_numels") = std::vector<std::int64_t>());
+      py::arg("whole_numels") = std::vector<std::int64_t>(), py::arg("first_indices") = std::vector<std::int64_t>());
   FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_DIRECT)
 #undef FASTOPTIM_DIRECT
 

@@ -80,6 +80,18 @@ def local_of(t: Tensor) -> Tensor:
     return t.to_local() if is_dtensor(t) else t
 
 
+def first_index_of_shard(param: Tensor) -> int | None:
+    """Where a DTensor's local shard starts in the whole tensor's row-major order, for a shard that
+    is one run of the whole tensor's elements (every Shard placement on dim 0, FSDP2's); None for one
+    that is not (a Shard(1) shard is a piece of every row)."""
+    if any(placement.is_shard() and placement.dim != 0 for placement in param.placements):
+        return None
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    _, offset = compute_local_shape_and_global_offset(param.shape, param.device_mesh, param.placements)
+    return offset[0] * math.prod(param.shape[1:]) if offset else 0
+
+
 def add_up_across_shards(values: Tensor, shards: dict[tuple[Any, tuple[int, ...]], list[int]]) -> None:
     """Adds up, in place, each listed row of `values` across the ranks of its mesh dimensions:
     `shards` maps (mesh, mesh dimensions) to row positions (as _sharded_positions gives them); one
@@ -471,6 +483,12 @@ class FusedOptimizer(torch.optim.Optimizer):
                 "(sums across shards are added up for per-tensor sums only, as LAMB's and LARS's: use such an "
                 "optimizer, or an element-wise one such as AdamW, for sharded parameters)"
             )
+        if group.get("stochastic_rounding") and param.dtype == torch.bfloat16 and first_index_of_shard(param) is None:
+            raise ValueError(
+                f"{type(self).__name__}: stochastic rounding keys its random bits by element position, so it rounds a "
+                f"sharded bfloat16 parameter only when each shard is one run of the whole tensor (sharded along dim 0, "
+                f"as FSDP2 shards); {label} has placements {param.placements}"
+            )
         return param.to_local(), grad.to_local()
 
     def _check_new_params(self, params: list[Tensor], groups: list[dict[str, Any]]) -> None:
@@ -812,14 +830,19 @@ class FusedOptimizer(torch.optim.Optimizer):
         the sharded step is the unsharded one (up to the order of the additions)."""
         rule = self._rule_of(group)
         shards = self._sharded_positions(group) if rule.shard_sums else {}
+        keys = {}
+        if self._holds_dtensors and group.get("stochastic_rounding"):
+            # (stochastic rounding keys its bits by element: a shard's elements by their index in the whole
+            # tensor, so sharded and unsharded runs round alike; _local_shards refused other shards)
+            keys["first_indices"] = [(first_index_of_shard(p) or 0) if is_dtensor(p) else 0 for _, p, _ in self._with_grads(group)]
         if not shards:
-            entry(*args)
+            entry(*args, **keys)
             return
         sums = torch.zeros(len(args[0]), rule.shard_sums, dtype=torch.float64)
         whole_numels = [p.numel() for _, p, _ in self._with_grads(group)]  # (a DTensor's: the whole tensor's)
-        entry(*args, shard_sums=sums, sums_pass=1, whole_numels=whole_numels)
+        entry(*args, shard_sums=sums, sums_pass=1, whole_numels=whole_numels, **keys)
         add_up_across_shards(sums, shards)
-        entry(*args, shard_sums=sums, sums_pass=2, whole_numels=whole_numels)
+        entry(*args, shard_sums=sums, sums_pass=2, whole_numels=whole_numels, **keys)
 
     @staticmethod
     def _grad_scale(group: dict[str, Any], grad_norm: Tensor | None) -> Tensor | None:

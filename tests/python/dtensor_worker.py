@@ -47,11 +47,11 @@ WRAPPERS = {
 }
 
 
-def run(name, placement, mesh, exact=True, make=None, **options):
+def run(name, placement, mesh, exact=True, make=None, dtype=torch.float32, **options):
     """20 steps of `name` (built by `make`, or with its record's rich options and `options`) on
-    DTensors of `placement` beside the same unsharded; `exact`: bit for bit, else within 1e-6."""
+    DTensors of `placement` and `dtype` beside the same unsharded; `exact`: bit for bit, else within 1e-6."""
     make = make or (lambda ps: make_rich(name, ps, **options))
-    params = make_params(SHAPES, torch.float32)
+    params = make_params(SHAPES, dtype)
     plain = [p.detach().clone().requires_grad_() for p in params]
     dparams = [torch.nn.Parameter(distribute_tensor(p.detach().clone(), mesh, placements_of(p.shape, placement)))
                for p in params]
@@ -68,7 +68,7 @@ def run(name, placement, mesh, exact=True, make=None, **options):
             opt = make(dparams)
             opt.load_state_dict(saved)
     same = torch.equal if exact else close
-    label = f"{name}{' ' + str(options) if options else ''} {placement}"
+    label = f"{name}{' ' + str(options) if options else ''} {placement}{'' if dtype == torch.float32 else ' ' + str(dtype)}"
     failures = []
     for i, (p, q) in enumerate(zip(dparams, plain)):
         if not same(p.full_tensor(), q.detach()):
@@ -239,6 +239,11 @@ def main():
         for placement in [Replicate()] if whole else [Shard(0), Shard(1), Replicate()]:
             failures += run(name, placement, mesh, exact=not (adds_up and isinstance(placement, Shard)))
             runs.append(f"{name} {placement}")
+    for name in ("AdamW", "Lion"):  # bf16 stored by stochastic rounding: bits keyed by the whole tensor's elements
+        for placement in (Shard(0), Replicate()):
+            make = lambda ps, name=name: make_rich(name, [{"params": ps, "rounding_seed": 5}], stochastic_rounding=True)  # noqa: E731
+            failures += run(f"{name} stochastic_rounding", placement, mesh, make=make, dtype=torch.bfloat16)
+            runs.append(f"{name} stochastic_rounding {placement}")
     for name in ("LAMB", "Adan"):  # a global gradient-norm clip: the norm of the whole gradients
         failures += run(name, Shard(0), mesh, exact=False, max_grad_norm=0.5)
         runs.append(f"{name} max_grad_norm {Shard(0)}")

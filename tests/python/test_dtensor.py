@@ -33,6 +33,7 @@ def test_two_ranks_step_their_shards_as_one_process_steps_the_whole_and_fsdp2_tr
     assert all(f"{name}(AdamW) S(1)" in runs for name in ("Lookahead", "Scout", "EMA", "SWA")), runs
     assert all(f"{name} S(1)" in runs for name in ("SophiaG", "SophiaH", "AdaHessian", "SophiaOptim")), runs
     assert all(f"{name} own estimates" in runs for name in ("SophiaH", "AdaHessian", "SophiaG")), runs
+    assert "AdamW stochastic_rounding S(0)" in runs and "Lion stochastic_rounding S(0)" in runs
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +173,20 @@ def test_an_estimate_for_a_dtensor_parameter_must_be_one_of_its_placements(one_r
     assert torch.equal(p.full_tensor(), before) and len(opt.state) == 0
     opt.step(hessian=[distribute_tensor(torch.ones(8, 4), one_rank_mesh, [Shard(0)])])
     assert torch.equal(opt.state[p]["hessian"].full_tensor(), torch.full((8, 4), 1 - 0.99))  # (1 - beta2) * 1
+
+
+def test_stochastic_rounding_refuses_a_shard_that_is_not_one_run_of_the_whole_tensor(one_rank_mesh):
+    """Its bits are keyed by the element's index in the whole tensor, which a Shard(1) shard's
+    elements are not one run of: refused by name before anything changes (Shard(0) is stepped: the
+    two-rank test)."""
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    p = torch.nn.Parameter(distribute_tensor(torch.randn(8, 4).bfloat16(), one_rank_mesh, [Shard(1)]))
+    p.grad = distribute_tensor(torch.randn(8, 4).bfloat16(), one_rank_mesh, [Shard(1)])
+    before = p.full_tensor().clone()
+    opt = fastoptim.AdamW([p], stochastic_rounding=True)
+    with pytest.raises(ValueError, match=r"stochastic rounding keys its random bits by element position, so it rounds a "
+                                         r"sharded bfloat16 parameter only when each shard is one run of the whole tensor "
+                                         r".*; parameter #0 \(shape \(8, 4\)\) of param group 0 has placements \(Shard\(dim=1\),\)"):
+        opt.step()
+    assert torch.equal(p.full_tensor(), before) and len(opt.state) == 0

@@ -67,6 +67,7 @@ struct StepCall {
   const std::optional<at::Tensor>& shard_sums;
   std::int64_t sums_pass;
   c10::ArrayRef<std::int64_t> whole_numels;
+  c10::ArrayRef<std::int64_t> first_indices;
 };
 
 // What the checks of a step found.

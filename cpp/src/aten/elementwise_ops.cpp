@@ -273,7 +273,8 @@ struct DtypeBatch {
 
 template <class Rule>
 CheckedStep<Rule> check_step(const char* op, const StepCall& call, const at::Device& device) {
-  const auto& [params, grads, state, steps, fresh, hyper, lr, grad_scale, rounding, shard_sums, sums_pass, whole_numels] = call;
+  const auto& [params, grads, state, steps, fresh, hyper, lr, grad_scale, rounding, shard_sums, sums_pass, whole_numels,
+                first_indices] = call;
   CheckedStep<Rule> checked;
   checked.hyper = checked_hyper<Rule>(op, hyper, lr, device);
   check_split<Rule>(op, params, shard_sums, sums_pass, whole_numels);
@@ -281,9 +282,15 @@ CheckedStep<Rule> check_step(const char* op, const StepCall& call, const at::Dev
     TORCH_CHECK_VALUE(rules::scales_grad<Rule>::value, op, ": this rule takes no grad_scale, but one was given");
     check_scalar_tensor(*grad_scale, std::string(op) + ": grad_scale", device);
   }
+  TORCH_CHECK_VALUE(first_indices.empty() || first_indices.size() == params.size(), op,
+                    ": first_indices must be empty or have one index per param (", params.size(), "), got ",
+                    first_indices.size());
+  for (size_t i = 0; i < first_indices.size(); ++i)
+    TORCH_CHECK_VALUE(first_indices[i] >= 0, op, ": first_indices[", i, "] is ", first_indices[i], "; it must be >= 0");
   if (device.is_cuda()) {
     // (what the CUDA kernels do not do yet)
     TORCH_CHECK_VALUE(rounding.empty(), op, ": stochastic rounding runs on the CPU only so far (params on ", device, ")");
+    TORCH_CHECK_VALUE(first_indices.empty(), op, ": first_indices (sharded DTensors) run on the CPU only so far");
     TORCH_CHECK_VALUE(sums_pass == 0, op, ": a step split at its sums (sharded DTensors) runs on the CPU only so far");
   }
   const size_t n = params.size();
@@ -368,7 +375,8 @@ using Batches = std::array<DtypeBatch<Rule>, 7>;
 // prepared, its tensors listed in the batch of its storage variant (an empty one is counted, not listed).
 template <class Rule>
 Batches<Rule> prepare_batches(const StepCall& call, const CheckedStep<Rule>& checked) {
-  const auto& [params, grads, state, steps, fresh, hyper, lr, grad_scale, rounding, shard_sums, sums_pass, whole_numels] = call;
+  const auto& [params, grads, state, steps, fresh, hyper, lr, grad_scale, rounding, shard_sums, sums_pass, whole_numels,
+                first_indices] = call;
   const auto& h = checked.hyper;
   const std::vector<int>& slots = checked.slots;
   const std::vector<int>& coded_slots = checked.coded_slots;
@@ -407,6 +415,7 @@ Batches<Rule> prepare_batches(const StepCall& call, const CheckedStep<Rule>& che
       t.state_scale[slots[size_t(coded_slots[c])]] = state[(slots.size() + c) * n + i].data_ptr<float>();
     t.numel = p.numel();
     t.rows = rows;
+    t.first_index = first_indices.empty() ? 0 : first_indices[i];
     if (!rounding.empty()) set_rounding(t, rounding[i], rounding_step);
     batch.tensors.push_back(t);
     batch.param_index.push_back(i);
@@ -452,10 +461,11 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
                       c10::ArrayRef<bool> fresh, c10::ArrayRef<double> hyper, const std::optional<at::Tensor>& lr,
                       const std::optional<at::Tensor>& grad_scale, bool check_only, at::TensorList rounding,
                       const std::optional<at::Tensor>& shard_sums, std::int64_t sums_pass,
-                      c10::ArrayRef<std::int64_t> whole_numels) {
+                      c10::ArrayRef<std::int64_t> whole_numels, c10::ArrayRef<std::int64_t> first_indices) {
   const std::string op_name = std::string("fastoptim::") + Rule::kName + "_step_";
   const char* op = op_name.c_str();
-  const StepCall call{params, grads, state, steps, fresh, hyper, lr, grad_scale, rounding, shard_sums, sums_pass, whole_numels};
+  const StepCall call{params, grads,      state,      steps,     fresh,        hyper,
+                      lr,     grad_scale, rounding, shard_sums, sums_pass, whole_numels, first_indices};
   // The call's device: the CPU, or in a build with the CUDA kernels (cuda_ops.cpp), the CUDA device
   // of params[0], whose step runs there.
 #if defined(FASTOPTIM_CUDA_OPS)
@@ -515,7 +525,7 @@ at::Tensor decode_eight_bit(const at::Tensor& codes, const at::Tensor& scales) {
                                               c10::ArrayRef<bool>, c10::ArrayRef<double>,                        \
                                               const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, \
                                               bool, at::TensorList, const std::optional<at::Tensor>&, std::int64_t, \
-                                              c10::ArrayRef<std::int64_t>);
+                                              c10::ArrayRef<std::int64_t>, c10::ArrayRef<std::int64_t>);
 FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_INSTANTIATE)
 #undef FASTOPTIM_INSTANTIATE
 
@@ -598,10 +608,10 @@ void elementwise_step_op(at::TensorList params, at::TensorList grads, at::Tensor
                          const c10::List<bool>& fresh, c10::ArrayRef<double> hyper,
                          const std::optional<at::Tensor>& lr, const std::optional<at::Tensor>& grad_scale,
                          std::optional<at::TensorList> rounding, const std::optional<at::Tensor>& shard_sums,
-                         std::int64_t sums_pass, c10::IntArrayRef whole_numels) {
+                         std::int64_t sums_pass, c10::IntArrayRef whole_numels, c10::IntArrayRef first_indices) {
   const FreshFlags flags(fresh);
-  elementwise_step<Rule>(params, grads, state, steps, flags.ref(), hyper, lr,
-                         grad_scale, false, rounding.value_or(at::TensorList()), shard_sums, sums_pass, whole_numels);
+  elementwise_step<Rule>(params, grads, state, steps, flags.ref(), hyper, lr, grad_scale, false,
+                         rounding.value_or(at::TensorList()), shard_sums, sums_pass, whole_numels, first_indices);
 }
 
 // Shape inference for torch.compile: the ops mutate their inputs in place and return nothing. The
@@ -609,7 +619,7 @@ void elementwise_step_op(at::TensorList params, at::TensorList grads, at::Tensor
 void elementwise_step_meta(at::TensorList params, at::TensorList grads, at::TensorList state, at::TensorList steps,
                            const c10::List<bool>&, c10::ArrayRef<double>, const std::optional<at::Tensor>& lr,
                            const std::optional<at::Tensor>& grad_scale, std::optional<at::TensorList> rounding,
-                           const std::optional<at::Tensor>& shard_sums, std::int64_t, c10::IntArrayRef) {
+                           const std::optional<at::Tensor>& shard_sums, std::int64_t, c10::IntArrayRef, c10::IntArrayRef) {
   auto check = [](at::TensorList list, const char* name) {
     for (size_t i = 0; i < list.size(); ++i)
       TORCH_CHECK_VALUE(list[i].is_meta(), "fastoptim: ", name, "[", i, "] is on ", list[i].device(),
@@ -638,7 +648,7 @@ void factored_step_meta(at::TensorList params, at::TensorList grads, at::TensorL
   std::vector<at::Tensor> factors(row_factors.begin(), row_factors.end());
   factors.insert(factors.end(), column_factors.begin(), column_factors.end());
   elementwise_step_meta(params, grads, factors, steps, c10::List<bool>(), hyper, lr, std::nullopt, std::nullopt,
-                        std::nullopt, 0, {});
+                        std::nullopt, 0, {}, {});
 }
 
 }  // namespace
@@ -646,7 +656,7 @@ void factored_step_meta(at::TensorList params, at::TensorList grads, at::TensorL
 #define FASTOPTIM_OP_SCHEMA(name)                                                                      \
   #name "_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] state, Tensor(c!)[] steps, bool[] fresh, " \
         "float[] hyper, Tensor? lr=None, Tensor? grad_scale=None, Tensor(d!)[]? rounding=None, "                  \
-        "Tensor(e!)? shard_sums=None, int sums_pass=0, int[] whole_numels=[]) -> ()"
+        "Tensor(e!)? shard_sums=None, int sums_pass=0, int[] whole_numels=[], int[] first_indices=[]) -> ()"
 
 #define FASTOPTIM_FACTORED_SCHEMA                                                                          \
   "adafactor_factored_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] row_factors, "               \

@@ -24,13 +24,16 @@ namespace fastoptim::aten {
 // writes each param's sums into its row of `shard_sums` (float64, params x kSums), 2 takes them
 // (added up across the shards by the caller) and runs finish and pass 2 from the same arguments;
 // `whole_numels` then gives each param's whole tensor's element count (a shard's step sees the
-// tensor's size: TAdam's d), or is empty (each param is whole).
+// tensor's size: TAdam's d), or is empty (each param is whole). `first_indices` is empty, or gives
+// each param's index of its element 0 in the whole tensor (a shard's), which keys stochastic
+// rounding and the rules keyed by element index as the whole tensor's elements.
 template <class Rule>
 void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorList state, at::TensorList steps,
                       c10::ArrayRef<bool> fresh, c10::ArrayRef<double> hyper, const std::optional<at::Tensor>& lr,
                       const std::optional<at::Tensor>& grad_scale, bool check_only = false,
                       at::TensorList rounding = {}, const std::optional<at::Tensor>& shard_sums = std::nullopt,
-                      std::int64_t sums_pass = 0, c10::ArrayRef<std::int64_t> whole_numels = {});
+                      std::int64_t sums_pass = 0, c10::ArrayRef<std::int64_t> whole_numels = {},
+                      c10::ArrayRef<std::int64_t> first_indices = {});
 
 // Adafactor's step of its matrices (ndim >= 2, contiguous): torch.optim.Adafactor's row and column
 // factors of the second moment beside each, `steps` one counter per param; `hyper` and `lr` as
