@@ -454,12 +454,24 @@ class FusedOptimizer(torch.optim.Optimizer):
             raise
         self._holds_dtensors = self._holds_dtensors or any(is_dtensor(p) for p in self.param_groups[-1]["params"])
 
+    #: whether the rule's row-major work is row by row (AMaC's centralization of each row of dim 0,
+    #: its noise keyed by element): a Shard(0) shard, rows whole and one run of the whole tensor's
+    #: elements, then steps as its part of the whole (AdamP's layer view and Adafactor's column
+    #: factors need every row)
+    steps_row_shards = False
+
     def _steps_whole_tensors(self, group: dict[str, Any]) -> bool:
         """Whether `group`'s step needs each tensor whole: its rule sums over rows of a tensor or keys
         noise by element position (row_major, and no sums to add up across shards). Such a group
-        steps DTensors only when they are replicated."""
+        steps DTensors only when they are replicated (or with steps_row_shards, sharded along dim 0)."""
         rule = self._rule_of(group)
         return rule.row_major and not rule.shard_sums
+
+    def _steps_shard(self, group: dict[str, Any], param: Tensor) -> bool:
+        """Whether `group`'s step takes this DTensor parameter's local shard as its part of the whole."""
+        if not self._steps_whole_tensors(group) or all(placement.is_replicate() for placement in param.placements):
+            return True
+        return self.steps_row_shards and first_index_of_shard(param) is not None
 
     def _local_shards(self, group: dict[str, Any], index: int, param: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
         """The local shards of a DTensor parameter and its gradient, which the step updates in place
@@ -476,10 +488,11 @@ class FusedOptimizer(torch.optim.Optimizer):
         if any(placement.is_partial() for placement in grad.placements):
             raise TypeError(f"{type(self).__name__}: the gradient of {label} has a pending reduction "
                             f"({grad.placements}); reduce it (redistribute) before the step")
-        if self._steps_whole_tensors(group) and not all(placement.is_replicate() for placement in param.placements):
+        if not self._steps_shard(group, param):
+            also = " or sharded along dim 0" if self.steps_row_shards else ""
             raise ValueError(
                 f"{type(self).__name__} reduces over rows of each whole tensor (or keys noise by element position), so "
-                f"it steps a DTensor parameter only when it is replicated; {label} has placements {param.placements} "
+                f"it steps a DTensor parameter only when it is replicated{also}; {label} has placements {param.placements} "
                 "(sums across shards are added up for per-tensor sums only, as LAMB's and LARS's: use such an "
                 "optimizer, or an element-wise one such as AdamW, for sharded parameters)"
             )
@@ -831,10 +844,12 @@ class FusedOptimizer(torch.optim.Optimizer):
         rule = self._rule_of(group)
         shards = self._sharded_positions(group) if rule.shard_sums else {}
         keys = {}
-        if self._holds_dtensors and group.get("stochastic_rounding"):
-            # (stochastic rounding keys its bits by element: a shard's elements by their index in the whole
-            # tensor, so sharded and unsharded runs round alike; _local_shards refused other shards)
-            keys["first_indices"] = [(first_index_of_shard(p) or 0) if is_dtensor(p) else 0 for _, p, _ in self._with_grads(group)]
+        if self._holds_dtensors and (group.get("stochastic_rounding") or self.steps_row_shards):
+            # (stochastic rounding and AMaC's noise key their bits by element: a shard's elements by their
+            # index in the whole tensor, so sharded and unsharded runs draw alike; _local_shards refused
+            # the shards that are not one run of it)
+            firsts = [(first_index_of_shard(p) or 0) if is_dtensor(p) else 0 for _, p, _ in self._with_grads(group)]
+            keys = dict(first_indices=firsts) if any(firsts) else {}
         if not shards:
             entry(*args, **keys)
             return

@@ -11,7 +11,8 @@ also after a state-dict round trip, or within 1e-6 relative where the step adds 
 across the shards (LAMB, LARS, RaLars, TAdam: the same sums, added in another order), as must a
 global gradient-norm clip (max_grad_norm) of sharded gradients; so do the wrappers around AdamW
 (Scout within 1e-6: its coherence sums over each tensor). Optimizers whose step needs rows of
-each tensor whole (AdamP, AMaC) take Replicate only (their refusal of shards is tested in one process). Then a model under FSDP2's fully_shard trains as
+each tensor whole take Replicate only (AdamP), or Shard(0) too (AMaC, row by row); their refusal of
+other shards is tested in one process. Then a model under FSDP2's fully_shard trains as
 the unsharded one does, and its optimizer state goes through torch.distributed.checkpoint's
 get/set_optimizer_state_dict; a transformer block under FSDP2 trains with fastoptim.AdamW as with
 torch.optim.AdamW; and a run saved by torch.distributed.checkpoint at step 10 resumes bit for bit. Rank 0 writes the runs on the report's first
@@ -236,7 +237,8 @@ def main():
         opt = rule_optimizer(make_rich(name, make_params([(2, 2)], torch.float32)))
         whole = any(opt._steps_whole_tensors(group) for group in opt.param_groups)
         adds_up = opt._rule_of(opt.param_groups[0]).shard_sums  # (the same sums, added in another order)
-        for placement in [Replicate()] if whole else [Shard(0), Shard(1), Replicate()]:
+        # (AMaC's rows stay whole in a Shard(0) shard: it steps that too)
+        for placement in [Shard(0), Replicate()] if whole and opt.steps_row_shards else [Replicate()] if whole else [Shard(0), Shard(1), Replicate()]:
             failures += run(name, placement, mesh, exact=not (adds_up and isinstance(placement, Shard)))
             runs.append(f"{name} {placement}")
     for name in ("AdamW", "Lion"):  # bf16 stored by stochastic rounding: bits keyed by the whole tensor's elements

@@ -33,7 +33,7 @@ def test_two_ranks_step_their_shards_as_one_process_steps_the_whole_and_fsdp2_tr
     assert all(f"{name}(AdamW) S(1)" in runs for name in ("Lookahead", "Scout", "EMA", "SWA")), runs
     assert all(f"{name} S(1)" in runs for name in ("SophiaG", "SophiaH", "AdaHessian", "SophiaOptim")), runs
     assert all(f"{name} own estimates" in runs for name in ("SophiaH", "AdaHessian", "SophiaG")), runs
-    assert "AdamW stochastic_rounding S(0)" in runs and "Lion stochastic_rounding S(0)" in runs
+    assert "AdamW stochastic_rounding S(0)" in runs and "Lion stochastic_rounding S(0)" in runs and "AMaC S(0)" in runs
 
 
 @pytest.fixture(scope="module")
@@ -46,17 +46,19 @@ def one_rank_mesh(tmp_path_factory):
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("name", ["AdamP", "AMaC"])
-def test_a_rule_that_needs_whole_rows_refuses_shards_before_anything_changes(one_rank_mesh, name):
+@pytest.mark.parametrize("name,dim,takes", [("AdamP", 0, ""), ("AMaC", 1, " or sharded along dim 0")])
+def test_a_rule_that_needs_whole_rows_refuses_shards_before_anything_changes(one_rank_mesh, name, dim, takes):
+    """AdamP's layer view needs every row (Replicate only); AMaC works row by row (Shard(0) too: the
+    two-rank test), so it refuses a Shard(1) shard."""
     from torch.distributed.tensor import Shard, distribute_tensor
 
-    p = torch.nn.Parameter(distribute_tensor(torch.randn(8, 4), one_rank_mesh, [Shard(0)]))
-    p.grad = distribute_tensor(torch.randn(8, 4), one_rank_mesh, [Shard(0)])
+    p = torch.nn.Parameter(distribute_tensor(torch.randn(8, 4), one_rank_mesh, [Shard(dim)]))
+    p.grad = distribute_tensor(torch.randn(8, 4), one_rank_mesh, [Shard(dim)])
     before = p.full_tensor().clone()
     opt = getattr(fastoptim, name)([p])
     with pytest.raises(ValueError, match=r"reduces over rows of each whole tensor .* so it steps a DTensor parameter only "
-                                         r"when it is replicated; parameter #0 "
-                                         r"\(shape \(8, 4\)\) of param group 0 has placements \(Shard\(dim=0\),\)"):
+                                         rf"when it is replicated{takes}; parameter #0 "
+                                         rf"\(shape \(8, 4\)\) of param group 0 has placements \(Shard\(dim={dim}\),\)"):
         opt.step()
     assert torch.equal(p.full_tensor(), before) and len(opt.state) == 0
 
