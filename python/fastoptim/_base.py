@@ -80,15 +80,24 @@ def local_of(t: Tensor) -> Tensor:
     return t.to_local() if is_dtensor(t) else t
 
 
+def shard_extent(param: Tensor) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A DTensor's local shard: its shape, and the index in the whole tensor of its first element
+    along each dim (as DTensor itself places shards)."""
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    return compute_local_shape_and_global_offset(param.shape, param.device_mesh, param.placements)
+
+
 def first_index_of_shard(param: Tensor) -> int | None:
     """Where a DTensor's local shard starts in the whole tensor's row-major order, for a shard that
     is one run of the whole tensor's elements (every Shard placement on dim 0, FSDP2's); None for one
-    that is not (a Shard(1) shard is a piece of every row)."""
-    if any(placement.is_shard() and placement.dim != 0 for placement in param.placements):
-        return None
-    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+    that is not (a Shard(1) shard is a piece of every row; a strided shard, FSDP2's beside tensor
+    parallelism, interleaves)."""
+    from torch.distributed.tensor import Shard
 
-    _, offset = compute_local_shape_and_global_offset(param.shape, param.device_mesh, param.placements)
+    if any(placement.is_shard() and (type(placement) is not Shard or placement.dim != 0) for placement in param.placements):
+        return None
+    _, offset = shard_extent(param)
     return offset[0] * math.prod(param.shape[1:]) if offset else 0
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._base import is_dtensor
+from ._base import is_dtensor, shard_extent
 
 DISTRIBUTIONS = ("rademacher", "gaussian")
 # the "parameter position" of the label draws of Sophia-G (probes use positions 0, 1, ...)
@@ -74,9 +74,7 @@ def random_bits(key: Tensor, count: int) -> Tensor:
 def _shard_indices(like: Tensor) -> Tensor:
     """The positions, in the whole tensor's row-major order, of the elements a DTensor's local shard
     holds (int64, shaped like the shard), from where DTensor places the shard in the whole tensor."""
-    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
-
-    local_shape, offset = compute_local_shape_and_global_offset(like.shape, like.device_mesh, like.placements)
+    local_shape, offset = shard_extent(like)
     local = like.to_local()
     indices = torch.zeros(local_shape, dtype=torch.int64, device=local.device)
     stride = 1

@@ -237,8 +237,10 @@ def main():
         opt = rule_optimizer(make_rich(name, make_params([(2, 2)], torch.float32)))
         whole = any(opt._steps_whole_tensors(group) for group in opt.param_groups)
         adds_up = opt._rule_of(opt.param_groups[0]).shard_sums  # (the same sums, added in another order)
-        # (AMaC's rows stay whole in a Shard(0) shard: it steps that too)
-        for placement in [Shard(0), Replicate()] if whole and opt.steps_row_shards else [Replicate()] if whole else [Shard(0), Shard(1), Replicate()]:
+        placements = [Shard(0), Shard(1), Replicate()]
+        if whole:  # (AMaC's rows stay whole in a Shard(0) shard: it steps that too)
+            placements = [Shard(0), Replicate()] if opt.steps_row_shards else [Replicate()]
+        for placement in placements:
             failures += run(name, placement, mesh, exact=not (adds_up and isinstance(placement, Shard)))
             runs.append(f"{name} {placement}")
     for name in ("AdamW", "Lion"):  # bf16 stored by stochastic rounding: bits keyed by the whole tensor's elements
