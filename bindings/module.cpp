@@ -40,8 +40,13 @@ py::dict describe() {
   d["counts_steps"] = Rule::kCountsSteps;
   d["reads_grad"] = rules::reads_grad<Rule>::value;
   d["row_major"] = aten::needs_row_major<Rule>();
-  // per-tensor sums a sharded tensor's step adds up across its shards (0: none, or the step does not split)
-  d["shard_sums"] = rules::splits_at_sums<Rule>() ? rules::sums_of<Rule>::value : 0;
+  // what a sharded tensor's split step combines across its shards, per tensor: its sums, or a per-row
+  // rule's summary of its rows (0: none, or the step does not split); the first shard_sums_max of them
+  // by their maximum, the others added up
+  d["shard_sums"] = rules::splits_at_sums<Rule>() ? rules::split_sums_of<Rule>() : 0;
+  d["shard_sums_max"] = rules::row_summary_max_of<Rule>::value;
+  d["per_row"] = rules::sums_per_row<Rule>::value;        // its sums (or centralization) per row of dim 0
+  d["keyed_by_index"] = rules::uses_index<Rule>::value;   // its noise keyed by element index
   d["scales_grad"] = rules::scales_grad<Rule>::value;
   // the state slots state_bits=8 keeps in 8 bits (rules::eight_bit_slots)
   py::list eight_bit;

@@ -101,18 +101,22 @@ def first_index_of_shard(param: Tensor) -> int | None:
     return offset[0] * math.prod(param.shape[1:]) if offset else 0
 
 
-def add_up_across_shards(values: Tensor, shards: dict[tuple[Any, tuple[int, ...]], list[int]]) -> None:
-    """Adds up, in place, each listed row of `values` across the ranks of its mesh dimensions:
-    `shards` maps (mesh, mesh dimensions) to row positions (as _sharded_positions gives them); one
-    all-reduce per mesh dimension for all the rows it lists."""
+def add_up_across_shards(values: Tensor, shards: dict[tuple[Any, tuple[int, ...]], list[int]], max_columns: int = 0) -> None:
+    """Adds up, in place, each listed row of `values` across the ranks of its mesh dimensions (its
+    first `max_columns` values: their maximum instead): `shards` maps (mesh, mesh dimensions) to row
+    positions (as _sharded_positions gives them); one all-reduce per mesh dimension for all the rows
+    it lists (and one more for the maxima)."""
     import torch.distributed as dist
 
     for (mesh, dims), positions in shards.items():
         index = torch.tensor(positions)
         rows = values.index_select(0, index)
+        maxima, sums = (rows[:, :max_columns].contiguous(), rows[:, max_columns:].contiguous()) if max_columns else (None, rows)
         for dim in dims:
-            dist.all_reduce(rows, group=mesh.get_group(dim))
-        values.index_copy_(0, index, rows)
+            dist.all_reduce(sums, group=mesh.get_group(dim))
+            if maxima is not None:
+                dist.all_reduce(maxima, op=dist.ReduceOp.MAX, group=mesh.get_group(dim))
+        values.index_copy_(0, index, sums if maxima is None else torch.cat([maxima, sums], dim=1))
 
 
 def in_layout_of(tensor: Tensor, like: Tensor) -> Tensor:
@@ -161,9 +165,15 @@ class Rule:
         # stepped as a contiguous copy, written back after the step. The others step any dense
         # layout in place, in memory order, with state in the parameter's layout.
         self.row_major = bool(meta["row_major"])
-        # Sums over each tensor whose step splits around them (pass 1, then finish and pass 2): for
-        # a sharded DTensor the front end adds up its shards' sums in between (0: no such sums).
+        # Sums over each tensor (or a summary of its rows' sums) whose step splits around them (pass 1,
+        # then finish and pass 2): for a sharded DTensor the front end combines its shards' values in
+        # between, the first shard_sums_max by their maximum, the others added up (0: no such sums).
         self.shard_sums = int(meta["shard_sums"])
+        self.shard_sums_max = int(meta["shard_sums_max"])
+        # sums (or centralization) per row of dim 0: a shard must hold whole rows (Shard(0))
+        self.per_row = bool(meta["per_row"])
+        # noise keyed by element index (AMaC's): a shard's elements keyed by their index in the whole tensor
+        self.keyed_by_index = bool(meta["keyed_by_index"])
         # the slots state_bits=8 keeps as 8-bit codes and block scales (the rule's moments)
         self.eight_bit_state = list(meta["eight_bit_state"])
         # The same C++ step two ways: the custom op (traceable by torch.compile) and a direct
@@ -463,24 +473,22 @@ class FusedOptimizer(torch.optim.Optimizer):
             raise
         self._holds_dtensors = self._holds_dtensors or any(is_dtensor(p) for p in self.param_groups[-1]["params"])
 
-    #: whether the rule's row-major work is row by row (AMaC's centralization of each row of dim 0,
-    #: its noise keyed by element): a Shard(0) shard, rows whole and one run of the whole tensor's
-    #: elements, then steps as its part of the whole (AdamP's layer view and Adafactor's column
-    #: factors need every row)
-    steps_row_shards = False
-
     def _steps_whole_tensors(self, group: dict[str, Any]) -> bool:
-        """Whether `group`'s step needs each tensor whole: its rule sums over rows of a tensor or keys
-        noise by element position (row_major, and no sums to add up across shards). Such a group
-        steps DTensors only when they are replicated (or with steps_row_shards, sharded along dim 0)."""
+        """Whether `group`'s step needs each tensor whole: its rule sums over a tensor in row-major
+        order with no sums to combine across shards, and not row by row. Such a group steps DTensors
+        only when they are replicated."""
         rule = self._rule_of(group)
-        return rule.row_major and not rule.shard_sums
+        return rule.row_major and not rule.shard_sums and not rule.per_row
 
     def _steps_shard(self, group: dict[str, Any], param: Tensor) -> bool:
-        """Whether `group`'s step takes this DTensor parameter's local shard as its part of the whole."""
-        if not self._steps_whole_tensors(group) or all(placement.is_replicate() for placement in param.placements):
+        """Whether `group`'s step takes this DTensor parameter's local shard as its part of the whole:
+        always for a replicated one; for a rule working row by row (AMaC's centralization, AdamP's row
+        sums), a shard of whole rows that is one run of the whole tensor (Shard(0), FSDP2's)."""
+        if all(placement.is_replicate() for placement in param.placements):
             return True
-        return self.steps_row_shards and first_index_of_shard(param) is not None
+        if self._steps_whole_tensors(group):
+            return False
+        return not self._rule_of(group).per_row or first_index_of_shard(param) is not None
 
     def _local_shards(self, group: dict[str, Any], index: int, param: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
         """The local shards of a DTensor parameter and its gradient, which the step updates in place
@@ -498,7 +506,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             raise TypeError(f"{type(self).__name__}: the gradient of {label} has a pending reduction "
                             f"({grad.placements}); reduce it (redistribute) before the step")
         if not self._steps_shard(group, param):
-            also = " or sharded along dim 0" if self.steps_row_shards else ""
+            also = " or sharded along dim 0" if self._rule_of(group).per_row and not self._steps_whole_tensors(group) else ""
             raise ValueError(
                 f"{type(self).__name__} reduces over rows of each whole tensor (or keys noise by element position), so "
                 f"it steps a DTensor parameter only when it is replicated{also}; {label} has placements {param.placements} "
@@ -853,7 +861,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         rule = self._rule_of(group)
         shards = self._sharded_positions(group) if rule.shard_sums else {}
         keys = {}
-        if self._holds_dtensors and (group.get("stochastic_rounding") or self.steps_row_shards):
+        if self._holds_dtensors and (group.get("stochastic_rounding") or rule.keyed_by_index):
             # (stochastic rounding and AMaC's noise key their bits by element: a shard's elements by their
             # index in the whole tensor, so sharded and unsharded runs draw alike; _local_shards refused
             # the shards that are not one run of it)
@@ -865,7 +873,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         sums = torch.zeros(len(args[0]), rule.shard_sums, dtype=torch.float64)
         whole_numels = [p.numel() for _, p, _ in self._with_grads(group)]  # (a DTensor's: the whole tensor's)
         entry(*args, shard_sums=sums, sums_pass=1, whole_numels=whole_numels, **keys)
-        add_up_across_shards(sums, shards)
+        add_up_across_shards(sums, shards, rule.shard_sums_max)
         entry(*args, shard_sums=sums, sums_pass=2, whole_numels=whole_numels, **keys)
 
     @staticmethod

@@ -19,7 +19,6 @@ class AMaCUpdate(FusedOptimizer):
     position among all parameters, the key its noise is drawn with."""
 
     rule = "amac"
-    steps_row_shards = True  # (its centralization is per row of dim 0, its noise keyed by element)
     public_names = {"centralize": "gradient_centralization", "centralize_conv_only": "gc_conv_only",
                     "clip_update": "clip_mode", "schedule_steps": "total_steps", "noise_steps": "noise_decay_steps"}
 

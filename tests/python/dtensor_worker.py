@@ -11,8 +11,9 @@ also after a state-dict round trip, or within 1e-6 relative where the step adds 
 across the shards (LAMB, LARS, RaLars, TAdam: the same sums, added in another order), as must a
 global gradient-norm clip (max_grad_norm) of sharded gradients; so do the wrappers around AdamW
 (Scout within 1e-6: its coherence sums over each tensor). Optimizers whose step needs rows of
-each tensor whole take Replicate only (AdamP), or Shard(0) too (AMaC, row by row); their refusal of
-other shards is tested in one process. Then a model under FSDP2's fully_shard trains as
+each tensor whole take Replicate only (Adafactor), those that work row by row Shard(0) too (AMaC, and
+AdamP, which combines its rows' summary across shards: within 1e-6); their refusal of other shards is
+tested in one process. Then a model under FSDP2's fully_shard trains as
 the unsharded one does, and its optimizer state goes through torch.distributed.checkpoint's
 get/set_optimizer_state_dict; a transformer block under FSDP2 trains with fastoptim.AdamW as with
 torch.optim.AdamW; and a run saved by torch.distributed.checkpoint at step 10 resumes bit for bit. Rank 0 writes the runs on the report's first
@@ -28,7 +29,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference import OPTIMIZERS, make_params, make_rich, noise_grads, rule_optimizer  # noqa: E402
+from reference import OPTIMIZERS, make_params, make_rich, noise_grads, rule_optimizer, without_radial_part  # noqa: E402
 
 import fastoptim  # noqa: E402
 
@@ -48,9 +49,10 @@ WRAPPERS = {
 }
 
 
-def run(name, placement, mesh, exact=True, make=None, dtype=torch.float32, **options):
+def run(name, placement, mesh, exact=True, make=None, dtype=torch.float32, grads_of=noise_grads, **options):
     """20 steps of `name` (built by `make`, or with its record's rich options and `options`) on
-    DTensors of `placement` and `dtype` beside the same unsharded; `exact`: bit for bit, else within 1e-6."""
+    DTensors of `placement` and `dtype` beside the same unsharded, with the gradients
+    grads_of(unsharded params, step); `exact`: bit for bit, else within 1e-6."""
     make = make or (lambda ps: make_rich(name, ps, **options))
     params = make_params(SHAPES, dtype)
     plain = [p.detach().clone().requires_grad_() for p in params]
@@ -58,7 +60,7 @@ def run(name, placement, mesh, exact=True, make=None, dtype=torch.float32, **opt
                for p in params]
     opt, ref = make(dparams), make(plain)
     for step in range(20):
-        grads = noise_grads(plain, step)
+        grads = grads_of([q.detach() for q in plain], step)
         for p, q, g in zip(dparams, plain, grads):
             p.grad = distribute_tensor(g.clone(), mesh, list(p.placements))
             q.grad = g.clone()
@@ -238,8 +240,10 @@ def main():
         whole = any(opt._steps_whole_tensors(group) for group in opt.param_groups)
         adds_up = opt._rule_of(opt.param_groups[0]).shard_sums  # (the same sums, added in another order)
         placements = [Shard(0), Shard(1), Replicate()]
-        if whole:  # (AMaC's rows stay whole in a Shard(0) shard: it steps that too)
-            placements = [Shard(0), Replicate()] if opt.steps_row_shards else [Replicate()]
+        if whole:
+            placements = [Replicate()]
+        elif opt._rule_of(opt.param_groups[0]).per_row:  # (row by row, AMaC and AdamP: shards of whole rows)
+            placements = [Shard(0), Replicate()]
         for placement in placements:
             failures += run(name, placement, mesh, exact=not (adds_up and isinstance(placement, Shard)))
             runs.append(f"{name} {placement}")
@@ -248,6 +252,10 @@ def main():
             make = lambda ps, name=name: make_rich(name, [{"params": ps, "rounding_seed": 5}], stochastic_rounding=True)  # noqa: E731
             failures += run(f"{name} stochastic_rounding", placement, mesh, make=make, dtype=torch.bfloat16)
             runs.append(f"{name} stochastic_rounding {placement}")
+    for view in ("channel", "layer"):  # AdamP's projections, which need the rows' summary of every shard
+        grads_of = lambda ps, step, rows=view == "channel": without_radial_part(ps, step, rows)  # noqa: E731
+        failures += run("AdamP", Shard(0), mesh, exact=False, grads_of=grads_of)
+        runs.append(f"AdamP {view} view {Shard(0)}")
     for name in ("LAMB", "Adan"):  # a global gradient-norm clip: the norm of the whole gradients
         failures += run(name, Shard(0), mesh, exact=False, max_grad_norm=0.5)
         runs.append(f"{name} max_grad_norm {Shard(0)}")

@@ -34,6 +34,7 @@ def test_two_ranks_step_their_shards_as_one_process_steps_the_whole_and_fsdp2_tr
     assert all(f"{name} S(1)" in runs for name in ("SophiaG", "SophiaH", "AdaHessian", "SophiaOptim")), runs
     assert all(f"{name} own estimates" in runs for name in ("SophiaH", "AdaHessian", "SophiaG")), runs
     assert "AdamW stochastic_rounding S(0)" in runs and "Lion stochastic_rounding S(0)" in runs and "AMaC S(0)" in runs
+    assert "AdamP S(0)" in runs and "AdamP channel view S(0)" in runs and "AdamP layer view S(0)" in runs
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +47,11 @@ def one_rank_mesh(tmp_path_factory):
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("name,dim,takes", [("AdamP", 0, ""), ("AMaC", 1, " or sharded along dim 0")])
+@pytest.mark.parametrize("name,dim,takes", [("Adafactor", 0, ""), ("AMaC", 1, " or sharded along dim 0"),
+                                            ("AdamP", 1, " or sharded along dim 0")])
 def test_a_rule_that_needs_whole_rows_refuses_shards_before_anything_changes(one_rank_mesh, name, dim, takes):
-    """AdamP's layer view needs every row (Replicate only); AMaC works row by row (Shard(0) too: the
-    two-rank test), so it refuses a Shard(1) shard."""
+    """Adafactor's column factors need every row (Replicate only); AMaC and AdamP work row by row
+    (Shard(0) too: the two-rank test), so they refuse a Shard(1) shard."""
     from torch.distributed.tensor import Shard, distribute_tensor
 
     p = torch.nn.Parameter(distribute_tensor(torch.randn(8, 4), one_rank_mesh, [Shard(dim)]))
@@ -122,7 +124,7 @@ def test_a_split_step_is_the_whole_step_and_its_arguments_are_checked():
             assert torch.equal(p, q), name
             for key, value in whole.state[p].items():
                 assert torch.equal(value, split.state[q][key]), (name, key)
-    assert sorted(tested) == ["LAMB", "LARS", "RaLars", "TAdam"], tested
+    assert sorted(tested) == ["AdamP", "LAMB", "LARS", "RaLars", "TAdam"], tested
 
     p = make_params([(5,)], torch.float32)[0]
     p.grad = torch.randn_like(p)

@@ -248,9 +248,9 @@ void check_split(const char* op, at::TensorList params, const std::optional<at::
     const at::Tensor& sums = *shard_sums;
     TORCH_CHECK_TYPE(sums.scalar_type() == at::kDouble, op, ": shard_sums must be float64, got ", sums.scalar_type());
     TORCH_CHECK_VALUE(sums.device().is_cpu() && sums.is_contiguous() && sums.dim() == 2 &&
-                          sums.size(0) == std::int64_t(params.size()) && sums.size(1) == rules::sums_of<Rule>::value,
+                          sums.size(0) == std::int64_t(params.size()) && sums.size(1) == rules::split_sums_of<Rule>(),
                       op, ": shard_sums must be a contiguous CPU tensor of shape (", params.size(), ", ",
-                      rules::sums_of<Rule>::value, "), got ", sums.sizes(), " on ", sums.device());
+                      rules::split_sums_of<Rule>(), "), got ", sums.sizes(), " on ", sums.device());
   }
   TORCH_CHECK_VALUE(whole_numels.empty() || (sums_pass != 0 && whole_numels.size() == params.size()), op,
                     ": whole_numels must be empty or, with sums_pass 1 or 2, have one count per param (", params.size(),
@@ -388,7 +388,9 @@ Batches<Rule> prepare_batches(const StepCall& call, const CheckedStep<Rule>& che
     const at::Tensor& p = params[i];
     const std::int64_t rows = p.dim() > 1 ? p.size(0) : 1;
     const std::int64_t numel = whole_numels.empty() ? p.numel() : whole_numels[i];
-    rules::StepInfo info{0.0, fresh.size() == n && fresh[i], numel, p.dim() > 1, rows, scale, int(p.dim())};
+    // (a shard of whole rows, a per-row rule's: the whole tensor's rows, of the shard's length)
+    const std::int64_t whole_rows = whole_numels.empty() || p.numel() == 0 ? rows : numel / (p.numel() / rows);
+    rules::StepInfo info{0.0, fresh.size() == n && fresh[i], numel, p.dim() > 1, whole_rows, scale, int(p.dim())};
     info.dtype_eps = machine_epsilon(p.scalar_type());
     static_assert(rules::scalar_slots_of<Rule>::value <= 2, "StepInfo::scalar_state holds two values");
     for (size_t s = 0; s < slots.size(); ++s)
@@ -441,7 +443,7 @@ void run_batches(Batches<Rule>& batches, const StepCall& call) {
       kernel(b.tensors.data(), std::int64_t(b.tensors.size()), coeffs, dtype, nullptr);
       continue;
     }
-    constexpr int kSums = rules::sums_of<Rule>::value;
+    constexpr int kSums = rules::split_sums_of<Rule>();
     auto* all_sums = call.shard_sums->data_ptr<double>();
     std::vector<double> batch_sums(b.tensors.size() * size_t(kSums));
     for (size_t k = 0; k < b.tensors.size(); ++k)

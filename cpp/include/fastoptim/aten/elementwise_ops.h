@@ -21,8 +21,9 @@ namespace fastoptim::aten {
 // to round), and a float16 one is refused. check_only lets a multi-group step validate every group
 // before it changes any. sums_pass 1 and 2 split the step of a rule with per-tensor sums
 // (rules::splits_at_sums) at its sums, for sharded tensors: 1 advances the counts, runs pass 1 and
-// writes each param's sums into its row of `shard_sums` (float64, params x kSums), 2 takes them
-// (added up across the shards by the caller) and runs finish and pass 2 from the same arguments;
+// writes each param's sums (a per-row rule's summary of its rows: rules::split_sums_of values) into
+// its row of `shard_sums` (float64), 2 takes them (combined across the shards by the caller) and runs
+// finish and pass 2 from the same arguments;
 // `whole_numels` then gives each param's whole tensor's element count (a shard's step sees the
 // tensor's size: TAdam's d), or is empty (each param is whole). `first_indices` is empty, or gives
 // each param's index of its element 0 in the whole tensor (a shard's), which keys stochastic

@@ -333,13 +333,13 @@ struct OnePass : Rule {
 // A rule whose first pass updates its state (LAMB) run with its state updated in pass 2 instead:
 // pass 1 advances a copy of each element's state for the contributions and stores nothing, pass 2
 // advances it again, applies, and stores it. For 8-bit state, whose codes are stored a whole block
-// at a time, as only pass 2 goes (update_range_coded). Both passes advance the same decoded state,
-// so the sums and the update see the values the float passes would; the price is the gradient
+// at a time, as only pass 2 goes (update_range_coded); for a per-row rule's split step, whose halves
+// both run pass 1 (the rows' sums are not kept between them). Both passes advance the same state,
+// so the sums and the update see the values the storing passes would; the price is the gradient
 // read twice.
 template <class Rule>
 struct StateInSecondPass : Rule {
-  static_assert(Rule::kStateInFirstPass && !rules::sums_per_row<Rule>::value,
-                "for rules whose pass 1 stores state; row_of does not move the block scales");
+  static_assert(Rule::kStateInFirstPass, "for rules whose pass 1 stores state");
   static constexpr bool kStateInFirstPass = false;
 
   template <class T, int W>
@@ -400,7 +400,8 @@ class TwoPassStep {
   void run(const TensorSlots* tensors, std::int64_t count, const Coeffs* given,
            const fastoptim_isa::SumsExchange* exchange) {
     using fastoptim_isa::SumsPass;
-    assert(!(kPerRow && exchange) && "per-row sums do not split (the ops refuse it)");
+    assert(!(kPerRow && exchange && (Rule::kStateInFirstPass || rules::row_summary_of<Rule>::value == 0)) &&
+           "a per-row split step runs as StateInSecondPass, for rules with a row summary (run_rule)");
     const bool first_half = exchange && exchange->pass == SumsPass::first;
     const bool second_half = exchange && exchange->pass == SumsPass::second;
     tensors_ = tensors;
@@ -410,10 +411,11 @@ class TwoPassStep {
     step_local_tensors();
     if (blocked_.empty()) return;
     list_blocked_units();
-    if (second_half) take_sums(exchange->sums);
+    // (a per-row split step sums its rows in both halves and exchanges a summary of each tensor's)
+    if (second_half && !kPerRow) take_sums(exchange->sums);
     else sum_blocked_units();
     if (first_half) return give_sums(exchange->sums);
-    for (std::int64_t t : blocked_) finish(t);
+    for (std::int64_t t : blocked_) finish(t, second_half ? exchange->sums : nullptr);
     update_all<Rule, S, !Rule::kStateInFirstPass>(units_, std::int64_t(blocked_units_.size()), coeffs_.data(),
                                                   [this](std::int64_t k) { return blocked_units_[std::size_t(k)]; },
                                                   [](const Coeffs& k) { return rules::second_pass_reads_grad<Rule>(k); });
@@ -450,9 +452,13 @@ class TwoPassStep {
     else return {t, t + 1};
   }
 
-  void finish(std::int64_t t) {
+  // (`summaries`: a per-row split step's second half, the whole tensors' summaries of their rows)
+  void finish(std::int64_t t, const double* summaries = nullptr) {
     const auto first = std::size_t(units_of(t).first);
-    if constexpr (kPerRow) {
+    if constexpr (kPerRow && rules::row_summary_of<Rule>::value > 0) {
+      Rule::finish_rows(&coeffs_[first], &sums_[first], tensors_[t].rows,
+                        summaries ? summaries + t * rules::row_summary_of<Rule>::value : nullptr);
+    } else if constexpr (kPerRow) {
       Rule::finish_rows(&coeffs_[first], &sums_[first], tensors_[t].rows);
     } else if constexpr (rules::scalar_slots_of<Rule>::value > 0) {
       T* scalars[rules::scalar_slots_of<Rule>::value];
@@ -544,10 +550,19 @@ class TwoPassStep {
         Scatter{sums_, blocked_units_});
   }
 
-  // The split step's hand-over (its units are the tensors): tensor t's sums at sums[t * N ...].
+  // The split step's hand-over: tensor t's sums at sums[t * N ...], or a per-row rule's summary of
+  // tensor t's rows at sums[t * kRowSummary ...].
   void give_sums(double* sums) const {
-    for (std::int64_t t : blocked_)
-      for (int j = 0; j < N; ++j) sums[t * N + j] = double(sums_[std::size_t(t)][std::size_t(j)]);
+    if constexpr (kPerRow && rules::row_summary_of<Rule>::value > 0) {
+      constexpr int kSummary = rules::row_summary_of<Rule>::value;
+      for (std::int64_t t : blocked_) {
+        const auto first = std::size_t(units_of(t).first);
+        Rule::summarize_rows(&coeffs_[first], &sums_[first], tensors_[t].rows, sums + t * kSummary);
+      }
+    } else {
+      for (std::int64_t t : blocked_)
+        for (int j = 0; j < N; ++j) sums[t * N + j] = double(sums_[std::size_t(t)][std::size_t(j)]);
+    }
   }
   void take_sums(const double* sums) {
     for (std::int64_t t : blocked_)
@@ -573,8 +588,15 @@ constexpr bool stores_state_in_first_pass() {
 template <class Rule, class S>
 void run_rule(const TensorSlots* tensors, std::int64_t count, const void* coeffs,
               const fastoptim_isa::SumsExchange* exchange) {
+  constexpr bool kSplitsRows = rules::sums_per_row<Rule>::value && rules::splits_at_sums<Rule>();
   if constexpr (std::is_same_v<state_t<S>, code8> && stores_state_in_first_pass<Rule>()) {
+    static_assert(!rules::sums_per_row<Rule>::value, "row_of does not move 8-bit state's block scales");
     run_rule<StateInSecondPass<Rule>, S>(tensors, count, coeffs, exchange);
+  } else if constexpr (kSplitsRows && stores_state_in_first_pass<Rule>()) {
+    if (exchange) return run_rule<StateInSecondPass<Rule>, S>(tensors, count, coeffs, exchange);
+    TwoPassStep<Rule, S>::of_this_thread().run(tensors, count,
+                                               static_cast<const typename Rule::template Coeffs<compute_t<S>>*>(coeffs),
+                                               nullptr);
   } else if constexpr (rules::sums_of<Rule>::value > 0) {
     TwoPassStep<Rule, S>::of_this_thread().run(tensors, count,
                                                static_cast<const typename Rule::template Coeffs<compute_t<S>>*>(coeffs),

@@ -40,11 +40,14 @@ struct TensorSlots {
   float* state_scale[kMaxStateSlots] = {};
 };
 
-// A step of a rule with per-tensor sums (not per row) split at its sums, so that the caller can
-// add up the sums of a tensor's shards between the halves (a sharded tensor's sums are the sums of
-// its shards): `first` runs pass 1 and writes each tensor's sums into `sums` (kSums values per
-// tensor of the call, in its order) and steps in full the tensors whose step needs no sums;
-// `second` takes `sums` (added up) and runs finish and pass 2 of the others.
+// A step of a rule with per-tensor sums split at its sums, so that the caller can add up the sums of
+// a tensor's shards between the halves (a sharded tensor's sums are the sums of its shards): `first`
+// runs pass 1 and writes each tensor's sums into `sums` (kSums values per tensor of the call, in its
+// order) and steps in full the tensors whose step needs no sums; `second` takes `sums` (added up) and
+// runs finish and pass 2 of the others. A per-row rule with a row summary (rules::row_summary_of,
+// for shards of whole rows) writes each tensor's summary of its rows instead, which the caller
+// combines; its `second` sums the rows again (pass 1 stores no state in either half) and finishes
+// them with the combined summary.
 enum class SumsPass : std::uint8_t { first, second };
 struct SumsExchange {
   SumsPass pass;

@@ -36,6 +36,10 @@ struct AdamP {
   static constexpr int kSums = 4;  // g.theta, g.g, theta.theta, theta.q
   static constexpr bool kStateInFirstPass = true;
   static constexpr bool kSumsPerRow = true;
+  // A split step's summary of a tensor's rows (shards of whole rows): the largest row |cos(g, theta)|,
+  // combined across shards by its maximum, and the four totals, added up.
+  static constexpr int kRowSummary = 5;
+  static constexpr int kRowSummaryMax = 1;
   FASTOPTIM_HD static const char* invalid_combination(const Hyper&) { return nullptr; }
 
   template <class T>
@@ -109,18 +113,32 @@ struct AdamP {
     return std::abs(dot) / (std::max(std::sqrt(grad_sq), eps) * std::max(std::sqrt(weight_sq), eps));
   }
 
-  // Chooses the channel view, the layer view or no projection for one tensor from its rows' sums.
+  // The largest row cosine and the totals of a tensor's rows (out: kRowSummary values).
   template <class T, class Sums>
-  FASTOPTIM_HD static void finish_rows(Coeffs<T>* rows, const Sums* sums, std::int64_t row_count) {
+  FASTOPTIM_HD static void summarize_rows(const Coeffs<T>* rows, const Sums* sums, std::int64_t row_count, double* out) {
+    T max_row_cosine = 0;
+    T total[4] = {0, 0, 0, 0};
+    for (std::int64_t r = 0; r < row_count; ++r) {
+      max_row_cosine = std::max(max_row_cosine, abs_cosine(sums[r][0], sums[r][1], sums[r][2], rows[0].eps));
+      for (int n = 0; n < 4; ++n) total[n] += sums[r][n];
+    }
+    out[0] = double(max_row_cosine);
+    for (int n = 0; n < 4; ++n) out[1 + n] = double(total[n]);
+  }
+
+  // Chooses the channel view, the layer view or no projection for one tensor from its rows' sums
+  // (and `whole`, the whole tensor's summary of a split step, when the rows are a shard's).
+  template <class T, class Sums>
+  FASTOPTIM_HD static void finish_rows(Coeffs<T>* rows, const Sums* sums, std::int64_t row_count,
+                                       const double* whole = nullptr) {
     const Coeffs<T>& k = rows[0];
     bool projected = false;
     if (k.matrix) {
-      T max_row_cosine = 0;
-      T total[4] = {0, 0, 0, 0};
-      for (std::int64_t r = 0; r < row_count; ++r) {
-        max_row_cosine = std::max(max_row_cosine, abs_cosine(sums[r][0], sums[r][1], sums[r][2], k.eps));
-        for (int n = 0; n < 4; ++n) total[n] += sums[r][n];
-      }
+      double summary[kRowSummary];
+      if (!whole) summarize_rows(rows, sums, row_count, summary);
+      const double* s = whole ? whole : summary;
+      const T max_row_cosine = T(s[0]);
+      const T total[4] = {T(s[1]), T(s[2]), T(s[3]), T(s[4])};
       if (max_row_cosine < k.row_threshold) {
         for (std::int64_t r = 0; r < row_count; ++r) rows[r].projection = projection(sums[r][3], sums[r][2], k.eps);
         projected = true;

@@ -169,14 +169,35 @@ FASTOPTIM_HD inline bool advance_scalars(const typename Rule::Hyper& h, StepInfo
   }
 }
 
+// A per-row rule whose rows' sums reduce to a summary of the tensor (AdamP: the largest row cosine
+// and the totals) says how: Rule::kRowSummary values (Rule::summarize_rows), the first
+// Rule::kRowSummaryMax of them combined across shards by their maximum, the others added up; its
+// finish_rows then takes the whole tensor's summary. 0: none.
+template <class Rule, class = void>
+struct row_summary_of : std::integral_constant<int, 0> {};
+template <class Rule>
+struct row_summary_of<Rule, std::void_t<decltype(Rule::kRowSummary)>> : std::integral_constant<int, Rule::kRowSummary> {};
+template <class Rule, class = void>
+struct row_summary_max_of : std::integral_constant<int, 0> {};
+template <class Rule>
+struct row_summary_max_of<Rule, std::void_t<decltype(Rule::kRowSummaryMax)>>
+    : std::integral_constant<int, Rule::kRowSummaryMax> {};
+
 // Whether a step of the rule can be split at its sums (fastoptim_isa::SumsExchange), so that a front
-// end adds up the sums of a sharded tensor's shards between the halves: sums per tensor (a shard
-// holds parts of rows, so not per row), no noise keyed by element position, and no per-tensor
-// scalars advanced before prepare (the second half prepares again from the state as the first left it).
+// end combines the sums of a sharded tensor's shards between the halves: sums per tensor, or per row
+// with a summary of the tensor (for shards of whole rows: a shard holding parts of rows is refused by
+// the front ends); no noise keyed by element position, and no per-tensor scalars advanced before
+// prepare (the second half prepares again from the state as the first left it).
 template <class Rule>
 constexpr bool splits_at_sums() {
-  return sums_of<Rule>::value > 0 && !sums_per_row<Rule>::value && !uses_index<Rule>::value &&
-         !has_next_scalars<Rule>::value;
+  return sums_of<Rule>::value > 0 && (!sums_per_row<Rule>::value || row_summary_of<Rule>::value > 0) &&
+         !uses_index<Rule>::value && !has_next_scalars<Rule>::value;
+}
+
+// The values a split step exchanges per tensor: its sums, or a per-row rule's summary of its rows.
+template <class Rule>
+constexpr int split_sums_of() {
+  return sums_per_row<Rule>::value ? row_summary_of<Rule>::value : sums_of<Rule>::value;
 }
 
 // The state slots a rule may keep in 8 bits (state_bits=8), as a bit mask over its slots: its
