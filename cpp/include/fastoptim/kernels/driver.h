@@ -588,16 +588,13 @@ constexpr bool stores_state_in_first_pass() {
 template <class Rule, class S>
 void run_rule(const TensorSlots* tensors, std::int64_t count, const void* coeffs,
               const fastoptim_isa::SumsExchange* exchange) {
-  constexpr bool kSplitsRows = rules::sums_per_row<Rule>::value && rules::splits_at_sums<Rule>();
   if constexpr (std::is_same_v<state_t<S>, code8> && stores_state_in_first_pass<Rule>()) {
     static_assert(!rules::sums_per_row<Rule>::value, "row_of does not move 8-bit state's block scales");
     run_rule<StateInSecondPass<Rule>, S>(tensors, count, coeffs, exchange);
-  } else if constexpr (kSplitsRows && stores_state_in_first_pass<Rule>()) {
-    if (exchange) return run_rule<StateInSecondPass<Rule>, S>(tensors, count, coeffs, exchange);
-    TwoPassStep<Rule, S>::of_this_thread().run(tensors, count,
-                                               static_cast<const typename Rule::template Coeffs<compute_t<S>>*>(coeffs),
-                                               nullptr);
   } else if constexpr (rules::sums_of<Rule>::value > 0) {
+    // (a per-row rule's split step: both halves sum the rows, so neither may store state in pass 1)
+    if constexpr (rules::sums_per_row<Rule>::value && rules::splits_at_sums<Rule>() && stores_state_in_first_pass<Rule>())
+      if (exchange) return run_rule<StateInSecondPass<Rule>, S>(tensors, count, coeffs, exchange);
     TwoPassStep<Rule, S>::of_this_thread().run(tensors, count,
                                                static_cast<const typename Rule::template Coeffs<compute_t<S>>*>(coeffs),
                                                exchange);
