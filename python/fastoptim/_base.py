@@ -119,6 +119,19 @@ def add_up_across_shards(values: Tensor, shards: dict[tuple[Any, tuple[int, ...]
         values.index_copy_(0, index, sums if maxima is None else torch.cat([maxima, sums], dim=1))
 
 
+def add_up_tensors_across_shards(tensors: dict[tuple[Any, tuple[int, ...]], list[Tensor]]) -> None:
+    """Adds up, in place, the contiguous tensors listed under (mesh, mesh dimensions) across the ranks
+    of those dimensions: one all-reduce per mesh dimension for all the tensors it lists."""
+    import torch.distributed as dist
+
+    for (mesh, dims), listed in tensors.items():
+        flat = torch.cat([t.reshape(-1) for t in listed])
+        for dim in dims:
+            dist.all_reduce(flat, group=mesh.get_group(dim))
+        for t, part in zip(listed, flat.split([t.numel() for t in listed])):
+            t.copy_(part.view_as(t))
+
+
 def in_layout_of(tensor: Tensor, like: Tensor) -> Tensor:
     """`tensor`'s values in the memory layout of `like` (itself when it already has it): what an
     element-wise step that walks `like` in memory order must read beside it."""
@@ -490,6 +503,14 @@ class FusedOptimizer(torch.optim.Optimizer):
             return False
         return not self._rule_of(group).per_row or first_index_of_shard(param) is not None
 
+    def _shard_refusal(self, group: dict[str, Any], label: str, param: Tensor) -> str:
+        """Why `group`'s step does not take this sharded DTensor parameter (_steps_shard said so)."""
+        also = " or sharded along dim 0" if self._rule_of(group).per_row and not self._steps_whole_tensors(group) else ""
+        return (f"{type(self).__name__} reduces over rows of each whole tensor (or keys noise by element position), so "
+                f"it steps a DTensor parameter only when it is replicated{also}; {label} has placements {param.placements} "
+                "(sums across shards are added up for per-tensor sums only, as LAMB's and LARS's: use such an "
+                "optimizer, or an element-wise one such as AdamW, for sharded parameters)")
+
     def _local_shards(self, group: dict[str, Any], index: int, param: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
         """The local shards of a DTensor parameter and its gradient, which the step updates in place
         (an element-wise step of each shard is the step of the whole tensor), or a clear error where
@@ -506,13 +527,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             raise TypeError(f"{type(self).__name__}: the gradient of {label} has a pending reduction "
                             f"({grad.placements}); reduce it (redistribute) before the step")
         if not self._steps_shard(group, param):
-            also = " or sharded along dim 0" if self._rule_of(group).per_row and not self._steps_whole_tensors(group) else ""
-            raise ValueError(
-                f"{type(self).__name__} reduces over rows of each whole tensor (or keys noise by element position), so "
-                f"it steps a DTensor parameter only when it is replicated{also}; {label} has placements {param.placements} "
-                "(sums across shards are added up for per-tensor sums only, as LAMB's and LARS's: use such an "
-                "optimizer, or an element-wise one such as AdamW, for sharded parameters)"
-            )
+            raise ValueError(self._shard_refusal(group, label, param))
         if group.get("stochastic_rounding") and param.dtype == torch.bfloat16 and first_index_of_shard(param) is None:
             raise ValueError(
                 f"{type(self).__name__}: stochastic rounding keys its random bits by element position, so it rounds a "
@@ -831,7 +846,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             shards: dict[tuple[Any, tuple[int, ...]], list[int]] = {}
             offset = 0
             for group, (args, _) in gathered:
-                for key, positions in self._sharded_positions(group).items():
+                for key, positions in self._sharded_positions(self._stepped_params(group)).items():
                     shards.setdefault(key, []).extend(offset + position for position in positions)
                 offset += len(args[1])
             if shards:
@@ -840,17 +855,31 @@ class FusedOptimizer(torch.optim.Optimizer):
                 norms = squares.sqrt()
         return torch.linalg.vector_norm(norms)
 
-    def _sharded_positions(self, group: dict[str, Any]) -> dict[tuple[Any, tuple[int, ...]], list[int]]:
-        """The sharded DTensor parameters of `group` that have a gradient, by their positions in the
-        step's lists, under (mesh, the mesh dimensions that shard them): what their per-tensor sums
-        are added up over."""
+    def _stepped_params(self, group: dict[str, Any]) -> list[Tensor]:
+        """The parameters `group`'s step takes, in the order of its lists (as given, DTensors whole):
+        those with a gradient, unless a class steps some apart (Adafactor's matrices)."""
+        return [p for _, p, _ in self._with_grads(group)]
+
+    def _sharded_positions(self, params: list[Tensor]) -> dict[tuple[Any, tuple[int, ...]], list[int]]:
+        """The sharded DTensors among a step's `params`, by their positions in the step's lists, under
+        (mesh, the mesh dimensions that shard them): what their per-tensor sums are added up over."""
         shards: dict[tuple[Any, tuple[int, ...]], list[int]] = {}
         if self._holds_dtensors:
-            for position, (_, p, _) in enumerate(self._with_grads(group)):
+            for position, p in enumerate(params):
                 dims = tuple(i for i, placement in enumerate(p.placements) if placement.is_shard()) if is_dtensor(p) else ()
                 if dims:
                     shards.setdefault((p.device_mesh, dims), []).append(position)
         return shards
+
+    def _first_indices(self, group: dict[str, Any], params: list[Tensor]) -> dict[str, list[int]]:
+        """The step's `first_indices` keyword for a group that keys its bits by element (stochastic
+        rounding, AMaC's noise): each sharded parameter's element 0's index in the whole tensor, so
+        sharded and unsharded runs draw alike (_local_shards refused the shards that are not one run
+        of it); none when nothing is sharded."""
+        if not self._holds_dtensors or not (group.get("stochastic_rounding") or self._rule_of(group).keyed_by_index):
+            return {}
+        firsts = [(first_index_of_shard(p) or 0) if is_dtensor(p) else 0 for p in params]
+        return dict(first_indices=firsts) if any(firsts) else {}
 
     def _run_step(self, entry, group: dict[str, Any], args) -> None:
         """entry(*args): the C++ step of `group`. When its rule sums over each tensor and some
@@ -859,19 +888,14 @@ class FusedOptimizer(torch.optim.Optimizer):
         per dimension for all of them), then finish and pass 2 run on the whole tensors' sums, so
         the sharded step is the unsharded one (up to the order of the additions)."""
         rule = self._rule_of(group)
-        shards = self._sharded_positions(group) if rule.shard_sums else {}
-        keys = {}
-        if self._holds_dtensors and (group.get("stochastic_rounding") or rule.keyed_by_index):
-            # (stochastic rounding and AMaC's noise key their bits by element: a shard's elements by their
-            # index in the whole tensor, so sharded and unsharded runs draw alike; _local_shards refused
-            # the shards that are not one run of it)
-            firsts = [(first_index_of_shard(p) or 0) if is_dtensor(p) else 0 for _, p, _ in self._with_grads(group)]
-            keys = dict(first_indices=firsts) if any(firsts) else {}
+        params = self._stepped_params(group)
+        shards = self._sharded_positions(params) if rule.shard_sums else {}
+        keys = self._first_indices(group, params)
         if not shards:
             entry(*args, **keys)
             return
         sums = torch.zeros(len(args[0]), rule.shard_sums, dtype=torch.float64)
-        whole_numels = [p.numel() for _, p, _ in self._with_grads(group)]  # (a DTensor's: the whole tensor's)
+        whole_numels = [p.numel() for p in params]  # (a DTensor's: the whole tensor's)
         entry(*args, shard_sums=sums, sums_pass=1, whole_numels=whole_numels, **keys)
         add_up_across_shards(sums, shards, rule.shard_sums_max)
         entry(*args, shard_sums=sums, sums_pass=2, whole_numels=whole_numels, **keys)

@@ -3,12 +3,15 @@ row and a column factor (kernels/factored.h), of each vector kept whole (the rul
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ._base import FusedOptimizer, _WriteBack, arguments_as_defaults, is_dtensor, local_of, lr_tensor
+from ._base import (FusedOptimizer, _WriteBack, add_up_across_shards, add_up_tensors_across_shards, arguments_as_defaults,
+                    is_dtensor, local_of, lr_tensor)
 
 _FACTORS = ("row_var", "col_var")
 
@@ -35,7 +38,8 @@ class Adafactor(FusedOptimizer):
     A matrix's step is three fused passes (the sums of :math:`G^2` per row and per column; those of
     :math:`U^2` and :math:`\theta^2`; the update), a vector's two. ``eps[0]=None`` is the machine epsilon
     of each parameter's dtype (torch takes the first parameter's for the whole group; the two differ only
-    in a group mixing dtypes).
+    in a group mixing dtypes). A sharded DTensor matrix (its rows or its columns cut, as FSDP2's
+    ``Shard(0)`` cuts rows) steps in three calls, its shards' sums added up across the mesh between them.
 
     Args:
         params: the parameters or param groups.
@@ -68,8 +72,9 @@ class Adafactor(FusedOptimizer):
         maximize: bool = False,
         stochastic_rounding: bool = False,
     ) -> None:
-        self._factored: list[tuple[dict[str, Any], tuple, list[int], list]] = []
+        self._factored: list[tuple[dict[str, Any], tuple, list[int], list, list[Tensor]]] = []
         self._vectors_listed: dict[int, list[int]] = {}
+        self._vector_params: dict[int, list[Tensor]] = {}
         super().__init__(params, arguments_as_defaults(locals()))
 
     def _check_group(self, group: dict[str, Any], where: str) -> None:
@@ -80,12 +85,36 @@ class Adafactor(FusedOptimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        self._factored, self._vectors_listed = [], {}
+        self._factored, self._vectors_listed, self._vector_params = [], {}, {}
 
-    def _steps_whole_tensors(self, group: dict[str, Any]) -> bool:
-        """A matrix's factors take its whole rows and columns: sharded DTensors are refused (its
-        vectors' rule could add up their shards' sums, but one refusal serves the class)."""
-        return True
+    # ---- sharded DTensors: a matrix's shards add up what its factors and its step size need ----------
+    @staticmethod
+    def _cut(param: Tensor) -> int | None:
+        """What the shards of a DTensor matrix cut, for the factored step: 0 whole slices of its last
+        two dims (or nothing), 1 its rows, 2 its columns; None for rows and columns at once, or a
+        strided shard (FSDP2 beside tensor parallelism), which it does not step."""
+        from torch.distributed.tensor import Shard
+
+        rows, columns = param.dim() - 2, param.dim() - 1
+        cuts = set()
+        for placement in param.placements:
+            if type(placement) is not Shard and placement.is_shard():
+                return None
+            if placement.is_shard(rows) or placement.is_shard(columns):
+                cuts.add(1 if placement.is_shard(rows) else 2)
+        return None if len(cuts) > 1 else max(cuts, default=0)
+
+    def _steps_shard(self, group: dict[str, Any], param: Tensor) -> bool:
+        return param.dim() < 2 or self._cut(param) is not None
+
+    def _shard_refusal(self, group: dict[str, Any], label: str, param: Tensor) -> str:
+        return (f"Adafactor factors the second moment of a matrix over its last two dims, and steps a sharded "
+                f"DTensor matrix whose shards cut its rows or its columns (or the dims before), not both at once "
+                f"nor in strided shards; {label} has placements {param.placements} (redistribute it, or keep it "
+                f"whole along one of its last two dims)")
+
+    def _stepped_params(self, group: dict[str, Any]) -> list[Tensor]:
+        return self._vector_params[id(group)]
 
     def _field_value(self, group: dict[str, Any], name: str) -> Any:
         if name in ("eps1", "eps2"):
@@ -113,7 +142,16 @@ class Adafactor(FusedOptimizer):
         return torch.Size(shape)
 
     def _initial_state(self, name: str, param: Tensor, group: dict[str, Any]) -> Tensor:
-        return param.new_zeros(self._state_shape(name, param))
+        """Zeros in the factor's shape; a DTensor matrix's factor is a DTensor of its placements, but
+        replicated along the dim the factor collapses (every shard of a row keeps that row's factor)."""
+        shape = self._state_shape(name, param)
+        if name not in _FACTORS or not is_dtensor(param):
+            return param.new_zeros(shape)
+        from torch.distributed.tensor import Replicate, zeros
+
+        collapsed = param.dim() - 1 - _FACTORS.index(name)
+        placements = [Replicate() if placement.is_shard(collapsed) else placement for placement in param.placements]
+        return zeros(shape, device_mesh=param.device_mesh, placements=placements, dtype=param.dtype)
 
     # ---- the step ------------------------------------------------------------------------------
     def _gather(self, group: dict[str, Any]):
@@ -122,14 +160,15 @@ class Adafactor(FusedOptimizer):
         rule = self._rule_of(group)
         hyper = self._hyper(group)
         used, keys = rule.state_keys(hyper)
-        vectors: tuple[list, ...] = ([], [], [], [], [])  # params, grads, variances, steps, indices
-        matrices: tuple[list, ...] = ([], [], [], [], [], [])  # params, grads, row_vars, col_vars, steps, indices
+        vectors: tuple[list, ...] = ([], [], [], [], [], [])  # params, grads, variances, steps, indices, as given
+        matrices: tuple[list, ...] = ([], [], [], [], [], [], [])  # params, grads, row_vars, col_vars, steps, indices, as given
         fresh: list[bool] = []
         created: list[tuple[Tensor, Any]] = []
         write_backs: list[tuple[Tensor, _WriteBack]] = []  # (the matrices', committed after their step)
         rounding: dict[int, list[Tensor]] = {id(vectors): [], id(matrices): []}  # (each step's rounding keys)
         rounds = "rounding_key" in self._state_keys(group, rule, hyper)[1]
         for index, p, grad in self._with_grads(group):
+            given = p
             state = self.state.get(p) or {}
             param_used, param_keys = self._keys_of(p, used, keys)
             new = {name: self._initial_state(name, p, group) for name in param_used if name not in state}
@@ -148,7 +187,7 @@ class Adafactor(FusedOptimizer):
                 contiguous = p.contiguous()
                 (write_backs if lists is matrices else created).append((p, _WriteBack(contiguous)))
                 p = contiguous
-            for column, value in zip(lists, (p, grad.contiguous(), *row, index)):
+            for column, value in zip(lists, (p, grad.contiguous(), *row, index, given)):
                 column.append(value)
             if rounds:
                 rounding[id(lists)].append(new.get("rounding_key", state.get("rounding_key")))
@@ -158,8 +197,9 @@ class Adafactor(FusedOptimizer):
             return None
         if matrices[0]:
             self._factored.append((group, (*matrices[:5], hyper, lr_tensor(group), rounding[id(matrices)]), matrices[5],
-                                   write_backs))
+                                   write_backs, matrices[6]))
         self._vectors_listed[id(group)] = vectors[4]
+        self._vector_params[id(group)] = vectors[5]
         args = (vectors[0], vectors[1], vectors[2], vectors[3], fresh if any(fresh) else [], hyper, lr_tensor(group),
                 None, rounding[id(vectors)])
         return args, created
@@ -169,17 +209,49 @@ class Adafactor(FusedOptimizer):
 
     def _update(self, before_update=None) -> None:
         """The base class's step (every check first, then the vectors' steps), then the matrices'."""
-        self._factored, self._vectors_listed = [], {}
+        self._factored, self._vectors_listed, self._vector_params = [], {}, {}
         factored_step = torch.ops.fastoptim.adafactor_factored_step_
 
         def check_then(work) -> None:
-            for group, args, listed, _ in self._factored:
+            for group, args, listed, _, _ in self._factored:
                 self._call(factored_step, group, *args, listed=listed, check_only=True)
             if before_update is not None:
                 before_update(work)
 
         super()._update(check_then)
-        for group, args, listed, write_backs in self._factored:
-            self._call(factored_step, group, *args, listed=listed)
+        for group, args, listed, write_backs, params in self._factored:
+            self._factored_step(functools.partial(self._call, factored_step, group, *args, listed=listed), group, params)
             self._commit(write_backs)
-        self._factored, self._vectors_listed = [], {}
+        self._factored, self._vectors_listed, self._vector_params = [], {}, {}
+
+    def _factored_step(self, entry, group: dict[str, Any], params: list[Tensor]) -> None:
+        """entry(**keywords): the matrices' step of `group`. With sharded DTensors among `params`, it
+        runs in three calls (the op's phases): the first leaves each shard's sums of g^2 along the cut
+        dim (and, cutting rows, its row factors' total), the second, once they are added up over the
+        mesh, moves the other factors and leaves each shard's sums of u^2 and theta^2, the third, once
+        those are added up, updates: the sharded step is the unsharded one (up to the order of the
+        additions)."""
+        keys = self._first_indices(group, params)
+        shards = self._sharded_positions(params)
+        if not shards:
+            entry(**keys)
+            return
+        cuts = [self._cut(p) if is_dtensor(p) else 0 for p in params]
+        factor_sums, across = [], {}
+        for p, cut in zip(params, cuts):
+            local = local_of(p)
+            # (per slice of the last two dims: the row factors' total and the columns' sums, or the rows' sums)
+            width = 1 + local.shape[-1] if cut == 1 else local.shape[-2]
+            sums = torch.zeros((math.prod(local.shape[:-2]), width) if cut else (0,), dtype=torch.float64)
+            factor_sums.append(sums)
+            if cut:  # (added up over the mesh dims that shard the cut dim)
+                dims = tuple(i for i, placement in enumerate(p.placements) if placement.is_shard(p.dim() - 3 + cut))
+                across.setdefault((p.device_mesh, dims), []).append(sums)
+        update_sums = torch.zeros(len(params), 2, dtype=torch.float64)
+        split = dict(cuts=cuts, whole_sizes=[n for p in params for n in (p.shape[-2], p.shape[-1], p.numel())],
+                     factor_sums=factor_sums, update_sums=update_sums, **keys)
+        entry(phase=1, **split)
+        add_up_tensors_across_shards(across)
+        entry(phase=2, **split)
+        add_up_across_shards(update_sums, shards)
+        entry(phase=3, **split)

@@ -11,9 +11,10 @@ also after a state-dict round trip, or within 1e-6 relative where the step adds 
 across the shards (LAMB, LARS, RaLars, TAdam: the same sums, added in another order), as must a
 global gradient-norm clip (max_grad_norm) of sharded gradients; so do the wrappers around AdamW
 (Scout within 1e-6: its coherence sums over each tensor). Optimizers whose step needs rows of
-each tensor whole take Replicate only (Adafactor), those that work row by row Shard(0) too (AMaC, and
+each tensor whole take Replicate only (none now), those that work row by row Shard(0) too (AMaC, and
 AdamP, which combines its rows' summary across shards: within 1e-6); their refusal of other shards is
-tested in one process. Then a model under FSDP2's fully_shard trains as
+tested in one process. Adafactor's matrices add up across shards what their factors need (3-d ones
+too: shards of slices, of rows, of columns, some empty), within 1e-6. Then a model under FSDP2's fully_shard trains as
 the unsharded one does, and its optimizer state goes through torch.distributed.checkpoint's
 get/set_optimizer_state_dict; a transformer block under FSDP2 trains with fastoptim.AdamW as with
 torch.optim.AdamW; and a run saved by torch.distributed.checkpoint at step 10 resumes bit for bit. Rank 0 writes the runs on the report's first
@@ -49,12 +50,12 @@ WRAPPERS = {
 }
 
 
-def run(name, placement, mesh, exact=True, make=None, dtype=torch.float32, grads_of=noise_grads, **options):
+def run(name, placement, mesh, exact=True, make=None, dtype=torch.float32, grads_of=noise_grads, shapes=SHAPES, **options):
     """20 steps of `name` (built by `make`, or with its record's rich options and `options`) on
-    DTensors of `placement` and `dtype` beside the same unsharded, with the gradients
+    DTensors of `placement` and `dtype` and `shapes` beside the same unsharded, with the gradients
     grads_of(unsharded params, step); `exact`: bit for bit, else within 1e-6."""
     make = make or (lambda ps: make_rich(name, ps, **options))
-    params = make_params(SHAPES, dtype)
+    params = make_params(shapes, dtype)
     plain = [p.detach().clone().requires_grad_() for p in params]
     dparams = [torch.nn.Parameter(distribute_tensor(p.detach().clone(), mesh, placements_of(p.shape, placement)))
                for p in params]
@@ -71,7 +72,8 @@ def run(name, placement, mesh, exact=True, make=None, dtype=torch.float32, grads
             opt = make(dparams)
             opt.load_state_dict(saved)
     same = torch.equal if exact else close
-    label = f"{name}{' ' + str(options) if options else ''} {placement}{'' if dtype == torch.float32 else ' ' + str(dtype)}"
+    label = (f"{name}{' ' + str(options) if options else ''} {placement}{'' if dtype == torch.float32 else ' ' + str(dtype)}"
+             f"{'' if shapes is SHAPES else ' ' + str(shapes)}")
     failures = []
     for i, (p, q) in enumerate(zip(dparams, plain)):
         if not same(p.full_tensor(), q.detach()):
@@ -124,10 +126,11 @@ def own_estimates(name, mesh):
     return failures
 
 
-def fsdp2(name, mesh):
+def fsdp2(name, mesh, exact=True):
     """A small MLP under FSDP2's fully_shard (every Linear and the model), trained 5 steps on the same
-    batches on every rank, beside the same MLP unsharded; then the optimizer's sharded state dict
-    through torch.distributed.checkpoint's get/set_optimizer_state_dict into a new optimizer."""
+    batches on every rank, beside the same MLP unsharded (bit for bit, or within 1e-6 for a step that
+    adds up sums across shards); then the optimizer's sharded state dict through
+    torch.distributed.checkpoint's get/set_optimizer_state_dict into a new optimizer."""
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
     from torch.distributed.fsdp import fully_shard
 
@@ -144,8 +147,9 @@ def fsdp2(name, mesh):
             torch.nn.functional.mse_loss(m(x), y).backward()
             o.step()
             o.zero_grad()
+    same = torch.equal if exact else close
     failures = [f"FSDP2 {name}: {key}" for key, value in plain.state_dict().items()
-                if not torch.equal(model.state_dict()[key].full_tensor(), value)]
+                if not same(model.state_dict()[key].full_tensor(), value)]
     reloaded = getattr(fastoptim, name)(model.parameters(), lr=1e-2)
     set_optimizer_state_dict(model, reloaded, get_optimizer_state_dict(model, opt))
     for p in model.parameters():
@@ -252,6 +256,10 @@ def main():
             make = lambda ps, name=name: make_rich(name, [{"params": ps, "rounding_seed": 5}], stochastic_rounding=True)  # noqa: E731
             failures += run(f"{name} stochastic_rounding", placement, mesh, make=make, dtype=torch.bfloat16)
             runs.append(f"{name} stochastic_rounding {placement}")
+    for placement in (Shard(0), Shard(1), Shard(2)):  # Adafactor's factors of slices cut, rows cut, columns cut
+        # (and shards with no slices or no rows: (1, 6, 7) on Shard(0), (2, 1, 3) on Shard(1))
+        failures += run("Adafactor", placement, mesh, exact=False, shapes=[(3, 4, 5), (1, 6, 7), (2, 1, 3)])
+        runs.append(f"Adafactor 3-d {placement}")
     for view in ("channel", "layer"):  # AdamP's projections, which need the rows' summary of every shard
         grads_of = lambda ps, step, rows=view == "channel": without_radial_part(ps, step, rows)  # noqa: E731
         failures += run("AdamP", Shard(0), mesh, exact=False, grads_of=grads_of)
@@ -266,12 +274,12 @@ def main():
     for name in ("SophiaH", "AdaHessian", "SophiaG"):
         failures += own_estimates(name, mesh)
         runs.append(f"{name} own estimates")
-    for name in ("AdamW", "Lion", "ADOPT", "NAdam", "Muon"):
-        failures += fsdp2(name, mesh)
+    for name in ("AdamW", "Lion", "ADOPT", "NAdam", "Muon", "Adafactor"):
+        failures += fsdp2(name, mesh, exact=name != "Adafactor")
         runs.append(f"FSDP2 {name}")
     failures += fsdp2_transformer_against_torch(mesh)
     runs.append("FSDP2 transformer AdamW = torch.optim.AdamW")
-    for name in ("AdamW", "LAMB"):
+    for name in ("AdamW", "LAMB", "Adafactor"):  # (Adafactor: factors replicated along the dim they collapse)
         failures += checkpoint_resume(name, mesh, Path(report).parent / f"checkpoint-{name}")
         runs.append(f"DCP resume {name}")
     if rank == 0:

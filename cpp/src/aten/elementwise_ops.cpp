@@ -234,6 +234,13 @@ typename Rule::Hyper checked_hyper(const char* op, c10::ArrayRef<double> values,
   return h;
 }
 
+// What a split step's shards add up: a contiguous float64 CPU tensor of the given shape.
+void check_sums_tensor(const at::Tensor& sums, c10::IntArrayRef shape, const char* name, const char* op) {
+  TORCH_CHECK_TYPE(sums.scalar_type() == at::kDouble, op, ": ", name, " must be float64, got ", sums.scalar_type());
+  TORCH_CHECK_VALUE(sums.device().is_cpu() && sums.is_contiguous() && sums.sizes() == shape, op, ": ", name,
+                    " must be a contiguous CPU tensor of shape ", shape, ", got ", sums.sizes(), " on ", sums.device());
+}
+
 // A split step's arguments (see elementwise_step): sums_pass 0, or 1/2 for a rule whose step
 // splits, with shard_sums of (params, kSums) float64 on the CPU; whole_numels empty, or with a
 // split, one count per param of at least its elements.
@@ -244,14 +251,8 @@ void check_split(const char* op, at::TensorList params, const std::optional<at::
   TORCH_CHECK_VALUE(sums_pass == 0 || rules::splits_at_sums<Rule>(), op, ": ", Rule::kName,
                     " has no per-tensor sums to add up across shards, so its step does not split (sums_pass must be 0)");
   TORCH_CHECK_VALUE(sums_pass == 0 || shard_sums.has_value(), op, ": sums_pass ", sums_pass, " needs shard_sums");
-  if (sums_pass != 0) {
-    const at::Tensor& sums = *shard_sums;
-    TORCH_CHECK_TYPE(sums.scalar_type() == at::kDouble, op, ": shard_sums must be float64, got ", sums.scalar_type());
-    TORCH_CHECK_VALUE(sums.device().is_cpu() && sums.is_contiguous() && sums.dim() == 2 &&
-                          sums.size(0) == std::int64_t(params.size()) && sums.size(1) == rules::split_sums_of<Rule>(),
-                      op, ": shard_sums must be a contiguous CPU tensor of shape (", params.size(), ", ",
-                      rules::split_sums_of<Rule>(), "), got ", sums.sizes(), " on ", sums.device());
-  }
+  if (sums_pass != 0)
+    check_sums_tensor(*shard_sums, {std::int64_t(params.size()), rules::split_sums_of<Rule>()}, "shard_sums", op);
   TORCH_CHECK_VALUE(whole_numels.empty() || (sums_pass != 0 && whole_numels.size() == params.size()), op,
                     ": whole_numels must be empty or, with sums_pass 1 or 2, have one count per param (", params.size(),
                     "), got ", whole_numels.size());
@@ -531,9 +532,49 @@ at::Tensor decode_eight_bit(const at::Tensor& codes, const at::Tensor& scales) {
 FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_INSTANTIATE)
 #undef FASTOPTIM_INSTANTIATE
 
+namespace {
+
+// A split factored step's arguments (see FactoredSplit), checked before anything is touched.
+void check_factored_split(const char* op, at::TensorList params, const FactoredSplit& split) {
+  const size_t n = params.size();
+  TORCH_CHECK_VALUE(split.phase >= 0 && split.phase <= 3, op, ": phase must be 0 (the whole step), 1, 2 or 3, got ",
+                    split.phase);
+  if (split.phase == 0) {
+    TORCH_CHECK_VALUE(split.cuts.empty() && split.whole_sizes.empty() && split.factor_sums.empty() &&
+                          !split.update_sums.has_value(),
+                      op, ": cuts, whole_sizes, factor_sums and update_sums are for a split step (phase 1, 2 or 3)");
+  } else {
+    TORCH_CHECK_VALUE(split.cuts.size() == n && split.whole_sizes.size() == 3 * n && split.factor_sums.size() == n, op,
+                      ": a split step takes one cut, three whole sizes and one factor_sums per param (", n, "), got ",
+                      split.cuts.size(), ", ", split.whole_sizes.size(), " and ", split.factor_sums.size());
+    TORCH_CHECK_VALUE(split.update_sums.has_value(), op, ": a split step needs update_sums");
+    check_sums_tensor(*split.update_sums, {std::int64_t(n), 2}, "update_sums", op);
+  }
+  TORCH_CHECK_VALUE(split.first_indices.empty() || split.first_indices.size() == n, op,
+                    ": first_indices must be empty or have one index per param (", n, "), got ", split.first_indices.size());
+  for (size_t i = 0; i < split.cuts.size(); ++i) {
+    const at::Tensor& p = params[i];
+    const std::int64_t cut = split.cuts[i], batches = c10::multiply_integers(p.sizes().begin(), p.sizes().end() - 2);
+    const std::int64_t whole_rows = split.whole_sizes[3 * i], whole_columns = split.whole_sizes[3 * i + 1];
+    TORCH_CHECK_VALUE(cut >= 0 && cut <= 2, op, ": cuts[", i, "] is ", cut, "; it must be 0, 1 (rows) or 2 (columns)");
+    TORCH_CHECK_VALUE(whole_rows >= p.size(-2) && whole_columns >= p.size(-1) &&
+                          split.whole_sizes[3 * i + 2] >= p.numel() && (cut == 1 || whole_rows == p.size(-2)) &&
+                          (cut == 2 || whole_columns == p.size(-1)),
+                      op, ": whole_sizes of params[", i, "] (", whole_rows, ", ", whole_columns, ", ",
+                      split.whole_sizes[3 * i + 2], ") do not hold its shape ", p.sizes(), " cut ", cut);
+    const std::vector<std::int64_t> shape = cut == 1   ? std::vector<std::int64_t>{batches, 1 + p.size(-1)}
+                                            : cut == 2 ? std::vector<std::int64_t>{batches, p.size(-2)}
+                                                       : std::vector<std::int64_t>{0};
+    check_sums_tensor(split.factor_sums[i], shape, "factor_sums", op);
+  }
+}
+
+}  // namespace
+
 void adafactor_factored_step(at::TensorList params, at::TensorList grads, at::TensorList row_factors,
                              at::TensorList column_factors, at::TensorList steps, c10::ArrayRef<double> hyper,
-                             const std::optional<at::Tensor>& lr, bool check_only, at::TensorList rounding) {
+                             const std::optional<at::Tensor>& lr, bool check_only, at::TensorList rounding,
+                             const FactoredSplit& split) {
   using Rule = rules::Adafactor;
   const char* op = "fastoptim::adafactor_factored_step_";
   const auto h = checked_hyper<Rule>(op, hyper, lr);
@@ -571,6 +612,7 @@ void adafactor_factored_step(at::TensorList params, at::TensorList grads, at::Te
     check_scalar_tensor(steps[i], TensorName{"steps", i});
     if (!rounding.empty()) check_rounding_key(rounding[i], p, i, op);
   }
+  check_factored_split(op, params, split);
   if (check_only) return;
 
   struct Batch {
@@ -579,17 +621,33 @@ void adafactor_factored_step(at::TensorList params, at::TensorList grads, at::Te
     std::vector<Rule::Coeffs<double>> coeffs_double;
   };
   std::array<Batch, 4> batches;
+  const bool first_call = split.phase <= 1;  // (the call that counts the step; the others read it)
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& p = params[i];
-    rules::StepInfo info{advance_step(steps[i]), false, p.numel(), true, p.size(0), 1.0, int(p.dim())};
+    const std::int64_t numel = split.phase ? split.whole_sizes[3 * i + 2] : p.numel();
+    rules::StepInfo info{first_call ? advance_step(steps[i]) : read_scalar(steps[i]), false, numel, true, p.size(0), 1.0,
+                         int(p.dim())};
     info.dtype_eps = machine_epsilon(p.scalar_type());
-    const auto rounding_step = rounding.empty() ? 0 : advance_rounding_count(rounding[i]);
-    if (p.numel() == 0) continue;
+    const auto rounding_step = rounding.empty() ? 0
+                               : first_call     ? advance_rounding_count(rounding[i])
+                                                : rounding_count(rounding[i]);
+    if (numel == 0) continue;  // (a shard may be empty while others are not: its factors still move)
     const std::int64_t rows = p.size(-2), columns = p.size(-1);
     Batch& batch = batches[size_t(*storage_dtype(p.scalar_type()))];
     batch.tensors.push_back({p.data_ptr(), grads[i].const_data_ptr(), row_factors[i].data_ptr(),
-                             column_factors[i].data_ptr(), p.numel() / (rows * columns), rows, columns});
-    if (!rounding.empty()) set_rounding(batch.tensors.back(), rounding[i], rounding_step);
+                             column_factors[i].data_ptr(), c10::multiply_integers(p.sizes().begin(), p.sizes().end() - 2),
+                             rows, columns});
+    fastoptim_isa::FactoredSlots& slots = batch.tensors.back();
+    if (!rounding.empty()) set_rounding(slots, rounding[i], rounding_step);
+    if (!split.first_indices.empty()) slots.first_index = split.first_indices[i];
+    if (split.phase) {
+      slots.phase = int(split.phase);
+      slots.split = int(split.cuts[i]);
+      slots.whole_rows = split.whole_sizes[3 * i];
+      slots.whole_columns = split.whole_sizes[3 * i + 1];
+      slots.factor_sums = split.factor_sums[i].numel() ? split.factor_sums[i].data_ptr<double>() : nullptr;
+      slots.update_sums = split.update_sums->data_ptr<double>() + 2 * i;
+    }
     if (p.scalar_type() == at::kDouble) batch.coeffs_double.push_back(Rule::prepare<double>(h, info));
     else batch.coeffs_float.push_back(Rule::prepare<float>(h, info));
   }
@@ -639,14 +697,20 @@ void elementwise_step_meta(at::TensorList params, at::TensorList grads, at::Tens
 
 void factored_step_op(at::TensorList params, at::TensorList grads, at::TensorList row_factors,
                       at::TensorList column_factors, at::TensorList steps, c10::ArrayRef<double> hyper,
-                      const std::optional<at::Tensor>& lr, std::optional<at::TensorList> rounding, bool check_only) {
+                      const std::optional<at::Tensor>& lr, std::optional<at::TensorList> rounding, bool check_only,
+                      std::int64_t phase, c10::IntArrayRef cuts, c10::IntArrayRef whole_sizes,
+                      std::optional<at::TensorList> factor_sums, const std::optional<at::Tensor>& update_sums,
+                      c10::IntArrayRef first_indices) {
   adafactor_factored_step(params, grads, row_factors, column_factors, steps, hyper, lr, check_only,
-                          rounding.value_or(at::TensorList()));
+                          rounding.value_or(at::TensorList()),
+                          {phase, cuts, whole_sizes, first_indices, factor_sums.value_or(at::TensorList()), update_sums});
 }
 
 void factored_step_meta(at::TensorList params, at::TensorList grads, at::TensorList row_factors,
                         at::TensorList column_factors, at::TensorList steps, c10::ArrayRef<double> hyper,
-                        const std::optional<at::Tensor>& lr, std::optional<at::TensorList>, bool) {
+                        const std::optional<at::Tensor>& lr, std::optional<at::TensorList>, bool, std::int64_t,
+                        c10::IntArrayRef, c10::IntArrayRef, std::optional<at::TensorList>,
+                        const std::optional<at::Tensor>&, c10::IntArrayRef) {
   std::vector<at::Tensor> factors(row_factors.begin(), row_factors.end());
   factors.insert(factors.end(), column_factors.begin(), column_factors.end());
   elementwise_step_meta(params, grads, factors, steps, c10::List<bool>(), hyper, lr, std::nullopt, std::nullopt,
@@ -663,7 +727,8 @@ void factored_step_meta(at::TensorList params, at::TensorList grads, at::TensorL
 #define FASTOPTIM_FACTORED_SCHEMA                                                                          \
   "adafactor_factored_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] row_factors, "               \
   "Tensor(c!)[] column_factors, Tensor(d!)[] steps, float[] hyper, Tensor? lr=None, Tensor(e!)[]? rounding=None, " \
-  "bool check_only=False) -> ()"
+  "bool check_only=False, int phase=0, int[] cuts=[], int[] whole_sizes=[], Tensor(f!)[]? factor_sums=None, "    \
+  "Tensor(g!)? update_sums=None, int[] first_indices=[]) -> ()"
 
 TORCH_LIBRARY(fastoptim, m) {
 #define FASTOPTIM_DEF(Type, name) m.def(FASTOPTIM_OP_SCHEMA(name));

@@ -40,10 +40,22 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
 // factors of the second moment beside each, `steps` one counter per param; `hyper` and `lr` as
 // for the rule's vector step (fastoptim::adafactor_step_), which takes the other parameters;
 // `rounding` as for elementwise_step.
+// A step of sharded tensors (DTensors' local shards) runs in three calls, `split.phase` 1, 2 and 3
+// (kernels/isa.h's FactoredSlots), the caller adding up across the shards between the calls the
+// float64 `factor_sums` (one per param: (slices, 1 + columns) where the shards cut rows, (slices,
+// rows) where they cut columns, empty otherwise) and `update_sums` ((params, 2)); `cuts` says per
+// param what they cut (0 nothing or whole slices, 1 rows, 2 columns), `whole_sizes` per param the
+// whole tensor's rows, columns and numel, `first_indices` its element 0's index in the whole tensor.
+struct FactoredSplit {
+  std::int64_t phase = 0;
+  c10::ArrayRef<std::int64_t> cuts, whole_sizes, first_indices;
+  at::TensorList factor_sums;
+  std::optional<at::Tensor> update_sums;
+};
 void adafactor_factored_step(at::TensorList params, at::TensorList grads, at::TensorList row_factors,
                              at::TensorList column_factors, at::TensorList steps, c10::ArrayRef<double> hyper,
                              const std::optional<at::Tensor>& lr, bool check_only = false,
-                             at::TensorList rounding = {});
+                             at::TensorList rounding = {}, const FactoredSplit& split = {});
 
 // 8-bit state (core/codes8.h) to and from float32, for state dicts that change precision: the
 // codes of a dense float tensor (walked in memory order, as the kernels walk its parameter), in

@@ -6,6 +6,7 @@
 //   pass 2  (parallel over units)  the sums of u^2 and theta^2 (u from the factored estimate);
 //                                  Rule::finish per tensor
 //   pass 3  (parallel over units)  the update (Rule::descend)
+// A sharded tensor's step splits around the sums its shards add up (FactoredSlots' phase).
 // A unit is a run of rows of one slice; how many rows is a function of the shape alone, and every
 // sum is taken in a fixed order (rows by core/reduce.h's fixed lanes, units in order), so a step is
 // the same bits for any thread count and any ISA. Included only by the per-ISA kernel translation unit.
@@ -78,6 +79,7 @@ struct FactoredStep {
     std::vector<T> column_sums;                // per unit, `columns` values: its rows' sums of g^2
     std::vector<std::int64_t> first_column_sum;
     std::vector<T> floored_row_mean;           // per slice
+    std::vector<T> column_totals;              // per column of every slice: its sum of g^2
     std::vector<T> column_rsqrt;               // per column of every slice: Rule::column_rsqrt of its factor
     std::vector<std::int64_t> first_column;    // slice s's columns in column_rsqrt
     std::vector<std::array<T, 2>> unit_sums;   // per unit: sums of u^2 and theta^2
@@ -132,6 +134,7 @@ struct FactoredStep {
     b.row_sums.resize(std::size_t(rows_total));
     b.column_sums.resize(std::size_t(column_sums_total));
     b.floored_row_mean.resize(b.first_row.size());
+    b.column_totals.resize(std::size_t(columns_total));
     b.column_rsqrt.resize(std::size_t(columns_total));
     b.unit_sums.resize(b.units.size());
   }
@@ -167,30 +170,74 @@ struct FactoredStep {
     }
   }
 
-  // The factors of one slice moved toward this step's mean squares, and its floored row mean.
-  void move_factors(std::int64_t tensor, std::int64_t slice) {
+  // The means divide by the whole tensor's rows and columns (a shard's in a split step).
+  static std::int64_t whole_rows(const FactoredSlots& x) { return x.phase ? x.whole_rows : x.rows; }
+  static std::int64_t whole_columns(const FactoredSlots& x) { return x.phase ? x.whole_columns : x.columns; }
+  // What a split step's shards add up for one slice (FactoredSlots' factor_sums).
+  static double* exchanged(const FactoredSlots& x, std::int64_t local_slice) {
+    return x.factor_sums + local_slice * (x.split == 1 ? 1 + x.columns : x.rows);
+  }
+  static bool sums_due(const FactoredSlots& x) { return x.phase == 0 || (x.phase == 1 && x.split == 0) || (x.phase == 2 && x.split != 0); }
+  static bool update_due(const FactoredSlots& x) { return x.phase == 0 || x.phase == 3; }
+
+  // The slice's units' column sums of g^2, added in unit order.
+  void total_columns(std::int64_t slice, std::int64_t columns, T* totals) const {
+    const std::int64_t first = b.slice_units[std::size_t(slice)], last = b.slice_units[std::size_t(slice) + 1];
+    over_lanes<T>(columns, [&](auto lanes, std::int64_t c) {
+      constexpr int W = decltype(lanes)::value;
+      Vec<T, W> sum = Vec<T, W>::broadcast(T(0));
+      for (std::int64_t u = first; u < last; ++u) sum = sum + core::load<W>(b.column_sums.data() + b.first_column_sum[std::size_t(u)] + c);
+      core::store<W>(totals + c, sum);
+    });
+  }
+
+  static T row_factor_total(const S* rows, std::int64_t count) {
+    T total = 0;
+    for (std::int64_t r = 0; r < count; ++r) total += core::load<1>(rows + r).v[0];  // (the factors as stored)
+    return total;
+  }
+
+  // One slice's factors moved toward this step's mean squares (in a split step, those this call has
+  // whole), then its floored row mean and its columns' rsqrt; or, in phase 1 of a split step, what
+  // the shards add up.
+  void prepare_slice(std::int64_t tensor, std::int64_t slice) {
     const FactoredSlots& x = tensors[tensor];
     const Coeffs& k = b.coeffs[std::size_t(tensor)];
     const std::int64_t local_slice = slice - b.first_slice[std::size_t(tensor)];
     S* rows = static_cast<S*>(x.row_factor) + local_slice * x.rows;
     S* columns = static_cast<S*>(x.column_factor) + local_slice * x.columns;
-    const T* row_sums = b.row_sums.data() + b.first_row[std::size_t(slice)];
-    T row_factor_sum = 0;
-    for (std::int64_t r = 0; r < x.rows; ++r) {
-      const Vec<T, 1> mean_square = Vec<T, 1>::broadcast(row_sums[r] / T(x.columns));
-      core::store<1>(rows + r, Rule::moment(core::load<1>(rows + r), mean_square, k));
-      row_factor_sum += core::load<1>(rows + r).v[0];  // (the factor as stored)
+    T* row_sums = b.row_sums.data() + b.first_row[std::size_t(slice)];
+    T* column_totals = b.column_totals.data() + b.first_column[std::size_t(slice)];
+    const int split = x.phase ? x.split : 0;
+    double* exchange = split ? exchanged(x, local_slice) : nullptr;
+    const bool squared = x.phase <= 1;  // (this call summed the squares of g)
+    if (squared) total_columns(slice, x.columns, column_totals);
+    if (x.phase == 2 && split == 1) std::copy(exchange + 1, exchange + 1 + x.columns, column_totals);
+    if (x.phase == 2 && split == 2) std::copy(exchange, exchange + x.rows, row_sums);
+    if ((squared && split != 2) || (x.phase == 2 && split == 2)) {
+      for (std::int64_t r = 0; r < x.rows; ++r) {
+        const Vec<T, 1> mean_square = Vec<T, 1>::broadcast(row_sums[r] / T(whole_columns(x)));
+        core::store<1>(rows + r, Rule::moment(core::load<1>(rows + r), mean_square, k));
+      }
     }
-    b.floored_row_mean[std::size_t(slice)] = Rule::floored_row_mean(row_factor_sum, x.rows, k);
-    // The slice's units' column sums, added in unit order.
-    const std::int64_t first = b.slice_units[std::size_t(slice)], last = b.slice_units[std::size_t(slice) + 1];
-    over_lanes<T>(x.columns, [&](auto lanes, std::int64_t c) {
-      constexpr int W = decltype(lanes)::value;
-      Vec<T, W> sum = core::load<W>(b.column_sums.data() + b.first_column_sum[std::size_t(first)] + c);
-      for (std::int64_t u = first + 1; u < last; ++u)
-        sum = sum + core::load<W>(b.column_sums.data() + b.first_column_sum[std::size_t(u)] + c);
-      core::store<W>(columns + c, Rule::moment(core::load<W>(columns + c), sum / T(x.rows), k));
-    });
+    if ((squared && split != 1) || (x.phase == 2 && split == 1)) {
+      over_lanes<T>(x.columns, [&](auto lanes, std::int64_t c) {
+        constexpr int W = decltype(lanes)::value;
+        const Vec<T, W> mean_square = core::load<W>(column_totals + c) / T(whole_rows(x));
+        core::store<W>(columns + c, Rule::moment(core::load<W>(columns + c), mean_square, k));
+      });
+    }
+    if (x.phase == 1 && split == 1) {
+      exchange[0] = double(row_factor_total(rows, x.rows));
+      std::copy(column_totals, column_totals + x.columns, exchange + 1);
+      return;
+    }
+    if (x.phase == 1 && split == 2) {
+      std::copy(row_sums, row_sums + x.rows, exchange);
+      return;
+    }
+    const T row_total = split == 1 ? T(exchange[0]) : row_factor_total(rows, x.rows);
+    b.floored_row_mean[std::size_t(slice)] = Rule::floored_row_mean(row_total, whole_rows(x), k);
     T* rsqrt = b.column_rsqrt.data() + b.first_column[std::size_t(slice)];
     for (std::int64_t c = 0; c < x.columns; ++c) rsqrt[c] = Rule::column_rsqrt(core::load<1>(columns + c).v[0]);
   }
@@ -263,7 +310,7 @@ struct FactoredStep {
       };
       if constexpr (std::is_same_v<S, core::bf16>) {
         if (x.stochastic_rounding) {
-          over_rounding_groups({x.rounding_seed, x.rounding_stream, x.rounding_step}, row.first_index, 0, x.columns,
+          over_rounding_groups({x.rounding_seed, x.rounding_stream, x.rounding_step}, x.first_index + row.first_index, 0, x.columns,
                                [&](auto lanes, std::int64_t c, const std::uint16_t* bits) {
                                  core::store_rounded<decltype(lanes)::value>(row.p + c, descended(lanes, c), bits);
                                });
@@ -278,22 +325,34 @@ struct FactoredStep {
     plan(given);
     const std::int64_t n = elements();
     const auto unit_count = std::int64_t(b.units.size());
-    parallel_units(unit_count, n, [&](std::int64_t u) { square_sums(u); });
+    auto tensor_of = [&](std::int64_t u) -> const FactoredSlots& { return tensors[b.units[std::size_t(u)].tensor]; };
+    parallel_units(unit_count, n, [&](std::int64_t u) {
+      if (tensor_of(u).phase <= 1) square_sums(u);
+    });
     const auto slice_count = std::int64_t(b.first_row.size());
     parallel_units(slice_count, n, [&](std::int64_t s) {
       const auto tensor = std::int64_t(std::upper_bound(b.first_slice.begin(), b.first_slice.end(), s) - b.first_slice.begin()) - 1;
-      move_factors(tensor, s);
+      prepare_slice(tensor, s);
     });
-    parallel_units(unit_count, n, [&](std::int64_t u) { update_sums(u); });
+    parallel_units(unit_count, n, [&](std::int64_t u) {
+      if (sums_due(tensor_of(u))) update_sums(u);
+    });
     for (std::int64_t t = 0; t < count; ++t) {
+      const FactoredSlots& x = tensors[t];
       std::array<T, 2> sums{};
-      for (std::int64_t u = b.first_unit[std::size_t(t)]; u < b.first_unit[std::size_t(t) + 1]; ++u) {
-        sums[0] += b.unit_sums[std::size_t(u)][0];
-        sums[1] += b.unit_sums[std::size_t(u)][1];
+      if (sums_due(x)) {
+        for (std::int64_t u = b.first_unit[std::size_t(t)]; u < b.first_unit[std::size_t(t) + 1]; ++u) {
+          sums[0] += b.unit_sums[std::size_t(u)][0];
+          sums[1] += b.unit_sums[std::size_t(u)][1];
+        }
+        if (x.phase) std::copy(sums.begin(), sums.end(), x.update_sums);
       }
-      Rule::finish(b.coeffs[std::size_t(t)], sums.data());
+      if (x.phase == 3) sums = {T(x.update_sums[0]), T(x.update_sums[1])};
+      if (update_due(x)) Rule::finish(b.coeffs[std::size_t(t)], sums.data());
     }
-    parallel_units(unit_count, n, [&](std::int64_t u) { descend(u); });
+    parallel_units(unit_count, n, [&](std::int64_t u) {
+      if (update_due(tensor_of(u))) descend(u);
+    });
   }
 };
 

@@ -72,6 +72,21 @@ struct FactoredSlots {
   bool stochastic_rounding = false;  // (as TensorSlots')
   std::uint64_t rounding_seed = 0;
   std::uint32_t rounding_stream = 0, rounding_step = 0;
+  std::int64_t first_index = 0;  // the index of element 0 in the whole tensor (a shard's; keys the rounding)
+  // A sharded tensor (a DTensor's local shard) steps in three calls, its front end adding up across
+  // the shards between them what each call leaves in `factor_sums` and `update_sums`; phase 0 is the
+  // whole step in one call. `split` says what the shards cut: 0 whole slices (or nothing), 1 rows
+  // (the column factors' sums and the row factors' total cross shards), 2 columns (the rows' sums).
+  //   phase 1: rows  -> the row factors moved; factor_sums per slice {sum of R, each column's sum of g^2}
+  //            columns -> the column factors moved; factor_sums per slice {each row's sum of g^2}
+  //            slices -> the factors moved; update_sums {sum of u^2, sum of theta^2}
+  //   phase 2: rows, columns -> the other factors moved from the added-up factor_sums; update_sums
+  //   phase 3: the update, from the added-up update_sums (and, for rows, factor_sums' sum of R)
+  // The means divide by the whole tensor's rows and columns.
+  int phase = 0, split = 0;
+  std::int64_t whole_rows = 0, whole_columns = 0;
+  double* factor_sums = nullptr;
+  double* update_sums = nullptr;
 };
 // Runs a factored rule's step over `count` tensors; `coeffs` as for ElementwiseKernel.
 using FactoredKernel = void (*)(const FactoredSlots* tensors, std::int64_t count, const void* coeffs, Dtype dtype);
