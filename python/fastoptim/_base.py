@@ -31,8 +31,67 @@ def scale_key(name: str) -> str:
 
 
 def eight_bit_blocks(param: Tensor) -> int:
-    """How many block scales one 8-bit state tensor of `param` has (one per 256 elements)."""
-    return -(-param.numel() // 256)
+    """How many block scales one 8-bit state tensor of `param` has (one per 256 elements); of a
+    DTensor, its local shard's."""
+    return -(-local_of(param).numel() // 256)
+
+
+def eight_bit_scales_layout(param: Tensor) -> tuple[tuple[int, ...], list[Any] | None]:
+    """The shape of the block scales of one 8-bit state tensor of `param`, and their placements (None
+    for a plain tensor: (blocks,)). A DTensor's shards are quantized each on its own, in blocks from
+    the shard's first element (as torchao's 8-bit optimizers quantize under FSDP2), so its scales are
+    a DTensor with a row per shard, (shards along each mesh dim, ..., the largest shard's blocks),
+    sharded along the mesh dims that shard the parameter: a shard reads the first blocks of its row."""
+    if not is_dtensor(param):
+        return (eight_bit_blocks(param),), None
+    from torch.distributed.tensor import Replicate, Shard
+
+    largest = list(param.shape)  # (DTensor's shards: chunks, the first the largest)
+    for mesh_dim, placement in enumerate(param.placements):
+        if placement.is_shard():
+            largest[placement.dim] = -(-largest[placement.dim] // param.device_mesh.size(mesh_dim))
+    mesh_dims = range(param.device_mesh.ndim)
+    rows = tuple(param.device_mesh.size(i) if param.placements[i].is_shard() else 1 for i in mesh_dims)
+    placements = [Shard(i) if param.placements[i].is_shard() else Replicate() for i in mesh_dims]
+    return (*rows, -(-math.prod(largest) // 256)), placements
+
+
+def eight_bit_scales(param: Tensor) -> Tensor:
+    """Zero block scales for one 8-bit state tensor of `param` (eight_bit_scales_layout)."""
+    shape, placements = eight_bit_scales_layout(param)
+    if placements is None:
+        return torch.zeros(shape, dtype=torch.float32, device=param.device)
+    from torch.distributed.tensor import zeros
+
+    return zeros(shape, device_mesh=param.device_mesh, placements=placements, dtype=torch.float32)
+
+
+def local_scales(scales: Tensor, codes: Tensor) -> Tensor:
+    """The block scales a step or a decoding of `codes` (a DTensor's: its local shard) reads: a
+    DTensor's row of scales, as many as the shard has blocks; a plain tensor's, as they are."""
+    return local_of(scales).view(-1)[: eight_bit_blocks(codes)] if is_dtensor(scales) else scales
+
+
+def decode_eight_bit(codes: Tensor, scales: Tensor) -> Tensor:
+    """8-bit state decoded to float32 (a DTensor's shard by shard, into a DTensor of its placements)."""
+    values = _C.decode_eight_bit(local_of(codes), local_scales(scales, codes).cpu())
+    if not is_dtensor(codes):
+        return values
+    from torch.distributed.tensor import DTensor
+
+    return DTensor.from_local(values, codes.device_mesh, codes.placements, shape=codes.shape, stride=codes.stride())
+
+
+def encode_eight_bit(values: Tensor, param: Tensor) -> tuple[Tensor, Tensor]:
+    """State values of `param` encoded in 8 bits: (codes, scales), a DTensor's shard by shard."""
+    codes, scales = _C.encode_eight_bit(local_of(values))
+    if not is_dtensor(values):
+        return codes, scales
+    from torch.distributed.tensor import DTensor
+
+    whole_scales = eight_bit_scales(param)
+    local_scales(whole_scales, values).copy_(scales)
+    return DTensor.from_local(codes, values.device_mesh, values.placements, shape=values.shape, stride=values.stride()), whole_scales
 
 
 def check_positive_int(**values: Any) -> None:
@@ -258,7 +317,9 @@ class FusedOptimizer(torch.optim.Optimizer):
     in registers in its one pass: about 2 bytes of state per parameter instead of 8 for AdamW.
     (LAMB's and RaLars' first pass decodes the moments to advance them for the norms, storing
     nothing; the second advances them again, updates and encodes.)
-    Other state (Adan's previous gradient) stays in the parameter's dtype. As with state_dtype, the
+    Other state (Adan's previous gradient) stays in the parameter's dtype. A DTensor parameter's local
+    shards are quantized each on its own (its scales: a DTensor with a row per shard, see
+    eight_bit_scales_layout), so its 8-bit checkpoint loads only into the sharding it was saved from. As with state_dtype, the
     loading optimizer decides: an 8-bit checkpoint loads into a full-precision optimizer decoded,
     and a full-precision one into an 8-bit optimizer encoded; 8-bit into 8-bit is kept bit for bit.
     """
@@ -333,7 +394,7 @@ class FusedOptimizer(torch.optim.Optimizer):
                 layout = torch.contiguous_format if rule.row_major else torch.preserve_format
                 return torch.zeros_like(param, dtype=torch.uint8, memory_format=layout)
             if name.endswith("_scale") and name[: -len("_scale")] in rule.eight_bit_state:
-                return torch.zeros(eight_bit_blocks(param), dtype=torch.float32, device=param.device)
+                return eight_bit_scales(param)
         if rule.initial_value is not None:
             slot = next(i for i, (slot_name, _) in enumerate(rule.state_slots) if slot_name == name)
             hyper = self._hyper(group)
@@ -358,15 +419,11 @@ class FusedOptimizer(torch.optim.Optimizer):
                          f"{self._param_label(group, index, param)} is {param.dtype}")
 
     def _check_eight_bit_param(self, group: dict[str, Any], param: Tensor) -> None:
-        """8-bit state serves float32 and bfloat16 parameters, not DTensors (their blocks would be cut
-        by the shards) yet; others raise a ValueError naming them."""
+        """8-bit state serves float32 and bfloat16 parameters; others raise a ValueError naming them."""
         index = next(i for i, q in enumerate(group["params"]) if q is param)
         if param.dtype not in (torch.float32, torch.bfloat16):
             raise ValueError(f"{type(self).__name__}: state_bits=8 keeps the state of float32 and bfloat16 parameters; "
                              f"{self._param_label(group, index, param)} is {param.dtype}")
-        if is_dtensor(param):
-            raise ValueError(f"{type(self).__name__}: state_bits=8 does not step DTensor parameters yet; "
-                             f"{self._param_label(group, index, param)} is one (use state_bits=None for them)")
 
     def _keys_of(self, param: Tensor, used: list[str], keys: list[str]) -> tuple[list[str], list[str]]:
         """The state slots and state keys of `param`, given its group's (Rule.state_keys): the same
@@ -618,12 +675,12 @@ class FusedOptimizer(torch.optim.Optimizer):
             if eight_bit and rule.in_step_layout(codes, p) is codes:
                 state[name], state[scale_key(name)] = codes, scales.contiguous()
                 return
-            value = _C.decode_eight_bit(codes, scales.cpu())
+            value = decode_eight_bit(codes, scales)
         if not isinstance(value, Tensor):
             return
         value = rule.in_step_layout(value, p)
         if eight_bit:
-            state[name], state[scale_key(name)] = _C.encode_eight_bit(value)
+            state[name], state[scale_key(name)] = encode_eight_bit(value, p)
         else:
             state[name] = value.to(self._state_dtype(group, p))
 
@@ -679,11 +736,17 @@ class FusedOptimizer(torch.optim.Optimizer):
                 raise TypeError(f"{label}: {name!r} must be a tensor, got {type(value).__name__}")
             if value.dtype == torch.uint8 and name in rule.eight_bit_state:  # 8-bit codes and their scales
                 scales = entry.get(scale_key(name))
-                blocks = eight_bit_blocks(p)
-                if not isinstance(scales, Tensor) or scales.dtype != torch.float32 or scales.shape != (blocks,):
-                    raise TypeError(f"{label}: 8-bit {name!r} needs {scale_key(name)!r}, a float32 tensor of {blocks} "
-                                    f"block scales, got {scales.dtype if isinstance(scales, Tensor) else type(scales).__name__}"
-                                    f"{' of shape ' + str(tuple(scales.shape)) if isinstance(scales, Tensor) else ''}")
+                shape, placements = eight_bit_scales_layout(p)
+                if (not isinstance(scales, Tensor) or scales.dtype != torch.float32 or scales.shape != shape
+                        or is_dtensor(scales) != is_dtensor(p)):
+                    kind = "a DTensor of its shards' block scales" if placements else "a tensor of block scales"
+                    got = (f"{type(scales).__name__} {scales.dtype} of shape {tuple(scales.shape)}"
+                           if isinstance(scales, Tensor) else type(scales).__name__)
+                    hint = (" (8-bit state is quantized shard by shard, so it loads only into the sharding it was saved "
+                            "from: load it there into a state_bits=None optimizer, whose state dict loads anywhere)"
+                            if placements else "")
+                    raise TypeError(f"{label}: 8-bit {name!r} needs {scale_key(name)!r}, float32, {kind} of shape "
+                                    f"{shape}; got {got}{hint}")
                 if value.shape != p.shape:
                     raise ValueError(f"{label}: {name!r} must have shape {tuple(p.shape)}, got {tuple(value.shape)}")
                 entry[name], entry[scale_key(name)] = _Uncast(value), _Uncast(scales)  # (torch's load would cast them)
@@ -776,6 +839,11 @@ class FusedOptimizer(torch.optim.Optimizer):
         flat_state = [t for column in state_lists for t in column]
         if self._holds_dtensors:
             flat_state = [local_of(t) for t in flat_state]
+            for column, name in enumerate(used):  # (each shard's own row of block scales)
+                if group.get("state_bits") == 8 and name.endswith("_scale"):
+                    first = column * len(params)
+                    flat_state[first:first + len(params)] = [scales.view(-1)[: eight_bit_blocks(p)] for p, scales
+                                                             in zip(params, flat_state[first:first + len(params)])]
         fresh = [False] * len(params)
         for i in fresh_indices:
             fresh[i] = True

@@ -30,7 +30,8 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference import OPTIMIZERS, make_params, make_rich, noise_grads, rule_optimizer, without_radial_part  # noqa: E402
+from reference import (OPTIMIZERS, make_params, make_rich, noise_grads, rule_optimizer, takes_state_bits,  # noqa: E402
+                       without_radial_part)
 
 import fastoptim  # noqa: E402
 
@@ -90,6 +91,38 @@ def close(a, b):
     """Equal within 1e-6 of b's largest magnitude (a step count: exactly)."""
     a, b = a.double().flatten(), b.double().flatten()
     return a.shape == b.shape and bool(torch.all((a - b).abs() <= 1e-6 * b.abs().max())) if b.numel() else a.shape == b.shape
+
+
+def eight_bit(name, placement, mesh, steps=6):
+    """`name` with state_bits=8 on DTensors of `placement` (each shard quantized on its own, in blocks
+    from its first element): each step is the full-precision sharded step from the same state decoded
+    (a state_bits=None optimizer loaded from the 8-bit one's state dict), whose new state, encoded
+    shard by shard (an 8-bit optimizer loaded from its state dict), is the 8-bit state: bit for bit.
+    Shards of several blocks and a partial one, beside SHAPES' one-block shards."""
+    params = make_params(SHAPES + [(300, 7), (513,)], torch.float32)
+    dparams = [torch.nn.Parameter(distribute_tensor(p.detach().clone(), mesh, placements_of(p.shape, placement)))
+               for p in params]
+    opt = make_rich(name, dparams, state_bits=8)
+    failures = []
+    for step in range(steps):
+        copies = [torch.nn.Parameter(p.detach().clone()) for p in dparams]
+        for p, q, g in zip(dparams, copies, noise_grads(params, step)):
+            p.grad = distribute_tensor(g, mesh, list(p.placements))
+            q.grad = p.grad.clone()
+        wide = make_rich(name, copies)
+        if step:
+            wide.load_state_dict(copy.deepcopy(opt.state_dict()))  # (decoded shard by shard)
+        opt.step()
+        wide.step()
+        encoded = make_rich(name, copies, state_bits=8)
+        encoded.load_state_dict(copy.deepcopy(wide.state_dict()))  # (encoded shard by shard)
+        for i, (p, q) in enumerate(zip(dparams, copies)):
+            if not torch.equal(p.full_tensor(), q.full_tensor()):
+                failures.append(f"{name} state_bits=8 {placement} step {step}: parameter {i}")
+            for key, value in opt.state[p].items():
+                if not torch.equal(local_of(value), local_of(encoded.state[q][key])):
+                    failures.append(f"{name} state_bits=8 {placement} step {step}: state {key!r} of parameter {i}")
+    return failures
 
 
 def own_estimates(name, mesh):
@@ -201,7 +234,7 @@ def fsdp2_transformer_against_torch(mesh):
     return failures if moved else ["FSDP2 transformer: training did not move the weights"]
 
 
-def checkpoint_resume(name, mesh, folder):
+def checkpoint_resume(name, mesh, folder, **options):
     """A transformer block under FSDP2 trained with `name`: saved with torch.distributed.checkpoint at
     step 10 (model and optimizer, get_state_dict), loaded into a new model and optimizer
     (set_state_dict), trained on to step 20: bit for bit the run that never stopped."""
@@ -212,7 +245,7 @@ def checkpoint_resume(name, mesh, folder):
     def fresh():
         model = transformer_block(0)
         fully_shard(model, mesh=mesh)
-        return model, getattr(fastoptim, name)(model.parameters(), lr=1e-2, weight_decay=0.1)
+        return model, getattr(fastoptim, name)(model.parameters(), lr=1e-2, weight_decay=0.1, **options)
 
     model, opt = fresh()
     train(model, opt, 10)
@@ -260,6 +293,11 @@ def main():
         # (and shards with no slices or no rows: (1, 6, 7) on Shard(0), (2, 1, 3) on Shard(1))
         failures += run("Adafactor", placement, mesh, exact=False, shapes=[(3, 4, 5), (1, 6, 7), (2, 1, 3)])
         runs.append(f"Adafactor 3-d {placement}")
+    for name in OPTIMIZERS:
+        if takes_state_bits(name):
+            for placement in (Shard(0), Shard(1)):
+                failures += eight_bit(name, placement, mesh)
+                runs.append(f"{name} state_bits=8 {placement}")
     for view in ("channel", "layer"):  # AdamP's projections, which need the rows' summary of every shard
         grads_of = lambda ps, step, rows=view == "channel": without_radial_part(ps, step, rows)  # noqa: E731
         failures += run("AdamP", Shard(0), mesh, exact=False, grads_of=grads_of)
@@ -279,9 +317,10 @@ def main():
         runs.append(f"FSDP2 {name}")
     failures += fsdp2_transformer_against_torch(mesh)
     runs.append("FSDP2 transformer AdamW = torch.optim.AdamW")
-    for name in ("AdamW", "LAMB", "Adafactor"):  # (Adafactor: factors replicated along the dim they collapse)
-        failures += checkpoint_resume(name, mesh, Path(report).parent / f"checkpoint-{name}")
-        runs.append(f"DCP resume {name}")
+    for name, options in [("AdamW", {}), ("LAMB", {}), ("Adafactor", {}), ("AdamW", {"state_bits": 8})]:
+        # (Adafactor: factors replicated along the dim they collapse; 8-bit: a row of block scales per shard)
+        failures += checkpoint_resume(name, mesh, Path(report).parent / f"checkpoint-{name}{len(options)}", **options)
+        runs.append(f"DCP resume {name}{''.join(f' {k}={v}' for k, v in options.items())}")
     if rank == 0:
         Path(report).write_text("\n".join([f"{len(runs)} runs: {', '.join(runs)}", *failures]))
     dist.destroy_process_group()

@@ -3,6 +3,7 @@ as DTensors of the same placements; those with per-tensor sums add up their shar
 halves of a split step; those whose step needs rows of each tensor whole refuse shards; the
 Hessian-diagonal ones fold in estimates of each shard (their probes: the whole tensor's, shard by shard)."""
 
+import copy
 import math
 import os
 import subprocess
@@ -37,7 +38,9 @@ def test_two_ranks_step_their_shards_as_one_process_steps_the_whole_and_fsdp2_tr
     assert "AdamW stochastic_rounding S(0)" in runs and "Lion stochastic_rounding S(0)" in runs and "AMaC S(0)" in runs
     assert "AdamP S(0)" in runs and "AdamP channel view S(0)" in runs and "AdamP layer view S(0)" in runs
     assert all(f"Adafactor {placement}" in runs for placement in ("S(0)", "S(1)", "3-d S(0)", "3-d S(1)", "3-d S(2)")), runs
-    assert "FSDP2 Adafactor" in runs and "DCP resume Adafactor" in runs
+    assert "FSDP2 Adafactor" in runs and "DCP resume Adafactor" in runs and "DCP resume AdamW state_bits=8" in runs
+    assert all(f"{name} state_bits=8 {placement}" in runs for name in ("AdamW", "LAMB", "Adan", "TAdam", "Lion")
+               for placement in ("S(0)", "S(1)")), runs
 
 
 @pytest.fixture(scope="module")
@@ -101,17 +104,26 @@ def test_a_gradient_of_other_placements_is_refused(one_rank_mesh):
     assert not fastoptim.AdamW([plain])._holds_dtensors and fastoptim.AdamW([p])._holds_dtensors
 
 
-def test_eight_bit_state_refuses_dtensors_by_name(one_rank_mesh):
+def test_eight_bit_state_of_another_sharding_is_refused_by_name(one_rank_mesh):
+    """8-bit state of a DTensor is quantized shard by shard (the two-rank test steps it), so its scales
+    are a row per shard: a checkpoint saved from another sharding (other rows) is refused by name, with
+    the way round it, before anything changes."""
     from torch.distributed.tensor import Shard, distribute_tensor
 
-    p = torch.nn.Parameter(distribute_tensor(torch.randn(8, 4), one_rank_mesh, [Shard(0)]))
-    p.grad = distribute_tensor(torch.randn(8, 4), one_rank_mesh, [Shard(0)])
-    before = p.full_tensor().clone()
+    p = torch.nn.Parameter(distribute_tensor(torch.randn(8, 40), one_rank_mesh, [Shard(0)]))
+    p.grad = distribute_tensor(torch.randn(8, 40), one_rank_mesh, [Shard(0)])
     opt = fastoptim.AdamW([p], state_bits=8)
-    with pytest.raises(ValueError, match=r"state_bits=8 does not step DTensor parameters yet; parameter #0 "
-                                         r"\(shape \(8, 4\)\) of param group 0 is one"):
-        opt.step()
-    assert torch.equal(p.full_tensor(), before) and len(opt.state) == 0
+    opt.step()
+    assert opt.state[p]["exp_avg_scale"].shape == (1, 2) and opt.state[p]["exp_avg"].placements == (Shard(0),)
+    saved = copy.deepcopy(opt.state_dict())
+    saved["state"][0]["exp_avg_scale"] = distribute_tensor(torch.ones(2, 1), one_rank_mesh, [Shard(0)])  # (two shards')
+    fresh = fastoptim.AdamW([p], state_bits=8)
+    with pytest.raises(TypeError, match=r"8-bit 'exp_avg' needs 'exp_avg_scale', float32, a DTensor of its shards' block "
+                                        r"scales of shape \(1, 2\); got DTensor torch.float32 of shape \(2, 1\) \(8-bit "
+                                        r"state is quantized shard by shard, so it loads only into the sharding it was saved "
+                                        r"from: load it there into a state_bits=None optimizer"):
+        fresh.load_state_dict(saved)
+    assert len(fresh.state) == 0
 
 
 def same_gradients(params, copies):
