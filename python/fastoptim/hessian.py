@@ -163,6 +163,16 @@ def hutchinson(
                 estimates[i].addcmul_(z, placed_like(hz, params[i]).to(estimates[i].dtype), value=1.0 / n_samples)
     return estimates
 
+# FSDP2's fully_shard keeps each sharded parameter out of the loss's graph (the forward runs on
+# gathered copies, whose gradients its hooks reduce-scatter into .grad without a graph), and it does
+# not support a double backward: no estimate here can reach such parameters.
+OUT_OF_THE_GRAPH = (
+    " A DTensor parameter outside the loss's graph is what FSDP2's fully_shard makes (its forward runs on gathered "
+    "copies, and it does not support a double backward): under fully_shard, give the estimates with "
+    "step(hessian=[...]) (DTensors of the parameters' placements), or use an optimizer without Hessian estimates. "
+    "DTensor parameters the model's ops use directly (tensor parallelism) are estimated as plain ones."
+)
+
 
 def gauss_newton_bartlett(logits: Tensor, params: Sequence[Tensor], *, seed: int, refresh: int) -> list[Tensor]:
     """Sophia-G's g_hat for `params` (in compute_dtype): the gradient of the mean cross-entropy of
@@ -178,6 +188,10 @@ def gauss_newton_bartlett(logits: Tensor, params: Sequence[Tensor], *, seed: int
         labels = below.sum(dim=-1).clamp_(max=flat.shape[-1] - 1)
     sampled_loss = F.cross_entropy(flat, labels)
     grads = torch.autograd.grad(sampled_loss, list(params), allow_unused=True)
+    for p, g in zip(params, grads):
+        if g is None and is_dtensor(p):
+            raise RuntimeError(f"the Gauss-Newton-Bartlett estimate's sampled loss does not reach a DTensor parameter of "
+                               f"shape {tuple(p.shape)}." + OUT_OF_THE_GRAPH)
     return [torch.zeros_like(p, dtype=compute_dtype(p)) if g is None else placed_like(g, p).to(compute_dtype(p))
             for p, g in zip(params, grads)]
 

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from . import _C
 from ._base import FusedOptimizer, check_positive_int, in_layout_of, is_dtensor, local_of, to_float
-from .hessian import DISTRIBUTIONS, gauss_newton_bartlett, hutchinson, spatial_average
+from .hessian import DISTRIBUTIONS, OUT_OF_THE_GRAPH, gauss_newton_bartlett, hutchinson, spatial_average
 from .wrappers import EMA, with_lookahead
 
 # The fold of a new estimate into the EMA: the custom op under torch.compile (which traces it), the
@@ -49,7 +49,6 @@ _BACKWARD_TWICE = (
     "takes the gradients itself (with the graph on Hessian refresh steps). If the closure fills .grad "
     "itself, return loss.detach()."
 )
-
 
 def _check_distribution(distribution: Any) -> None:
     if distribution not in DISTRIBUTIONS:
@@ -124,6 +123,7 @@ class HessianDiagonalOptimizer(FusedOptimizer):
             params = [p for group in self.param_groups for p in self._trainable(group)]
             if refreshing and self.estimator == "hutchinson":
                 grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+                self._check_in_the_graph(params, grads)
                 grads_of = {id(p): g for p, g in zip(params, grads) if g is not None}
                 estimates = self._hutchinson(refreshing, grads_of)
                 self._accumulate(params, grads)
@@ -151,6 +151,15 @@ class HessianDiagonalOptimizer(FusedOptimizer):
         else:
             loss.backward(retain_graph=retain_graph)
 
+    def _check_in_the_graph(self, params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
+        """A DTensor parameter the loss's graph does not reach raises a RuntimeError naming it: a Hessian
+        refresh would leave it without estimate and without gradient (a plain parameter may be unused)."""
+        for p, g in zip(params, grads):
+            if g is None and is_dtensor(p):
+                group, index = next((group, i) for group in self.param_groups for i, q in enumerate(group["params"]) if q is p)
+                raise RuntimeError(f"{type(self).__name__} refreshes its Hessian estimate on this step and the loss's "
+                                   f"graph does not reach {self._param_label(group, index, p)}, a DTensor." + OUT_OF_THE_GRAPH)
+
     @staticmethod
     def _accumulate(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
         """Adds `grads` (without their graph) into the params' .grad, as backward() would."""
@@ -169,7 +178,8 @@ class HessianDiagonalOptimizer(FusedOptimizer):
                 f"{type(self).__name__} refreshes its Hessian estimate on this step (step {group['hessian_clock'] + 1}; "
                 f"every {group['hessian_update_interval']} from the first) and no gradient has a graph: pass "
                 "step(closure) with a closure that returns the loss without calling backward, call "
-                "loss.backward(create_graph=opt.hessian_refresh_due) before each step, or pass step(hessian=[...])"
+                "loss.backward(create_graph=opt.hessian_refresh_due) before each step, or pass step(hessian=[...])."
+                + (OUT_OF_THE_GRAPH if any(is_dtensor(p) for group in refreshing for p in self._trainable(group)) else "")
             )
         return self._hutchinson(refreshing, grads_of)
 

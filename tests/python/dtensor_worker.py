@@ -191,6 +191,40 @@ def fsdp2(name, mesh, exact=True):
     return failures
 
 
+def fsdp2_hessian_is_refused(name, mesh):
+    """A Hessian refresh cannot reach parameters under FSDP2's fully_shard (its forward runs on
+    gathered copies; it does not support a double backward): Hutchinson's by step(closure) or after
+    backward(create_graph=True), and SophiaG's sampled-label gradient, raise, naming the way round,
+    before the parameters or the state change."""
+    from torch.distributed.fsdp import fully_shard
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    for layer in (model[0], model[2], model):
+        fully_shard(layer, mesh=mesh)
+    before = [p.full_tensor() for p in model.parameters()]
+    x, y = torch.randn(4, 8), torch.randn(4, 3)
+    failures = []
+    for driver in ("closure",) if name == "SophiaG" else ("closure", "create_graph"):
+        opt = getattr(fastoptim, name)(model.parameters(), lr=1e-2)
+        try:
+            if name == "SophiaG":  # (its Gauss-Newton-Bartlett estimate: the gradient of a sampled loss)
+                opt.step(lambda: (torch.nn.functional.cross_entropy(model(x), y.argmax(dim=1)), model(x)))
+            elif driver == "closure":
+                opt.step(lambda: torch.nn.functional.mse_loss(model(x), y))
+            else:
+                torch.nn.functional.mse_loss(model(x), y).backward(create_graph=True)
+                opt.step()
+            failures.append(f"FSDP2 {name} refresh ({driver}): no error")
+        except RuntimeError as error:
+            if "outside the loss's graph is what FSDP2's fully_shard makes" not in str(error):
+                failures.append(f"FSDP2 {name} refresh ({driver}): {error}")
+        model.zero_grad()
+        if opt.state or any(not torch.equal(p.full_tensor(), b) for p, b in zip(model.parameters(), before)):
+            failures.append(f"FSDP2 {name} refresh ({driver}): the refused step changed something")
+    return failures
+
+
 def transformer_block(seed):
     """A small transformer block (attention, MLP, layer norms; no dropout; no biases, as LLaMA-style
     blocks: the key projection's bias has a zero gradient up to rounding, which Adam turns into
@@ -315,6 +349,9 @@ def main():
     for name in ("AdamW", "Lion", "ADOPT", "NAdam", "Muon", "Adafactor"):
         failures += fsdp2(name, mesh, exact=name != "Adafactor")
         runs.append(f"FSDP2 {name}")
+    for name in ("SophiaH", "AdaHessian", "SophiaG"):
+        failures += fsdp2_hessian_is_refused(name, mesh)
+        runs.append(f"FSDP2 {name} refresh refused")
     failures += fsdp2_transformer_against_torch(mesh)
     runs.append("FSDP2 transformer AdamW = torch.optim.AdamW")
     for name, options in [("AdamW", {}), ("LAMB", {}), ("Adafactor", {}), ("AdamW", {"state_bits": 8})]:

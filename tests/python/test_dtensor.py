@@ -38,6 +38,7 @@ def test_two_ranks_step_their_shards_as_one_process_steps_the_whole_and_fsdp2_tr
     assert "AdamW stochastic_rounding S(0)" in runs and "Lion stochastic_rounding S(0)" in runs and "AMaC S(0)" in runs
     assert "AdamP S(0)" in runs and "AdamP channel view S(0)" in runs and "AdamP layer view S(0)" in runs
     assert all(f"Adafactor {placement}" in runs for placement in ("S(0)", "S(1)", "3-d S(0)", "3-d S(1)", "3-d S(2)")), runs
+    assert all(f"FSDP2 {name} refresh refused" in runs for name in ("SophiaH", "AdaHessian", "SophiaG")), runs
     assert "FSDP2 Adafactor" in runs and "DCP resume Adafactor" in runs and "DCP resume AdamW state_bits=8" in runs
     assert all(f"{name} state_bits=8 {placement}" in runs for name in ("AdamW", "LAMB", "Adan", "TAdam", "Lion")
                for placement in ("S(0)", "S(1)")), runs
