@@ -152,7 +152,8 @@ def assert_same_runs(whole, split, params, copies, name):
             assert torch.equal(value, split.state[q][key]), (name, p.shape, key)
 
 
-def test_a_split_step_is_the_whole_step_and_its_arguments_are_checked():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_a_split_step_is_the_whole_step_and_its_arguments_are_checked(dtype):
     """The op's halves (sums_pass 1, then 2 with the sums as they are) step as the whole op does, bit
     for bit; a rule without per-tensor sums, or sums of the wrong shape or dtype, are refused by name
     before anything changes."""
@@ -166,7 +167,7 @@ def test_a_split_step_is_the_whole_step_and_its_arguments_are_checked():
                 or not opt._rule_of(group).shard_sums or name == "Adafactor"):
             continue  # (not a rule whose step splits; Adafactor's matrices split apart: the next test)
         tested.append(name)
-        params = make_params([(0,), (1,), (17,), (33, 65), (40009,)], torch.float32)
+        params = make_params([(0,), (1,), (17,), (33, 65), (40009,)], dtype)
         copies = [p.detach().clone().requires_grad_() for p in params]
         whole, split = make_rich(name, params), make_rich(name, copies)
         for step in range(3):

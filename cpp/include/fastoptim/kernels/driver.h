@@ -307,6 +307,19 @@ struct FirstPassTerm {
   }
 };
 
+// Advanced state as a rule whose pass 1 stores it reads it back: through its storage type (bf16
+// state rounded to nearest even). 8-bit codes are stored only as pass 2 goes: nothing to read back.
+template <class S, int Slots, class T, int W>
+FASTOPTIM_ALWAYS_INLINE void as_stored(Vec<T, W>* state) {
+  if constexpr (!std::is_same_v<state_t<S>, T> && !std::is_same_v<state_t<S>, code8>) {
+    for (int j = 0; j < Slots; ++j) {
+      state_t<S> stored[W];
+      store<W>(stored, state[j]);
+      state[j] = load<W>(stored);
+    }
+  }
+}
+
 // A two-pass rule's step in one pass, for tensors whose step needs no sums (rules::needs_sums):
 // advance (for a rule that updates its state in pass 1) then apply, as an element-wise rule. The
 // state advance wrote goes through the storage type before apply reads it, as it does in the two
@@ -318,13 +331,7 @@ struct OnePass : Rule {
                     Index... index) {
     if constexpr (Rule::kStateInFirstPass) {
       Rule::advance(p, g, state, k);
-      if constexpr (!std::is_same_v<state_t<S>, T>) {
-        for (int j = 0; j < Rule::kStateSlots; ++j) {
-          state_t<S> stored[W];
-          store<W>(stored, state[j]);
-          state[j] = load<W>(stored);
-        }
-      }
+      as_stored<S, Rule::kStateSlots>(state);
     }
     Rule::apply(p, g, state, k, index...);
   }
@@ -335,9 +342,9 @@ struct OnePass : Rule {
 // advances it again, applies, and stores it. For 8-bit state, whose codes are stored a whole block
 // at a time, as only pass 2 goes (update_range_coded); for a per-row rule's split step, whose halves
 // both run pass 1 (the rows' sums are not kept between them). Both passes advance the same state,
-// so the sums and the update see the values the storing passes would; the price is the gradient
-// read twice.
-template <class Rule>
+// so the sums and the update see the values the storing passes would (read back as stored: a
+// split step of bf16 state has the whole step's bits); the price is the gradient read twice.
+template <class Rule, class S>
 struct StateInSecondPass : Rule {
   static_assert(Rule::kStateInFirstPass, "for rules whose pass 1 stores state");
   static constexpr bool kStateInFirstPass = false;
@@ -348,12 +355,14 @@ struct StateInSecondPass : Rule {
     Vec<T, W> advanced[Rule::kStateSlots];
     for (int j = 0; j < Rule::kStateSlots; ++j) advanced[j] = state[j];
     Rule::advance(p, g, advanced, k);
+    as_stored<S, Rule::kStateSlots>(advanced);
     Rule::contribute(p, g, advanced, k, out);
   }
   template <class T, int W, class... Index>
   static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const typename Rule::template Coeffs<T>& k,
                     Index... index) {
     Rule::advance(p, g, state, k);
+    as_stored<S, Rule::kStateSlots>(state);
     Rule::apply(p, g, state, k, index...);
   }
 };
@@ -590,11 +599,11 @@ void run_rule(const TensorSlots* tensors, std::int64_t count, const void* coeffs
               const fastoptim_isa::SumsExchange* exchange) {
   if constexpr (std::is_same_v<state_t<S>, code8> && stores_state_in_first_pass<Rule>()) {
     static_assert(!rules::sums_per_row<Rule>::value, "row_of does not move 8-bit state's block scales");
-    run_rule<StateInSecondPass<Rule>, S>(tensors, count, coeffs, exchange);
+    run_rule<StateInSecondPass<Rule, S>, S>(tensors, count, coeffs, exchange);
   } else if constexpr (rules::sums_of<Rule>::value > 0) {
     // (a per-row rule's split step: both halves sum the rows, so neither may store state in pass 1)
     if constexpr (rules::sums_per_row<Rule>::value && rules::splits_at_sums<Rule>() && stores_state_in_first_pass<Rule>())
-      if (exchange) return run_rule<StateInSecondPass<Rule>, S>(tensors, count, coeffs, exchange);
+      if (exchange) return run_rule<StateInSecondPass<Rule, S>, S>(tensors, count, coeffs, exchange);
     TwoPassStep<Rule, S>::of_this_thread().run(tensors, count,
                                                static_cast<const typename Rule::template Coeffs<compute_t<S>>*>(coeffs),
                                                exchange);
