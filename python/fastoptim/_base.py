@@ -657,7 +657,7 @@ class FusedOptimizer(torch.optim.Optimizer):
                     if isinstance(state.get(name), _Uncast):
                         state[name] = state[name].tensor.to(dtype=self._compute_dtype(p), device=p.device)
                 if isinstance(state.get("rounding_key"), _Uncast):
-                    state["rounding_key"] = state["rounding_key"].tensor.contiguous()
+                    state["rounding_key"] = state["rounding_key"].tensor.to(step_device(p)).contiguous()
                 # element-shaped state in the layout the step walks (a state dict saved from a
                 # contiguous model loads into a channels_last one, and back)
                 for name in rule.element_state:
@@ -852,8 +852,9 @@ class FusedOptimizer(torch.optim.Optimizer):
         return args, created
 
     def _rounding_key(self, group: dict[str, Any], param: Tensor) -> Tensor:
-        """A new rounding key for `param`: (the group's seed, the parameter's position, count 0)."""
-        return torch.tensor([group["rounding_seed"], self._position(param), 0], dtype=torch.int64)
+        """A new rounding key for `param`: (the group's seed, the parameter's position, count 0), where its
+        step counter lives (the CUDA kernels read and advance it on the device)."""
+        return torch.tensor([group["rounding_seed"], self._position(param), 0], dtype=torch.int64, device=step_device(param))
 
     def _state_keys(self, group: dict[str, Any], rule: Rule, hyper: list[float]) -> tuple[list[str], list[str]]:
         """rule.state_keys, with the block scales of 8-bit slots after the slots (the op takes them

@@ -47,6 +47,10 @@ void step_on_cuda(const char* op, const StepCall& call, const CheckedStep<Rule>&
     t.ndim = int(p.dim());
     t.fresh = call.fresh.size() == n && call.fresh[i];
     t.slots.bf16_state = checked.bf16_states[i].value_or(false);
+    if (!call.rounding.empty()) {  // (the key on the device: the kernels round with it and advance it)
+      t.slots.stochastic_rounding = true;
+      t.rounding_key = call.rounding[i].data_ptr<std::int64_t>();
+    }
     batches[t.slots.bf16_state ? kBf16StateBatch : size_t(*storage_dtype(p.scalar_type()))].push_back(t);
   }
 

@@ -179,9 +179,12 @@ void check_rounding_key(const at::Tensor& key, const at::Tensor& p, size_t i, co
   check_plain(key, TensorName{"state", i, "rounding_key"}, op);
   TORCH_CHECK_TYPE(key.scalar_type() == at::kLong, op, ": rounding_key of params[", i, "] must be int64, got ",
                    key.scalar_type());
-  TORCH_CHECK_VALUE(key.numel() == 3 && key.device().is_cpu() && key.is_contiguous(), op, ": rounding_key of params[",
-                    i, "] must be a contiguous CPU tensor of 3 values (seed, stream, count), got shape ", key.sizes(),
-                    " on ", key.device());
+  // (where the step counter lives: on the CPU for a CPU parameter, on its device for a CUDA one, where
+  // the kernels read and advance it)
+  const at::Device device = p.is_cuda() ? p.device() : at::Device(at::kCPU);
+  TORCH_CHECK_VALUE(key.numel() == 3 && key.device() == device && key.is_contiguous(), op, ": rounding_key of params[",
+                    i, "] must be a contiguous tensor of 3 values (seed, stream, count) on ", device, ", got shape ",
+                    key.sizes(), " on ", key.device());
 }
 
 // The block scales of an 8-bit state tensor of params[i]: float32, contiguous, one per block of
@@ -290,7 +293,6 @@ CheckedStep<Rule> check_step(const char* op, const StepCall& call, const at::Dev
     TORCH_CHECK_VALUE(first_indices[i] >= 0, op, ": first_indices[", i, "] is ", first_indices[i], "; it must be >= 0");
   if (device.is_cuda()) {
     // (what the CUDA kernels do not do yet)
-    TORCH_CHECK_VALUE(rounding.empty(), op, ": stochastic rounding runs on the CPU only so far (params on ", device, ")");
     TORCH_CHECK_VALUE(first_indices.empty(), op, ": first_indices (sharded DTensors) run on the CPU only so far");
     TORCH_CHECK_VALUE(sums_pass == 0, op, ": a step split at its sums (sharded DTensors) runs on the CPU only so far");
   }

@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <type_traits>
 
@@ -111,6 +112,24 @@ __device__ void prepare_for_block(const Batch<Rule>& batch, const DeviceTensor& 
   __syncthreads();
 }
 
+// Element i's update (update_lanes, one lane): a bf16 parameter with a rounding key is stored by
+// stochastic rounding with the element's bits, the CPU's (parts::rounding_bits: keyed by its index
+// in the whole tensor and the key's count after this step's increment).
+template <class Rule, class S, bool StoreState, class Coeffs>
+__device__ FASTOPTIM_ALWAYS_INLINE void update_element(const DeviceTensor& tensor, const Coeffs& coeffs, std::int64_t i,
+                                                       bool load_grad) {
+  if constexpr (std::is_same_v<S, core::bf16>) {
+    if (tensor.rounding_key) {
+      const parts::RoundingKey key{std::uint64_t(tensor.rounding_key[0]), std::uint32_t(tensor.rounding_key[1]),
+                                   std::uint32_t(tensor.rounding_key[2] + 1)};
+      const std::uint16_t bits = parts::rounding_bits(key, std::uint64_t(tensor.slots.first_index + i));
+      kernels::update_lanes<Rule, S, 1, StoreState, true>(tensor.slots, coeffs, i, load_grad, &bits);
+      return;
+    }
+  }
+  kernels::update_lanes<Rule, S, 1, StoreState>(tensor.slots, coeffs, i, load_grad);
+}
+
 template <class Rule, class S>
 __global__ void __launch_bounds__(kThreads) step_kernel(const Batch<Rule> batch) {
   using T = core::compute_t<S>;
@@ -119,23 +138,32 @@ __global__ void __launch_bounds__(kThreads) step_kernel(const Batch<Rule> batch)
   __shared__ typename Rule::template Coeffs<T> coeffs;
   prepare_for_block<Rule, S>(batch, tensor, coeffs);
   for (std::int64_t i = place.begin + threadIdx.x; i < place.end; i += kThreads)
-    kernels::update_lanes<Rule, S, 1, true>(tensor.slots, coeffs, i, rules::reads_grad<Rule>::value);
+    update_element<Rule, S, true>(tensor, coeffs, i, rules::reads_grad<Rule>::value);
 }
 
 // After the batch's step (every block of a tensor has read the values before it): each tensor's
-// advancing scalars are stored, and its counter advances (as the CPU path's float32 increment).
+// advancing scalars are stored, and its counters advance (the step as the CPU path's float32
+// increment; a two-pass rule's finish advanced it already: `steps` false) and its rounding key's.
 template <class Rule, class S>
-__global__ void advance_steps(const Batch<Rule> batch) {
+__global__ void advance_counters(const Batch<Rule> batch, bool steps) {
   using T = core::compute_t<S>;
   const int t = int(threadIdx.x);
   if (t >= batch.count) return;
   const DeviceTensor& tensor = batch.tensors[t];
-  if constexpr (rules::has_next_scalars<Rule>::value) {
+  if constexpr (rules::has_next_scalars<Rule>::value && rules::sums_of<Rule>::value == 0) {
     const rules::StepInfo info = step_info<Rule, S>(batch, tensor, hyper_of(batch));
     for (int j = 0; j < rules::scalar_slots_of<Rule>::value; ++j)
       if (void* scalar = tensor.slots.state[Rule::kStateSlots + j]) *static_cast<T*>(scalar) = T(info.scalar_next[j]);
   }
-  if (tensor.step) *tensor.step += 1.0f;
+  if (steps && tensor.step) *tensor.step += 1.0f;
+  if (tensor.rounding_key) tensor.rounding_key[2] += 1;
+}
+
+// Whether a batch's step has counters to advance after it (advance_counters).
+template <class Rule>
+bool advances_counters(const Batch<Rule>& batch, bool steps) {
+  if (steps && (Rule::kCountsSteps || rules::has_next_scalars<Rule>::value)) return true;
+  return std::any_of(batch.tensors, batch.tensors + batch.count, [](const DeviceTensor& t) { return t.rounding_key != nullptr; });
 }
 
 // The launches of a call, batch by batch: launch(batch, blocks, units) for each batch of up to
@@ -174,8 +202,7 @@ int elementwise_step(const DeviceTensor* tensors, std::int64_t count, const Step
   Batch<Rule> batch = batch_for<Rule>(args);
   return for_each_batch(tensors, count, batch, [&](const Batch<Rule>& b, int blocks, int) {
     if (blocks > 0) step_kernel<Rule, S><<<blocks, kThreads, 0, stream>>>(b);
-    if (Rule::kCountsSteps || rules::has_next_scalars<Rule>::value)
-      advance_steps<Rule, S><<<1, kTensorsPerLaunch, 0, stream>>>(b);
+    if (advances_counters(b, true)) advance_counters<Rule, S><<<1, kTensorsPerLaunch, 0, stream>>>(b, true);
     return int(cudaGetLastError());
   });
 }
@@ -314,10 +341,10 @@ __global__ void __launch_bounds__(kThreads) update_kernel(const Batch<Rule> batc
   const BlockPlace place = place_of_block(batch);
   const auto workspace = TwoPassWorkspace<Rule, T>::at(batch.workspace, batch.first_block[batch.count], batch.first_unit[batch.count]);
   const typename Rule::template Coeffs<T> coeffs = workspace.coeffs[batch.first_unit[place.tensor] + place.unit];
-  const TensorSlots& slots = batch.tensors[place.tensor].slots;
+  const DeviceTensor& tensor = batch.tensors[place.tensor];
   const bool load_grad = rules::second_pass_reads_grad<Rule>(coeffs);
   for (std::int64_t i = place.begin + threadIdx.x; i < place.end; i += kThreads)
-    kernels::update_lanes<Rule, S, 1, !Rule::kStateInFirstPass>(slots, coeffs, i, load_grad);
+    update_element<Rule, S, !Rule::kStateInFirstPass>(tensor, coeffs, i, load_grad);
 }
 
 template <class Rule, class S>
@@ -331,6 +358,7 @@ int two_pass_step(const DeviceTensor* tensors, std::int64_t count, const StepArg
     if (blocks > 0) sums_kernel<Rule, S><<<blocks, kThreads, 0, stream>>>(b);
     finish_kernel<Rule, S><<<b.count, kThreads, 0, stream>>>(b);
     if (blocks > 0) update_kernel<Rule, S><<<blocks, kThreads, 0, stream>>>(b);
+    if (advances_counters(b, false)) advance_counters<Rule, S><<<1, kTensorsPerLaunch, 0, stream>>>(b, false);
     return int(cudaGetLastError());
   });
 }

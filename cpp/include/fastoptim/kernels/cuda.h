@@ -23,6 +23,9 @@ using fastoptim_isa::TensorSlots;
 struct DeviceTensor {
   TensorSlots slots;
   float* step = nullptr;  // device: the tensor's step count (float32, as torch.optim keeps it); null if the rule counts none
+  // device: a bf16 parameter's rounding key (int64 seed, stream, count; slots.stochastic_rounding):
+  // the step rounds with count + 1, then the count advances, as the step counter; null without
+  std::int64_t* rounding_key = nullptr;
   int ndim = 1;
   bool fresh = false;     // the state was created for this step
 };

@@ -68,9 +68,13 @@ struct RuleParamState : torch::optim::OptimizerParamState {
   }
 };
 
-// A new rounding key: (seed, the parameter's position among all parameters, count 0).
-inline at::Tensor new_rounding_key(std::int64_t seed, std::int64_t position) {
-  return torch::tensor({seed, position, std::int64_t(0)}, torch::kInt64);
+// Where a parameter's step counter and rounding key live: on the CPU, or on its CUDA device (where
+// the kernels read and advance them).
+inline at::Device counter_device(const at::Tensor& p) { return p.is_cuda() ? p.device() : at::Device(torch::kCPU); }
+
+// A new rounding key for `p`: (seed, its position among all parameters, count 0).
+inline at::Tensor new_rounding_key(std::int64_t seed, std::int64_t position, const at::Tensor& p) {
+  return torch::tensor({seed, position, std::int64_t(0)}, torch::kInt64).to(counter_device(p));
 }
 
 // The machinery every options class shares; Derived holds the rule's fields (generated below).
@@ -273,7 +277,7 @@ class RuleOptimizer : public CheckedStepOptimizer<RuleOptimizer<Rule, Options>, 
       if (st == nullptr) {
         auto created = std::make_unique<ParamState>();
         // (on a CUDA parameter's device, where the CUDA kernels read and advance it)
-        created->step = torch::zeros({}, torch::dtype(torch::kFloat32).device(p.is_cuda() ? p.device() : torch::kCPU));
+        created->step = torch::zeros({}, torch::dtype(torch::kFloat32).device(counter_device(p)));
         st = created.get();
         w.created.emplace_back(key, std::move(created));
       }
@@ -297,7 +301,7 @@ class RuleOptimizer : public CheckedStepOptimizer<RuleOptimizer<Rule, Options>, 
       }
       for (std::size_t c = 0; c < coded.size(); ++c) columns[used.size() + c].push_back(st->scales[used[size_t(coded[c])]]);
       if (options.stochastic_rounding()) {
-        if (!st->rounding_key.defined()) st->rounding_key = new_rounding_key(options.rounding_seed(), position);
+        if (!st->rounding_key.defined()) st->rounding_key = new_rounding_key(options.rounding_seed(), position, p);
         w.rounding.push_back(st->rounding_key);
       }
       w.params.push_back(p);
@@ -403,21 +407,22 @@ class Adafactor : public CheckedStepOptimizer<Adafactor, AdafactorParamState, Ad
         w.row_vars.push_back(st->row_var);
         w.col_vars.push_back(st->col_var);
         w.matrix_steps.push_back(st->step);
-        if (options.stochastic_rounding()) w.matrix_rounding.push_back(rounding_key_of(*st, options, position));
+        if (options.stochastic_rounding()) w.matrix_rounding.push_back(rounding_key_of(*st, options, position, p));
       } else {
         if (!st->variance.defined()) st->variance = at::zeros_like(p);
         w.vectors.push_back(p);
         w.vector_grads.push_back(p.grad().contiguous());
         w.variances.push_back(st->variance);
         w.vector_steps.push_back(st->step);
-        if (options.stochastic_rounding()) w.vector_rounding.push_back(rounding_key_of(*st, options, position));
+        if (options.stochastic_rounding()) w.vector_rounding.push_back(rounding_key_of(*st, options, position, p));
       }
     }
     return w;
   }
 
-  static const at::Tensor& rounding_key_of(AdafactorParamState& st, const AdafactorOptions& options, std::int64_t position) {
-    if (!st.rounding_key.defined()) st.rounding_key = new_rounding_key(options.rounding_seed(), position);
+  static const at::Tensor& rounding_key_of(AdafactorParamState& st, const AdafactorOptions& options, std::int64_t position,
+                                          const at::Tensor& p) {
+    if (!st.rounding_key.defined()) st.rounding_key = new_rounding_key(options.rounding_seed(), position, p);
     return st.rounding_key;
   }
 
