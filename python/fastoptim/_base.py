@@ -73,8 +73,10 @@ def local_scales(scales: Tensor, codes: Tensor) -> Tensor:
 
 
 def decode_eight_bit(codes: Tensor, scales: Tensor) -> Tensor:
-    """8-bit state decoded to float32 (a DTensor's shard by shard, into a DTensor of its placements)."""
-    values = _C.decode_eight_bit(local_of(codes), local_scales(scales, codes).cpu())
+    """8-bit state decoded to float32 on the codes' device (decoded on the CPU; a DTensor's shard by
+    shard, into a DTensor of its placements)."""
+    local = local_of(codes)
+    values = _C.decode_eight_bit(local.cpu(), local_scales(scales, codes).cpu()).to(local.device)
     if not is_dtensor(codes):
         return values
     from torch.distributed.tensor import DTensor
@@ -83,8 +85,10 @@ def decode_eight_bit(codes: Tensor, scales: Tensor) -> Tensor:
 
 
 def encode_eight_bit(values: Tensor, param: Tensor) -> tuple[Tensor, Tensor]:
-    """State values of `param` encoded in 8 bits: (codes, scales), a DTensor's shard by shard."""
-    codes, scales = _C.encode_eight_bit(local_of(values))
+    """State values of `param` encoded in 8 bits on its device: (codes, scales), encoded on the CPU (a
+    DTensor's shard by shard)."""
+    local = local_of(param)
+    codes, scales = (t.to(local.device) for t in _C.encode_eight_bit(local_of(values).cpu()))
     if not is_dtensor(values):
         return codes, scales
     from torch.distributed.tensor import DTensor
@@ -672,8 +676,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         eight_bit = group.get("state_bits") == 8 and name in rule.eight_bit_state
         if isinstance(value, _Uncast):  # 8-bit codes, with their scales
             codes, scales = value.tensor, state.pop(scale_key(name)).tensor
-            if eight_bit and rule.in_step_layout(codes, p) is codes:
-                state[name], state[scale_key(name)] = codes, scales.contiguous()
+            if eight_bit and rule.in_step_layout(codes, p) is codes:  # (moved where the parameter is, as torch's load moves state)
+                state[name], state[scale_key(name)] = codes.to(p.device), scales.to(p.device).contiguous()
                 return
             value = decode_eight_bit(codes, scales)
         if not isinstance(value, Tensor):
@@ -682,7 +686,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         if eight_bit:
             state[name], state[scale_key(name)] = encode_eight_bit(value, p)
         else:
-            state[name] = value.to(self._state_dtype(group, p))
+            state[name] = value.to(device=p.device, dtype=self._state_dtype(group, p))
 
     def _checked_state_dict(self, state_dict: Any) -> dict[str, Any]:
         """A copy of `state_dict` ready for torch's load (steps converted, scalar state shielded from

@@ -3,9 +3,13 @@ through the same entries as on the CPU) equals its step on the CPU over 20 steps
 1e-12); the classic ones equal torch's fused CUDA steps; a state dict saved on the GPU resumes on the
 CPU and back; a step captured in a CUDA graph and replayed equals eager steps. These run where
 torch sees a GPU and fastoptim was built with its CUDA ops (tests/gpu/run.sh); elsewhere they are
-skipped, and what runs here is what needs no GPU: a param group mixing devices is refused."""
+skipped, and what runs here is what needs no GPU: a param group mixing devices is refused, and the
+CUDA steps' ATen glue compiles against this torch's headers."""
 
 import copy
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -37,6 +41,21 @@ def test_without_the_cuda_ops_cuda_params_are_refused_by_name():
     p.grad = torch.ones_like(p)
     with pytest.raises(ValueError, match="runs on the CPU only"):
         fastoptim.AdamW([p]).step()
+
+
+def test_the_cuda_aten_glue_compiles_against_this_torch():
+    """cpp/src/aten/cuda_ops.cpp (the CUDA steps' ATen glue) is built only against a torch with CUDA,
+    which this machine and CI lack: its syntax and templates are checked here against this torch's
+    headers (it includes no CUDA header), so a mistake in it shows before a GPU machine builds it."""
+    from torch.utils.cpp_extension import include_paths
+
+    compiler = shutil.which("g++") or shutil.which("c++")
+    assert compiler, "a C++ compiler (the build needs one)"
+    root = Path(__file__).resolve().parents[2]
+    includes = [f"-I{path}" for path in [*include_paths(), root / "cpp" / "include", root / "cpp" / "src" / "aten"]]
+    result = subprocess.run([compiler, "-std=c++20", "-fsyntax-only", "-w", "-DFASTOPTIM_CUDA_OPS", *includes,
+                             str(root / "cpp" / "src" / "aten" / "cuda_ops.cpp")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def on(device, params):
@@ -113,12 +132,42 @@ def test_bf16_state_on_the_gpu_is_the_cpu_step(name):
 
 @on_gpu
 def test_what_the_cuda_kernels_do_not_do_yet_is_refused_by_name():
+    """A step split at its sums (sharded DTensors) runs on the CPU only so far."""
     params = on("cuda", make_params([(17,)], torch.float32))
     params[0].grad = torch.ones_like(params[0])
     before = params[0].detach().clone()
+    lamb = fastoptim.LAMB(params)
+    args, _ = lamb._gather(lamb.param_groups[0])
     with pytest.raises((TypeError, ValueError), match="CPU only"):
-        fastoptim.AdamW(params, state_bits=8).step()
+        lamb._rule_of(lamb.param_groups[0]).op(*args, shard_sums=torch.zeros(1, 2, dtype=torch.float64), sums_pass=1)
     assert torch.equal(params[0], before)
+
+
+@on_gpu
+@pytest.mark.parametrize("name, dtype, options", [("AdamW", torch.float32, {}), ("Adan", torch.float32, {}),
+                                                  ("LAMB", torch.float32, {}), ("TAdam", torch.float32, {}),
+                                                  ("Lion", torch.float32, {}),
+                                                  ("AdamW", torch.bfloat16, dict(stochastic_rounding=True))],
+                         ids=["AdamW", "Adan", "LAMB", "TAdam", "Lion", "AdamW-bf16-stochastic_rounding"])
+def test_eight_bit_state_on_the_gpu_is_the_cpu_step(name, dtype, options):
+    """state_bits=8 on the GPU: a CUDA block codes a block of 256 elements as the CPU does (the same
+    block edges, largest magnitudes and nearest codes), so the codes are the CPU's but where a value's
+    float32 result is an ulp apart on the two devices and straddles a code's edge (rarely: one code
+    apart); the parameters follow within 1e-3."""
+    start = make_params(SHAPES + [(4099,)], dtype)
+    cpu_params, gpu_params = on("cpu", start), on("cuda", start)
+    cpu, gpu = (make_rich(name, [{"params": params, "rounding_seed": 7}], state_bits=8, **options)
+                for params in (cpu_params, gpu_params))
+    step_alike([(cpu_params, cpu), (gpu_params, gpu)], range(STEPS), dtype)
+    assert_all_close(gpu_params, cpu_params, 1e-3, name)
+    same = total = 0
+    for p, q in zip(gpu_params, cpu_params):
+        for key, value in cpu.state[q].items():
+            mine = gpu.state[p][key]
+            assert mine.is_cuda and mine.dtype == value.dtype and mine.shape == value.shape, key
+            if value.dtype == torch.uint8:
+                same, total = same + int(torch.eq(mine.cpu(), value).sum()), total + value.numel()
+    assert total and same >= 0.99 * total, (name, same, total)
 
 
 @on_gpu

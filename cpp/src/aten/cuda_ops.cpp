@@ -31,10 +31,10 @@ void step_on_cuda(const char* op, const StepCall& call, const CheckedStep<Rule>&
   TORCH_CHECK_VALUE(entry && entry->step, op, ": no CUDA kernel: ", entry ? entry->unsupported : "not in the CUDA table");
   const size_t n = params.size();
 
-  // One call per storage dtype (and one for float32 params with bf16 state), each tensor with its
-  // state and its step counter on the device.
-  constexpr size_t kBf16StateBatch = 4;
-  std::array<std::vector<DeviceTensor>, 5> batches;
+  // One call per storage dtype (and one for float32 params with bf16 state, and one per parameter
+  // dtype with 8-bit state), each tensor with its state and its step counter on the device.
+  constexpr size_t kBf16StateBatch = 4, kEightBitBatch = 5;  // (then float32, bfloat16)
+  std::array<std::vector<DeviceTensor>, 7> batches;
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& p = params[i];
     DeviceTensor t;
@@ -47,11 +47,18 @@ void step_on_cuda(const char* op, const StepCall& call, const CheckedStep<Rule>&
     t.ndim = int(p.dim());
     t.fresh = call.fresh.size() == n && call.fresh[i];
     t.slots.bf16_state = checked.bf16_states[i].value_or(false);
+    t.slots.eight_bit_state = checked.eight_bit;
+    for (size_t c = 0; c < checked.coded_slots.size() && checked.eight_bit; ++c)  // (the scales' columns follow the slots')
+      t.slots.state_scale[checked.slots[size_t(checked.coded_slots[c])]] =
+          state[(checked.slots.size() + c) * n + i].template data_ptr<float>();
     if (!call.rounding.empty()) {  // (the key on the device: the kernels round with it and advance it)
       t.slots.stochastic_rounding = true;
       t.rounding_key = call.rounding[i].data_ptr<std::int64_t>();
     }
-    batches[t.slots.bf16_state ? kBf16StateBatch : size_t(*storage_dtype(p.scalar_type()))].push_back(t);
+    const size_t batch = checked.eight_bit ? kEightBitBatch + (p.scalar_type() == at::kFloat ? 0 : 1)
+                         : t.slots.bf16_state ? kBf16StateBatch
+                                              : size_t(*storage_dtype(p.scalar_type()));
+    batches[batch].push_back(t);
   }
 
   const c10::DeviceGuard guard(device);
@@ -64,7 +71,7 @@ void step_on_cuda(const char* op, const StepCall& call, const CheckedStep<Rule>&
     const std::vector<DeviceTensor>& tensors = batches[d];
     if (tensors.empty()) continue;
     const auto count = std::int64_t(tensors.size());
-    const Dtype dtype = d == kBf16StateBatch ? Dtype::f32 : Dtype(d);
+    const Dtype dtype = d == kBf16StateBatch || d == kEightBitBatch ? Dtype::f32 : d == kEightBitBatch + 1 ? Dtype::bf16 : Dtype(d);
     const std::size_t bytes = entry->workspace(tensors.data(), count, dtype);
     // (held until the kernels on this stream have run: the caching allocator reuses it only after
     // work queued on the stream, as it does for any tensor freed while kernels still use it)

@@ -327,7 +327,6 @@ CheckedStep<Rule> check_step(const char* op, const StepCall& call, const at::Dev
     return eight_bit && std::find(coded_slots.begin(), coded_slots.end(), int(s)) != coded_slots.end();
   };
 
-  TORCH_CHECK_VALUE(!(eight_bit && device.is_cuda()), op, ": 8-bit state runs on the CPU only so far (params on ", device, ")");
   std::vector<std::optional<bool>>& bf16_states = checked.bf16_states;
   bf16_states.resize(n);
   for (size_t i = 0; i < n; ++i) {

@@ -97,7 +97,7 @@ __device__ rules::StepInfo step_info(const Batch<Rule>& batch, const DeviceTenso
                        batch.grad_scale ? double(*batch.grad_scale) : 1.0, tensor.ndim};
   for (int j = 0; j < rules::scalar_slots_of<Rule>::value; ++j)
     if (const void* scalar = tensor.slots.state[Rule::kStateSlots + j]) info.scalar_state[j] = *static_cast<const T*>(scalar);
-  info.dtype_eps = core::machine_epsilon<S>();
+  info.dtype_eps = core::machine_epsilon<kernels::param_t<S>>();
   rules::advance_scalars<Rule>(h, info);
   return info;
 }
@@ -115,19 +115,116 @@ __device__ void prepare_for_block(const Batch<Rule>& batch, const DeviceTensor& 
 // Element i's update (update_lanes, one lane): a bf16 parameter with a rounding key is stored by
 // stochastic rounding with the element's bits, the CPU's (parts::rounding_bits: keyed by its index
 // in the whole tensor and the key's count after this step's increment).
-template <class Rule, class S, bool StoreState, class Coeffs>
+template <class Rule, class S, bool StoreState, class Coeffs, class Arrays = kernels::StateArrays<S>>
 __device__ FASTOPTIM_ALWAYS_INLINE void update_element(const DeviceTensor& tensor, const Coeffs& coeffs, std::int64_t i,
-                                                       bool load_grad) {
-  if constexpr (std::is_same_v<S, core::bf16>) {
+                                                       bool load_grad, const Arrays& arrays = {}) {
+  if constexpr (std::is_same_v<kernels::param_t<S>, core::bf16>) {
     if (tensor.rounding_key) {
       const parts::RoundingKey key{std::uint64_t(tensor.rounding_key[0]), std::uint32_t(tensor.rounding_key[1]),
                                    std::uint32_t(tensor.rounding_key[2] + 1)};
       const std::uint16_t bits = parts::rounding_bits(key, std::uint64_t(tensor.slots.first_index + i));
-      kernels::update_lanes<Rule, S, 1, StoreState, true>(tensor.slots, coeffs, i, load_grad, &bits);
+      kernels::update_lanes<Rule, S, 1, StoreState, true>(tensor.slots, coeffs, i, load_grad, &bits, arrays);
       return;
     }
   }
-  kernels::update_lanes<Rule, S, 1, StoreState>(tensor.slots, coeffs, i, load_grad);
+  kernels::update_lanes<Rule, S, 1, StoreState, false>(tensor.slots, coeffs, i, load_grad, nullptr, arrays);
+}
+
+// ---- 8-bit state (state_bits=8): a CUDA block codes one block of core::kCodeBlock elements at a
+// time, a thread per element, as the CPU's update_range_coded codes it ----
+static_assert(kThreads == core::kCodeBlock, "a CUDA block's threads take one code block's elements");
+static_assert(kChunk % core::kCodeBlock == 0, "a CUDA block's chunk is whole code blocks");
+
+template <class S>
+constexpr bool kCoded = std::is_same_v<kernels::state_t<S>, core::code8>;
+
+// update_lanes' state arrays for one thread's element of a code block (the CPU's BlockOfCodes, one
+// lane): the rule's 8-bit slots decoded with the block's old scales and their new values kept for
+// the block's encoding; its other slots read and written in place, in the parameter's dtype.
+template <class Rule, class S>
+struct ElementOfCodes {
+  using P = kernels::param_t<S>;
+  static constexpr int kSlots = Rule::kStateSlots > 0 ? Rule::kStateSlots : 1;
+  core::BlockDecoding old[kSlots];
+  mutable float fresh[kSlots];
+
+  __device__ static constexpr bool coded(int j) { return rules::eight_bit_slots<Rule>::value >> j & 1u; }
+  template <int W, class T>
+  __device__ void load(const TensorSlots& t, int j, std::int64_t i, core::Vec<T, W>& out) const {
+    if (coded(j)) out = core::decode_codes<W>(static_cast<const core::code8*>(t.state[j]) + i, old[j]);
+    else out = core::load<W>(static_cast<const P*>(t.state[j]) + i);
+  }
+  template <int W, class T>
+  __device__ void store(const TensorSlots& t, int j, std::int64_t i, core::Vec<T, W> value) const {
+    if (coded(j)) fresh[j] = value.v[0];
+    else core::store<W>(static_cast<P*>(t.state[j]) + i, value);
+  }
+};
+
+// The largest of the block's threads' `magnitude` bits and the OR of their `signs` (warp
+// shuffles, then the warps' results through shared memory): exact, so any order agrees.
+__device__ void block_extent(std::uint32_t magnitude, std::uint32_t signs, std::uint32_t& largest, std::uint32_t& all_signs) {
+  __shared__ std::uint32_t warp_largest[kThreads / 32], warp_signs[kThreads / 32];
+  for (int offset = 16; offset > 0; offset /= 2) {
+    magnitude = max(magnitude, __shfl_xor_sync(0xFFFFFFFFu, magnitude, offset));
+    signs |= __shfl_xor_sync(0xFFFFFFFFu, signs, offset);
+  }
+  if (threadIdx.x % 32 == 0) {
+    warp_largest[threadIdx.x / 32] = magnitude;
+    warp_signs[threadIdx.x / 32] = signs;
+  }
+  __syncthreads();
+  largest = all_signs = 0;
+  for (int w = 0; w < kThreads / 32; ++w) {
+    largest = max(largest, warp_largest[w]);
+    all_signs |= warp_signs[w];
+  }
+  __syncthreads();  // (before the next call writes them)
+}
+
+// The code block of elements [first, first + kCodeBlock) (those below `end`): each thread decodes,
+// updates and stores its element (update_element), then each 8-bit slot's block is encoded from its
+// largest magnitude and sign bits (core::encode_code8 of value / M, as encode_with_extent does) and
+// its scale stored by thread 0, after every thread has read the old one.
+template <class Rule, class S, class Coeffs>
+__device__ void update_code_block(const DeviceTensor& tensor, const Coeffs& coeffs, std::int64_t first, std::int64_t end,
+                                  bool load_grad) {
+  const TensorSlots& t = tensor.slots;
+  const std::int64_t i = first + threadIdx.x, block = first / core::kCodeBlock;
+  const bool mine = i < end;
+  ElementOfCodes<Rule, S> arrays;
+  for (int j = 0; j < Rule::kStateSlots; ++j) {
+    arrays.old[j] = core::block_decoding(arrays.coded(j) && t.state[j] ? t.state_scale[j][block] : 0.0f);
+    arrays.fresh[j] = 0.0f;
+  }
+  if (mine) update_element<Rule, S, true>(tensor, coeffs, i, load_grad, arrays);
+  for (int j = 0; j < Rule::kStateSlots; ++j) {
+    if (!arrays.coded(j) || !t.state[j]) continue;
+    std::uint32_t u = 0, largest, signs;
+    if (mine) std::memcpy(&u, &arrays.fresh[j], sizeof u);
+    block_extent(u & 0x7FFFFFFFu, u, largest, signs);
+    float top;
+    std::memcpy(&top, &largest, sizeof top);
+    const bool is_signed = (signs >> 31) != 0;
+    const float inverse = top > 0.0f ? 1.0f / top : 0.0f;
+    if (mine)
+      static_cast<core::code8*>(t.state[j])[i].bits = core::encode_code8(arrays.fresh[j] * inverse, core::code_layout(is_signed));
+    if (threadIdx.x == 0) t.state_scale[j][block] = core::block_scale(top, is_signed);
+  }
+}
+
+// A block's elements [begin, end) updated: update_element each, or code block by code block.
+template <class Rule, class S, bool StoreState, class Coeffs>
+__device__ void update_elements(const DeviceTensor& tensor, const Coeffs& coeffs, std::int64_t begin, std::int64_t end,
+                                bool load_grad) {
+  if constexpr (kCoded<S>) {
+    static_assert(StoreState, "8-bit state is stored code block by code block as the update goes");
+    for (std::int64_t first = begin; first < end; first += core::kCodeBlock)
+      update_code_block<Rule, S>(tensor, coeffs, first, end, load_grad);
+  } else {
+    for (std::int64_t i = begin + threadIdx.x; i < end; i += kThreads)
+      update_element<Rule, S, StoreState>(tensor, coeffs, i, load_grad);
+  }
 }
 
 template <class Rule, class S>
@@ -137,8 +234,7 @@ __global__ void __launch_bounds__(kThreads) step_kernel(const Batch<Rule> batch)
   const DeviceTensor& tensor = batch.tensors[place.tensor];
   __shared__ typename Rule::template Coeffs<T> coeffs;
   prepare_for_block<Rule, S>(batch, tensor, coeffs);
-  for (std::int64_t i = place.begin + threadIdx.x; i < place.end; i += kThreads)
-    update_element<Rule, S, true>(tensor, coeffs, i, rules::reads_grad<Rule>::value);
+  update_elements<Rule, S, true>(tensor, coeffs, place.begin, place.end, rules::reads_grad<Rule>::value);
 }
 
 // After the batch's step (every block of a tensor has read the values before it): each tensor's
@@ -342,9 +438,8 @@ __global__ void __launch_bounds__(kThreads) update_kernel(const Batch<Rule> batc
   const auto workspace = TwoPassWorkspace<Rule, T>::at(batch.workspace, batch.first_block[batch.count], batch.first_unit[batch.count]);
   const typename Rule::template Coeffs<T> coeffs = workspace.coeffs[batch.first_unit[place.tensor] + place.unit];
   const DeviceTensor& tensor = batch.tensors[place.tensor];
-  const bool load_grad = rules::second_pass_reads_grad<Rule>(coeffs);
-  for (std::int64_t i = place.begin + threadIdx.x; i < place.end; i += kThreads)
-    update_element<Rule, S, !Rule::kStateInFirstPass>(tensor, coeffs, i, load_grad);
+  update_elements<Rule, S, !Rule::kStateInFirstPass>(tensor, coeffs, place.begin, place.end,
+                                                     rules::second_pass_reads_grad<Rule>(coeffs));
 }
 
 template <class Rule, class S>
@@ -375,16 +470,28 @@ std::size_t two_pass_workspace(const DeviceTensor* tensors, std::int64_t count) 
   return most;
 }
 
+// The rule a call of storage S runs: a rule whose pass 1 stores its state runs it in pass 2 with
+// 8-bit state (whose codes are stored a code block at a time as pass 2 goes), as on the CPU.
+template <class Rule, class S>
+using RuleFor = std::conditional_t<kCoded<S> && kernels::stores_state_in_first_pass<Rule>(),
+                                   kernels::StateInSecondPass<Rule, S>, Rule>;
+
 template <class Rule, class S>
 int step_dtype(const DeviceTensor* tensors, std::int64_t count, const StepArgs& args) {
-  if constexpr (rules::sums_of<Rule>::value > 0) return two_pass_step<Rule, S>(tensors, count, args);
+  if constexpr (rules::sums_of<Rule>::value > 0) return two_pass_step<RuleFor<Rule, S>, S>(tensors, count, args);
   else return elementwise_step<Rule, S>(tensors, count, args);
 }
 
 // Calls f with the storage type of a call (a value of that type's pointer, null): `dtype`'s, or for
-// float32 parameters with bf16 state (TensorSlots::bf16_state) StateIn<float, bf16>.
-template <class F>
+// float32 parameters with bf16 state (TensorSlots::bf16_state) StateIn<float, bf16>, or with 8-bit
+// state (TensorSlots::eight_bit_state; a rule with 8-bit slots) StateIn<float or bf16, code8>.
+template <class Rule, class F>
 auto with_storage(Dtype dtype, const DeviceTensor* tensors, std::int64_t count, F&& f) {
+  const bool eight_bit = count > 0 && tensors[0].slots.eight_bit_state;
+  if constexpr (rules::eight_bit_slots<Rule>::value != 0) {
+    if (eight_bit && dtype == Dtype::f32) return f(static_cast<kernels::StateIn<float, core::code8>*>(nullptr));
+    if (eight_bit && dtype == Dtype::bf16) return f(static_cast<kernels::StateIn<core::bf16, core::code8>*>(nullptr));
+  }
   switch (dtype) {
     case Dtype::f64: return f(static_cast<double*>(nullptr));
     case Dtype::bf16: return f(static_cast<core::bf16*>(nullptr));
@@ -397,7 +504,9 @@ auto with_storage(Dtype dtype, const DeviceTensor* tensors, std::int64_t count, 
 
 template <class Rule>
 int step(const DeviceTensor* tensors, std::int64_t count, Dtype dtype, const StepArgs& args) {
-  return with_storage(dtype, tensors, count, [&](auto* storage) {
+  if (count > 0 && tensors[0].slots.eight_bit_state && rules::eight_bit_slots<Rule>::value == 0)
+    return int(cudaErrorInvalidValue);  // (the front ends give 8-bit state to rules with 8-bit slots only)
+  return with_storage<Rule>(dtype, tensors, count, [&](auto* storage) {
     return step_dtype<Rule, std::remove_pointer_t<decltype(storage)>>(tensors, count, args);
   });
 }
@@ -407,8 +516,9 @@ std::size_t workspace_bytes(const DeviceTensor* tensors, std::int64_t count, Dty
   if constexpr (rules::sums_of<Rule>::value == 0) {
     return 0;
   } else {
-    return with_storage(dtype, tensors, count, [&](auto* storage) {
-      return two_pass_workspace<Rule, std::remove_pointer_t<decltype(storage)>>(tensors, count);
+    return with_storage<Rule>(dtype, tensors, count, [&](auto* storage) {
+      using S = std::remove_pointer_t<decltype(storage)>;
+      return two_pass_workspace<RuleFor<Rule, S>, S>(tensors, count);
     });
   }
 }

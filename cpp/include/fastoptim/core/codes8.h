@@ -40,11 +40,13 @@ struct CodeLayout {
   std::uint32_t sign_mask;
   std::uint32_t least_half;   // float32 bits of half the smallest nonzero code: below it, zero is nearest
 };
-// (the smallest nonzero code, magnitude 1, is 2^-E (1 + 1/8); half of it is 2^-(E+1) (1 + 1/8))
-constexpr CodeLayout kSignedCodes{(127 - 15) << 3, 15 << 3, 0x80u, ((127 - 16u) << 23) | (1u << 20)};
-constexpr CodeLayout kUnsignedCodes{(127 - 31) << 3, 31 << 3, 0u, ((127 - 32u) << 23) | (1u << 20)};
-
-FASTOPTIM_HD constexpr CodeLayout code_layout(bool is_signed) { return is_signed ? kSignedCodes : kUnsignedCodes; }
+// Signed blocks: a sign bit and 4 exponent bits; unsigned: 5 exponent bits. (The smallest nonzero
+// code, magnitude 1, is 2^-E (1 + 1/8); half of it is 2^-(E+1) (1 + 1/8).) Built in the function, not
+// read from constants, so device code can call it.
+FASTOPTIM_HD constexpr CodeLayout code_layout(bool is_signed) {
+  return is_signed ? CodeLayout{(127 - 15) << 3, 15 << 3, 0x80u, ((127 - 16u) << 23) | (1u << 20)}
+                   : CodeLayout{(127 - 31) << 3, 31 << 3, 0u, ((127 - 32u) << 23) | (1u << 20)};
+}
 
 // The stored scale of a block whose largest magnitude is `magnitude`: negative for signed blocks.
 FASTOPTIM_HD inline float block_scale(float magnitude, bool is_signed) { return is_signed ? -magnitude : magnitude; }

@@ -310,7 +310,7 @@ struct FirstPassTerm {
 // Advanced state as a rule whose pass 1 stores it reads it back: through its storage type (bf16
 // state rounded to nearest even). 8-bit codes are stored only as pass 2 goes: nothing to read back.
 template <class S, int Slots, class T, int W>
-FASTOPTIM_ALWAYS_INLINE void as_stored(Vec<T, W>* state) {
+FASTOPTIM_HD FASTOPTIM_ALWAYS_INLINE void as_stored(Vec<T, W>* state) {
   if constexpr (!std::is_same_v<state_t<S>, T> && !std::is_same_v<state_t<S>, code8>) {
     for (int j = 0; j < Slots; ++j) {
       state_t<S> stored[W];
@@ -350,8 +350,8 @@ struct StateInSecondPass : Rule {
   static constexpr bool kStateInFirstPass = false;
 
   template <class T, int W>
-  static void contribute(const Vec<T, W>& p, const Vec<T, W>& g, const Vec<T, W>* state,
-                         const typename Rule::template Coeffs<T>& k, Vec<T, W>* out) {
+  FASTOPTIM_HD static void contribute(const Vec<T, W>& p, const Vec<T, W>& g, const Vec<T, W>* state,
+                                      const typename Rule::template Coeffs<T>& k, Vec<T, W>* out) {
     Vec<T, W> advanced[Rule::kStateSlots];
     for (int j = 0; j < Rule::kStateSlots; ++j) advanced[j] = state[j];
     Rule::advance(p, g, advanced, k);
@@ -359,8 +359,8 @@ struct StateInSecondPass : Rule {
     Rule::contribute(p, g, advanced, k, out);
   }
   template <class T, int W, class... Index>
-  static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const typename Rule::template Coeffs<T>& k,
-                    Index... index) {
+  FASTOPTIM_HD static void apply(Vec<T, W>& p, Vec<T, W> g, Vec<T, W>* state, const typename Rule::template Coeffs<T>& k,
+                                 Index... index) {
     Rule::advance(p, g, state, k);
     as_stored<S, Rule::kStateSlots>(state);
     Rule::apply(p, g, state, k, index...);
