@@ -172,7 +172,7 @@ def add_up_across_shards(values: Tensor, shards: dict[tuple[Any, tuple[int, ...]
     import torch.distributed as dist
 
     for (mesh, dims), positions in shards.items():
-        index = torch.tensor(positions)
+        index = torch.tensor(positions, device=values.device)
         rows = values.index_select(0, index)
         maxima, sums = (rows[:, :max_columns].contiguous(), rows[:, max_columns:].contiguous()) if max_columns else (None, rows)
         for dim in dims:
@@ -967,7 +967,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         if not shards:
             entry(*args, **keys)
             return
-        sums = torch.zeros(len(args[0]), rule.shard_sums, dtype=torch.float64)
+        # (on the step's device: the CUDA kernels write and read them there, and the all-reduce takes them)
+        sums = torch.zeros(len(args[0]), rule.shard_sums, dtype=torch.float64, device=args[0][0].device)
         whole_numels = [p.numel() for p in params]  # (a DTensor's: the whole tensor's)
         entry(*args, shard_sums=sums, sums_pass=1, whole_numels=whole_numels, **keys)
         add_up_across_shards(sums, shards, rule.shard_sums_max)

@@ -132,15 +132,61 @@ def test_bf16_state_on_the_gpu_is_the_cpu_step(name):
 
 @on_gpu
 def test_what_the_cuda_kernels_do_not_do_yet_is_refused_by_name():
-    """A step split at its sums (sharded DTensors) runs on the CPU only so far."""
-    params = on("cuda", make_params([(17,)], torch.float32))
+    """AdamP's step split at its rows' summary (sharded DTensors) runs on the CPU only so far."""
+    params = on("cuda", make_params([(4, 17)], torch.float32))
     params[0].grad = torch.ones_like(params[0])
     before = params[0].detach().clone()
-    lamb = fastoptim.LAMB(params)
-    args, _ = lamb._gather(lamb.param_groups[0])
+    adamp = fastoptim.AdamP(params)
+    rule = adamp._rule_of(adamp.param_groups[0])
+    args, _ = adamp._gather(adamp.param_groups[0])
     with pytest.raises((TypeError, ValueError), match="CPU only"):
-        lamb._rule_of(lamb.param_groups[0]).op(*args, shard_sums=torch.zeros(1, 2, dtype=torch.float64), sums_pass=1)
+        rule.op(*args, shard_sums=torch.zeros(1, rule.shard_sums, dtype=torch.float64, device="cuda"), sums_pass=1)
     assert torch.equal(params[0], before)
+
+
+@on_gpu
+@pytest.mark.parametrize("name", ["LAMB", "LARS", "TAdam", "RaLars"])
+def test_a_split_step_on_the_gpu_is_the_whole_step(name):
+    """A step split at its sums (sharded DTensors: pass 1 writes each tensor's sums to a device tensor,
+    which the front end adds up across the shards; pass 2 takes them), with the sums as they are:
+    bit for bit the whole step on the GPU, three steps running."""
+    start = make_params(SHAPES, torch.float32)
+    params, copies = on("cuda", start), on("cuda", start)
+    whole, split = make_rich(name, params), make_rich(name, copies)
+    rule = split._rule_of(split.param_groups[0])
+    for step in range(3):
+        grads = noise_grads(start, step)
+        for p, q, g in zip(params, copies, grads):
+            p.grad, q.grad = g.to("cuda"), g.to("cuda")
+        whole.step()
+        args, created = split._gather(split.param_groups[0])
+        sums = torch.zeros(len(args[0]), rule.shard_sums, dtype=torch.float64, device="cuda")
+        rule.op(*args, shard_sums=sums, sums_pass=1, whole_numels=[q.numel() for q in copies])
+        rule.op(*args, shard_sums=sums, sums_pass=2, whole_numels=[q.numel() for q in copies])
+        split._commit(created)
+    for index, (p, q) in enumerate(zip(params, copies)):
+        assert torch.equal(p, q), f"{name} param {index}"
+
+
+@on_gpu
+@pytest.mark.parametrize("name", ["AdamW", "AMaC"])
+def test_first_indices_key_a_shard_as_part_of_the_whole_on_the_gpu(name):
+    """A sharded tensor's elements draw their bits (stochastic rounding; AMaC's noise) by their index
+    in the whole tensor (first_indices): the second half of a tensor stepped on its own with its offset
+    steps as the whole tensor's second half does, bit for bit, on the GPU."""
+    start = make_params([(40, 33)], torch.bfloat16 if name == "AdamW" else torch.float32)[0]
+    whole = [start.detach().to("cuda").requires_grad_()]
+    half = [start.detach()[20:].to("cuda").requires_grad_()]
+    options = dict(stochastic_rounding=True) if name == "AdamW" else {}
+    ours, theirs = (make_rich(name, [{"params": ps, "rounding_seed": 7}], **options) for ps in (whole, half))
+    for step in range(3):
+        grad = noise_grads([start], step)[0].to("cuda")
+        whole[0].grad, half[0].grad = grad, grad[20:].clone()
+        ours.step()
+        args, created = theirs._gather(theirs.param_groups[0])
+        theirs._rule_of(theirs.param_groups[0]).op(*args, first_indices=[20 * 33])
+        theirs._commit(created)
+    assert torch.equal(whole[0][20:], half[0])
 
 
 @on_gpu

@@ -46,6 +46,9 @@ void step_on_cuda(const char* op, const StepCall& call, const CheckedStep<Rule>&
     t.step = Rule::kCountsSteps ? steps[i].data_ptr<float>() : nullptr;
     t.ndim = int(p.dim());
     t.fresh = call.fresh.size() == n && call.fresh[i];
+    t.position = std::int64_t(i);
+    t.whole_numel = call.whole_numels.empty() ? 0 : call.whole_numels[i];
+    t.slots.first_index = call.first_indices.empty() ? 0 : call.first_indices[i];
     t.slots.bf16_state = checked.bf16_states[i].value_or(false);
     t.slots.eight_bit_state = checked.eight_bit;
     for (size_t c = 0; c < checked.coded_slots.size() && checked.eight_bit; ++c)  // (the scales' columns follow the slots')
@@ -67,6 +70,8 @@ void step_on_cuda(const char* op, const StepCall& call, const CheckedStep<Rule>&
   args.lr = call.lr.has_value() ? call.lr->const_data_ptr<float>() : nullptr;
   args.grad_scale = call.grad_scale.has_value() ? call.grad_scale->const_data_ptr<float>() : nullptr;
   args.stream = c10::impl::VirtualGuardImpl(device.type()).getStream(device).native_handle();
+  args.sums_pass = int(call.sums_pass);
+  args.shard_sums = call.sums_pass != 0 ? call.shard_sums->data_ptr<double>() : nullptr;
   for (size_t d = 0; d < batches.size(); ++d) {
     const std::vector<DeviceTensor>& tensors = batches[d];
     if (tensors.empty()) continue;

@@ -237,25 +237,28 @@ typename Rule::Hyper checked_hyper(const char* op, c10::ArrayRef<double> values,
   return h;
 }
 
-// What a split step's shards add up: a contiguous float64 CPU tensor of the given shape.
-void check_sums_tensor(const at::Tensor& sums, c10::IntArrayRef shape, const char* name, const char* op) {
+// What a split step's shards add up: a contiguous float64 tensor of the given shape on the call's
+// device (where the kernels write and read it: the CPU, or the CUDA device).
+void check_sums_tensor(const at::Tensor& sums, c10::IntArrayRef shape, const char* name, const char* op,
+                       const at::Device& device = at::kCPU) {
   TORCH_CHECK_TYPE(sums.scalar_type() == at::kDouble, op, ": ", name, " must be float64, got ", sums.scalar_type());
-  TORCH_CHECK_VALUE(sums.device().is_cpu() && sums.is_contiguous() && sums.sizes() == shape, op, ": ", name,
-                    " must be a contiguous CPU tensor of shape ", shape, ", got ", sums.sizes(), " on ", sums.device());
+  TORCH_CHECK_VALUE(sums.device() == device && sums.is_contiguous() && sums.sizes() == shape, op, ": ", name,
+                    " must be a contiguous ", device.is_cpu() ? std::string("CPU") : device.str(), " tensor of shape ",
+                    shape, ", got ", sums.sizes(), " on ", sums.device());
 }
 
 // A split step's arguments (see elementwise_step): sums_pass 0, or 1/2 for a rule whose step
-// splits, with shard_sums of (params, kSums) float64 on the CPU; whole_numels empty, or with a
-// split, one count per param of at least its elements.
+// splits, with shard_sums of (params, kSums) float64 on the call's device; whole_numels empty, or
+// with a split, one count per param of at least its elements.
 template <class Rule>
 void check_split(const char* op, at::TensorList params, const std::optional<at::Tensor>& shard_sums,
-                 std::int64_t sums_pass, c10::ArrayRef<std::int64_t> whole_numels) {
+                 std::int64_t sums_pass, c10::ArrayRef<std::int64_t> whole_numels, const at::Device& device) {
   TORCH_CHECK_VALUE(sums_pass >= 0 && sums_pass <= 2, op, ": sums_pass must be 0 (the whole step), 1 or 2, got ", sums_pass);
   TORCH_CHECK_VALUE(sums_pass == 0 || rules::splits_at_sums<Rule>(), op, ": ", Rule::kName,
                     " has no per-tensor sums to add up across shards, so its step does not split (sums_pass must be 0)");
   TORCH_CHECK_VALUE(sums_pass == 0 || shard_sums.has_value(), op, ": sums_pass ", sums_pass, " needs shard_sums");
   if (sums_pass != 0)
-    check_sums_tensor(*shard_sums, {std::int64_t(params.size()), rules::split_sums_of<Rule>()}, "shard_sums", op);
+    check_sums_tensor(*shard_sums, {std::int64_t(params.size()), rules::split_sums_of<Rule>()}, "shard_sums", op, device);
   TORCH_CHECK_VALUE(whole_numels.empty() || (sums_pass != 0 && whole_numels.size() == params.size()), op,
                     ": whole_numels must be empty or, with sums_pass 1 or 2, have one count per param (", params.size(),
                     "), got ", whole_numels.size());
@@ -281,7 +284,7 @@ CheckedStep<Rule> check_step(const char* op, const StepCall& call, const at::Dev
                 first_indices] = call;
   CheckedStep<Rule> checked;
   checked.hyper = checked_hyper<Rule>(op, hyper, lr, device);
-  check_split<Rule>(op, params, shard_sums, sums_pass, whole_numels);
+  check_split<Rule>(op, params, shard_sums, sums_pass, whole_numels, device);
   if (grad_scale.has_value()) {
     TORCH_CHECK_VALUE(rules::scales_grad<Rule>::value, op, ": this rule takes no grad_scale, but one was given");
     check_scalar_tensor(*grad_scale, std::string(op) + ": grad_scale", device);
@@ -292,9 +295,9 @@ CheckedStep<Rule> check_step(const char* op, const StepCall& call, const at::Dev
   for (size_t i = 0; i < first_indices.size(); ++i)
     TORCH_CHECK_VALUE(first_indices[i] >= 0, op, ": first_indices[", i, "] is ", first_indices[i], "; it must be >= 0");
   if (device.is_cuda()) {
-    // (what the CUDA kernels do not do yet)
-    TORCH_CHECK_VALUE(first_indices.empty(), op, ": first_indices (sharded DTensors) run on the CPU only so far");
-    TORCH_CHECK_VALUE(sums_pass == 0, op, ": a step split at its sums (sharded DTensors) runs on the CPU only so far");
+    // (what the CUDA kernels do not do yet: a per-row rule's split, which exchanges its rows' summary)
+    TORCH_CHECK_VALUE(sums_pass == 0 || !rules::sums_per_row<Rule>::value, op, ": ", Rule::kName,
+                      "'s step split at its rows' summary (sharded DTensors) runs on the CPU only so far");
   }
   const size_t n = params.size();
 

@@ -38,6 +38,8 @@ struct Batch {
   const float* lr;
   const float* grad_scale;
   void* workspace;
+  int sums_pass;       // (StepArgs')
+  double* shard_sums;
 };
 
 // A tensor's share of a launch: `units` units (the tensor, or for a per-row rule each row of a
@@ -93,7 +95,7 @@ __device__ rules::StepInfo step_info(const Batch<Rule>& batch, const DeviceTenso
   using T = core::compute_t<S>;
   const double step = tensor.step ? double(*tensor.step + 1.0f) : 0.0;
   const std::int64_t rows = tensor.ndim > 1 ? tensor.slots.rows : 1;
-  rules::StepInfo info{step, tensor.fresh, tensor.slots.numel, tensor.ndim > 1, rows,
+  rules::StepInfo info{step, tensor.fresh, tensor.whole_numel ? tensor.whole_numel : tensor.slots.numel, tensor.ndim > 1, rows,
                        batch.grad_scale ? double(*batch.grad_scale) : 1.0, tensor.ndim};
   for (int j = 0; j < rules::scalar_slots_of<Rule>::value; ++j)
     if (const void* scalar = tensor.slots.state[Rule::kStateSlots + j]) info.scalar_state[j] = *static_cast<const T*>(scalar);
@@ -289,6 +291,8 @@ Batch<Rule> batch_for(const StepArgs& args) {
   batch.lr = args.lr;
   batch.grad_scale = args.grad_scale;
   batch.workspace = args.workspace;
+  batch.sums_pass = args.sums_pass;
+  batch.shard_sums = args.shard_sums;
   return batch;
 }
 
@@ -381,7 +385,8 @@ __global__ void __launch_bounds__(kThreads) sums_kernel(const Batch<Rule> batch)
 // Then one block per tensor: its units' sums from their blocks' sums (a single unit: strided over
 // the threads and added in the fixed tree; several units (rows): a thread per unit, its blocks in
 // order), its coefficients (prepare, then the rule's finish with its per-tensor scalars, or
-// finish_rows over all its rows), and its step counter advanced.
+// finish_rows over all its rows), and its step counter advanced. In a split step (a single unit), the
+// first half writes the unit's sums to shard_sums and stops; the second takes them from there.
 template <class Rule, class S>
 __global__ void __launch_bounds__(kThreads) finish_kernel(const Batch<Rule> batch) {
   using T = core::compute_t<S>;
@@ -394,7 +399,11 @@ __global__ void __launch_bounds__(kThreads) finish_kernel(const Batch<Rule> batc
   const T* block_sums = workspace.block_sums + std::int64_t(batch.first_block[t]) * N;
   typename Workspace::UnitSums* unit_sums = workspace.unit_sums + batch.first_unit[t];
   typename Workspace::Coeffs* coeffs = workspace.coeffs + batch.first_unit[t];
-  if (cut.units == 1) {
+  double* shard_sums = batch.shard_sums ? batch.shard_sums + tensor.position * N : nullptr;
+  if (batch.sums_pass == 2) {
+    if (threadIdx.x == 0)
+      for (int j = 0; j < N; ++j) unit_sums[0].value[j] = T(shard_sums[j]);
+  } else if (cut.units == 1) {
     __shared__ T values[N][kThreads];
     T sums[N] = {};
     for (std::int64_t c = threadIdx.x; c < cut.chunks; c += kThreads)
@@ -403,6 +412,11 @@ __global__ void __launch_bounds__(kThreads) finish_kernel(const Batch<Rule> batc
     add_up_block<T, N>(values);
     if (threadIdx.x == 0)
       for (int j = 0; j < N; ++j) unit_sums[0].value[j] = values[j][0];
+    if (batch.sums_pass == 1) {
+      if (threadIdx.x == 0)
+        for (int j = 0; j < N; ++j) shard_sums[j] = double(values[j][0]);
+      return;
+    }
   } else {
     for (std::int64_t u = threadIdx.x; u < cut.units; u += kThreads)
       for (int j = 0; j < N; ++j) {
@@ -450,8 +464,10 @@ int two_pass_step(const DeviceTensor* tensors, std::int64_t count, const StepArg
   return for_each_batch(tensors, count, batch, [&](const Batch<Rule>& b, int blocks, int units) {
     if (Workspace::bytes(blocks, units) > args.workspace_bytes || (blocks + units > 0 && !args.workspace))
       return int(cudaErrorInvalidValue);  // (the caller sizes it with workspace_bytes)
-    if (blocks > 0) sums_kernel<Rule, S><<<blocks, kThreads, 0, stream>>>(b);
+    // (a split step: pass 1 and the sums in its first half; finish and pass 2 in its second)
+    if (blocks > 0 && b.sums_pass != 2) sums_kernel<Rule, S><<<blocks, kThreads, 0, stream>>>(b);
     finish_kernel<Rule, S><<<b.count, kThreads, 0, stream>>>(b);
+    if (b.sums_pass == 1) return int(cudaGetLastError());
     if (blocks > 0) update_kernel<Rule, S><<<blocks, kThreads, 0, stream>>>(b);
     if (advances_counters(b, false)) advance_counters<Rule, S><<<1, kTensorsPerLaunch, 0, stream>>>(b, false);
     return int(cudaGetLastError());

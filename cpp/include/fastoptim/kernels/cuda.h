@@ -28,6 +28,9 @@ struct DeviceTensor {
   std::int64_t* rounding_key = nullptr;
   int ndim = 1;
   bool fresh = false;     // the state was created for this step
+  // A sharded tensor's (a DTensor's local shard): the whole tensor's elements (what prepare counts;
+  // 0: the shard's own), and its row in a split step's sums (StepArgs::shard_sums).
+  std::int64_t whole_numel = 0, position = 0;
 };
 
 // What a call needs besides its tensors.
@@ -41,6 +44,12 @@ struct StepArgs {
   // nothing and can be captured in a CUDA graph); null where that is 0
   void* workspace = nullptr;
   std::size_t workspace_bytes = 0;
+  // A step split at its sums (a rule with per-tensor sums, not per row; sharded tensors): `sums_pass`
+  // 1 runs pass 1 and writes each tensor's sums at shard_sums[position] (device, float64, the rule's
+  // sums per row), which the caller adds up across the shards; 2 takes them and runs finish and
+  // pass 2. 0: the whole step.
+  int sums_pass = 0;
+  double* shard_sums = nullptr;
 };
 
 // Steps `count` tensors of one storage dtype: a handful of launches whatever the count (a launch
