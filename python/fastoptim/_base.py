@@ -844,7 +844,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         if self._holds_dtensors:
             flat_state = [local_of(t) for t in flat_state]
             for column, name in enumerate(used):  # (each shard's own row of block scales)
-                if group.get("state_bits") == 8 and name.endswith("_scale"):
+                if group.get("state_bits") == 8 and name.endswith("_scale") and name[: -len("_scale")] in rule.eight_bit_state:
                     first = column * len(params)
                     flat_state[first:first + len(params)] = [scales.view(-1)[: eight_bit_blocks(p)] for p, scales
                                                              in zip(params, flat_state[first:first + len(params)])]

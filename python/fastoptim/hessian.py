@@ -163,6 +163,7 @@ def hutchinson(
                 estimates[i].addcmul_(z, placed_like(hz, params[i]).to(estimates[i].dtype), value=1.0 / n_samples)
     return estimates
 
+
 # FSDP2's fully_shard keeps each sharded parameter out of the loss's graph (the forward runs on
 # gathered copies, whose gradients its hooks reduce-scatter into .grad without a graph), and it does
 # not support a double backward: no estimate here can reach such parameters.

@@ -50,6 +50,7 @@ _BACKWARD_TWICE = (
     "itself, return loss.detach()."
 )
 
+
 def _check_distribution(distribution: Any) -> None:
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"Invalid distribution value: {distribution!r} (expected one of {DISTRIBUTIONS})")
