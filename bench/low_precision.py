@@ -29,6 +29,8 @@ against fastoptim fp32 and against torch fused fp32, each a median of per-round 
 
     python bench/low_precision.py                          # (A), (B), (C), 7 rounds
     python bench/low_precision.py --workloads A --rounds 5
+    python bench/low_precision.py --device cuda            # on the GPU (a fastoptim built with its CUDA ops),
+                                                           # with the device's copy bandwidth beside the GB/s
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -44,7 +45,7 @@ import torch
 import fastoptim
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import WORKLOADS, machine_line  # noqa: E402
+from bench import WORKLOADS, device_copy_bandwidth, gpu_line, machine_line, time_steps  # noqa: E402
 
 # label -> (param dtype, the optimizer over params, bytes moved per element, state bytes per parameter)
 VARIANTS = {
@@ -75,13 +76,6 @@ def fp32_run_of(label: str) -> str:
     return "fastoptim LAMB fp32" if "LAMB" in label else "fastoptim fp32"
 
 
-def time_steps(opt, steps: int) -> float:
-    start = time.perf_counter()
-    for _ in range(steps):
-        opt.step()
-    return (time.perf_counter() - start) / steps
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
@@ -89,9 +83,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--seconds", type=float, default=0.5, help="time per variant per round")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"machine: {machine_line(args.threads)}", flush=True)
+    device = args.device
+    if device == "cuda":
+        args.variants = [label for label in args.variants if "torchao" not in label]  # (their CPU runs are the peers')
+        print(f"machine: {gpu_line()}; copy bandwidth {device_copy_bandwidth():.0f} GB/s", flush=True)
+    else:
+        print(f"machine: {machine_line(args.threads)}", flush=True)
     print("| workload | variant | ms/step | GB/s | state B/param | vs fastoptim fp32 | vs torch fused fp32 |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for wl in args.workloads:
@@ -100,18 +100,18 @@ def main() -> None:
         optimizers, steps = {}, {}
         for label in args.variants:
             dtype, make, _, _ = VARIANTS[label]
-            params = [torch.nn.Parameter(torch.randn(s, dtype=dtype)) for s in shapes]
+            params = [torch.nn.Parameter(torch.randn(s, dtype=dtype, device=device)) for s in shapes]
             for p in params:
                 p.grad = torch.randn_like(p) * 1e-3
             optimizers[label] = opt = make(params)
             opt.step()  # (creates the state)
-            steps[label] = max(2, min(50, round(args.seconds / max(time_steps(opt, 1), 1e-6))))
+            steps[label] = max(2, min(50, round(args.seconds / max(time_steps(opt, 1, device), 1e-6))))
         times = {label: [] for label in optimizers}
         labels = list(optimizers)
         for round_index in range(args.rounds):
             shift = round_index % len(labels)
             for label in labels[shift:] + labels[:shift]:
-                times[label].append(time_steps(optimizers[label], steps[label]))
+                times[label].append(time_steps(optimizers[label], steps[label], device))
 
         def ratio(label, yardstick):
             if yardstick not in times:

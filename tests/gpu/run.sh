@@ -11,7 +11,9 @@
 # dtype over 20 steps, CUDA-graph replays against eager steps); then installs fastoptim against the
 # torch installed there (with its CUDA: the steps of CUDA tensors) and runs tests/python/test_cuda.py
 # (every optimizer's GPU step against its CPU step, torch's fused CUDA steps, GPU/CPU resume, a step
-# captured in a CUDA graph), and a short GPU bench (bench.log). Ends well inside 8 minutes on 16 cores.
+# captured in a CUDA graph; stochastic rounding, 8-bit state and sharded split steps on the GPU), a short
+# GPU bench (bench.log) and the low-precision variants on the GPU (low_precision.log). Ends well inside
+# 8 minutes on 16 cores.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-${OUT:-build/gpu-out}}
@@ -48,6 +50,8 @@ grep -q "cuda .*Passed" "$out/ctest.log" 2>/dev/null || { echo "the CUDA kernels
 step install python3 -m pip install --no-build-isolation --no-deps --no-index -C cmake.define.CMAKE_CUDA_ARCHITECTURES=90 . &&
   step cuda_ops python3 -c "import fastoptim; print('cuda_ops', fastoptim._C.cuda_ops); assert fastoptim._C.cuda_ops" &&
   step pytest python3 -m pytest -q -p no:cacheprovider tests/python/test_cuda.py
-# the GPU bench (a short one: the full table is `python3 bench/bench.py --device cuda`)
+# the GPU bench (a short one: the full table is `python3 bench/bench.py --device cuda`), and issue 21's
+# fewer-bytes variants (bf16 + stochastic rounding, 8-bit state) against fp32 and torch fused on the GPU
 step bench python3 bench/bench.py --device cuda --optimizers AdamW Adam SGD LAMB Adan Lion AdEMAMix --rounds 3 --seconds 0.1
+step low_precision python3 bench/low_precision.py --device cuda --workloads A C --rounds 3 --seconds 0.1
 exit "$status"
