@@ -131,25 +131,11 @@ def test_bf16_state_on_the_gpu_is_the_cpu_step(name):
 
 
 @on_gpu
-def test_what_the_cuda_kernels_do_not_do_yet_is_refused_by_name():
-    """AdamP's step split at its rows' summary (sharded DTensors) runs on the CPU only so far."""
-    params = on("cuda", make_params([(4, 17)], torch.float32))
-    params[0].grad = torch.ones_like(params[0])
-    before = params[0].detach().clone()
-    adamp = fastoptim.AdamP(params)
-    rule = adamp._rule_of(adamp.param_groups[0])
-    args, _ = adamp._gather(adamp.param_groups[0])
-    with pytest.raises((TypeError, ValueError), match="CPU only"):
-        rule.op(*args, shard_sums=torch.zeros(1, rule.shard_sums, dtype=torch.float64, device="cuda"), sums_pass=1)
-    assert torch.equal(params[0], before)
-
-
-@on_gpu
-@pytest.mark.parametrize("name", ["LAMB", "LARS", "TAdam", "RaLars"])
+@pytest.mark.parametrize("name", ["LAMB", "LARS", "TAdam", "RaLars", "AdamP"])
 def test_a_split_step_on_the_gpu_is_the_whole_step(name):
-    """A step split at its sums (sharded DTensors: pass 1 writes each tensor's sums to a device tensor,
-    which the front end adds up across the shards; pass 2 takes them), with the sums as they are:
-    bit for bit the whole step on the GPU, three steps running."""
+    """A step split at its sums (sharded DTensors: pass 1 writes each tensor's sums, or AdamP's summary
+    of its rows, to a device tensor, which the front end combines across the shards; pass 2 takes
+    them), with the sums as they are: bit for bit the whole step on the GPU, three steps running."""
     start = make_params(SHAPES, torch.float32)
     params, copies = on("cuda", start), on("cuda", start)
     whole, split = make_rich(name, params), make_rich(name, copies)

@@ -294,11 +294,6 @@ CheckedStep<Rule> check_step(const char* op, const StepCall& call, const at::Dev
                     first_indices.size());
   for (size_t i = 0; i < first_indices.size(); ++i)
     TORCH_CHECK_VALUE(first_indices[i] >= 0, op, ": first_indices[", i, "] is ", first_indices[i], "; it must be >= 0");
-  if (device.is_cuda()) {
-    // (what the CUDA kernels do not do yet: a per-row rule's split, which exchanges its rows' summary)
-    TORCH_CHECK_VALUE(sums_pass == 0 || !rules::sums_per_row<Rule>::value, op, ": ", Rule::kName,
-                      "'s step split at its rows' summary (sharded DTensors) runs on the CPU only so far");
-  }
   const size_t n = params.size();
 
   // The state slots this configuration uses: element-shaped ones, then per-tensor scalars.

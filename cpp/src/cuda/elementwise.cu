@@ -399,8 +399,10 @@ __global__ void __launch_bounds__(kThreads) finish_kernel(const Batch<Rule> batc
   const T* block_sums = workspace.block_sums + std::int64_t(batch.first_block[t]) * N;
   typename Workspace::UnitSums* unit_sums = workspace.unit_sums + batch.first_unit[t];
   typename Workspace::Coeffs* coeffs = workspace.coeffs + batch.first_unit[t];
-  double* shard_sums = batch.shard_sums ? batch.shard_sums + tensor.position * N : nullptr;
-  if (batch.sums_pass == 2) {
+  constexpr bool kPerRow = rules::sums_per_row<Rule>::value;
+  // (what a split step exchanges per tensor: its sums, or a per-row rule's summary of its rows)
+  double* shard_sums = batch.shard_sums ? batch.shard_sums + tensor.position * rules::split_sums_of<Rule>() : nullptr;
+  if (batch.sums_pass == 2 && !kPerRow) {
     if (threadIdx.x == 0)
       for (int j = 0; j < N; ++j) unit_sums[0].value[j] = T(shard_sums[j]);
   } else if (cut.units == 1) {
@@ -412,7 +414,7 @@ __global__ void __launch_bounds__(kThreads) finish_kernel(const Batch<Rule> batc
     add_up_block<T, N>(values);
     if (threadIdx.x == 0)
       for (int j = 0; j < N; ++j) unit_sums[0].value[j] = values[j][0];
-    if (batch.sums_pass == 1) {
+    if (batch.sums_pass == 1 && !kPerRow) {
       if (threadIdx.x == 0)
         for (int j = 0; j < N; ++j) shard_sums[j] = double(values[j][0]);
       return;
@@ -430,7 +432,12 @@ __global__ void __launch_bounds__(kThreads) finish_kernel(const Batch<Rule> batc
   for (std::int64_t u = threadIdx.x; u < cut.units; u += kThreads) coeffs[u] = prepared;
   __syncthreads();
   if (threadIdx.x != 0) return;
-  if constexpr (rules::sums_per_row<Rule>::value) {
+  if constexpr (kPerRow && rules::row_summary_of<Rule>::value > 0) {
+    // (a split step: the first half gives the tensor's summary of its rows, the second projects them
+    // by the whole tensor's, combined across the shards)
+    if (batch.sums_pass == 1) return Rule::summarize_rows(coeffs, unit_sums, cut.units, shard_sums);
+    Rule::finish_rows(coeffs, unit_sums, cut.units, batch.sums_pass == 2 ? shard_sums : nullptr);
+  } else if constexpr (kPerRow) {
     Rule::finish_rows(coeffs, unit_sums, cut.units);
   } else if constexpr (rules::scalar_slots_of<Rule>::value > 0) {
     T* scalars[rules::scalar_slots_of<Rule>::value];
@@ -464,8 +471,10 @@ int two_pass_step(const DeviceTensor* tensors, std::int64_t count, const StepArg
   return for_each_batch(tensors, count, batch, [&](const Batch<Rule>& b, int blocks, int units) {
     if (Workspace::bytes(blocks, units) > args.workspace_bytes || (blocks + units > 0 && !args.workspace))
       return int(cudaErrorInvalidValue);  // (the caller sizes it with workspace_bytes)
-    // (a split step: pass 1 and the sums in its first half; finish and pass 2 in its second)
-    if (blocks > 0 && b.sums_pass != 2) sums_kernel<Rule, S><<<blocks, kThreads, 0, stream>>>(b);
+    // (a split step: pass 1 and the sums in its first half; finish and pass 2 in its second, which for
+    // a per-row rule sums the rows again, as on the CPU)
+    if (blocks > 0 && (b.sums_pass != 2 || rules::sums_per_row<Rule>::value))
+      sums_kernel<Rule, S><<<blocks, kThreads, 0, stream>>>(b);
     finish_kernel<Rule, S><<<b.count, kThreads, 0, stream>>>(b);
     if (b.sums_pass == 1) return int(cudaGetLastError());
     if (blocks > 0) update_kernel<Rule, S><<<blocks, kThreads, 0, stream>>>(b);
@@ -494,8 +503,16 @@ using RuleFor = std::conditional_t<kCoded<S> && kernels::stores_state_in_first_p
 
 template <class Rule, class S>
 int step_dtype(const DeviceTensor* tensors, std::int64_t count, const StepArgs& args) {
-  if constexpr (rules::sums_of<Rule>::value > 0) return two_pass_step<RuleFor<Rule, S>, S>(tensors, count, args);
-  else return elementwise_step<Rule, S>(tensors, count, args);
+  if constexpr (rules::sums_of<Rule>::value > 0) {
+    using Stepped = RuleFor<Rule, S>;
+    // (a per-row rule's split step: both halves sum the rows, so neither may store state in pass 1)
+    if constexpr (rules::sums_per_row<Rule>::value && rules::splits_at_sums<Rule>() &&
+                  kernels::stores_state_in_first_pass<Stepped>())
+      if (args.sums_pass != 0) return two_pass_step<kernels::StateInSecondPass<Rule, S>, S>(tensors, count, args);
+    return two_pass_step<Stepped, S>(tensors, count, args);
+  } else {
+    return elementwise_step<Rule, S>(tensors, count, args);
+  }
 }
 
 // Calls f with the storage type of a call (a value of that type's pointer, null): `dtype`'s, or for

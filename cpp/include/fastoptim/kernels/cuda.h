@@ -44,10 +44,10 @@ struct StepArgs {
   // nothing and can be captured in a CUDA graph); null where that is 0
   void* workspace = nullptr;
   std::size_t workspace_bytes = 0;
-  // A step split at its sums (a rule with per-tensor sums, not per row; sharded tensors): `sums_pass`
-  // 1 runs pass 1 and writes each tensor's sums at shard_sums[position] (device, float64, the rule's
-  // sums per row), which the caller adds up across the shards; 2 takes them and runs finish and
-  // pass 2. 0: the whole step.
+  // A step split at its sums (sharded tensors): `sums_pass` 1 runs pass 1 and writes each tensor's
+  // sums, or a per-row rule's summary of its rows, at shard_sums[position] (device, float64,
+  // rules::split_sums_of values per row), which the caller combines across the shards; 2 takes them
+  // and runs finish and pass 2 (a per-row rule sums its rows again first). 0: the whole step.
   int sums_pass = 0;
   double* shard_sums = nullptr;
 };
