@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ._base import (FusedOptimizer, _WriteBack, add_up_across_shards, add_up_tensors_across_shards, arguments_as_defaults,
-                    is_dtensor, local_of, lr_tensor)
+                    is_dtensor, local_of, lr_tensor, step_device)
 
 _FACTORS = ("row_var", "col_var")
 
@@ -173,7 +173,7 @@ class Adafactor(FusedOptimizer):
             param_used, param_keys = self._keys_of(p, used, keys)
             new = {name: self._initial_state(name, p, group) for name in param_used if name not in state}
             if "step" not in state:
-                new["step"] = torch.tensor(0.0, dtype=torch.float32)
+                new["step"] = torch.tensor(0.0, dtype=torch.float32, device=step_device(p))
             if rounds and "rounding_key" not in state:
                 new["rounding_key"] = self._rounding_key(group, p)
             if new:

@@ -88,6 +88,47 @@ void step_on_cuda(const char* op, const StepCall& call, const CheckedStep<Rule>&
   }
 }
 
+void factored_step_on_cuda(const char* op, at::TensorList params, at::TensorList grads, at::TensorList row_factors,
+                           at::TensorList column_factors, at::TensorList steps, c10::ArrayRef<double> hyper,
+                           const std::optional<at::Tensor>& lr, at::TensorList rounding) {
+  const size_t n = params.size();
+  std::array<std::vector<fastoptim_cuda::DeviceFactored>, 4> batches;  // (per storage dtype)
+  for (size_t i = 0; i < n; ++i) {
+    const at::Tensor& p = params[i];
+    fastoptim_cuda::DeviceFactored t;
+    t.slots.param = p.data_ptr();
+    t.slots.grad = grads[i].const_data_ptr();
+    t.slots.row_factor = row_factors[i].data_ptr();
+    t.slots.column_factor = column_factors[i].data_ptr();
+    t.slots.batches = c10::multiply_integers(p.sizes().begin(), p.sizes().end() - 2);
+    t.slots.rows = p.size(-2);
+    t.slots.columns = p.size(-1);
+    t.step = steps[i].data_ptr<float>();
+    t.ndim = int(p.dim());
+    if (!rounding.empty()) {  // (as the element-wise steps': the key on the device)
+      t.slots.stochastic_rounding = true;
+      t.rounding_key = rounding[i].data_ptr<std::int64_t>();
+    }
+    batches[size_t(*storage_dtype(p.scalar_type()))].push_back(t);
+  }
+  const at::Device device = params[0].device();
+  const c10::DeviceGuard guard(device);
+  fastoptim_cuda::StepArgs args;
+  args.hyper = hyper.data();
+  args.lr = lr.has_value() ? lr->const_data_ptr<float>() : nullptr;
+  args.stream = c10::impl::VirtualGuardImpl(device.type()).getStream(device).native_handle();
+  for (size_t d = 0; d < batches.size(); ++d) {
+    if (batches[d].empty()) continue;
+    const auto count = std::int64_t(batches[d].size());
+    const std::size_t bytes = fastoptim_cuda::adafactor_factored_workspace(batches[d].data(), count, Dtype(d));
+    const at::Tensor workspace = at::empty({std::int64_t(bytes)}, params[0].options().dtype(at::kByte));
+    args.workspace = bytes > 0 ? workspace.data_ptr() : nullptr;
+    args.workspace_bytes = bytes;
+    const int error = fastoptim_cuda::adafactor_factored(batches[d].data(), count, Dtype(d), args);
+    TORCH_CHECK(error == 0, op, ": CUDA error: ", fastoptim_cuda::error_text(error));
+  }
+}
+
 #define FASTOPTIM_INSTANTIATE(Type, name)                                                        \
   template void step_on_cuda<rules::Type>(const char*, const StepCall&, const CheckedStep<rules::Type>&, \
                                           const at::Device&);

@@ -583,9 +583,15 @@ void adafactor_factored_step(at::TensorList params, at::TensorList grads, at::Te
                     grads.size(), ", ", row_factors.size(), ", ", column_factors.size(), " and ", steps.size());
   TORCH_CHECK_VALUE(rounding.empty() || rounding.size() == n, op, ": rounding must be empty or have one key per param (",
                     n, "), got ", rounding.size());
+  // The call's device: the CPU, or in a build with the CUDA kernels, the CUDA device of params[0].
+#if defined(FASTOPTIM_CUDA_OPS)
+  const at::Device device = n > 0 && params[0].is_cuda() ? params[0].device() : at::Device(at::kCPU);
+#else
+  const at::Device device = at::kCPU;
+#endif
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& p = params[i];
-    check_param(p, i, op);
+    check_param(p, i, op, device);
     TORCH_CHECK_VALUE(p.dim() >= 2, op, ": params[", i, "] has shape ", p.sizes(),
                       "; the factored step takes tensors of two or more dims");
     TORCH_CHECK_VALUE(p.is_contiguous(), op, ": params[", i, "] has strides ", p.strides(),
@@ -608,11 +614,16 @@ void adafactor_factored_step(at::TensorList params, at::TensorList grads, at::Te
                         " but must have shape ", c10::IntArrayRef(shape), " for params[", i, "] of shape ", p.sizes());
       TORCH_CHECK_VALUE(factor.is_contiguous(), op, ": ", name, " has strides ", factor.strides(), "; it must be contiguous");
     }
-    check_scalar_tensor(steps[i], TensorName{"steps", i});
+    check_scalar_tensor(steps[i], TensorName{"steps", i}, device);
     if (!rounding.empty()) check_rounding_key(rounding[i], p, i, op);
   }
   check_factored_split(op, params, split);
+  TORCH_CHECK_VALUE(!device.is_cuda() || (split.phase == 0 && split.first_indices.empty()), op,
+                    ": a split factored step (sharded DTensors) runs on the CPU only so far (params on ", device, ")");
   if (check_only) return;
+#if defined(FASTOPTIM_CUDA_OPS)
+  if (device.is_cuda()) return factored_step_on_cuda(op, params, grads, row_factors, column_factors, steps, hyper, lr, rounding);
+#endif
 
   struct Batch {
     std::vector<fastoptim_isa::FactoredSlots> tensors;

@@ -16,6 +16,8 @@
 #include "fastoptim/kernels/cuda.h"
 #include "fastoptim/rules/registry.h"
 
+#include "block_sums.cuh"  // (beside this file)
+
 namespace fastoptim_cuda {
 namespace {
 
@@ -337,18 +339,6 @@ struct TwoPassWorkspace {
     return {block_sums, unit_sums, reinterpret_cast<Coeffs*>(bytes_at)};
   }
 };
-
-// A block's N sums over its threads' values, added in a fixed tree (the same bits run to run),
-// left in values[j][0].
-template <class T, int N>
-__device__ void add_up_block(T (&values)[N][kThreads]) {
-  for (int half = kThreads / 2; half > 0; half /= 2) {
-    __syncthreads();
-    if (int(threadIdx.x) < half)
-      for (int j = 0; j < N; ++j) values[j][threadIdx.x] += values[j][threadIdx.x + half];
-  }
-  __syncthreads();
-}
 
 // Pass 1: each block runs the CPU driver's FirstPassTerm over its elements (advance and store the
 // state first, for a rule whose first pass updates it) and writes its sums; a tensor whose step

@@ -69,6 +69,20 @@ struct RuleEntry {
   const char* unsupported;      // why not, or null
 };
 
+// Adafactor's factored matrices (kernels/factored.h's step, cpp/src/cuda/factored.cu): one tensor
+// of a call, whole (FactoredSlots' phase 0), its step counter and rounding key as DeviceTensor's.
+struct DeviceFactored {
+  fastoptim_isa::FactoredSlots slots;
+  float* step = nullptr;
+  std::int64_t* rounding_key = nullptr;
+  int ndim = 2;
+};
+// Steps `count` tensors of one storage dtype (`args`: hyper, lr, stream and workspace; a few
+// launches per tensor); returns 0 or the CUDA error code of the first failed launch.
+int adafactor_factored(const DeviceFactored* tensors, std::int64_t count, Dtype dtype, const StepArgs& args);
+// The workspace bytes such a step needs (the largest tensor's: they run one after another).
+std::size_t adafactor_factored_workspace(const DeviceFactored* tensors, std::int64_t count, Dtype dtype);
+
 // Every element-wise rule, in FASTOPTIM_ELEMENTWISE_RULES order.
 const RuleEntry* rules(int* count);
 const RuleEntry* find_rule(const char* name);
