@@ -576,19 +576,19 @@ void adafactor_factored_step(at::TensorList params, at::TensorList grads, at::Te
                              const FactoredSplit& split) {
   using Rule = rules::Adafactor;
   const char* op = "fastoptim::adafactor_factored_step_";
-  const auto h = checked_hyper<Rule>(op, hyper, lr);
   const size_t n = params.size();
-  TORCH_CHECK_VALUE(grads.size() == n && row_factors.size() == n && column_factors.size() == n && steps.size() == n,
-                    op, ": expected one gradient, row factor, column factor and step per param (", n, "), got ",
-                    grads.size(), ", ", row_factors.size(), ", ", column_factors.size(), " and ", steps.size());
-  TORCH_CHECK_VALUE(rounding.empty() || rounding.size() == n, op, ": rounding must be empty or have one key per param (",
-                    n, "), got ", rounding.size());
   // The call's device: the CPU, or in a build with the CUDA kernels, the CUDA device of params[0].
 #if defined(FASTOPTIM_CUDA_OPS)
   const at::Device device = n > 0 && params[0].is_cuda() ? params[0].device() : at::Device(at::kCPU);
 #else
   const at::Device device = at::kCPU;
 #endif
+  const auto h = checked_hyper<Rule>(op, hyper, lr, device);
+  TORCH_CHECK_VALUE(grads.size() == n && row_factors.size() == n && column_factors.size() == n && steps.size() == n,
+                    op, ": expected one gradient, row factor, column factor and step per param (", n, "), got ",
+                    grads.size(), ", ", row_factors.size(), ", ", column_factors.size(), " and ", steps.size());
+  TORCH_CHECK_VALUE(rounding.empty() || rounding.size() == n, op, ": rounding must be empty or have one key per param (",
+                    n, "), got ", rounding.size());
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& p = params[i];
     check_param(p, i, op, device);
