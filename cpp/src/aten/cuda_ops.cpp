@@ -24,6 +24,32 @@ namespace fastoptim::aten {
 using fastoptim_cuda::DeviceTensor;
 using fastoptim_isa::Dtype;
 
+namespace {
+
+// The arguments every launch of a call on `device` shares: its hyperparameters, a tensor lr, and the
+// device's current stream.
+fastoptim_cuda::StepArgs call_args(const at::Device& device, c10::ArrayRef<double> hyper, const std::optional<at::Tensor>& lr) {
+  fastoptim_cuda::StepArgs args;
+  args.hyper = hyper.data();
+  args.lr = lr.has_value() ? lr->const_data_ptr<float>() : nullptr;
+  args.stream = c10::impl::VirtualGuardImpl(device.type()).getStream(device).native_handle();
+  return args;
+}
+
+// step(args) with `bytes` of workspace from torch's caching allocator, a CUDA error raised by name.
+// (The workspace is held until the kernels on this stream have run: the allocator reuses it only after
+// work queued on the stream, as it does for any tensor freed while kernels still use it.)
+template <class Step>
+void with_workspace(const char* op, const at::Tensor& like, std::size_t bytes, fastoptim_cuda::StepArgs& args, Step&& step) {
+  const at::Tensor workspace = at::empty({std::int64_t(bytes)}, like.options().dtype(at::kByte));
+  args.workspace = bytes > 0 ? workspace.data_ptr() : nullptr;
+  args.workspace_bytes = bytes;
+  const int error = step(args);
+  TORCH_CHECK(error == 0, op, ": CUDA error: ", fastoptim_cuda::error_text(error));
+}
+
+}  // namespace
+
 template <class Rule>
 void step_on_cuda(const char* op, const StepCall& call, const CheckedStep<Rule>& checked, const at::Device& device) {
   const at::TensorList params = call.params, grads = call.grads, state = call.state, steps = call.steps;
@@ -65,11 +91,8 @@ void step_on_cuda(const char* op, const StepCall& call, const CheckedStep<Rule>&
   }
 
   const c10::DeviceGuard guard(device);
-  fastoptim_cuda::StepArgs args;
-  args.hyper = call.hyper.data();
-  args.lr = call.lr.has_value() ? call.lr->const_data_ptr<float>() : nullptr;
+  fastoptim_cuda::StepArgs args = call_args(device, call.hyper, call.lr);
   args.grad_scale = call.grad_scale.has_value() ? call.grad_scale->const_data_ptr<float>() : nullptr;
-  args.stream = c10::impl::VirtualGuardImpl(device.type()).getStream(device).native_handle();
   args.sums_pass = int(call.sums_pass);
   args.shard_sums = call.sums_pass != 0 ? call.shard_sums->data_ptr<double>() : nullptr;
   for (size_t d = 0; d < batches.size(); ++d) {
@@ -77,14 +100,8 @@ void step_on_cuda(const char* op, const StepCall& call, const CheckedStep<Rule>&
     if (tensors.empty()) continue;
     const auto count = std::int64_t(tensors.size());
     const Dtype dtype = d == kBf16StateBatch || d == kEightBitBatch ? Dtype::f32 : d == kEightBitBatch + 1 ? Dtype::bf16 : Dtype(d);
-    const std::size_t bytes = entry->workspace(tensors.data(), count, dtype);
-    // (held until the kernels on this stream have run: the caching allocator reuses it only after
-    // work queued on the stream, as it does for any tensor freed while kernels still use it)
-    const at::Tensor workspace = at::empty({std::int64_t(bytes)}, params[0].options().dtype(at::kByte));
-    args.workspace = bytes > 0 ? workspace.data_ptr() : nullptr;
-    args.workspace_bytes = bytes;
-    const int error = entry->step(tensors.data(), count, dtype, args);
-    TORCH_CHECK(error == 0, op, ": CUDA error: ", fastoptim_cuda::error_text(error));
+    with_workspace(op, params[0], entry->workspace(tensors.data(), count, dtype), args,
+                   [&](const fastoptim_cuda::StepArgs& a) { return entry->step(tensors.data(), count, dtype, a); });
   }
 }
 
@@ -113,19 +130,13 @@ void factored_step_on_cuda(const char* op, at::TensorList params, at::TensorList
   }
   const at::Device device = params[0].device();
   const c10::DeviceGuard guard(device);
-  fastoptim_cuda::StepArgs args;
-  args.hyper = hyper.data();
-  args.lr = lr.has_value() ? lr->const_data_ptr<float>() : nullptr;
-  args.stream = c10::impl::VirtualGuardImpl(device.type()).getStream(device).native_handle();
+  fastoptim_cuda::StepArgs args = call_args(device, hyper, lr);
   for (size_t d = 0; d < batches.size(); ++d) {
-    if (batches[d].empty()) continue;
-    const auto count = std::int64_t(batches[d].size());
-    const std::size_t bytes = fastoptim_cuda::adafactor_factored_workspace(batches[d].data(), count, Dtype(d));
-    const at::Tensor workspace = at::empty({std::int64_t(bytes)}, params[0].options().dtype(at::kByte));
-    args.workspace = bytes > 0 ? workspace.data_ptr() : nullptr;
-    args.workspace_bytes = bytes;
-    const int error = fastoptim_cuda::adafactor_factored(batches[d].data(), count, Dtype(d), args);
-    TORCH_CHECK(error == 0, op, ": CUDA error: ", fastoptim_cuda::error_text(error));
+    const std::vector<fastoptim_cuda::DeviceFactored>& tensors = batches[d];
+    if (tensors.empty()) continue;
+    const auto count = std::int64_t(tensors.size());
+    with_workspace(op, params[0], fastoptim_cuda::adafactor_factored_workspace(tensors.data(), count, Dtype(d)), args,
+                   [&](const fastoptim_cuda::StepArgs& a) { return fastoptim_cuda::adafactor_factored(tensors.data(), count, Dtype(d), a); });
   }
 }
 
