@@ -177,7 +177,8 @@ def test_first_indices_key_a_shard_as_part_of_the_whole_on_the_gpu(name):
     whole = [start.detach().to("cuda").requires_grad_()]
     half = [start.detach()[20:].to("cuda").requires_grad_()]
     options = dict(stochastic_rounding=True) if name == "AdamW" else {}
-    ours, theirs = (make_rich(name, [{"params": ps, "rounding_seed": 7}], **options) for ps in (whole, half))
+    # (AMaC's rule step, without the averaging wrappers around it)
+    ours, theirs = (rule_optimizer(make_rich(name, [{"params": ps, "rounding_seed": 7}], **options)) for ps in (whole, half))
     for step in range(3):
         grad = noise_grads([start], step)[0].to("cuda")
         whole[0].grad, half[0].grad = grad, grad[20:].clone()
