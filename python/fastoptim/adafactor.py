@@ -242,12 +242,12 @@ class Adafactor(FusedOptimizer):
             local = local_of(p)
             # (per slice of the last two dims: the row factors' total and the columns' sums, or the rows' sums)
             width = 1 + local.shape[-1] if cut == 1 else local.shape[-2]
-            sums = torch.zeros((math.prod(local.shape[:-2]), width) if cut else (0,), dtype=torch.float64)
+            sums = torch.zeros((math.prod(local.shape[:-2]), width) if cut else (0,), dtype=torch.float64, device=local.device)
             factor_sums.append(sums)
             if cut:  # (added up over the mesh dims that shard the cut dim)
                 dims = tuple(i for i, placement in enumerate(p.placements) if placement.is_shard(p.dim() - 3 + cut))
                 across.setdefault((p.device_mesh, dims), []).append(sums)
-        update_sums = torch.zeros(len(params), 2, dtype=torch.float64)
+        update_sums = torch.zeros(len(params), 2, dtype=torch.float64, device=local_of(params[0]).device)
         split = dict(cuts=cuts, whole_sizes=[n for p in params for n in (p.shape[-2], p.shape[-1], p.numel())],
                      factor_sums=factor_sums, update_sums=update_sums, **keys)
         entry(phase=1, **split)

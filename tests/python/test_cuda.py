@@ -16,6 +16,7 @@ import torch
 
 import fastoptim
 from reference import OPTIMIZERS, SHAPES, TOLERANCE, make_params, make_rich, noise_grads, rule_optimizer
+from test_dtensor import assert_adafactor_split_steps_are_the_whole_step
 
 STEPS = 20
 on_gpu = pytest.mark.skipif(not (torch.cuda.is_available() and fastoptim._C.cuda_ops),
@@ -143,10 +144,10 @@ def test_a_split_step_on_the_gpu_is_the_whole_step(name):
 
 
 @on_gpu
-def test_adafactor_on_the_gpu_is_the_cpu_step_and_refuses_a_split_by_name():
+def test_adafactor_on_the_gpu_is_the_cpu_step():
     """Adafactor's factored matrices on the GPU (cpp/src/cuda/factored.cu), 3-d ones and bf16 with
     stochastic rounding too, against the CPU's (the sums in another order: within 1e-6; bf16 within
-    an ulp); a sharded matrix's split step runs on the CPU only so far."""
+    an ulp)."""
     for dtype, options, rtol in [(torch.float32, {}, 1e-6), (torch.bfloat16, dict(stochastic_rounding=True), 2 ** -7)]:
         start = make_params([(33, 65), (3, 4, 5), (1, 300), (7,)], dtype)
         cpu_params, gpu_params = on("cpu", start), on("cuda", start)
@@ -155,16 +156,16 @@ def test_adafactor_on_the_gpu_is_the_cpu_step_and_refuses_a_split_by_name():
         step_alike([(cpu_params, cpu), (gpu_params, gpu)], range(STEPS), dtype)
         assert_all_close(gpu_params, cpu_params, rtol, f"Adafactor {dtype}")
         assert_same_state(gpu, cpu, rtol, f"Adafactor {dtype}")
-    matrix = on("cuda", make_params([(4, 6)], torch.float32))
-    matrix[0].grad = torch.ones_like(matrix[0])
-    opt = fastoptim.Adafactor(matrix)
-    opt._factored = []
-    opt._gather(opt.param_groups[0])
-    (_, args, _, _, _), = opt._factored
-    with pytest.raises(ValueError, match="split factored step .* runs on the CPU only so far"):
-        torch.ops.fastoptim.adafactor_factored_step_(*args, phase=1, cuts=[1], whole_sizes=[4, 6, 24],
-                                                     factor_sums=[torch.zeros(1, 7, dtype=torch.float64)],
-                                                     update_sums=torch.zeros(1, 2, dtype=torch.float64))
+
+
+@on_gpu
+@pytest.mark.parametrize("cut", [0, 1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_adafactor_split_steps_on_the_gpu_are_its_whole_step(cut, dtype):
+    """A sharded Adafactor matrix's three phases on the GPU (the sums on the device), with the sums as
+    they are: bit for bit the GPU's whole step, for shards of slices, rows and columns (the CPU test's
+    body, test_dtensor.py, on the GPU)."""
+    assert_adafactor_split_steps_are_the_whole_step(cut, dtype, "cuda")
 
 
 @on_gpu

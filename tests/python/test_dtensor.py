@@ -138,7 +138,7 @@ def step_in_halves(opt):
     they are (as an unsharded tensor's would be added up)."""
     rule = opt._rule_of(opt.param_groups[0])
     args, created = opt._gather(opt.param_groups[0])
-    sums = torch.zeros(len(args[0]), rule.shard_sums, dtype=torch.float64)
+    sums = torch.zeros(len(args[0]), rule.shard_sums, dtype=torch.float64, device=args[0][0].device)
     rule.op(*args, shard_sums=sums, sums_pass=1)
     rule.op(*args, shard_sums=sums, sums_pass=2)
     opt._commit(created)
@@ -198,11 +198,16 @@ def test_a_split_step_is_the_whole_step_and_its_arguments_are_checked(dtype):
 @pytest.mark.parametrize("cut", [0, 1, 2])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_adafactor_split_steps_are_the_whole_step_whatever_they_cut(cut, dtype):
+    assert_adafactor_split_steps_are_the_whole_step(cut, dtype)
+
+
+def assert_adafactor_split_steps_are_the_whole_step(cut, dtype, device="cpu"):
     """Adafactor's split step (its vectors' halves, its matrices' three phases with the sums as they
     are, as one shard of each tensor would leave them) steps as the whole step does, bit for bit: the
-    matrices' phases for shards of slices (cut 0), of rows (1) and of columns (2), empty tensors too."""
+    matrices' phases for shards of slices (cut 0), of rows (1) and of columns (2), empty tensors too
+    (on `device`: the GPU's phases too, test_cuda.py)."""
     shapes = [(0,), (1,), (17,), (33, 65), (3, 4, 5), (1, 7), (0, 3), (2, 0, 4)]
-    params = make_params(shapes, dtype)
+    params = [p.detach().to(device).requires_grad_() for p in make_params(shapes, dtype)]
     copies = [p.detach().clone().requires_grad_() for p in params]
     whole, split = (fastoptim.Adafactor(ps, lr=1e-2, weight_decay=0.1, maximize=True) for ps in (params, copies))
     for _ in range(4):
@@ -215,13 +220,13 @@ def test_adafactor_split_steps_are_the_whole_step_whatever_they_cut(cut, dtype):
         width = {0: lambda m: 0, 1: lambda m: 1 + m.shape[-1], 2: lambda m: m.shape[-2]}[cut]
         keywords = dict(cuts=[cut] * len(matrices),
                         whole_sizes=[n for m in matrices for n in (m.shape[-2], m.shape[-1], m.numel())],
-                        factor_sums=[torch.zeros((math.prod(m.shape[:-2]), width(m)) if cut else (0,), dtype=torch.float64)
-                                     for m in matrices],
-                        update_sums=torch.zeros(len(matrices), 2, dtype=torch.float64))
+                        factor_sums=[torch.zeros((math.prod(m.shape[:-2]), width(m)) if cut else (0,), dtype=torch.float64,
+                                                 device=device) for m in matrices],
+                        update_sums=torch.zeros(len(matrices), 2, dtype=torch.float64, device=device))
         for phase in (1, 2, 3):
             torch.ops.fastoptim.adafactor_factored_step_(*factored_args, phase=phase, **keywords)
     assert_same_runs(whole, split, params, copies, "Adafactor")
-    assert not torch.equal(params[3], make_params(shapes, dtype)[3])
+    assert not torch.equal(params[3].cpu(), make_params(shapes, dtype)[3])
 
 
 def test_adafactor_split_step_arguments_are_checked_before_anything_changes():

@@ -10,6 +10,7 @@
 #include <optional>
 #include <vector>
 
+#include "fastoptim/aten/elementwise_ops.h"  // (FactoredSplit)
 #include "fastoptim/aten/layout.h"
 #include "fastoptim/kernels/isa.h"
 
@@ -90,9 +91,9 @@ CheckedStep<Rule> check_step(const char* op, const StepCall& call, const at::Dev
 // The step of a checked call on a CUDA device (cuda_ops.cpp, in a build with the CUDA kernels).
 template <class Rule>
 void step_on_cuda(const char* op, const StepCall& call, const CheckedStep<Rule>& checked, const at::Device& device);
-// Adafactor's factored step of checked CUDA matrices (whole tensors), likewise.
+// Adafactor's factored step of checked CUDA matrices (a split step's phase too), likewise.
 void factored_step_on_cuda(const char* op, at::TensorList params, at::TensorList grads, at::TensorList row_factors,
                            at::TensorList column_factors, at::TensorList steps, c10::ArrayRef<double> hyper,
-                           const std::optional<at::Tensor>& lr, at::TensorList rounding);
+                           const std::optional<at::Tensor>& lr, at::TensorList rounding, const FactoredSplit& split);
 
 }  // namespace fastoptim::aten

@@ -107,7 +107,7 @@ void step_on_cuda(const char* op, const StepCall& call, const CheckedStep<Rule>&
 
 void factored_step_on_cuda(const char* op, at::TensorList params, at::TensorList grads, at::TensorList row_factors,
                            at::TensorList column_factors, at::TensorList steps, c10::ArrayRef<double> hyper,
-                           const std::optional<at::Tensor>& lr, at::TensorList rounding) {
+                           const std::optional<at::Tensor>& lr, at::TensorList rounding, const FactoredSplit& split) {
   const size_t n = params.size();
   std::array<std::vector<fastoptim_cuda::DeviceFactored>, 4> batches;  // (per storage dtype)
   for (size_t i = 0; i < n; ++i) {
@@ -125,6 +125,16 @@ void factored_step_on_cuda(const char* op, at::TensorList params, at::TensorList
     if (!rounding.empty()) {  // (as the element-wise steps': the key on the device)
       t.slots.stochastic_rounding = true;
       t.rounding_key = rounding[i].data_ptr<std::int64_t>();
+    }
+    if (!split.first_indices.empty()) t.slots.first_index = split.first_indices[i];
+    if (split.phase) {  // (a shard's phase, as the CPU op's: the sums on the device)
+      t.slots.phase = int(split.phase);
+      t.slots.split = int(split.cuts[i]);
+      t.slots.whole_rows = split.whole_sizes[3 * i];
+      t.slots.whole_columns = split.whole_sizes[3 * i + 1];
+      t.whole_numel = split.whole_sizes[3 * i + 2];
+      t.slots.factor_sums = split.factor_sums[i].numel() ? split.factor_sums[i].data_ptr<double>() : nullptr;
+      t.slots.update_sums = split.update_sums->data_ptr<double>() + 2 * i;
     }
     batches[size_t(*storage_dtype(p.scalar_type()))].push_back(t);
   }

@@ -534,7 +534,7 @@ FASTOPTIM_ELEMENTWISE_RULES(FASTOPTIM_INSTANTIATE)
 namespace {
 
 // A split factored step's arguments (see FactoredSplit), checked before anything is touched.
-void check_factored_split(const char* op, at::TensorList params, const FactoredSplit& split) {
+void check_factored_split(const char* op, at::TensorList params, const FactoredSplit& split, const at::Device& device) {
   const size_t n = params.size();
   TORCH_CHECK_VALUE(split.phase >= 0 && split.phase <= 3, op, ": phase must be 0 (the whole step), 1, 2 or 3, got ",
                     split.phase);
@@ -547,7 +547,7 @@ void check_factored_split(const char* op, at::TensorList params, const FactoredS
                       ": a split step takes one cut, three whole sizes and one factor_sums per param (", n, "), got ",
                       split.cuts.size(), ", ", split.whole_sizes.size(), " and ", split.factor_sums.size());
     TORCH_CHECK_VALUE(split.update_sums.has_value(), op, ": a split step needs update_sums");
-    check_sums_tensor(*split.update_sums, {std::int64_t(n), 2}, "update_sums", op);
+    check_sums_tensor(*split.update_sums, {std::int64_t(n), 2}, "update_sums", op, device);
   }
   TORCH_CHECK_VALUE(split.first_indices.empty() || split.first_indices.size() == n, op,
                     ": first_indices must be empty or have one index per param (", n, "), got ", split.first_indices.size());
@@ -564,7 +564,7 @@ void check_factored_split(const char* op, at::TensorList params, const FactoredS
     const std::vector<std::int64_t> shape = cut == 1   ? std::vector<std::int64_t>{batches, 1 + p.size(-1)}
                                             : cut == 2 ? std::vector<std::int64_t>{batches, p.size(-2)}
                                                        : std::vector<std::int64_t>{0};
-    check_sums_tensor(split.factor_sums[i], shape, "factor_sums", op);
+    check_sums_tensor(split.factor_sums[i], shape, "factor_sums", op, device);
   }
 }
 
@@ -617,12 +617,11 @@ void adafactor_factored_step(at::TensorList params, at::TensorList grads, at::Te
     check_scalar_tensor(steps[i], TensorName{"steps", i}, device);
     if (!rounding.empty()) check_rounding_key(rounding[i], p, i, op);
   }
-  check_factored_split(op, params, split);
-  TORCH_CHECK_VALUE(!device.is_cuda() || (split.phase == 0 && split.first_indices.empty()), op,
-                    ": a split factored step (sharded DTensors) runs on the CPU only so far (params on ", device, ")");
+  check_factored_split(op, params, split, device);
   if (check_only) return;
 #if defined(FASTOPTIM_CUDA_OPS)
-  if (device.is_cuda()) return factored_step_on_cuda(op, params, grads, row_factors, column_factors, steps, hyper, lr, rounding);
+  if (device.is_cuda())
+    return factored_step_on_cuda(op, params, grads, row_factors, column_factors, steps, hyper, lr, rounding, split);
 #endif
 
   struct Batch {

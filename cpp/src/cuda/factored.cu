@@ -11,6 +11,8 @@
 //   finish         (one block)            the tensor's sums (the chunks' in a fixed tree) and finish
 //   descend        (a block per chunk)    the update (stochastic rounding as the element-wise kernels)
 //   counters       (one thread)           the step counter and the rounding key advance
+// A sharded matrix (a DTensor's local shard) steps in three calls, as on the CPU (FactoredSlots'
+// phase, cut and sums, on the device), the front end adding up its shards' sums between them.
 // Every sum is taken in a fixed order, so a step gives the same bits run to run (not the CPU's: it
 // adds in another order). Nothing is read back to the host: a step can be captured in a CUDA graph.
 #include <cuda_runtime.h>
@@ -78,7 +80,8 @@ __global__ void prepare_kernel(const DeviceFactored tensor, const Hyper hyper, c
   typename Rule::Hyper h = Rule::Hyper::from(hyper.values);
   if (lr) rules::set_tensor_scalar(h, double(*lr));
   const fastoptim_isa::FactoredSlots& x = tensor.slots;
-  rules::StepInfo info{double(*tensor.step + 1.0f), false, x.batches * x.rows * x.columns, true, x.rows, 1.0, tensor.ndim};
+  const std::int64_t numel = tensor.whole_numel ? tensor.whole_numel : x.batches * x.rows * x.columns;
+  rules::StepInfo info{double(*tensor.step + 1.0f), false, numel, true, x.rows, 1.0, tensor.ndim};
   info.dtype_eps = core::machine_epsilon<S>();
   *layout.template at<typename Rule::template Coeffs<T>>(workspace, layout.coeffs) = Rule::template prepare<T>(h, info);
 }
@@ -117,33 +120,54 @@ __global__ void __launch_bounds__(kThreads) column_runs_kernel(const DeviceFacto
 }
 
 // A block per slice: its row factors moved (and their total, as stored), its column factors moved
-// (their runs added in order) and their rsqrt, and its floored row mean.
+// (their runs added in order) and their rsqrt, and its floored row mean. In a split step (the
+// slots' phase; see FactoredSlots), as the CPU's FactoredStep::prepare_slice: phase 1 moves the
+// factors the shard has whole and leaves in factor_sums what the shards add up (cutting rows: the
+// row factors' total and each column's sum of g^2; cutting columns: each row's sum of g^2), phase 2
+// moves the other factors from the added-up sums, phase 3 moves none. The means divide by the whole
+// tensor's rows and columns.
 template <class S, class T = core::compute_t<S>>
 __global__ void __launch_bounds__(kThreads) factors_kernel(const DeviceFactored tensor, Layout<T> layout, void* workspace) {
   const fastoptim_isa::FactoredSlots& x = tensor.slots;
   const auto& k = *layout.template at<typename Rule::template Coeffs<T>>(workspace, layout.coeffs);
   const std::int64_t slice = blockIdx.x;
+  const int phase = x.phase, cut = x.phase ? x.split : 0;
+  const bool squared = phase <= 1;  // (this call summed the squares of g)
+  const T whole_rows = T(phase ? x.whole_rows : x.rows), whole_columns = T(phase ? x.whole_columns : x.columns);
+  double* exchange = cut ? x.factor_sums + slice * (cut == 1 ? 1 + x.columns : x.rows) : nullptr;
   S* rows = static_cast<S*>(x.row_factor) + slice * x.rows;
   S* columns = static_cast<S*>(x.column_factor) + slice * x.columns;
   const T* row_sums = layout.template at<T>(workspace, layout.row_sums) + slice * x.rows;
+  const bool move_rows = (squared && cut != 2) || (phase == 2 && cut == 2);
   __shared__ T values[1][kThreads];
   T total = 0;
   for (std::int64_t r = threadIdx.x; r < x.rows; r += kThreads) {
-    const auto mean_square = core::Vec<T, 1>::broadcast(row_sums[r] / T(x.columns));
-    core::store<1>(rows + r, Rule::moment(core::load<1>(rows + r), mean_square, k));
+    if (phase == 1 && cut == 2) exchange[r] = double(row_sums[r]);
+    if (move_rows) {
+      const T sum = phase == 2 ? T(exchange[r]) : row_sums[r];
+      core::store<1>(rows + r, Rule::moment(core::load<1>(rows + r), core::Vec<T, 1>::broadcast(sum / whole_columns), k));
+    }
     total += core::load<1>(rows + r).v[0];  // (the factor as stored)
   }
   values[0][threadIdx.x] = total;
   add_up_block<T, 1>(values);
-  if (threadIdx.x == 0)
-    layout.template at<T>(workspace, layout.floored)[slice] = Rule::floored_row_mean(values[0][0], x.rows, k);
+  if (threadIdx.x == 0) {
+    if (phase == 1 && cut == 1) exchange[0] = double(values[0][0]);
+    const T row_total = cut == 1 && phase >= 2 ? T(exchange[0]) : values[0][0];
+    layout.template at<T>(workspace, layout.floored)[slice] = Rule::floored_row_mean(row_total, std::int64_t(whole_rows), k);
+  }
   const T* runs = layout.template at<T>(workspace, layout.column_runs) + slice * layout.runs * x.columns;
   T* rsqrt = layout.template at<T>(workspace, layout.column_rsqrt) + slice * x.columns;
+  const bool move_columns = (squared && cut != 1) || (phase == 2 && cut == 1);
   for (std::int64_t c = threadIdx.x; c < x.columns; c += kThreads) {
     T sum = 0;
-    for (std::int64_t run = 0; run < layout.runs; ++run) sum += runs[run * x.columns + c];
-    const auto mean_square = core::Vec<T, 1>::broadcast(sum / T(x.rows));
-    core::store<1>(columns + c, Rule::moment(core::load<1>(columns + c), mean_square, k));
+    if (squared)
+      for (std::int64_t run = 0; run < layout.runs; ++run) sum += runs[run * x.columns + c];
+    else if (cut == 1 && phase == 2)
+      sum = T(exchange[1 + c]);
+    if (phase == 1 && cut == 1) exchange[1 + c] = double(sum);
+    if (move_columns)
+      core::store<1>(columns + c, Rule::moment(core::load<1>(columns + c), core::Vec<T, 1>::broadcast(sum / whole_rows), k));
     rsqrt[c] = Rule::column_rsqrt(core::load<1>(columns + c).v[0]);
   }
 }
@@ -181,19 +205,26 @@ __global__ void __launch_bounds__(kThreads) update_sums_kernel(const DeviceFacto
     for (int j = 0; j < 2; ++j) layout.template at<T>(workspace, layout.chunk_sums)[blockIdx.x * 2 + j] = values[j][0];
 }
 
+// The tensor's sums of u^2 and theta^2 (its chunks' in a fixed tree) and the rule's finish; in a split
+// step, those sums are left in update_sums for the shards to add up (phases 1 and 2), or taken from
+// there, added up (phase 3).
 template <class S, class T = core::compute_t<S>>
 __global__ void __launch_bounds__(kThreads) finish_kernel(const DeviceFactored tensor, Layout<T> layout, void* workspace) {
+  const fastoptim_isa::FactoredSlots& x = tensor.slots;
   const T* chunk_sums = layout.template at<T>(workspace, layout.chunk_sums);
   __shared__ T values[2][kThreads];
   T sums[2] = {};
-  for (std::int64_t b = threadIdx.x; b < layout.chunks; b += kThreads)
+  for (std::int64_t b = threadIdx.x; b < layout.chunks && x.phase != 3; b += kThreads)
     for (int j = 0; j < 2; ++j) sums[j] += chunk_sums[b * 2 + j];
   for (int j = 0; j < 2; ++j) values[j][threadIdx.x] = sums[j];
   add_up_block<T, 2>(values);
-  if (threadIdx.x == 0) {
-    const T total[2] = {values[0][0], values[1][0]};
-    Rule::finish(*layout.template at<typename Rule::template Coeffs<T>>(workspace, layout.coeffs), total);
+  if (threadIdx.x != 0) return;
+  if (x.phase == 1 || x.phase == 2) {
+    for (int j = 0; j < 2; ++j) x.update_sums[j] = double(values[j][0]);
+    return;
   }
+  const T total[2] = {x.phase == 3 ? T(x.update_sums[0]) : values[0][0], x.phase == 3 ? T(x.update_sums[1]) : values[1][0]};
+  Rule::finish(*layout.template at<typename Rule::template Coeffs<T>>(workspace, layout.coeffs), total);
 }
 
 template <class S, class T = core::compute_t<S>>
@@ -235,17 +266,25 @@ int step_tensors(const DeviceFactored* tensors, std::int64_t count, const StepAr
     const Layout<T> layout = Layout<T>::of(x);
     if (layout.bytes > args.workspace_bytes || !args.workspace) return int(cudaErrorInvalidValue);
     void* workspace = args.workspace;
+    // (a split step's phases, as the CPU's: which sums this call takes and gives; a shard with no
+    // elements still moves the factors its slices keep and gives zero sums)
+    const int phase = x.phase, cut = x.phase ? x.split : 0;
+    const bool sums_due = phase == 0 || (phase == 1 && cut == 0) || (phase == 2 && cut != 0);
+    const bool update_due = phase == 0 || phase == 3;
+    const bool whole = tensor.whole_numel ? tensor.whole_numel > 0 : x.batches * x.rows * x.columns > 0;
     prepare_kernel<S><<<1, 1, 0, stream>>>(tensor, hyper, args.lr, layout, workspace);
-    if (x.batches * x.rows * x.columns > 0) {
-      row_sums_kernel<S><<<unsigned(x.batches * x.rows), kThreads, 0, stream>>>(tensor, layout, workspace);
-      const dim3 runs(unsigned(x.batches * ((x.columns + kThreads - 1) / kThreads)), unsigned(layout.runs));
-      column_runs_kernel<S><<<runs, kThreads, 0, stream>>>(tensor, layout, workspace);
+    if (whole && x.batches > 0) {
+      if (phase <= 1 && x.rows * x.columns > 0) {
+        row_sums_kernel<S><<<unsigned(x.batches * x.rows), kThreads, 0, stream>>>(tensor, layout, workspace);
+        const dim3 runs(unsigned(x.batches * ((x.columns + kThreads - 1) / kThreads)), unsigned(layout.runs));
+        column_runs_kernel<S><<<runs, kThreads, 0, stream>>>(tensor, layout, workspace);
+      }
       factors_kernel<S><<<unsigned(x.batches), kThreads, 0, stream>>>(tensor, layout, workspace);
-      update_sums_kernel<S><<<unsigned(layout.chunks), kThreads, 0, stream>>>(tensor, layout, workspace);
-      finish_kernel<S><<<1, kThreads, 0, stream>>>(tensor, layout, workspace);
-      descend_kernel<S><<<unsigned(layout.chunks), kThreads, 0, stream>>>(tensor, layout, workspace);
+      if (sums_due && layout.chunks > 0) update_sums_kernel<S><<<unsigned(layout.chunks), kThreads, 0, stream>>>(tensor, layout, workspace);
+      if (sums_due || update_due) finish_kernel<S><<<1, kThreads, 0, stream>>>(tensor, layout, workspace);
+      if (update_due && layout.chunks > 0) descend_kernel<S><<<unsigned(layout.chunks), kThreads, 0, stream>>>(tensor, layout, workspace);
     }
-    counters_kernel<<<1, 1, 0, stream>>>(tensor);
+    if (update_due) counters_kernel<<<1, 1, 0, stream>>>(tensor);
     if (const cudaError_t error = cudaGetLastError(); error != cudaSuccess) return int(error);
   }
   return 0;

@@ -70,12 +70,14 @@ struct RuleEntry {
 };
 
 // Adafactor's factored matrices (kernels/factored.h's step, cpp/src/cuda/factored.cu): one tensor
-// of a call, whole (FactoredSlots' phase 0), its step counter and rounding key as DeviceTensor's.
+// of a call (a sharded one in phases, FactoredSlots', its sums on the device), its step counter and
+// rounding key as DeviceTensor's.
 struct DeviceFactored {
   fastoptim_isa::FactoredSlots slots;
   float* step = nullptr;
   std::int64_t* rounding_key = nullptr;
   int ndim = 2;
+  std::int64_t whole_numel = 0;  // a shard's whole tensor's elements (0: its own)
 };
 // Steps `count` tensors of one storage dtype (`args`: hyper, lr, stream and workspace; a few
 // launches per tensor); returns 0 or the CUDA error code of the first failed launch.
