@@ -23,6 +23,7 @@
 
 #include "fastoptim/core/lanes.h"
 #include "fastoptim/kernels/cuda.h"
+#include "fastoptim/kernels/factored_split.h"
 #include "fastoptim/parts/philox.h"
 #include "fastoptim/rules/adafactor.h"
 
@@ -131,14 +132,13 @@ __global__ void __launch_bounds__(kThreads) factors_kernel(const DeviceFactored 
   const fastoptim_isa::FactoredSlots& x = tensor.slots;
   const auto& k = *layout.template at<typename Rule::template Coeffs<T>>(workspace, layout.coeffs);
   const std::int64_t slice = blockIdx.x;
-  const int phase = x.phase, cut = x.phase ? x.split : 0;
-  const bool squared = phase <= 1;  // (this call summed the squares of g)
-  const T whole_rows = T(phase ? x.whole_rows : x.rows), whole_columns = T(phase ? x.whole_columns : x.columns);
-  double* exchange = cut ? x.factor_sums + slice * (cut == 1 ? 1 + x.columns : x.rows) : nullptr;
+  const int phase = x.phase, cut = kernels::cut_of(x);
+  const T whole_rows = T(kernels::whole_rows(x)), whole_columns = T(kernels::whole_columns(x));
+  double* exchange = kernels::exchanged(x, slice);
   S* rows = static_cast<S*>(x.row_factor) + slice * x.rows;
   S* columns = static_cast<S*>(x.column_factor) + slice * x.columns;
   const T* row_sums = layout.template at<T>(workspace, layout.row_sums) + slice * x.rows;
-  const bool move_rows = (squared && cut != 2) || (phase == 2 && cut == 2);
+  const bool move_rows = kernels::moves_rows(x);
   __shared__ T values[1][kThreads];
   T total = 0;
   for (std::int64_t r = threadIdx.x; r < x.rows; r += kThreads) {
@@ -158,10 +158,10 @@ __global__ void __launch_bounds__(kThreads) factors_kernel(const DeviceFactored 
   }
   const T* runs = layout.template at<T>(workspace, layout.column_runs) + slice * layout.runs * x.columns;
   T* rsqrt = layout.template at<T>(workspace, layout.column_rsqrt) + slice * x.columns;
-  const bool move_columns = (squared && cut != 1) || (phase == 2 && cut == 1);
+  const bool move_columns = kernels::moves_columns(x);
   for (std::int64_t c = threadIdx.x; c < x.columns; c += kThreads) {
     T sum = 0;
-    if (squared)
+    if (kernels::sums_squares(x))
       for (std::int64_t run = 0; run < layout.runs; ++run) sum += runs[run * x.columns + c];
     else if (cut == 1 && phase == 2)
       sum = T(exchange[1 + c]);
@@ -268,13 +268,11 @@ int step_tensors(const DeviceFactored* tensors, std::int64_t count, const StepAr
     void* workspace = args.workspace;
     // (a split step's phases, as the CPU's: which sums this call takes and gives; a shard with no
     // elements still moves the factors its slices keep and gives zero sums)
-    const int phase = x.phase, cut = x.phase ? x.split : 0;
-    const bool sums_due = phase == 0 || (phase == 1 && cut == 0) || (phase == 2 && cut != 0);
-    const bool update_due = phase == 0 || phase == 3;
+    const bool sums_due = kernels::sums_due(x), update_due = kernels::update_due(x);
     const bool whole = tensor.whole_numel ? tensor.whole_numel > 0 : x.batches * x.rows * x.columns > 0;
     prepare_kernel<S><<<1, 1, 0, stream>>>(tensor, hyper, args.lr, layout, workspace);
     if (whole && x.batches > 0) {
-      if (phase <= 1 && x.rows * x.columns > 0) {
+      if (kernels::sums_squares(x) && x.rows * x.columns > 0) {
         row_sums_kernel<S><<<unsigned(x.batches * x.rows), kThreads, 0, stream>>>(tensor, layout, workspace);
         const dim3 runs(unsigned(x.batches * ((x.columns + kThreads - 1) / kThreads)), unsigned(layout.runs));
         column_runs_kernel<S><<<runs, kThreads, 0, stream>>>(tensor, layout, workspace);

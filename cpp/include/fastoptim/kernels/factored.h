@@ -22,6 +22,7 @@
 #include "fastoptim/core/parallel.h"
 #include "fastoptim/core/reduce.h"
 #include "fastoptim/kernels/driver.h"  // (FASTOPTIM_ALWAYS_INLINE)
+#include "fastoptim/kernels/factored_split.h"
 #include "fastoptim/kernels/isa.h"
 #include "fastoptim/rules/rule.h"
 
@@ -170,16 +171,6 @@ struct FactoredStep {
     }
   }
 
-  // The means divide by the whole tensor's rows and columns (a shard's in a split step).
-  static std::int64_t whole_rows(const FactoredSlots& x) { return x.phase ? x.whole_rows : x.rows; }
-  static std::int64_t whole_columns(const FactoredSlots& x) { return x.phase ? x.whole_columns : x.columns; }
-  // What a split step's shards add up for one slice (FactoredSlots' factor_sums).
-  static double* exchanged(const FactoredSlots& x, std::int64_t local_slice) {
-    return x.factor_sums + local_slice * (x.split == 1 ? 1 + x.columns : x.rows);
-  }
-  static bool sums_due(const FactoredSlots& x) { return x.phase == 0 || (x.phase == 1 && x.split == 0) || (x.phase == 2 && x.split != 0); }
-  static bool update_due(const FactoredSlots& x) { return x.phase == 0 || x.phase == 3; }
-
   // The slice's units' column sums of g^2, added in unit order.
   void total_columns(std::int64_t slice, std::int64_t columns, T* totals) const {
     const std::int64_t first = b.slice_units[std::size_t(slice)], last = b.slice_units[std::size_t(slice) + 1];
@@ -208,19 +199,18 @@ struct FactoredStep {
     S* columns = static_cast<S*>(x.column_factor) + local_slice * x.columns;
     T* row_sums = b.row_sums.data() + b.first_row[std::size_t(slice)];
     T* column_totals = b.column_totals.data() + b.first_column[std::size_t(slice)];
-    const int split = x.phase ? x.split : 0;
-    double* exchange = split ? exchanged(x, local_slice) : nullptr;
-    const bool squared = x.phase <= 1;  // (this call summed the squares of g)
-    if (squared) total_columns(slice, x.columns, column_totals);
+    const int split = cut_of(x);
+    double* exchange = exchanged(x, local_slice);
+    if (sums_squares(x)) total_columns(slice, x.columns, column_totals);
     if (x.phase == 2 && split == 1) std::copy(exchange + 1, exchange + 1 + x.columns, column_totals);
     if (x.phase == 2 && split == 2) std::copy(exchange, exchange + x.rows, row_sums);
-    if ((squared && split != 2) || (x.phase == 2 && split == 2)) {
+    if (moves_rows(x)) {
       for (std::int64_t r = 0; r < x.rows; ++r) {
         const Vec<T, 1> mean_square = Vec<T, 1>::broadcast(row_sums[r] / T(whole_columns(x)));
         core::store<1>(rows + r, Rule::moment(core::load<1>(rows + r), mean_square, k));
       }
     }
-    if ((squared && split != 1) || (x.phase == 2 && split == 1)) {
+    if (moves_columns(x)) {
       over_lanes<T>(x.columns, [&](auto lanes, std::int64_t c) {
         constexpr int W = decltype(lanes)::value;
         const Vec<T, W> mean_square = core::load<W>(column_totals + c) / T(whole_rows(x));
@@ -327,7 +317,7 @@ struct FactoredStep {
     const auto unit_count = std::int64_t(b.units.size());
     auto tensor_of = [&](std::int64_t u) -> const FactoredSlots& { return tensors[b.units[std::size_t(u)].tensor]; };
     parallel_units(unit_count, n, [&](std::int64_t u) {
-      if (tensor_of(u).phase <= 1) square_sums(u);
+      if (sums_squares(tensor_of(u))) square_sums(u);
     });
     const auto slice_count = std::int64_t(b.first_row.size());
     parallel_units(slice_count, n, [&](std::int64_t s) {
