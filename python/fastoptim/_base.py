@@ -14,6 +14,7 @@ import math
 import numbers
 import operator
 import re
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import torch
@@ -30,20 +31,33 @@ def scale_key(name: str) -> str:
     return f"{name}_scale"
 
 
-def eight_bit_blocks(param: Tensor) -> int:
-    """How many block scales one 8-bit state tensor of `param` has (one per 256 elements); of a
-    DTensor, its local shard's."""
-    return -(-local_of(param).numel() // 256)
+def code_rows(shape: Sequence[int], per_row: bool) -> int:
+    """The rows an 8-bit state tensor of `shape` is quantized in (its blocks restart at each, see
+    core::CodeGrid): a per-row rule's rows of dim 0 (its rows are units of their own: AdamP's
+    channels), else 1, the whole tensor."""
+    return shape[0] if per_row and len(shape) > 1 and shape[0] > 0 else 1
 
 
-def eight_bit_scales_layout(param: Tensor) -> tuple[tuple[int, ...], list[Any] | None]:
+def _code_blocks(shape: Sequence[int], per_row: bool) -> int:
+    """The blocks of 256 of a tensor of `shape` on its code grid (code_rows)."""
+    rows = code_rows(shape, per_row)
+    return rows * -(-(math.prod(shape) // rows) // 256)
+
+
+def eight_bit_blocks(param: Tensor, per_row: bool) -> int:
+    """How many block scales one 8-bit state tensor of `param` has (one per 256 elements, of each row
+    for a per-row rule); of a DTensor, its local shard's."""
+    return _code_blocks(local_of(param).shape, per_row)
+
+
+def eight_bit_scales_layout(param: Tensor, per_row: bool) -> tuple[tuple[int, ...], list[Any] | None]:
     """The shape of the block scales of one 8-bit state tensor of `param`, and their placements (None
     for a plain tensor: (blocks,)). A DTensor's shards are quantized each on its own, in blocks from
     the shard's first element (as torchao's 8-bit optimizers quantize under FSDP2), so its scales are
     a DTensor with a row per shard, (shards along each mesh dim, ..., the largest shard's blocks),
     sharded along the mesh dims that shard the parameter: a shard reads the first blocks of its row."""
     if not is_dtensor(param):
-        return (eight_bit_blocks(param),), None
+        return (eight_bit_blocks(param, per_row),), None
     from torch.distributed.tensor import Replicate, Shard
 
     largest = list(param.shape)  # (DTensor's shards: chunks, the first the largest)
@@ -53,12 +67,12 @@ def eight_bit_scales_layout(param: Tensor) -> tuple[tuple[int, ...], list[Any] |
     mesh_dims = range(param.device_mesh.ndim)
     rows = tuple(param.device_mesh.size(i) if param.placements[i].is_shard() else 1 for i in mesh_dims)
     placements = [Shard(i) if param.placements[i].is_shard() else Replicate() for i in mesh_dims]
-    return (*rows, -(-math.prod(largest) // 256)), placements
+    return (*rows, _code_blocks(largest, per_row)), placements
 
 
-def eight_bit_scales(param: Tensor) -> Tensor:
+def eight_bit_scales(param: Tensor, per_row: bool) -> Tensor:
     """Zero block scales for one 8-bit state tensor of `param` (eight_bit_scales_layout)."""
-    shape, placements = eight_bit_scales_layout(param)
+    shape, placements = eight_bit_scales_layout(param, per_row)
     if placements is None:
         return torch.zeros(shape, dtype=torch.float32, device=param.device)
     from torch.distributed.tensor import zeros
@@ -66,17 +80,18 @@ def eight_bit_scales(param: Tensor) -> Tensor:
     return zeros(shape, device_mesh=param.device_mesh, placements=placements, dtype=torch.float32)
 
 
-def local_scales(scales: Tensor, codes: Tensor) -> Tensor:
+def local_scales(scales: Tensor, codes: Tensor, per_row: bool) -> Tensor:
     """The block scales a step or a decoding of `codes` (a DTensor's: its local shard) reads: a
     DTensor's row of scales, as many as the shard has blocks; a plain tensor's, as they are."""
-    return local_of(scales).view(-1)[: eight_bit_blocks(codes)] if is_dtensor(scales) else scales
+    return local_of(scales).view(-1)[: eight_bit_blocks(codes, per_row)] if is_dtensor(scales) else scales
 
 
-def decode_eight_bit(codes: Tensor, scales: Tensor) -> Tensor:
+def decode_eight_bit(codes: Tensor, scales: Tensor, per_row: bool) -> Tensor:
     """8-bit state decoded to float32 on the codes' device (decoded on the CPU; a DTensor's shard by
-    shard, into a DTensor of its placements)."""
+    shard, into a DTensor of its placements); `per_row`: the rule's blocks restart at each row."""
     local = local_of(codes)
-    values = _C.decode_eight_bit(local.cpu(), local_scales(scales, codes).cpu()).to(local.device)
+    values = _C.decode_eight_bit(local.cpu(), local_scales(scales, codes, per_row).cpu(),
+                                 code_rows(local.shape, per_row)).to(local.device)
     if not is_dtensor(codes):
         return values
     from torch.distributed.tensor import DTensor
@@ -84,17 +99,17 @@ def decode_eight_bit(codes: Tensor, scales: Tensor) -> Tensor:
     return DTensor.from_local(values, codes.device_mesh, codes.placements, shape=codes.shape, stride=codes.stride())
 
 
-def encode_eight_bit(values: Tensor, param: Tensor) -> tuple[Tensor, Tensor]:
+def encode_eight_bit(values: Tensor, param: Tensor, per_row: bool) -> tuple[Tensor, Tensor]:
     """State values of `param` encoded in 8 bits on its device: (codes, scales), encoded on the CPU (a
-    DTensor's shard by shard)."""
+    DTensor's shard by shard); `per_row`: the rule's blocks restart at each row."""
     local = local_of(param)
-    codes, scales = (t.to(local.device) for t in _C.encode_eight_bit(local_of(values).cpu()))
+    codes, scales = (t.to(local.device) for t in _C.encode_eight_bit(local_of(values).cpu(), code_rows(local.shape, per_row)))
     if not is_dtensor(values):
         return codes, scales
     from torch.distributed.tensor import DTensor
 
-    whole_scales = eight_bit_scales(param)
-    local_scales(whole_scales, values).copy_(scales)
+    whole_scales = eight_bit_scales(param, per_row)
+    local_scales(whole_scales, values, per_row).copy_(scales)
     return DTensor.from_local(codes, values.device_mesh, values.placements, shape=values.shape, stride=values.stride()), whole_scales
 
 
@@ -311,10 +326,11 @@ class FusedOptimizer(torch.optim.Optimizer):
     which the state dict's replace as in torch.optim): a bf16-state checkpoint loads into an optimizer
     without the option widened, and back narrowed. None: the parameter's dtype, as torch.optim.
 
-    ``state_bits=8`` (a keyword of the Adam family, LAMB, RaLars, TAdam, Lion and ADOPT; a group key) keeps the moments of
-    float32 and bfloat16 parameters in 8 bits: per state tensor ``<name>`` a uint8 tensor of codes
+    ``state_bits=8`` (a keyword of the Adam family with AdamP, LAMB, RaLars, TAdam, Lion and ADOPT; a group key) keeps the
+    moments of float32 and bfloat16 parameters in 8 bits: per state tensor ``<name>`` a uint8 tensor of codes
     of the parameter's shape and ``<name>_scale``, a float32 scale per block of 256 elements (in
-    memory order). Each code is a small float relative to its block's largest magnitude (3
+    memory order; AdamP's blocks restart at each row of dim 0, its channels, so ``rows x ceil(row / 256)``
+    scales). Each code is a small float relative to its block's largest magnitude (3
     mantissa bits; 4 exponent bits and a sign for blocks with negative values, 5 exponent bits
     for blocks without: second moments keep their range down to 2^-31 of the block's largest),
     rounded to nearest (cpp/include/fastoptim/core/codes8.h). The step decodes, updates and encodes
@@ -398,7 +414,7 @@ class FusedOptimizer(torch.optim.Optimizer):
                 layout = torch.contiguous_format if rule.row_major else torch.preserve_format
                 return torch.zeros_like(param, dtype=torch.uint8, memory_format=layout)
             if name.endswith("_scale") and name[: -len("_scale")] in rule.eight_bit_state:
-                return eight_bit_scales(param)
+                return eight_bit_scales(param, rule.per_row)
         if rule.initial_value is not None:
             slot = next(i for i, (slot_name, _) in enumerate(rule.state_slots) if slot_name == name)
             hyper = self._hyper(group)
@@ -679,12 +695,12 @@ class FusedOptimizer(torch.optim.Optimizer):
             if eight_bit and rule.in_step_layout(codes, p) is codes:  # (moved where the parameter is, as torch's load moves state)
                 state[name], state[scale_key(name)] = codes.to(p.device), scales.to(p.device).contiguous()
                 return
-            value = decode_eight_bit(codes, scales)
+            value = decode_eight_bit(codes, scales, rule.per_row)
         if not isinstance(value, Tensor):
             return
         value = rule.in_step_layout(value, p)
         if eight_bit:
-            state[name], state[scale_key(name)] = encode_eight_bit(value, p)
+            state[name], state[scale_key(name)] = encode_eight_bit(value, p, rule.per_row)
         else:
             state[name] = value.to(device=p.device, dtype=self._state_dtype(group, p))
 
@@ -740,7 +756,7 @@ class FusedOptimizer(torch.optim.Optimizer):
                 raise TypeError(f"{label}: {name!r} must be a tensor, got {type(value).__name__}")
             if value.dtype == torch.uint8 and name in rule.eight_bit_state:  # 8-bit codes and their scales
                 scales = entry.get(scale_key(name))
-                shape, placements = eight_bit_scales_layout(p)
+                shape, placements = eight_bit_scales_layout(p, rule.per_row)
                 if (not isinstance(scales, Tensor) or scales.dtype != torch.float32 or scales.shape != shape
                         or is_dtensor(scales) != is_dtensor(p)):
                     kind = "a DTensor of its shards' block scales" if placements else "a tensor of block scales"
@@ -846,7 +862,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             for column, name in enumerate(used):  # (each shard's own row of block scales)
                 if group.get("state_bits") == 8 and name.endswith("_scale") and name[: -len("_scale")] in rule.eight_bit_state:
                     first = column * len(params)
-                    flat_state[first:first + len(params)] = [scales.view(-1)[: eight_bit_blocks(p)] for p, scales
+                    flat_state[first:first + len(params)] = [scales.view(-1)[: eight_bit_blocks(p, rule.per_row)] for p, scales
                                                              in zip(params, flat_state[first:first + len(params)])]
         fresh = [False] * len(params)
         for i in fresh_indices:

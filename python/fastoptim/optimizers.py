@@ -826,6 +826,8 @@ class AdamP(FusedOptimizer):
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
+        state_bits: 8 keeps the moments in 8 bits, block-scaled (None: as state_dtype says; see FusedOptimizer); the blocks
+            of a parameter of ndim > 1 restart at each channel (row of dim 0), whose update is its own.
     """
 
     rule = "adamp"
@@ -845,6 +847,7 @@ class AdamP(FusedOptimizer):
         maximize: bool = False,
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
+        state_bits: int | None = None,
     ) -> None:
         super().__init__(params, arguments_as_defaults(locals()))
 

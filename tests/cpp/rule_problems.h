@@ -89,13 +89,15 @@ struct Problem {
     }
   }
 
-  // Keeps the `coded` state slots in 8 bits (codes 0 under scales 0: the zero state).
-  void keep_eight_bit(unsigned coded) {
-    eight_bit = coded;
+  // Keeps Rule's 8-bit state slots in 8 bits (codes 0 under scales 0: the zero state), a scale per
+  // block of its code grid (and one past the last, which no step may write).
+  template <class Rule>
+  void keep_eight_bit() {
+    eight_bit = rules::eight_bit_slots<Rule>::value;
     scales.assign(sizes.size(), {});
     for (std::size_t t = 0; t < sizes.size(); ++t)
       for (int j = 0; j < int(state[t].size()); ++j)
-        scales[t].emplace_back(std::size_t(coded >> j & 1u ? core::code_blocks(sizes[t]) + 1 : 0), 0.0f);
+        scales[t].emplace_back(std::size_t(eight_bit >> j & 1u ? rules::code_grid<Rule>(sizes[t], rows[t]).blocks() + 1 : 0), 0.0f);
   }
 
   void regrad(unsigned seed) {

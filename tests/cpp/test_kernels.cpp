@@ -85,7 +85,7 @@ static void test_simd_matches_scalar() {
       const bool stochastic = d == Dtype::bf16 && (c / stride) % 2 == 1;
       rounded += stochastic;
       Problem start(d, sizes, Rule::kStateSlots, 7u + unsigned(c), kScalars, rows, bf16_state);
-      if (eight_bit) start.keep_eight_bit(kCoded);
+      if (eight_bit) start.keep_eight_bit<Rule>();
       Problem reference = start;  // the scalar path, run once and compared with every SIMD table
       run_steps<Rule>(scalar.*entry, reference, configs[c], 4, stochastic);
       for (std::size_t i = 0; i < simd_tables.size(); ++i) {

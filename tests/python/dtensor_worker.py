@@ -329,7 +329,9 @@ def main():
         runs.append(f"Adafactor 3-d {placement}")
     for name in OPTIMIZERS:
         if takes_state_bits(name):
-            for placement in (Shard(0), Shard(1)):
+            # (a per-row rule, AdamP, steps shards of whole rows only: its blocks restart at each row)
+            per_row = fastoptim._base.rule_named(getattr(fastoptim, name).rule).per_row
+            for placement in (Shard(0), Replicate() if per_row else Shard(1)):
                 failures += eight_bit(name, placement, mesh)
                 runs.append(f"{name} state_bits=8 {placement}")
     for view in ("channel", "layer"):  # AdamP's projections, which need the rows' summary of every shard

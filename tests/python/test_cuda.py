@@ -193,15 +193,15 @@ def test_first_indices_key_a_shard_as_part_of_the_whole_on_the_gpu(name):
 @on_gpu
 @pytest.mark.parametrize("name, dtype, options", [("AdamW", torch.float32, {}), ("Adan", torch.float32, {}),
                                                   ("LAMB", torch.float32, {}), ("TAdam", torch.float32, {}),
-                                                  ("Lion", torch.float32, {}),
+                                                  ("Lion", torch.float32, {}), ("AdamP", torch.float32, {}),
                                                   ("AdamW", torch.bfloat16, dict(stochastic_rounding=True))],
-                         ids=["AdamW", "Adan", "LAMB", "TAdam", "Lion", "AdamW-bf16-stochastic_rounding"])
+                         ids=["AdamW", "Adan", "LAMB", "TAdam", "Lion", "AdamP", "AdamW-bf16-stochastic_rounding"])
 def test_eight_bit_state_on_the_gpu_is_the_cpu_step(name, dtype, options):
     """state_bits=8 on the GPU: a CUDA block codes a block of 256 elements as the CPU does (the same
-    block edges, largest magnitudes and nearest codes), so the codes are the CPU's but where a value's
-    float32 result is an ulp apart on the two devices and straddles a code's edge (rarely: one code
-    apart); the parameters follow within 1e-3."""
-    start = make_params(SHAPES + [(4099,)], dtype)
+    block edges, largest magnitudes and nearest codes; AdamP's restarting at each row), so the codes are
+    the CPU's but where a value's float32 result is an ulp apart on the two devices and straddles a
+    code's edge (rarely: one code apart); the parameters follow within 1e-3."""
+    start = make_params(SHAPES + [(4099,), (3, 300)], dtype)
     cpu_params, gpu_params = on("cpu", start), on("cuda", start)
     cpu, gpu = (make_rich(name, [{"params": params, "rounding_seed": 7}], state_bits=8, **options)
                 for params in (cpu_params, gpu_params))

@@ -79,7 +79,7 @@ def test_edge_steps_as_the_python_class_does(edge, name, kwargs):
 def test_edge_eight_bit_state_steps_as_state_bits_8_does(edge, name, kwargs):
     """StateFormat::eight_bit: the same codes, scales and so parameters as state_bits=8, at the
     SIMD tails and at block edges (255, 256, 257 elements)."""
-    assert_edge_steps_as_the_python_class(edge, name, kwargs, SHAPES + [(255,), (256,), (257,)], state_bits=8)
+    assert_edge_steps_as_the_python_class(edge, name, kwargs, SHAPES + [(255,), (256,), (257,), (3, 300)], state_bits=8)
 
 
 def test_every_eight_bit_rule_is_covered_at_the_edge(edge):

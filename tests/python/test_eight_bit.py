@@ -1,6 +1,7 @@
 """8-bit optimizer state (``state_bits=8``): the moments of float32 and bfloat16 parameters kept as one
-byte per element and one float32 scale per block of 256, decoded, updated and encoded in the step's
-one pass (LAMB's two: the norms from the decoded moments advanced, then the update that encodes them). The codes are checked against a reference written here from the format's definition (every
+byte per element and one float32 scale per block of 256 (restarting at each row of dim 0 for AdamP, whose
+rows step as tensors of their own), decoded, updated and encoded in the step's one pass (LAMB's and
+AdamP's two: the sums from the decoded moments advanced, then the update that encodes them). The codes are checked against a reference written here from the format's definition (every
 code's value, nearest-code search), independent of the kernels' integer arithmetic."""
 
 import copy
@@ -12,8 +13,9 @@ import fastoptim
 from reference import OPTIMIZERS, SHAPES, assert_every_isa_gives_the_same_bits, assert_resumes_bit_identically, make_params, make_rich, noise_grads, takes_state_bits
 
 TAKES_IT = sorted(name for name in OPTIMIZERS if takes_state_bits(name))
-# block edges (255, 256, 257) and a block-and-a-tail size, beside the SIMD tails of SHAPES
-EIGHT_BIT_SHAPES = SHAPES + [(255,), (256,), (257,), (4099,)]
+# block edges (255, 256, 257) and a block-and-a-tail size, beside the SIMD tails of SHAPES; matrices whose
+# rows (AdamP's code rows) end inside a block
+EIGHT_BIT_SHAPES = SHAPES + [(255,), (256,), (257,), (4099,), (3, 300), (2, 513)]
 BLOCK = 256
 
 
@@ -33,10 +35,22 @@ def code_values(signed: bool) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float64)
 
 
-def in_blocks(values: torch.Tensor) -> torch.Tensor:
-    """The row-major elements of `values` as rows of 256 (the last padded with zeros)."""
-    flat = values.reshape(-1)
-    return torch.nn.functional.pad(flat, (0, -flat.numel() % BLOCK)).reshape(-1, BLOCK)
+def in_blocks(values: torch.Tensor, rows: int = 1) -> torch.Tensor:
+    """The row-major elements of `values` as rows of 256, the blocks restarting at each of `rows` equal
+    rows (each row's last block padded with zeros)."""
+    by_row = values.reshape(rows, -1)
+    return torch.nn.functional.pad(by_row, (0, -by_row.shape[1] % BLOCK)).reshape(-1, BLOCK)
+
+
+def out_of_blocks(blocks: torch.Tensor, like: torch.Tensor, rows: int = 1) -> torch.Tensor:
+    """in_blocks undone: the padding dropped, in the shape of `like`."""
+    return blocks.reshape(rows, -1)[:, : like.numel() // rows].reshape(like.shape)
+
+
+def code_rows(shape, name: str) -> int:
+    """The rows the blocks of `name`'s state restart at: AdamP's rows of dim 0 (ndim > 1), else 1."""
+    per_row = fastoptim._base.rule_named(getattr(fastoptim, name).rule).per_row
+    return shape[0] if per_row and len(shape) > 1 and shape[0] > 0 else 1
 
 
 def nearest_magnitudes(y: torch.Tensor, signed: bool) -> torch.Tensor:
@@ -50,29 +64,30 @@ def nearest_magnitudes(y: torch.Tensor, signed: bool) -> torch.Tensor:
     return torch.where(y >= 1, torch.ones_like(y), nearest)
 
 
-def reference_encode(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def reference_encode(values: torch.Tensor, rows: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """(the values the nearest codes decode to, float32; the blocks' stored scales) for a float32
-    tensor, in blocks of 256 of its row-major order: each block scaled by the reciprocal of its largest
+    tensor, in blocks of 256 of its row-major order (of each of `rows` rows): each block scaled by the reciprocal of its largest
     magnitude M (float32 arithmetic, as the step does), the nearest code taken (ties away from zero),
     and decoded as code value * M. The scale is -M for a block with a value whose sign bit is set."""
-    blocks = in_blocks(values.float())
+    blocks = in_blocks(values.float(), rows)
     top = blocks.abs().amax(dim=1, keepdim=True)
     signed = torch.signbit(blocks).any(dim=1, keepdim=True)
     scaled = (blocks * torch.where(top > 0, torch.reciprocal(top), torch.zeros_like(top))).double()
     nearest = torch.where(signed, nearest_magnitudes(scaled, True), nearest_magnitudes(scaled, False))
     decoded = (nearest * scaled.sign()).float() * top
     scales = torch.where(signed, -top, top).reshape(-1)
-    return decoded.reshape(-1)[: values.numel()].reshape(values.shape), scales
+    return out_of_blocks(decoded, values, rows), scales
 
 
-def decode_by_table(codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """The float32 values of codes under the blocks' scales, read off code_values."""
-    index = in_blocks(codes.long())
+def decode_by_table(codes: torch.Tensor, scales: torch.Tensor, rows: int = 1) -> torch.Tensor:
+    """The float32 values of codes under the blocks' scales (blocks restarting at each of `rows` rows),
+    read off code_values."""
+    index = in_blocks(codes.long(), rows)
     signed = (scales < 0).reshape(-1, 1)
     values = torch.where(signed, code_values(True)[index], code_values(False)[index])
     assert not values.isnan().any(), "a code above 1.0 was written"
     out = values.float() * scales.abs().reshape(-1, 1)
-    return out.reshape(-1)[: codes.numel()].reshape(codes.shape)
+    return out_of_blocks(out, codes, rows)
 
 
 def wide_range_values(numel: int, seed: int = 0) -> torch.Tensor:
@@ -105,6 +120,27 @@ def test_codes_are_the_nearest_and_decode_by_the_table(numel):
     assert ((decoded - x).abs() <= x.abs() / 16 + floor).all()
 
 
+@pytest.mark.parametrize("rows, length", [(1, 300), (3, 300), (4, 256), (2, 513), (5, 17), (3, 0)])
+def test_codes_of_rows_restart_at_each_row(rows, length):
+    """A per-row rule's grid (AdamP's): each row's blocks from its own first element, a short last one
+    per row; the same codes as each row encoded alone."""
+    x = wide_range_values(max(rows * length, 3 * BLOCK))[: rows * length].reshape(rows, length)
+    codes, scales = fastoptim._C.encode_eight_bit(x, rows)
+    assert codes.shape == x.shape and scales.shape == (rows * -(-length // BLOCK),)
+    expected, expected_scales = reference_encode(x, rows)
+    assert torch.equal(scales, expected_scales)
+    decoded = fastoptim._C.decode_eight_bit(codes, scales, rows)
+    assert torch.equal(decoded, decode_by_table(codes, scales, rows)) and torch.equal(decoded, expected)
+    for r in range(rows):
+        alone, alone_scales = fastoptim._C.encode_eight_bit(x[r].clone())
+        assert torch.equal(codes[r], alone) and torch.equal(scales.reshape(rows, -1)[r], alone_scales)
+    with pytest.raises(ValueError, match=f"encode_eight_bit: rows must be a positive divisor of the {rows * length} "
+                                         r"elements, got 0"):
+        fastoptim._C.encode_eight_bit(x, 0)
+    with pytest.raises(ValueError, match=r"decode_eight_bit: \d+ codes in 1 rows need \d+ block scales"):
+        fastoptim._C.decode_eight_bit(codes, torch.zeros(scales.numel() + 1), 1)
+
+
 def test_encoding_decoded_codes_gives_them_back():
     codes, scales = fastoptim._C.encode_eight_bit(wide_range_values(4 * BLOCK + 9))
     again, again_scales = fastoptim._C.encode_eight_bit(fastoptim._C.decode_eight_bit(codes, scales))
@@ -116,7 +152,7 @@ def test_encoding_decoded_codes_gives_them_back():
 
 def test_the_adam_family_lamb_lion_and_adopt_take_it():
     assert TAKES_IT == sorted(["Adam", "AdamW", "AdEMAMix", "AdaBelief", "Adan", "NAdam", "RAdam", "Adamax", "ADOPT", "Lion",
-                               "LAMB", "RaLars", "TAdam"])
+                               "LAMB", "RaLars", "TAdam", "AdamP"])
     for name in TAKES_IT:
         assert fastoptim._base.rule_named(getattr(fastoptim, name).rule).eight_bit_state
 
@@ -127,7 +163,7 @@ def test_each_step_is_the_full_precision_step_between_decoding_and_encoding(name
     """From the same parameters and state (ours in 8 bits, the reference's those codes decoded by the
     table, in float32 with float32 copies of the parameters), one step of ours stores the parameters
     the reference stores (rounded to the parameters' dtype) and the reference's new moments encoded
-    as reference_encode encodes them, bit for bit, three steps running."""
+    as reference_encode encodes them, bit for bit, three steps running (AdamP's in blocks of each row)."""
     params = make_params(EIGHT_BIT_SHAPES, dtype)
     ours = make_rich(name, params, state_bits=8)
     coded = fastoptim._base.rule_named(ours.rule).eight_bit_state
@@ -142,7 +178,7 @@ def test_each_step_is_the_full_precision_step_between_decoding_and_encoding(name
                 if key.endswith("_scale"):
                     continue
                 if key in coded:
-                    value = decode_by_table(value, ours.state[p][f"{key}_scale"])
+                    value = decode_by_table(value, ours.state[p][f"{key}_scale"], code_rows(p.shape, name))
                 ref.state[q][key] = value.to(torch.float32, copy=True) if value.is_floating_point() else value.clone()
         for p, q, g in zip(params, wide, noise_grads(params, step, dtype)):
             p.grad, q.grad = g, g.float()
@@ -153,14 +189,15 @@ def test_each_step_is_the_full_precision_step_between_decoding_and_encoding(name
             for key, value in ref.state[q].items():
                 mine = ours.state[p][key]
                 if key in coded:
-                    expected, expected_scales = reference_encode(value)
+                    rows = code_rows(p.shape, name)
+                    expected, expected_scales = reference_encode(value, rows)
                     assert torch.equal(ours.state[p][f"{key}_scale"], expected_scales), (key, p.shape)
-                    assert torch.equal(decode_by_table(mine, expected_scales), expected), (key, p.shape)
+                    assert torch.equal(decode_by_table(mine, expected_scales, rows), expected), (key, p.shape)
                 elif value.is_floating_point() and value.shape == p.shape:  # (Adan's previous gradient)
                     assert torch.equal(mine, value.to(mine.dtype)), (key, p.shape)
 
 
-@pytest.mark.parametrize("name", ["AdamW", "Adan", "LAMB"])
+@pytest.mark.parametrize("name", ["AdamW", "Adan", "LAMB", "AdamP"])
 def test_every_isa_and_thread_count_gives_the_same_bits(name):
     for dtype, rounding in [(torch.float32, False), (torch.bfloat16, True)]:
         def make(params):
@@ -187,7 +224,7 @@ def test_every_isa_and_thread_count_gives_the_same_bits(name):
             assert torch.equal(value, state_b["state"][key][name_]), name_
 
 
-@pytest.mark.parametrize("name", ["AdamW", "Adan", "Lion", "LAMB"])
+@pytest.mark.parametrize("name", ["AdamW", "Adan", "Lion", "LAMB", "AdamP"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_a_resumed_run_continues_bit_for_bit(name, dtype):
     opt, resumed = assert_resumes_bit_identically(lambda params: make_rich(name, params, state_bits=8),
@@ -195,9 +232,11 @@ def test_a_resumed_run_continues_bit_for_bit(name, dtype):
     assert all(state["exp_avg"].dtype == torch.uint8 for state in resumed.state.values() if state)
 
 
-def test_state_dicts_decode_into_a_full_precision_optimizer_and_encode_back():
+@pytest.mark.parametrize("name", ["AdamW", "AdamP"])
+def test_state_dicts_decode_into_a_full_precision_optimizer_and_encode_back(name):
     params = make_params(EIGHT_BIT_SHAPES, torch.float32)
-    eight = fastoptim.AdamW(params, lr=1e-2, amsgrad=True, state_bits=8)
+    kind = getattr(fastoptim, name)
+    eight = kind(params, lr=1e-2, amsgrad=True, state_bits=8)
     for step in range(3):
         for p, g in zip(params, noise_grads(params, step)):
             p.grad = g
@@ -205,22 +244,24 @@ def test_state_dicts_decode_into_a_full_precision_optimizer_and_encode_back():
     saved = copy.deepcopy(eight.state_dict())
     assert {"exp_avg_scale", "exp_avg_sq_scale", "max_exp_avg_sq_scale"} <= set(saved["state"][6])
 
-    full = fastoptim.AdamW(params, lr=1e-2, amsgrad=True)
+    full = kind(params, lr=1e-2, amsgrad=True)
     full.load_state_dict(saved)
     for index, p in enumerate(params):
         state = full.state[p]
         assert not any(key.endswith("_scale") for key in state)
         for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
             codes, scales = saved["state"][index][key], saved["state"][index][f"{key}_scale"]
-            assert state[key].dtype == torch.float32 and torch.equal(state[key], decode_by_table(codes, scales))
+            decoded = decode_by_table(codes, scales, code_rows(p.shape, name))
+            assert state[key].dtype == torch.float32 and torch.equal(state[key], decoded)
 
-    back = fastoptim.AdamW(params, lr=1e-2, amsgrad=True, state_bits=8)
+    back = kind(params, lr=1e-2, amsgrad=True, state_bits=8)
     back.load_state_dict(full.state_dict())
     for index, p in enumerate(params):
         for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
-            expected, expected_scales = reference_encode(full.state[p][key])
+            rows = code_rows(p.shape, name)
+            expected, expected_scales = reference_encode(full.state[p][key], rows)
             assert torch.equal(back.state[p][f"{key}_scale"], expected_scales)
-            assert torch.equal(decode_by_table(back.state[p][key], expected_scales), expected)
+            assert torch.equal(decode_by_table(back.state[p][key], expected_scales, rows), expected)
             # (decoded codes encode to themselves: the round trip gives the checkpoint's codes back)
             assert torch.equal(back.state[p][key], saved["state"][index][key])
 

@@ -188,17 +188,19 @@ void check_rounding_key(const at::Tensor& key, const at::Tensor& p, size_t i, co
 }
 
 // The block scales of an 8-bit state tensor of params[i]: float32, contiguous, one per block of
-// core::kCodeBlock elements, on the parameter's device.
-void check_block_scales(const at::Tensor& t, const at::Tensor& param, const TensorName& name, const char* op) {
+// the parameter's code grid (core::kCodeBlock elements, restarting at each row for a per-row rule),
+// on the parameter's device.
+void check_block_scales(const at::Tensor& t, const at::Tensor& param, const core::CodeGrid& grid, const TensorName& name,
+                        const char* op) {
   TORCH_CHECK_VALUE(t.defined(), op, ": ", name, " is undefined");
   check_plain(t, name, op);
-  const std::int64_t blocks = core::code_blocks(param.numel());
+  const std::int64_t blocks = grid.blocks();
   TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat, op, ": ", name, " (block scales of 8-bit state) must be float32, got ",
                    t.scalar_type());
   TORCH_CHECK_VALUE(t.numel() == blocks && t.is_contiguous() && t.device() == param.device(), op, ": ", name,
-                    " must be a contiguous tensor of ", blocks, " block scales (one per ", core::kCodeBlock,
-                    " elements of params[", name.index, "]) on ", param.device(), ", got shape ", t.sizes(), " on ",
-                    t.device());
+                    " must be a contiguous tensor of ", blocks, " block scales (one per ", core::kCodeBlock, " elements",
+                    grid.row_length < grid.numel ? " of each row" : "", " of params[", name.index, "]) on ",
+                    param.device(), ", got shape ", t.sizes(), " on ", t.device());
 }
 
 // The hyperparameters, checked, with a tensor lr on the CPU in place (one on a CUDA device is read
@@ -351,7 +353,8 @@ CheckedStep<Rule> check_step(const char* op, const StepCall& call, const at::Dev
       else check_scalar_state(state[s * n + i], p, name, op);
     }
     for (size_t c = 0; c < coded_slots.size() && eight_bit; ++c)
-      check_block_scales(state[(slots.size() + c) * n + i], p, TensorName{"state", i, "block scales"}, op);
+      check_block_scales(state[(slots.size() + c) * n + i], p, rules::code_grid<Rule>(p.numel(), p.dim() > 1 ? p.size(0) : 1),
+                         TensorName{"state", i, "block scales"}, op);
     if (Rule::kCountsSteps) check_scalar_tensor(steps[i], TensorName{"steps", i}, device);
     if (!rounding.empty()) check_rounding_key(rounding[i], p, i, op);
   }
@@ -485,40 +488,45 @@ void elementwise_step(at::TensorList params, at::TensorList grads, at::TensorLis
   run_batches<Rule>(batches, call);
 }
 
-std::pair<at::Tensor, at::Tensor> encode_eight_bit(const at::Tensor& values) {
+namespace {
+// The code grid of `numel` elements in `rows` rows, checked (rows divide them).
+core::CodeGrid grid_of_rows(std::int64_t numel, std::int64_t rows, const char* op) {
+  TORCH_CHECK_VALUE(rows >= 1 && numel % rows == 0, op, ": rows must be a positive divisor of the ", numel,
+                    " elements, got ", rows);
+  return {numel, numel / rows};
+}
+}  // namespace
+
+std::pair<at::Tensor, at::Tensor> encode_eight_bit(const at::Tensor& values, std::int64_t rows) {
   TORCH_CHECK_TYPE(values.is_floating_point(), "encode_eight_bit: expected a floating-point tensor, got ",
                    values.scalar_type());
   TORCH_CHECK_VALUE(values.device().is_cpu() && values.is_non_overlapping_and_dense(),
                     "encode_eight_bit: expected a dense CPU tensor");
+  const core::CodeGrid grid = grid_of_rows(values.numel(), rows, "encode_eight_bit");
   const at::Tensor floats = values.to(at::kFloat);  // (keeps a dense layout)
-  const std::int64_t n = floats.numel(), blocks = core::code_blocks(n);
   at::Tensor codes = at::empty_like(floats, floats.options().dtype(at::kByte));
-  at::Tensor scales = at::empty({blocks}, floats.options());
+  at::Tensor scales = at::empty({grid.blocks()}, floats.options());
   const auto* from = floats.const_data_ptr<float>();
   auto* to = static_cast<core::code8*>(codes.data_ptr());
-  for (std::int64_t b = 0; b < blocks; ++b) {
-    const std::int64_t first = b * core::kCodeBlock;
-    scales.data_ptr<float>()[b] = core::encode_block(from + first, std::min(core::kCodeBlock, n - first), to + first);
-  }
+  for (std::int64_t b = 0; b < grid.blocks(); ++b)
+    scales.data_ptr<float>()[b] = core::encode_block(from + grid.first(b), grid.count(b), to + grid.first(b));
   return {codes, scales};
 }
 
-at::Tensor decode_eight_bit(const at::Tensor& codes, const at::Tensor& scales) {
+at::Tensor decode_eight_bit(const at::Tensor& codes, const at::Tensor& scales, std::int64_t rows) {
   TORCH_CHECK_TYPE(codes.scalar_type() == at::kByte && scales.scalar_type() == at::kFloat,
                    "decode_eight_bit: expected uint8 codes and float32 scales, got ", codes.scalar_type(), " and ",
                    scales.scalar_type());
-  const std::int64_t n = codes.numel(), blocks = core::code_blocks(n);
   TORCH_CHECK_VALUE(codes.device().is_cpu() && codes.is_non_overlapping_and_dense(), "decode_eight_bit: expected dense CPU codes");
-  TORCH_CHECK_VALUE(scales.numel() == blocks, "decode_eight_bit: ", n, " codes need ", blocks, " block scales, got ",
-                    scales.numel());
+  const core::CodeGrid grid = grid_of_rows(codes.numel(), rows, "decode_eight_bit");
+  TORCH_CHECK_VALUE(scales.numel() == grid.blocks(), "decode_eight_bit: ", grid.numel, " codes in ", rows, " rows need ",
+                    grid.blocks(), " block scales, got ", scales.numel());
   const at::Tensor scale = scales.to(at::kFloat).contiguous().cpu();
   at::Tensor values = at::empty_like(codes, codes.options().dtype(at::kFloat));
   const auto* from = static_cast<const core::code8*>(codes.const_data_ptr());
-  for (std::int64_t b = 0; b < blocks; ++b) {
-    const std::int64_t first = b * core::kCodeBlock;
-    core::decode_block(from + first, scale.const_data_ptr<float>()[b], std::min(core::kCodeBlock, n - first),
-                       values.data_ptr<float>() + first);
-  }
+  for (std::int64_t b = 0; b < grid.blocks(); ++b)
+    core::decode_block(from + grid.first(b), scale.const_data_ptr<float>()[b], grid.count(b),
+                       values.data_ptr<float>() + grid.first(b));
   return values;
 }
 

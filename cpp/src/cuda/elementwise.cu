@@ -194,7 +194,8 @@ template <class Rule, class S, class Coeffs>
 __device__ void update_code_block(const DeviceTensor& tensor, const Coeffs& coeffs, std::int64_t first, std::int64_t end,
                                   bool load_grad) {
   const TensorSlots& t = tensor.slots;
-  const std::int64_t i = first + threadIdx.x, block = first / core::kCodeBlock;
+  const std::int64_t i = first + threadIdx.x;
+  const std::int64_t block = rules::code_grid<Rule>(t.numel, tensor.ndim > 1 ? t.rows : 1).block_of(first);
   const bool mine = i < end;
   ElementOfCodes<Rule, S> arrays;
   for (int j = 0; j < Rule::kStateSlots; ++j) {

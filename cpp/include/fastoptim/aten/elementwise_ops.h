@@ -59,8 +59,9 @@ void adafactor_factored_step(at::TensorList params, at::TensorList grads, at::Te
 
 // 8-bit state (core/codes8.h) to and from float32, for state dicts that change precision: the
 // codes of a dense float tensor (walked in memory order, as the kernels walk its parameter), in
-// its layout, and the block scales; and back.
-std::pair<at::Tensor, at::Tensor> encode_eight_bit(const at::Tensor& values);
-at::Tensor decode_eight_bit(const at::Tensor& codes, const at::Tensor& scales);
+// its layout, and the block scales; and back. `rows`: the rows the blocks restart at (core::CodeGrid;
+// a per-row rule's rows of dim 0; 1: the whole tensor).
+std::pair<at::Tensor, at::Tensor> encode_eight_bit(const at::Tensor& values, std::int64_t rows = 1);
+at::Tensor decode_eight_bit(const at::Tensor& codes, const at::Tensor& scales, std::int64_t rows = 1);
 
 }  // namespace fastoptim::aten

@@ -1,5 +1,6 @@
 // 8-bit state (state_bits=8): a state tensor stored as one byte per element and one float32 scale
-// per block of kCodeBlock elements (tensor-local: block b holds elements [256 b, 256 b + 256)).
+// per block of kCodeBlock elements (tensor-local: block b holds elements [256 b, 256 b + 256), or
+// for a per-row rule the same within each row of dim 0: CodeGrid).
 // The byte is a small floating-point number relative to the block's largest magnitude M, so it
 // keeps its relative precision (within 1/16) across the block's whole range, as bitsandbytes' and
 // torchao's dynamic maps do, but is encoded and decoded by integer arithmetic in registers (no
@@ -26,6 +27,28 @@ constexpr std::int64_t kCodeBlock = 256;
 
 // The blocks (and so the scales) of a tensor of `numel` elements; the last may be short.
 FASTOPTIM_HD constexpr std::int64_t code_blocks(std::int64_t numel) { return (numel + kCodeBlock - 1) / kCodeBlock; }
+
+// Where a tensor's blocks lie: from its first element on, restarting at each row of `row_length`
+// elements (in memory order), so that no block spans two rows. A per-row rule's rows are units of
+// their own (AdamP's channels: each row's pass 2 stores its blocks whole); other rules have one row,
+// the whole tensor (row_length = numel). Block b is the (b mod blocks_per_row())-th of its row, and
+// a row's last block may be short.
+struct CodeGrid {
+  std::int64_t numel, row_length;
+
+  FASTOPTIM_HD constexpr std::int64_t blocks_per_row() const { return code_blocks(row_length); }
+  FASTOPTIM_HD constexpr std::int64_t blocks() const { return row_length > 0 ? numel / row_length * blocks_per_row() : 0; }
+  FASTOPTIM_HD constexpr std::int64_t first(std::int64_t block) const {
+    return block / blocks_per_row() * row_length + block % blocks_per_row() * kCodeBlock;
+  }
+  FASTOPTIM_HD constexpr std::int64_t block_of(std::int64_t element) const {
+    return element / row_length * blocks_per_row() + element % row_length / kCodeBlock;
+  }
+  FASTOPTIM_HD constexpr std::int64_t count(std::int64_t block) const {
+    const std::int64_t in_row = block % blocks_per_row() * kCodeBlock;
+    return row_length - in_row < kCodeBlock ? row_length - in_row : kCodeBlock;
+  }
+};
 
 // A byte of 8-bit state (a distinct storage type, so the driver's storage traits can name it).
 struct code8 {

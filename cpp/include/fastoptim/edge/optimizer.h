@@ -20,8 +20,9 @@
 //   set_hyper(), which refuses a change of the state layout (amsgrad, momentum: slots that exist
 //   or not) and values out of range.
 // - StateFormat::eight_bit keeps the rule's moments in 8 bits (rules::eight_bit_slots: the Adam
-//   family, LAMB, TAdam, Lion, ADOPT), the format of the Python classes' state_bits=8: one byte of code
-//   per element and one float scale per block of 256; about a quarter of the state memory.
+//   family with AdamP, LAMB, TAdam, Lion, ADOPT), the format of the Python classes' state_bits=8: one byte
+//   of code per element and one float scale per block of 256 (of each row for AdamP: rules::code_grid);
+//   about a quarter of the state memory.
 // - Adafactor, as torch.optim.Adafactor, factors the second moment of a parameter of ndim > 1 over
 //   its last two dims (its state slot holds the row factors, then the column factors, of each
 //   slice), through the kernels' factored step; give Param::shape for ndim > 2.
@@ -177,7 +178,8 @@ class Optimizer {
     return static_cast<float*>(slots_[i].state[slot]);
   }
   // An 8-bit slot's codes (one byte per element) and block scales (one float per core::kCodeBlock
-  // elements; core::decode_block decodes a block), or nullptr for a slot that is not one.
+  // elements, restarting at each row for a per-row rule: rules::code_grid; core::decode_block decodes
+  // a block), or nullptr for a slot that is not one.
   const std::uint8_t* codes(int slot, std::size_t i) const {
     return has_slot(slot, i) && coded(format_, slot) ? static_cast<const std::uint8_t*>(slots_[i].state[slot]) : nullptr;
   }
@@ -261,7 +263,7 @@ class Optimizer {
     return coded(format, slot) ? (std::size_t(p.numel) + sizeof(float) - 1) / sizeof(float) : std::size_t(p.numel);
   }
   static std::size_t scale_floats(StateFormat format, int slot, const Param& p) {
-    return coded(format, slot) ? std::size_t(core::code_blocks(p.numel)) : 0;
+    return coded(format, slot) ? std::size_t(rules::code_grid<Rule>(p.numel, p.ndim > 1 ? p.rows : 1).blocks()) : 0;
   }
 
   static bool uses_slot(const Hyper& hyper, int slot) {

@@ -367,15 +367,18 @@ struct StateInSecondPass : Rule {
   }
 };
 
-// Row r of a tensor as a tensor of its own: every element-shaped pointer moved to the row.
+// Row r of a tensor as a tensor of its own: every element-shaped pointer moved to the row (and
+// 8-bit state's block scales to the row's, whose blocks restart at each row: rules::code_grid).
 template <class S>
 TensorSlots row_of(const TensorSlots& t, std::int64_t r, int element_slots) {
   const std::int64_t length = t.numel / t.rows;
   TensorSlots row = t;
   row.param = static_cast<param_t<S>*>(t.param) + r * length;
   if (t.grad) row.grad = static_cast<const param_t<S>*>(t.grad) + r * length;
-  for (int j = 0; j < element_slots; ++j)
+  for (int j = 0; j < element_slots; ++j) {
     if (t.state[j]) row.state[j] = static_cast<state_t<S>*>(t.state[j]) + r * length;
+    if (t.state_scale[j]) row.state_scale[j] = t.state_scale[j] + r * core::code_blocks(length);
+  }
   row.numel = length;
   row.rows = 1;
   row.first_index = t.first_index + r * length;
@@ -598,7 +601,6 @@ template <class Rule, class S>
 void run_rule(const TensorSlots* tensors, std::int64_t count, const void* coeffs,
               const fastoptim_isa::SumsExchange* exchange) {
   if constexpr (std::is_same_v<state_t<S>, code8> && stores_state_in_first_pass<Rule>()) {
-    static_assert(!rules::sums_per_row<Rule>::value, "row_of does not move 8-bit state's block scales");
     run_rule<StateInSecondPass<Rule, S>, S>(tensors, count, coeffs, exchange);
   } else if constexpr (rules::sums_of<Rule>::value > 0) {
     // (a per-row rule's split step: both halves sum the rows, so neither may store state in pass 1)

@@ -24,7 +24,8 @@ constexpr int kMaxStateSlots = 5;
 // element state slots hold bf16, each value rounded to nearest even when stored. With
 // `eight_bit_state` (float32 and bf16 parameters; every tensor of a call alike) the rule's 8-bit
 // slots (rules::eight_bit_slots) whose `state_scale` is set hold core::code8 bytes, one scale per
-// block of core::kCodeBlock elements at state_scale (core/codes8.h); the others the parameter's dtype.
+// block of core::kCodeBlock elements at state_scale (core/codes8.h; blocks restart at each row for
+// a per-row rule: rules::code_grid); the others the parameter's dtype.
 struct TensorSlots {
   void* param;
   const void* grad;

@@ -108,7 +108,8 @@ struct RuleOptions : torch::optim::OptimizerOptions {
   }
   bool bf16_state() const { return bf16_state_; }
   // eight_bit_state(true): the rule's moments kept in 8 bits with a scale per block of 256 (the
-  // Python classes' state_bits=8; the Adam family, LAMB, RaLars, TAdam, Lion and ADOPT; float32 and bf16 parameters).
+  // Python classes' state_bits=8; the Adam family with AdamP, LAMB, RaLars, TAdam, Lion and ADOPT; float32 and bf16
+  // parameters; AdamP's blocks restart at each row of dim 0: rules::code_grid).
   Derived& eight_bit_state(bool on) {
     eight_bit_state_ = on;
     return static_cast<Derived&>(*this);
@@ -288,7 +289,8 @@ class RuleOptimizer : public CheckedStepOptimizer<RuleOptimizer<Rule, Options>, 
           const bool in_codes = std::find(coded.begin(), coded.end(), int(u)) != coded.end();
           if (in_codes) {  // (8-bit slots start at zero: code 0, scale 0)
             st->slots[s] = at::zeros_like(p, p.options().dtype(at::kByte), at::MemoryFormat::Preserve);
-            st->scales[s] = torch::zeros({core::code_blocks(p.numel())}, p.options().dtype(at::kFloat));
+            const std::int64_t blocks = rules::code_grid<Rule>(p.numel(), p.dim() > 1 ? p.size(0) : 1).blocks();
+            st->scales[s] = torch::zeros({blocks}, p.options().dtype(at::kFloat));
           } else {
             st->slots[s] = s < Rule::kStateSlots
                                ? at::full_like(p, start, p.options().dtype(options.state_dtype_for(p.scalar_type())),

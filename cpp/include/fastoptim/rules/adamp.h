@@ -36,6 +36,7 @@ struct AdamP {
   static constexpr int kSums = 4;  // g.theta, g.g, theta.theta, theta.q
   static constexpr bool kStateInFirstPass = true;
   static constexpr bool kSumsPerRow = true;
+  static constexpr unsigned kEightBitSlots = (1u << kStateSlots) - 1;  // (its moments: every slot)
   // A split step's summary of a tensor's rows (shards of whole rows): the largest row |cos(g, theta)|,
   // combined across shards by its maximum, and the four totals, added up.
   static constexpr int kRowSummary = 5;

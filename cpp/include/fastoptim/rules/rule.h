@@ -50,6 +50,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "fastoptim/core/codes8.h"
 #include "fastoptim/core/hyper.h"
 #include "fastoptim/core/lanes.h"
 #include "fastoptim/parts/weight_decay.h"
@@ -203,13 +204,21 @@ constexpr int split_sums_of() {
 // The state slots a rule may keep in 8 bits (state_bits=8), as a bit mask over its slots: its
 // moments (kEightBitSlots), each starting at zero. Not copies of the parameter or of the gradient
 // (Schedule-Free's z, Adan's previous gradient), whose 8-bit error would not average out; 0 (none)
-// unless the rule says so. A two-pass rule may say so unless its sums are per row: its first pass
-// decodes the codes, and its second stores them (the driver's StateInSecondPass).
+// unless the rule says so. A two-pass rule may say so too: its first pass decodes the codes, and
+// its second stores them (the driver's StateInSecondPass).
 template <class Rule, class = void>
 struct eight_bit_slots : std::integral_constant<unsigned, 0> {};
 template <class Rule>
 struct eight_bit_slots<Rule, std::void_t<decltype(Rule::kEightBitSlots)>>
     : std::integral_constant<unsigned, Rule::kEightBitSlots> {};
+
+// The code grid of a tensor's 8-bit state (numel elements, `rows` rows of dim 0, 1 unless ndim > 1):
+// blocks restart at each row for a per-row rule, whose rows the driver steps as tensors of their
+// own (row_of); one row, the whole tensor, for the others.
+template <class Rule>
+FASTOPTIM_HD constexpr core::CodeGrid code_grid(std::int64_t numel, std::int64_t rows) {
+  return {numel, sums_per_row<Rule>::value && rows > 1 ? numel / rows : numel};
+}
 
 // Whether a rule reads a gradient (true unless it says kReadsGrad = false).
 template <class Rule, class = void>
