@@ -179,6 +179,50 @@ static void test_eight_bit_state() {
   expect(no_moments.status() == edge::Status::unsupported_format, "8-bit state for a rule without 8-bit slots is refused");
 }
 
+// StateFormat::bfloat16: half the state (two bytes per element, whole floats per parameter), the
+// per-tensor scalars in float32; bfloat16 values where the float slots were; checkpoints that say
+// their format; Adafactor refused.
+static void test_bfloat16_state() {
+  test_rule<rules::Adam>("adam, bfloat16 state", edge::StateFormat::bfloat16);
+  test_rule<rules::LAMB>("lamb, bfloat16 state", edge::StateFormat::bfloat16);
+  test_rule<rules::Adagrad>("adagrad, bfloat16 state (a nonzero start value)", edge::StateFormat::bfloat16);
+  Problem a(13), b(13);
+  rules::Adam::Hyper hyper;
+  const std::size_t full = edge::Adam::state_floats(a.params(), hyper);
+  const std::size_t half = edge::Adam::state_floats(a.params(), hyper, edge::StateFormat::bfloat16);
+  std::size_t halves = 0;
+  for (const auto& v : a.values) halves += (v.size() + 1) / 2;
+  expect(full == 2 * (1 + 15 + 17 + 1000 + 40009) && half == 2 * halves,
+         "state_floats counts two moments of two bytes per element (whole floats per parameter)");
+  static float storage[42000];
+  expect(half <= 42000, "the bfloat16 state fits the static buffer");
+  edge::Adam in_place(a.params(), hyper, storage, half, edge::StateFormat::bfloat16);
+  edge::Adam owning(b.params(), hyper, edge::StateFormat::bfloat16);
+  expect(in_place.status() == edge::Status::ok && owning.status() == edge::Status::ok, "both build");
+  expect(in_place.state(0, 0) == nullptr && in_place.bf16_state(0, 0) == reinterpret_cast<std::uint16_t*>(storage) &&
+             in_place.bf16_state(1, 4) != nullptr && in_place.codes(0, 0) == nullptr,
+         "a bfloat16 slot has bfloat16 values, not floats or codes");
+  step_side_by_side(a, in_place, b, owning, 0, 3);
+  expect(a.values == b.values, "caller-owned bfloat16 state steps as owned state does");
+
+  std::vector<unsigned char> saved(owning.state_bytes());
+  expect(owning.save_state(saved.data(), saved.size()) == edge::Status::ok, "a bfloat16 checkpoint is written");
+  Problem c(13);
+  c.values = b.values;
+  edge::Adam resumed(c.params(), hyper, edge::StateFormat::bfloat16);
+  expect(resumed.load_state(saved.data(), saved.size()) == edge::Status::ok, "and read back");
+  step_side_by_side(b, owning, c, resumed, 3, 6);
+  expect(b.values == c.values, "a resumed bfloat16 run continues bit for bit");
+  edge::Adam other_format(c.params(), hyper);
+  std::vector<unsigned char> full_saved(other_format.state_bytes());
+  other_format.save_state(full_saved.data(), full_saved.size());
+  expect(other_format.load_state(saved.data(), saved.size()) == edge::Status::bad_state &&
+             resumed.load_state(full_saved.data(), full_saved.size()) == edge::Status::bad_state,
+         "a checkpoint of the other state format is refused");
+  edge::Adafactor factored(c.params(), rules::Adafactor::Hyper{}, edge::StateFormat::bfloat16);
+  expect(factored.status() == edge::Status::unsupported_format, "bfloat16 state for Adafactor is refused");
+}
+
 // Adafactor factors a parameter of ndim > 1 over its last two dims: its state is a factor per row
 // and per column of each slice, and a parameter of ndim > 2 needs its shape.
 static void test_adafactor_factors_matrices() {
@@ -371,6 +415,7 @@ int main() {
   test_checkpoints();
   test_caller_owned_state();
   test_eight_bit_state();
+  test_bfloat16_state();
   test_adafactor_factors_matrices();
   test_invalid_hyperparameters();
   test_unusable_optimizer();

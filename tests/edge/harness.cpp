@@ -13,7 +13,7 @@ namespace {
 using namespace fastoptim;
 
 // What the Python side hands over: `count` parameters (data, numel, ndim, sizes), `steps` sets of
-// `count` gradients (step-major), the rule's hyperparameters in field order.
+// `count` gradients (step-major), the rule's hyperparameters in field order, the state format.
 struct Run {
   int count;
   float* const* data;
@@ -24,7 +24,7 @@ struct Run {
   const float* const* grads;
   const double* hyper;
   int hyper_count;
-  bool eight_bit;
+  edge::StateFormat format;
 };
 
 // 0, or the edge optimizer's error (its status and message) written to `error`.
@@ -38,8 +38,7 @@ int run(const Run& r, std::string& error) {
   std::vector<edge::Param> params;
   for (int i = 0; i < r.count; ++i)
     params.push_back({r.data[i], r.numels[i], r.ndims[i] > 1 ? r.shapes[i][0] : 1, r.ndims[i], r.shapes[i]});
-  edge::Optimizer<Rule> optimizer(params, Hyper::from(r.hyper),
-                                  r.eight_bit ? edge::StateFormat::eight_bit : edge::StateFormat::float32);
+  edge::Optimizer<Rule> optimizer(params, Hyper::from(r.hyper), r.format);
   bool ok = optimizer.status() == edge::Status::ok;
   for (int k = 0; k < r.steps && ok; ++k) ok = optimizer.step(r.grads + std::size_t(k) * r.count) == edge::Status::ok;
   if (ok) return 0;
@@ -61,10 +60,11 @@ const char* fastoptim_edge_rules() {
 
 // Steps `rule` as described by Run's fields: 0 on success, 1 for an unknown rule, 2 for an error
 // the edge optimizer reports (its message in `error`, `error_size` bytes with the terminator).
+// `format`: edge::StateFormat's value (0 float32, 1 eight_bit, 2 bfloat16).
 int fastoptim_edge_run(const char* rule, int count, float* const* data, const std::int64_t* numels, const int* ndims,
                        const std::int64_t* const* shapes, int steps, const float* const* grads, const double* hyper,
-                       int hyper_count, int eight_bit, char* error, int error_size) {
-  const Run r{count, data, numels, ndims, shapes, steps, grads, hyper, hyper_count, eight_bit != 0};
+                       int hyper_count, int format, char* error, int error_size) {
+  const Run r{count, data, numels, ndims, shapes, steps, grads, hyper, hyper_count, static_cast<edge::StateFormat>(format)};
   std::string message;
   int status = 1;
 #define FASTOPTIM_RUN(Type, name) \

@@ -41,7 +41,9 @@ struct CodeGrid {
   FASTOPTIM_HD constexpr std::int64_t first(std::int64_t block) const {
     return block / blocks_per_row() * row_length + block % blocks_per_row() * kCodeBlock;
   }
+  // The block of an element (a shift where the tensor is one row: no division in a hot loop).
   FASTOPTIM_HD constexpr std::int64_t block_of(std::int64_t element) const {
+    if (row_length == numel) return element / kCodeBlock;
     return element / row_length * blocks_per_row() + element % row_length / kCodeBlock;
   }
   FASTOPTIM_HD constexpr std::int64_t count(std::int64_t block) const {

@@ -23,6 +23,9 @@
 //   family with AdamP, LAMB, TAdam, Lion, ADOPT), the format of the Python classes' state_bits=8: one byte
 //   of code per element and one float scale per block of 256 (of each row for AdamP: rules::code_grid);
 //   about a quarter of the state memory.
+// - StateFormat::bfloat16 keeps the rule's element state (moments, buffers) in bfloat16, the format of
+//   the Python classes' state_dtype=torch.bfloat16: half the state memory; each step computes in
+//   float32 from the stored values and rounds the new state to nearest even (every rule but Adafactor).
 // - Adafactor, as torch.optim.Adafactor, factors the second moment of a parameter of ndim > 1 over
 //   its last two dims (its state slot holds the row factors, then the column factors, of each
 //   slice), through the kernels' factored step; give Param::shape for ndim > 2.
@@ -38,6 +41,7 @@
 #include <vector>
 
 #include "fastoptim/core/codes8.h"
+#include "fastoptim/core/dtypes.h"
 #include "fastoptim/kernels/isa.h"
 #include "fastoptim/rules/registry.h"
 
@@ -73,13 +77,15 @@ enum class Status {
   bad_param,               // a Param with numel < 0, ndim < 0, or (ndim > 1) rows that do not divide numel
   null_pointer,            // a null parameter, gradient, state or checkpoint pointer where memory is needed
   state_layout_changed,    // set_hyper would add or remove a state slot (amsgrad, momentum)
-  unsupported_format,      // StateFormat::eight_bit for a rule that keeps no state in 8 bits
+  unsupported_format,      // StateFormat::eight_bit for a rule that keeps no state in 8 bits, bfloat16 for Adafactor
 };
 
-// How the state is kept: every slot in float32, or the rule's 8-bit slots (its moments) as codes,
+// How the state is kept: every slot in float32; the rule's 8-bit slots (its moments) as codes,
 // one byte per element (rounded up to whole floats per parameter), each followed, after all the
-// slots, by its block scales: one float per core::kCodeBlock elements (core/codes8.h).
-enum class StateFormat { float32, eight_bit };
+// slots, by its block scales: one float per core::kCodeBlock elements (core/codes8.h); or every
+// element slot in bfloat16, two bytes per element (rounded up to whole floats per parameter).
+// Per-tensor scalars stay float32 in every format.
+enum class StateFormat { float32, eight_bit, bfloat16 };
 
 constexpr std::uint32_t kStateMagic = 0x54504f46;  // "FOPT" little-endian
 // Version 2 added the checksum; a version-1 checkpoint is refused as another format version.
@@ -172,10 +178,16 @@ class Optimizer {
   }
 
   // State slot `slot` (in Rule::kState order) of parameter i, or nullptr when the slot is unused,
-  // out of range, kept in 8 bits (see codes()), or the optimizer could not be built.
+  // out of range, kept in 8 bits (see codes()) or in bfloat16 (see bf16_state()), or the optimizer
+  // could not be built.
   float* state(int slot, std::size_t i) const {
-    if (!has_slot(slot, i) || coded(format_, slot)) return nullptr;
+    if (!has_slot(slot, i) || coded(format_, slot) || narrowed(format_, slot)) return nullptr;
     return static_cast<float*>(slots_[i].state[slot]);
+  }
+  // A bfloat16 slot's values (the top 16 bits of each float32, one per element), or nullptr for a
+  // slot that is not one.
+  const std::uint16_t* bf16_state(int slot, std::size_t i) const {
+    return has_slot(slot, i) && narrowed(format_, slot) ? static_cast<const std::uint16_t*>(slots_[i].state[slot]) : nullptr;
   }
   // An 8-bit slot's codes (one byte per element) and block scales (one float per core::kCodeBlock
   // elements, restarting at each row for a per-row rule: rules::code_grid; core::decode_block decodes
@@ -238,10 +250,11 @@ class Optimizer {
     return status_ == Status::ok && slot >= 0 && slot < kAllSlots && i < slots_.size() && slots_[i].state[slot];
   }
 
-  // Whether slot `slot` is kept in 8 bits in `format`.
+  // Whether slot `slot` is kept in 8 bits in `format`; in bfloat16.
   static bool coded(StateFormat format, int slot) {
     return format == StateFormat::eight_bit && slot < Rule::kStateSlots && (rules::eight_bit_slots<Rule>::value >> slot & 1u);
   }
+  static bool narrowed(StateFormat format, int slot) { return format == StateFormat::bfloat16 && slot < Rule::kStateSlots; }
   // Whether parameter p takes the factored step, and its slices of rows x columns (its last two dims).
   static bool factored(const Param& p) { return factors_matrices<Rule>() && p.ndim > 1; }
   static fastoptim_isa::FactoredSlots matrix_view(const Param& p) {
@@ -252,15 +265,17 @@ class Optimizer {
     return view;
   }
 
-  // The floats slot `slot` of parameter p takes (its codes rounded up to whole floats, for an 8-bit
-  // slot; its row and column factors, for a factored one), and those of its block scales.
+  // The floats slot `slot` of parameter p takes (its codes or bfloat16 values rounded up to whole
+  // floats, for an 8-bit or bfloat16 slot; its row and column factors, for a factored one), and
+  // those of its block scales.
   static std::size_t slot_floats(StateFormat format, int slot, const Param& p) {
     if (slot >= Rule::kStateSlots) return 1;
     if (factored(p)) {
       const auto view = matrix_view(p);
       return std::size_t(view.batches * (view.rows + view.columns));
     }
-    return coded(format, slot) ? (std::size_t(p.numel) + sizeof(float) - 1) / sizeof(float) : std::size_t(p.numel);
+    const std::size_t bytes = std::size_t(p.numel) * (coded(format, slot) ? 1 : narrowed(format, slot) ? 2 : sizeof(float));
+    return (bytes + sizeof(float) - 1) / sizeof(float);
   }
   static std::size_t scale_floats(StateFormat format, int slot, const Param& p) {
     return coded(format, slot) ? std::size_t(rules::code_grid<Rule>(p.numel, p.ndim > 1 ? p.rows : 1).blocks()) : 0;
@@ -305,6 +320,11 @@ class Optimizer {
     if (format_ == StateFormat::eight_bit && rules::eight_bit_slots<Rule>::value == 0) {
       status_ = fail(Status::unsupported_format, "this rule keeps no state in 8 bits (StateFormat::eight_bit serves the "
                                                  "moments of the Adam family, LAMB, TAdam, Lion and ADOPT)");
+      return false;
+    }
+    if (format_ == StateFormat::bfloat16 && factors_matrices<Rule>()) {
+      status_ = fail(Status::unsupported_format, "Adafactor keeps its factors in float32 (StateFormat::bfloat16 serves "
+                                                 "every other rule)");
       return false;
     }
     return true;
@@ -404,7 +424,8 @@ class Optimizer {
     slots_.assign(params_.size(), fastoptim_isa::TensorSlots{});
     coeffs_.resize(params_.size());
     float* next = state;
-    // (8-bit slots start at zero, as every rule's moments do: code 0 under a scale of 0)
+    // (8-bit slots start at zero, as every rule's moments do: code 0 under a scale of 0; bfloat16
+    // ones at the start value rounded to nearest even, as torch.full_like rounds it)
     auto take = [&next](std::size_t floats, float start) {
       float* taken = next;
       for (std::size_t k = 0; k < floats; ++k) taken[k] = start;
@@ -415,7 +436,15 @@ class Optimizer {
       const bool used = uses_slot(hyper_, slot);
       for (std::size_t i = 0; i < params_.size(); ++i) {
         const float start = coded(format_, slot) ? 0.0f : float(rules::initial_value<Rule>(hyper_, slot, std::int64_t(i)));
-        slots_[i].state[slot] = used ? take(slot_floats(format_, slot, params_[i]), start) : nullptr;
+        if (!used) {
+          slots_[i].state[slot] = nullptr;
+        } else if (narrowed(format_, slot)) {
+          auto* values = reinterpret_cast<core::bf16*>(take(slot_floats(format_, slot, params_[i]), 0.0f));
+          for (std::int64_t k = 0; k < params_[i].numel; ++k) values[k] = core::float_to_bf16(start);
+          slots_[i].state[slot] = values;
+        } else {
+          slots_[i].state[slot] = take(slot_floats(format_, slot, params_[i]), start);
+        }
       }
     }
     for (int slot = 0; slot < kAllSlots; ++slot)
@@ -427,6 +456,7 @@ class Optimizer {
       slots_[i].numel = params_[i].numel;
       slots_[i].rows = params_[i].ndim > 1 ? params_[i].rows : 1;
       slots_[i].eight_bit_state = format_ == StateFormat::eight_bit;
+      slots_[i].bf16_state = format_ == StateFormat::bfloat16;
     }
     if constexpr (factors_matrices<Rule>()) {
       vector_slots_.reserve(params_.size());
@@ -448,7 +478,7 @@ class Optimizer {
   }
 
   // magic, version, rule name (FNV-1a), step, hyperparameter count, slot mask (its top bit: 8-bit
-  // state), parameter count, sizes (the checksum word follows the state)
+  // state; the one below: bfloat16 state), parameter count, sizes (the checksum word follows the state)
   std::vector<std::uint64_t> header_words() const {
     const std::uint64_t name_hash = checksum(reinterpret_cast<const unsigned char*>(Rule::kName), std::strlen(Rule::kName));
     std::uint64_t step_bits = 0;
@@ -457,6 +487,7 @@ class Optimizer {
     for (int slot = 0; slot < kAllSlots; ++slot)
       if (uses_slot(hyper_, slot)) slot_mask |= std::uint64_t(1) << slot;
     if (format_ == StateFormat::eight_bit) slot_mask |= std::uint64_t(1) << 63;
+    if (format_ == StateFormat::bfloat16) slot_mask |= std::uint64_t(1) << 62;
     std::vector<std::uint64_t> words = {kStateMagic, kStateVersion, name_hash, step_bits, Hyper::kFieldCount, slot_mask,
                                         params_.size()};
     for (const Param& p : params_) {

@@ -268,7 +268,9 @@ void run_elementwise(const TensorSlots* tensors, std::int64_t count, const void*
 // a rule whose first pass updates the state, it runs advance and stores the state, then takes the
 // contributions from the state as stored (for bf16/fp16, the rounded values pass 2 will read);
 // otherwise it only reads (8-bit slots decoded with their block's scale: the blocks of the sums,
-// kReduceBlock elements, are whole code blocks). Never writes the parameter.
+// kReduceBlock elements, are whole code blocks; a per-row rule's blocks restart at each row, which
+// on the CPU is a tensor of its own, row_of, and on CUDA a unit of the whole tensor's). Never
+// writes the parameter.
 template <class Rule, class S, class T>
 struct FirstPassTerm {
   const TensorSlots* t;
@@ -279,7 +281,8 @@ struct FirstPassTerm {
     if constexpr (std::is_same_v<state_t<S>, code8>) {
       static_assert(!Rule::kStateInFirstPass, "8-bit state is stored in pass 2 (see StateInSecondPass)");
       if (rules::eight_bit_slots<Rule>::value >> j & 1u)
-        return decode_codes<W>(static_cast<const code8*>(t->state[j]) + i, block_decoding(t->state_scale[j][i / kCodeBlock]));
+        return decode_codes<W>(static_cast<const code8*>(t->state[j]) + i,
+                               block_decoding(t->state_scale[j][rules::code_grid<Rule>(t->numel, t->rows).block_of(i)]));
       return load<W>(static_cast<const param_t<S>*>(t->state[j]) + i);
     } else {
       return load<W>(static_cast<const state_t<S>*>(t->state[j]) + i);
