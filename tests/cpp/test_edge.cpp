@@ -134,12 +134,45 @@ static void test_checkpoints() {
   expect(resumed.load_state(corrupt.data(), corrupt.size()) == edge::Status::bad_state, "another format version is refused");
 }
 
+// What every state format promises, for edge class Opt in `format`: state in the caller's memory
+// (`storage`, `capacity` floats) laid out as `stored_as` says and stepping as owned state does; a
+// checkpoint written, read back and continued bit for bit; the float32 format's checkpoints refused
+// and this format's refused by a float32 optimizer.
+template <class Opt, class StoredAs>
+static void test_state_format(edge::StateFormat format, const std::string& label, const typename Opt::Hyper& hyper,
+                              float* storage, std::size_t capacity, StoredAs&& stored_as) {
+  Problem a(11), b(11);
+  const std::size_t needed = Opt::state_floats(a.params(), hyper, format);
+  expect(needed <= capacity, label + ": the state fits the static buffer");
+  Opt in_place(a.params(), hyper, storage, needed, format);
+  Opt owning(b.params(), hyper, format);
+  expect(in_place.status() == edge::Status::ok && owning.status() == edge::Status::ok, label + ": both build");
+  expect(stored_as(in_place), label + ": the slots are stored in the format, not as floats");
+  step_side_by_side(a, in_place, b, owning, 0, 3);
+  expect(a.values == b.values, label + ": caller-owned state steps as owned state does");
+
+  std::vector<unsigned char> saved(owning.state_bytes());
+  expect(owning.save_state(saved.data(), saved.size()) == edge::Status::ok, label + ": a checkpoint is written");
+  Problem c(11);
+  c.values = b.values;
+  Opt resumed(c.params(), hyper, format);
+  expect(resumed.load_state(saved.data(), saved.size()) == edge::Status::ok, label + ": and read back");
+  step_side_by_side(b, owning, c, resumed, 3, 6);
+  expect(b.values == c.values, label + ": a resumed run continues bit for bit");
+  Opt other_format(c.params(), hyper);
+  std::vector<unsigned char> full_saved(other_format.state_bytes());
+  other_format.save_state(full_saved.data(), full_saved.size());
+  expect(other_format.load_state(saved.data(), saved.size()) == edge::Status::bad_state &&
+             resumed.load_state(full_saved.data(), full_saved.size()) == edge::Status::bad_state,
+         label + ": a checkpoint of the other state format is refused");
+}
+
 // StateFormat::eight_bit: a quarter of the state, in the caller's memory too; codes and scales
 // where the float slots were; checkpoints that say their format.
 static void test_eight_bit_state() {
   test_rule<rules::Adam>("adam, 8-bit state", edge::StateFormat::eight_bit);
   test_rule<rules::LAMB>("lamb, 8-bit state", edge::StateFormat::eight_bit);
-  Problem a(11), b(11);
+  Problem a(11);
   rules::LAMB::Hyper hyper;
   const std::size_t full = edge::LAMB::state_floats(a.params(), hyper);
   const std::size_t eight = edge::LAMB::state_floats(a.params(), hyper, edge::StateFormat::eight_bit);
@@ -151,31 +184,11 @@ static void test_eight_bit_state() {
   expect(full == 2 * (1 + 15 + 17 + 1000 + 40009) && eight == 2 * (codes + scales),
          "state_floats counts two moments' codes (whole floats per parameter) and block scales");
   static float storage[30000];
-  expect(eight <= 30000, "the 8-bit state fits the static buffer");
-  edge::LAMB in_place(a.params(), hyper, storage, eight, edge::StateFormat::eight_bit);
-  edge::LAMB owning(b.params(), hyper, edge::StateFormat::eight_bit);
-  expect(in_place.status() == edge::Status::ok && owning.status() == edge::Status::ok, "both build");
-  expect(in_place.state(0, 0) == nullptr && in_place.codes(0, 0) == reinterpret_cast<std::uint8_t*>(storage) &&
-             in_place.block_scales(1, 4) != nullptr && in_place.codes(1, 5) == nullptr,
-         "an 8-bit slot has codes and scales, not floats");
-  step_side_by_side(a, in_place, b, owning, 0, 3);
-  expect(a.values == b.values, "caller-owned 8-bit state steps as owned state does");
-
-  std::vector<unsigned char> saved(owning.state_bytes());
-  expect(owning.save_state(saved.data(), saved.size()) == edge::Status::ok, "an 8-bit checkpoint is written");
-  Problem c(11);
-  c.values = b.values;
-  edge::LAMB resumed(c.params(), hyper, edge::StateFormat::eight_bit);
-  expect(resumed.load_state(saved.data(), saved.size()) == edge::Status::ok, "and read back");
-  step_side_by_side(b, owning, c, resumed, 3, 6);
-  expect(b.values == c.values, "a resumed 8-bit run continues bit for bit");
-  edge::LAMB other_format(c.params(), hyper);
-  std::vector<unsigned char> full_saved(other_format.state_bytes());
-  other_format.save_state(full_saved.data(), full_saved.size());
-  expect(other_format.load_state(saved.data(), saved.size()) == edge::Status::bad_state &&
-             resumed.load_state(full_saved.data(), full_saved.size()) == edge::Status::bad_state,
-         "a checkpoint of the other state format is refused");
-  edge::SGD no_moments(c.params(), rules::SGD::Hyper{}, edge::StateFormat::eight_bit);
+  test_state_format<edge::LAMB>(edge::StateFormat::eight_bit, "lamb, 8-bit state", hyper, storage, 30000, [](const edge::LAMB& o) {
+    return o.state(0, 0) == nullptr && o.codes(0, 0) == reinterpret_cast<std::uint8_t*>(storage) &&
+           o.block_scales(1, 4) != nullptr && o.codes(1, 5) == nullptr;
+  });
+  edge::SGD no_moments(a.params(), rules::SGD::Hyper{}, edge::StateFormat::eight_bit);
   expect(no_moments.status() == edge::Status::unsupported_format, "8-bit state for a rule without 8-bit slots is refused");
 }
 
@@ -186,7 +199,7 @@ static void test_bfloat16_state() {
   test_rule<rules::Adam>("adam, bfloat16 state", edge::StateFormat::bfloat16);
   test_rule<rules::LAMB>("lamb, bfloat16 state", edge::StateFormat::bfloat16);
   test_rule<rules::Adagrad>("adagrad, bfloat16 state (a nonzero start value)", edge::StateFormat::bfloat16);
-  Problem a(13), b(13);
+  Problem a(13);
   rules::Adam::Hyper hyper;
   const std::size_t full = edge::Adam::state_floats(a.params(), hyper);
   const std::size_t half = edge::Adam::state_floats(a.params(), hyper, edge::StateFormat::bfloat16);
@@ -195,31 +208,11 @@ static void test_bfloat16_state() {
   expect(full == 2 * (1 + 15 + 17 + 1000 + 40009) && half == 2 * halves,
          "state_floats counts two moments of two bytes per element (whole floats per parameter)");
   static float storage[42000];
-  expect(half <= 42000, "the bfloat16 state fits the static buffer");
-  edge::Adam in_place(a.params(), hyper, storage, half, edge::StateFormat::bfloat16);
-  edge::Adam owning(b.params(), hyper, edge::StateFormat::bfloat16);
-  expect(in_place.status() == edge::Status::ok && owning.status() == edge::Status::ok, "both build");
-  expect(in_place.state(0, 0) == nullptr && in_place.bf16_state(0, 0) == reinterpret_cast<std::uint16_t*>(storage) &&
-             in_place.bf16_state(1, 4) != nullptr && in_place.codes(0, 0) == nullptr,
-         "a bfloat16 slot has bfloat16 values, not floats or codes");
-  step_side_by_side(a, in_place, b, owning, 0, 3);
-  expect(a.values == b.values, "caller-owned bfloat16 state steps as owned state does");
-
-  std::vector<unsigned char> saved(owning.state_bytes());
-  expect(owning.save_state(saved.data(), saved.size()) == edge::Status::ok, "a bfloat16 checkpoint is written");
-  Problem c(13);
-  c.values = b.values;
-  edge::Adam resumed(c.params(), hyper, edge::StateFormat::bfloat16);
-  expect(resumed.load_state(saved.data(), saved.size()) == edge::Status::ok, "and read back");
-  step_side_by_side(b, owning, c, resumed, 3, 6);
-  expect(b.values == c.values, "a resumed bfloat16 run continues bit for bit");
-  edge::Adam other_format(c.params(), hyper);
-  std::vector<unsigned char> full_saved(other_format.state_bytes());
-  other_format.save_state(full_saved.data(), full_saved.size());
-  expect(other_format.load_state(saved.data(), saved.size()) == edge::Status::bad_state &&
-             resumed.load_state(full_saved.data(), full_saved.size()) == edge::Status::bad_state,
-         "a checkpoint of the other state format is refused");
-  edge::Adafactor factored(c.params(), rules::Adafactor::Hyper{}, edge::StateFormat::bfloat16);
+  test_state_format<edge::Adam>(edge::StateFormat::bfloat16, "adam, bfloat16 state", hyper, storage, 42000, [](const edge::Adam& o) {
+    return o.state(0, 0) == nullptr && o.bf16_state(0, 0) == reinterpret_cast<std::uint16_t*>(storage) &&
+           o.bf16_state(1, 4) != nullptr && o.codes(0, 0) == nullptr;
+  });
+  edge::Adafactor factored(a.params(), rules::Adafactor::Hyper{}, edge::StateFormat::bfloat16);
   expect(factored.status() == edge::Status::unsupported_format, "bfloat16 state for Adafactor is refused");
 }
 
