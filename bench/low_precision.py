@@ -14,6 +14,10 @@ and LAMB's two passes (pass 1 reads p, g, m, v and writes m, v; pass 2 reads p, 
 with 8-bit state pass 1 only reads p, g and the codes, and pass 2 reads p, g, m, v and writes p, m, v):
   fastoptim LAMB fp32           fastoptim.LAMB, fp32 params               40 B
   fastoptim LAMB fp32, 8-bit    fp32 params, state_bits=8                 26 B (10 + 16)
+and AdamP's, the same two passes for its matrices (a vector takes one pass, 28 and 16 B: the byte model
+below holds for (C)'s matrices, most of its elements, not for (A)'s one vector):
+  fastoptim AdamP fp32          fastoptim.AdamP, fp32 params              40 B
+  fastoptim AdamP fp32, 8-bit   fp32 params, state_bits=8                 26 B (10 + 16)
 each compared with its own optimizer's fastoptim fp32 run.
 
 Peers, where torchao is installed (it is not a requirement: `pip install --no-deps torchao`; its low-bit
@@ -60,6 +64,8 @@ VARIANTS = {
         torch.bfloat16, lambda ps: fastoptim.AdamW(ps, lr=1e-3, stochastic_rounding=True, state_bits=8), 10, 2),
     "fastoptim LAMB fp32": (torch.float32, lambda ps: fastoptim.LAMB(ps, lr=1e-3), 40, 8),
     "fastoptim LAMB fp32, 8-bit state": (torch.float32, lambda ps: fastoptim.LAMB(ps, lr=1e-3, state_bits=8), 26, 2),
+    "fastoptim AdamP fp32": (torch.float32, lambda ps: fastoptim.AdamP(ps, lr=1e-3), 40, 8),
+    "fastoptim AdamP fp32, 8-bit state": (torch.float32, lambda ps: fastoptim.AdamP(ps, lr=1e-3, state_bits=8), 26, 2),
 }
 try:
     from torchao.optim import AdamW8bit, _AdamW
@@ -73,7 +79,7 @@ except ImportError:
 
 def fp32_run_of(label: str) -> str:
     """The fastoptim fp32 variant of the same optimizer (the yardstick of 'vs fastoptim fp32')."""
-    return "fastoptim LAMB fp32" if "LAMB" in label else "fastoptim fp32"
+    return next((f"fastoptim {name} fp32" for name in ("LAMB", "AdamP") if f" {name} " in label), "fastoptim fp32")
 
 
 def main() -> None:
