@@ -196,6 +196,8 @@ class AdamWScheduleFree(_ScheduleFree):
         foreach: accepted for the package's signature; fastoptim always runs its fused pass.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
+        state_bits: 8 keeps the second moment ``exp_avg_sq`` in 8 bits, block-scaled (None: as state_dtype says; see
+            FusedOptimizer); ``z``, a copy of the weights whose 8-bit error would not average out, stays full precision.
     """
 
     rule = "adamw_schedulefree"
@@ -214,6 +216,7 @@ class AdamWScheduleFree(_ScheduleFree):
         *,
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
+        state_bits: int | None = None,
     ) -> None:
         super().__init__(params, {**arguments_as_defaults(locals()), "train_mode": True})
 

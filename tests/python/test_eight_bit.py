@@ -152,7 +152,7 @@ def test_encoding_decoded_codes_gives_them_back():
 
 def test_the_adam_family_lamb_lion_and_adopt_take_it():
     assert TAKES_IT == sorted(["Adam", "AdamW", "AdEMAMix", "AdaBelief", "Adan", "NAdam", "RAdam", "Adamax", "ADOPT", "Lion",
-                               "LAMB", "RaLars", "TAdam", "AdamP"])
+                               "LAMB", "RaLars", "TAdam", "AdamP", "AdamWScheduleFree"])
     for name in TAKES_IT:
         assert fastoptim._base.rule_named(getattr(fastoptim, name).rule).eight_bit_state
 

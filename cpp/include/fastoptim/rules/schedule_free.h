@@ -47,6 +47,7 @@ struct AdamWScheduleFree {
   static constexpr core::StateSlot kState[] = {
       {"z", nullptr}, {"exp_avg_sq", nullptr}, {"lr_max", nullptr}, {"weight_sum", nullptr}};
   static constexpr int kStateSlots = 2;
+  static constexpr unsigned kEightBitSlots = 1u << kExpAvgSq;  // (its moment; z is a copy of the weights)
   static constexpr int kScalarSlots = Common::kScalarSlots;
   static constexpr bool kCountsSteps = Common::kCountsSteps;
   FASTOPTIM_HD static const char* invalid_combination(const Hyper& h) {
