@@ -82,6 +82,8 @@ class Muon(FusedOptimizer):
         adamw_betas, adamw_eps: AdamW's for the parameters that are not matrices (torch.optim.AdamW's defaults).
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
+        state_bits: 8 keeps the matrices' momentum and the others' AdamW moments in 8 bits, block-scaled (None: as
+            state_dtype says; see FusedOptimizer).
 
     State: ``momentum_buffer`` of each matrix; ``step``, ``exp_avg``, ``exp_avg_sq`` of the others.
     """
@@ -106,6 +108,7 @@ class Muon(FusedOptimizer):
         adamw_eps: float = 1e-8,
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
+        state_bits: int | None = None,
     ) -> None:
         super().__init__(params, arguments_as_defaults(locals()))
 

@@ -47,10 +47,15 @@ def out_of_blocks(blocks: torch.Tensor, like: torch.Tensor, rows: int = 1) -> to
     return blocks.reshape(rows, -1)[:, : like.numel() // rows].reshape(like.shape)
 
 
-def code_rows(shape, name: str) -> int:
-    """The rows the blocks of `name`'s state restart at: AdamP's rows of dim 0 (ndim > 1), else 1."""
-    per_row = fastoptim._base.rule_named(getattr(fastoptim, name).rule).per_row
-    return shape[0] if per_row and len(shape) > 1 and shape[0] > 0 else 1
+def rule_of(opt, p):
+    """The rule that steps `p` in `opt` (its group's: Muon steps its non-matrices with AdamW's)."""
+    return next(opt._rule_of(group) for group in opt.param_groups if any(q is p for q in group["params"]))
+
+
+def code_rows(shape, rule) -> int:
+    """The rows the blocks of `rule`'s state restart at: a per-row rule's (AdamP's) rows of dim 0
+    (ndim > 1), else 1."""
+    return shape[0] if rule.per_row and len(shape) > 1 and shape[0] > 0 else 1
 
 
 def nearest_magnitudes(y: torch.Tensor, signed: bool) -> torch.Tensor:
@@ -152,7 +157,7 @@ def test_encoding_decoded_codes_gives_them_back():
 
 def test_the_adam_family_lamb_lion_and_adopt_take_it():
     assert TAKES_IT == sorted(["Adam", "AdamW", "AdEMAMix", "AdaBelief", "Adan", "NAdam", "RAdam", "Adamax", "ADOPT", "Lion",
-                               "LAMB", "RaLars", "TAdam", "AdamP", "AdamWScheduleFree"])
+                               "LAMB", "RaLars", "TAdam", "AdamP", "AdamWScheduleFree", "Muon"])
     for name in TAKES_IT:
         assert fastoptim._base.rule_named(getattr(fastoptim, name).rule).eight_bit_state
 
@@ -166,7 +171,6 @@ def test_each_step_is_the_full_precision_step_between_decoding_and_encoding(name
     as reference_encode encodes them, bit for bit, three steps running (AdamP's in blocks of each row)."""
     params = make_params(EIGHT_BIT_SHAPES, dtype)
     ours = make_rich(name, params, state_bits=8)
-    coded = fastoptim._base.rule_named(ours.rule).eight_bit_state
     for p, g in zip(params, noise_grads(params, 0, dtype)):
         p.grad = g
     ours.step()  # (creates the state)
@@ -174,11 +178,12 @@ def test_each_step_is_the_full_precision_step_between_decoding_and_encoding(name
         wide = [p.detach().to(torch.float32, copy=True).requires_grad_() for p in params]
         ref = make_rich(name, wide)
         for p, q in zip(params, wide):
+            rule = rule_of(ours, p)
             for key, value in ours.state[p].items():
                 if key.endswith("_scale"):
                     continue
-                if key in coded:
-                    value = decode_by_table(value, ours.state[p][f"{key}_scale"], code_rows(p.shape, name))
+                if key in rule.eight_bit_state:
+                    value = decode_by_table(value, ours.state[p][f"{key}_scale"], code_rows(p.shape, rule))
                 ref.state[q][key] = value.to(torch.float32, copy=True) if value.is_floating_point() else value.clone()
         for p, q, g in zip(params, wide, noise_grads(params, step, dtype)):
             p.grad, q.grad = g, g.float()
@@ -186,10 +191,11 @@ def test_each_step_is_the_full_precision_step_between_decoding_and_encoding(name
         ref.step()
         for p, q in zip(params, wide):
             assert torch.equal(p, q.to(dtype)), (name, p.shape)
+            rule = rule_of(ours, p)
             for key, value in ref.state[q].items():
                 mine = ours.state[p][key]
-                if key in coded:
-                    rows = code_rows(p.shape, name)
+                if key in rule.eight_bit_state:
+                    rows = code_rows(p.shape, rule)
                     expected, expected_scales = reference_encode(value, rows)
                     assert torch.equal(ours.state[p][f"{key}_scale"], expected_scales), (key, p.shape)
                     assert torch.equal(decode_by_table(mine, expected_scales, rows), expected), (key, p.shape)
@@ -251,14 +257,14 @@ def test_state_dicts_decode_into_a_full_precision_optimizer_and_encode_back(name
         assert not any(key.endswith("_scale") for key in state)
         for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
             codes, scales = saved["state"][index][key], saved["state"][index][f"{key}_scale"]
-            decoded = decode_by_table(codes, scales, code_rows(p.shape, name))
+            decoded = decode_by_table(codes, scales, code_rows(p.shape, rule_of(eight, p)))
             assert state[key].dtype == torch.float32 and torch.equal(state[key], decoded)
 
     back = kind(params, lr=1e-2, amsgrad=True, state_bits=8)
     back.load_state_dict(full.state_dict())
     for index, p in enumerate(params):
         for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
-            rows = code_rows(p.shape, name)
+            rows = code_rows(p.shape, rule_of(back, p))
             expected, expected_scales = reference_encode(full.state[p][key], rows)
             assert torch.equal(back.state[p][f"{key}_scale"], expected_scales)
             assert torch.equal(decode_by_table(back.state[p][key], expected_scales, rows), expected)

@@ -27,6 +27,7 @@ struct Muon {
 
   static constexpr core::StateSlot kState[] = {{"momentum_buffer", nullptr}};
   static constexpr int kStateSlots = 1;
+  static constexpr unsigned kEightBitSlots = 1;  // (its momentum)
   static constexpr bool kCountsSteps = false;
   FASTOPTIM_HD static const char* invalid_combination(const Hyper& h) {
     if (h.ns_steps >= 100) return "Number of steps must be less than 100 for computational efficiency";
