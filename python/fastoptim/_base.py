@@ -326,7 +326,8 @@ class FusedOptimizer(torch.optim.Optimizer):
     which the state dict's replace as in torch.optim): a bf16-state checkpoint loads into an optimizer
     without the option widened, and back narrowed. None: the parameter's dtype, as torch.optim.
 
-    ``state_bits=8`` (a keyword of the Adam family with AdamP and Schedule-Free AdamW, LAMB, RaLars, TAdam, Lion, ADOPT and Muon; a group key) keeps the
+    ``state_bits=8`` (a keyword of the Adam family with AdamP and Schedule-Free AdamW, LAMB, RaLars, TAdam, Lion, ADOPT, Muon, SGD,
+    RMSprop and LARS; a group key) keeps the
     moments of float32 and bfloat16 parameters in 8 bits: per state tensor ``<name>`` a uint8 tensor of codes
     of the parameter's shape and ``<name>_scale``, a float32 scale per block of 256 elements (in
     memory order; AdamP's blocks restart at each row of dim 0, its channels, so ``rows x ceil(row / 256)``
@@ -513,7 +514,7 @@ class FusedOptimizer(torch.optim.Optimizer):
                 raise ValueError(f"{where}: Invalid state_bits value: {state_bits!r} (expected None or 8)")
             if not rule.eight_bit_state:
                 raise ValueError(f"{where}: {type(self).__name__} keeps no state in 8 bits (state_bits=8 serves the "
-                                 "moments of the Adam family, Schedule-Free AdamW, LAMB, RaLars, TAdam, Lion, ADOPT and Muon); use state_bits=None")
+                                 "moments and momentum buffers of the optimizers that take it as a keyword); use state_bits=None")
             if state_dtype is not None:
                 raise ValueError(f"{where}: state_bits=8 and state_dtype={state_dtype} cannot be combined "
                                  "(8-bit state replaces the moments' dtype); give one of them")

@@ -38,6 +38,7 @@ class SGD(FusedOptimizer):
         foreach, fused, differentiable: torch's flags, kept in the group (fastoptim always runs its fused step; differentiable=True is refused).
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
+        state_bits: 8 keeps the momentum buffer in 8 bits, block-scaled (None: as state_dtype says; see FusedOptimizer).
     """
 
     rule = "sgd"
@@ -57,6 +58,7 @@ class SGD(FusedOptimizer):
         fused: bool | None = None,
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
+        state_bits: int | None = None,
     ) -> None:
         super().__init__(params, arguments_as_defaults(locals()))
 
@@ -128,6 +130,7 @@ class RMSprop(FusedOptimizer):
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
+        state_bits: 8 keeps its averages and momentum buffer in 8 bits, block-scaled (None: as state_dtype says; see FusedOptimizer).
     """
 
     rule = "rmsprop"
@@ -148,6 +151,7 @@ class RMSprop(FusedOptimizer):
         *,
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
+        state_bits: int | None = None,
     ) -> None:
         super().__init__(params, arguments_as_defaults(locals()))
 
@@ -677,6 +681,7 @@ class LARS(_ScaleClipOptimizer):
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
+        state_bits: 8 keeps the momentum buffer in 8 bits, block-scaled (None: as state_dtype says; see FusedOptimizer).
     """
 
     rule = "lars"
@@ -699,6 +704,7 @@ class LARS(_ScaleClipOptimizer):
         maximize: bool = False,
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
+        state_bits: int | None = None,
     ) -> None:
         scale_clip = scale_clip_or_default(scale_clip)
         super().__init__(params, arguments_as_defaults(locals()))

@@ -20,7 +20,7 @@
 //   set_hyper(), which refuses a change of the state layout (amsgrad, momentum: slots that exist
 //   or not) and values out of range.
 // - StateFormat::eight_bit keeps the rule's moments in 8 bits (rules::eight_bit_slots: the Adam
-//   family with AdamP and Schedule-Free AdamW, LAMB, TAdam, Lion, ADOPT, Muon), the format of the Python classes' state_bits=8: one byte
+//   family with AdamP and Schedule-Free AdamW, LAMB, TAdam, Lion, ADOPT, Muon, SGD, RMSprop, LARS), the format of the Python classes' state_bits=8: one byte
 //   of code per element and one float scale per block of 256 (of each row for AdamP: rules::code_grid);
 //   about a quarter of the state memory.
 // - StateFormat::bfloat16 keeps the rule's element state (moments, buffers) in bfloat16, the format of
@@ -319,7 +319,8 @@ class Optimizer {
     }
     if (format_ == StateFormat::eight_bit && rules::eight_bit_slots<Rule>::value == 0) {
       status_ = fail(Status::unsupported_format, "this rule keeps no state in 8 bits (StateFormat::eight_bit serves the "
-                                                 "moments of the Adam family, Schedule-Free AdamW, LAMB, TAdam, Lion, ADOPT and Muon)");
+                                                 "moments and momentum buffers of the rules that list them in "
+                                                 "rules::eight_bit_slots)");
       return false;
     }
     if (format_ == StateFormat::bfloat16 && factors_matrices<Rule>()) {

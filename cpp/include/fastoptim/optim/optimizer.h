@@ -108,7 +108,7 @@ struct RuleOptions : torch::optim::OptimizerOptions {
   }
   bool bf16_state() const { return bf16_state_; }
   // eight_bit_state(true): the rule's moments kept in 8 bits with a scale per block of 256 (the
-  // Python classes' state_bits=8; the Adam family with AdamP and Schedule-Free AdamW, LAMB, RaLars, TAdam, Lion, ADOPT and Muon; float32 and bf16
+  // Python classes' state_bits=8; the Adam family with AdamP and Schedule-Free AdamW, LAMB, RaLars, TAdam, Lion, ADOPT, Muon, SGD, RMSprop, LARS; float32 and bf16
   // parameters; AdamP's blocks restart at each row of dim 0: rules::code_grid).
   Derived& eight_bit_state(bool on) {
     eight_bit_state_ = on;
@@ -261,7 +261,7 @@ class RuleOptimizer : public CheckedStepOptimizer<RuleOptimizer<Rule, Options>, 
     const bool eight_bit = options.eight_bit_state();
     constexpr unsigned kEightBit = rules::eight_bit_slots<Rule>::value;
     TORCH_CHECK_VALUE(!eight_bit || kEightBit != 0, Rule::kName, " keeps no state in 8 bits (eight_bit_state serves the "
-                      "moments of the Adam family, Schedule-Free AdamW, LAMB, TAdam, Lion, ADOPT and Muon)");
+                      "moments and momentum buffers of the rules that list them in rules::eight_bit_slots)");
     TORCH_CHECK_VALUE(!eight_bit || !options.bf16_state(), "eight_bit_state and bf16_state cannot be combined");
     std::vector<int> coded;  // indices into `used`
     for (std::size_t u = 0; u < used.size() && eight_bit; ++u)

@@ -29,6 +29,7 @@ struct LARS {
 
   static constexpr core::StateSlot kState[] = {{"momentum_buffer", "momentum"}};
   static constexpr int kStateSlots = 1;
+  static constexpr unsigned kEightBitSlots = 1;  // (its momentum, as bitsandbytes' 8-bit LARS)
   static constexpr bool kCountsSteps = false;
   static constexpr int kSums = 2;                   // sum of theta^2, sum of g^2
   static constexpr bool kStateInFirstPass = false;  // the ratio comes before the momentum

@@ -17,6 +17,7 @@ struct RMSprop {
   static constexpr core::StateSlot kState[] = {
       {"square_avg", nullptr}, {"momentum_buffer", "momentum"}, {"grad_avg", "centered"}};
   static constexpr int kStateSlots = 3;
+  static constexpr unsigned kEightBitSlots = (1u << kStateSlots) - 1;  // (its averages and momentum: every slot)
   static constexpr bool kCountsSteps = true;
   FASTOPTIM_HD static const char* invalid_combination(const Hyper&) { return nullptr; }
 

@@ -14,6 +14,7 @@ struct SGD {
 
   static constexpr core::StateSlot kState[] = {{"momentum_buffer", "momentum"}};
   static constexpr int kStateSlots = 1;
+  static constexpr unsigned kEightBitSlots = 1;  // (its momentum, as bitsandbytes' 8-bit SGD)
   static constexpr bool kCountsSteps = false;
   FASTOPTIM_HD static const char* invalid_combination(const Hyper& h) {
     if (h.nesterov != 0 && (h.momentum <= 0 || h.dampening != 0))
