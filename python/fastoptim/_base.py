@@ -327,7 +327,7 @@ class FusedOptimizer(torch.optim.Optimizer):
     without the option widened, and back narrowed. None: the parameter's dtype, as torch.optim.
 
     ``state_bits=8`` (a keyword of the Adam family with AdamP and Schedule-Free AdamW, LAMB, RaLars, TAdam, Lion, ADOPT, Muon, SGD,
-    RMSprop and LARS; a group key) keeps the
+    RMSprop, LARS, Adagrad and Adadelta; a group key) keeps the
     moments of float32 and bfloat16 parameters in 8 bits: per state tensor ``<name>`` a uint8 tensor of codes
     of the parameter's shape and ``<name>_scale``, a float32 scale per block of 256 elements (in
     memory order; AdamP's blocks restart at each row of dim 0, its channels, so ``rows x ceil(row / 256)``
@@ -406,28 +406,37 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _initial_state(self, name: str, param: Tensor, group: dict[str, Any]) -> Tensor:
         """A new state tensor, filled with the rule's start value for it (zero unless the rule
         says otherwise): shaped like the parameter, in its dtype, as torch.optim does; a per-tensor
-        scalar is one value in the compute type."""
-        value = 0.0
+        scalar is one value in the compute type. An 8-bit slot's codes and block scales are those of
+        its start value."""
         rule = self._rule_of(group)
+        layout = torch.contiguous_format if rule.row_major else torch.preserve_format
         if group.get("state_bits") == 8:
             self._check_eight_bit_param(group, param)
-            if name in rule.eight_bit_state:  # (the rule's 8-bit slots start at zero: code 0, scale 0)
-                layout = torch.contiguous_format if rule.row_major else torch.preserve_format
+            coded = name[: -len("_scale")] if name.endswith("_scale") else name
+            if coded in rule.eight_bit_state:
+                value = self._start_value(coded, param, group, rule)
+                if value != 0:  # (Adagrad's initial_accumulator_value: the filled tensor encoded)
+                    filled = torch.full_like(param, value, memory_format=layout, dtype=torch.float32)
+                    return encode_eight_bit(filled, param, rule.per_row)[int(name != coded)]
+                if name != coded:
+                    return eight_bit_scales(param, rule.per_row)
                 return torch.zeros_like(param, dtype=torch.uint8, memory_format=layout)
-            if name.endswith("_scale") and name[: -len("_scale")] in rule.eight_bit_state:
-                return eight_bit_scales(param, rule.per_row)
-        if rule.initial_value is not None:
-            slot = next(i for i, (slot_name, _) in enumerate(rule.state_slots) if slot_name == name)
-            hyper = self._hyper(group)
-            if isinstance(group.get("lr"), Tensor):
-                # a start value may be the lr (Rprop's step size, ASGD's eta): the tensor's value,
-                # read on the step that creates the state only, as torch does
-                hyper[rule.fields.index("lr")] = to_float(group["lr"])
-            value = rule.initial_value(hyper, slot, self._position(param))
+        value = self._start_value(name, param, group, rule)
         if name in rule.scalar_state:
             return torch.full(self.scalar_state_shape, value, dtype=self._compute_dtype(param), device=param.device)
-        layout = torch.contiguous_format if rule.row_major else torch.preserve_format
         return torch.full_like(param, value, memory_format=layout, dtype=self._state_dtype(group, param))
+
+    def _start_value(self, name: str, param: Tensor, group: dict[str, Any], rule: Rule) -> float:
+        """The rule's start value of state slot `name` of `param` (zero unless the rule says otherwise)."""
+        if rule.initial_value is None:
+            return 0.0
+        slot = next(i for i, (slot_name, _) in enumerate(rule.state_slots) if slot_name == name)
+        hyper = self._hyper(group)
+        if isinstance(group.get("lr"), Tensor):
+            # a start value may be the lr (Rprop's step size, ASGD's eta): the tensor's value,
+            # read on the step that creates the state only, as torch does
+            hyper[rule.fields.index("lr")] = to_float(group["lr"])
+        return rule.initial_value(hyper, slot, self._position(param))
 
     def _state_dtype(self, group: dict[str, Any], param: Tensor) -> torch.dtype:
         """The dtype of `param`'s element state: the group's state_dtype (bf16) for a float32 parameter,

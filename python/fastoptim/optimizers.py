@@ -82,6 +82,7 @@ class Adagrad(FusedOptimizer):
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
+        state_bits: 8 keeps the sum of squared gradients (from initial_accumulator_value, encoded) in 8 bits, block-scaled (None: as state_dtype says; see FusedOptimizer).
     """
 
     rule = "adagrad"
@@ -101,6 +102,7 @@ class Adagrad(FusedOptimizer):
         fused: bool | None = None,
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
+        state_bits: int | None = None,
     ) -> None:
         super().__init__(params, arguments_as_defaults(locals()))
         for group in self.param_groups:

@@ -178,6 +178,7 @@ class Adadelta(FusedOptimizer):
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
+        state_bits: 8 keeps its two averages in 8 bits, block-scaled (None: as state_dtype says; see FusedOptimizer).
 
     State: ``step``, ``square_avg``, ``acc_delta``.
     """
@@ -198,6 +199,7 @@ class Adadelta(FusedOptimizer):
         differentiable: bool = False,
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
+        state_bits: int | None = None,
     ) -> None:
         super().__init__(params, arguments_as_defaults(locals()))
 

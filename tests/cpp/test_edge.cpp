@@ -188,7 +188,7 @@ static void test_eight_bit_state() {
     return o.state(0, 0) == nullptr && o.codes(0, 0) == reinterpret_cast<std::uint8_t*>(storage) &&
            o.block_scales(1, 4) != nullptr && o.codes(1, 5) == nullptr;
   });
-  edge::Adagrad no_moments(a.params(), rules::Adagrad::Hyper{}, edge::StateFormat::eight_bit);
+  edge::Rprop no_moments(a.params(), rules::Rprop::Hyper{}, edge::StateFormat::eight_bit);
   expect(no_moments.status() == edge::Status::unsupported_format, "8-bit state for a rule without 8-bit slots is refused");
 }
 

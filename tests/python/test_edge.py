@@ -108,7 +108,7 @@ def test_every_eight_bit_rule_is_covered_at_the_edge(edge):
     assert {rule_optimizer(getattr(fastoptim, n)(make_params([(2,)], torch.float32), **k)).rule
             for n, k in EIGHT_BIT_CASES} == eight_bit_rules
     with pytest.raises(ValueError, match="keeps no state in 8 bits"):
-        edge_run(edge, "adagrad", [torch.zeros(3)], [], [v for _, v, _ in fastoptim._C.rules["adagrad"]["fields"]], EIGHT_BIT)
+        edge_run(edge, "rprop", [torch.zeros(3)], [], [v for _, v, _ in fastoptim._C.rules["rprop"]["fields"]], EIGHT_BIT)
 
 
 def test_every_optimizer_rule_is_covered(edge):

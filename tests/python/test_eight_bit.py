@@ -157,7 +157,8 @@ def test_encoding_decoded_codes_gives_them_back():
 
 def test_the_adam_family_lamb_lion_and_adopt_take_it():
     assert TAKES_IT == sorted(["Adam", "AdamW", "AdEMAMix", "AdaBelief", "Adan", "NAdam", "RAdam", "Adamax", "ADOPT", "Lion",
-                               "LAMB", "RaLars", "TAdam", "AdamP", "AdamWScheduleFree", "Muon", "SGD", "RMSprop", "LARS"])
+                               "LAMB", "RaLars", "TAdam", "AdamP", "AdamWScheduleFree", "Muon", "SGD", "RMSprop", "LARS",
+                               "Adagrad", "Adadelta"])
     for name in TAKES_IT:
         assert fastoptim._base.rule_named(getattr(fastoptim, name).rule).eight_bit_state
 
@@ -201,6 +202,30 @@ def test_each_step_is_the_full_precision_step_between_decoding_and_encoding(name
                     assert torch.equal(decode_by_table(mine, expected_scales, rows), expected), (key, p.shape)
                 elif value.is_floating_point() and value.shape == p.shape:  # (Adan's previous gradient)
                     assert torch.equal(mine, value.to(mine.dtype)), (key, p.shape)
+
+
+@pytest.mark.parametrize("start", [0.5, 0.1, 3.0])
+def test_a_nonzero_start_value_is_encoded(start):
+    """Adagrad's sum starts at initial_accumulator_value: its 8-bit codes start as that value encoded
+    (every code 1.0's under a scale of the value, as the codec encodes the filled tensor), and the
+    first step is the full-precision first step from it."""
+    params = make_params(EIGHT_BIT_SHAPES, torch.float32)
+    wide = [p.detach().clone().requires_grad_() for p in params]
+    ours = fastoptim.Adagrad(params, lr=0.1, initial_accumulator_value=start, state_bits=8)
+    ref = fastoptim.Adagrad(wide, lr=0.1, initial_accumulator_value=start)
+    for p, q, g in zip(params, wide, noise_grads(params, 0)):
+        p.grad, q.grad = g, g.clone()
+    filled = {p: ours._initial_state(name, p, ours.param_groups[0]) for p in params for name in ("sum",)}
+    for p in params:
+        codes, scales = fastoptim._C.encode_eight_bit(torch.full_like(p, start))
+        assert torch.equal(filled[p], codes) and torch.equal(decode_by_table(codes, scales), torch.full_like(p, start))
+    ours.step()
+    ref.step()
+    for p, q in zip(params, wide):
+        assert torch.equal(p, q), p.shape
+        expected, expected_scales = reference_encode(ref.state[q]["sum"])
+        assert torch.equal(ours.state[p]["sum_scale"], expected_scales)
+        assert torch.equal(decode_by_table(ours.state[p]["sum"], expected_scales), expected)
 
 
 @pytest.mark.parametrize("name", ["AdamW", "Adan", "LAMB", "AdamP"])
@@ -286,8 +311,8 @@ def test_a_quarter_of_the_state_memory():
 
 def test_bad_input_is_refused_by_name():
     p = torch.zeros(3, requires_grad=True)
-    with pytest.raises(ValueError, match="Adagrad keeps no state in 8 bits"):
-        fastoptim.Adagrad([{"params": [p], "state_bits": 8}])
+    with pytest.raises(ValueError, match="Rprop keeps no state in 8 bits"):
+        fastoptim.Rprop([{"params": [p], "state_bits": 8}])
     with pytest.raises(ValueError, match="Invalid state_bits value: 4"):
         fastoptim.AdamW([p], state_bits=4)
     with pytest.raises(ValueError, match="state_bits=8 and state_dtype=torch.bfloat16 cannot be combined"):

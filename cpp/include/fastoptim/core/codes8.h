@@ -109,6 +109,22 @@ FASTOPTIM_HD inline float decode_code8(std::uint8_t code, CodeLayout layout) {
   return y;
 }
 
+// The code every element and the scale every block of a tensor filled with `value` get (a state's
+// start value: Adagrad's initial_accumulator_value), as encoding the filled tensor gives them: each
+// block's largest magnitude is |value|, so each code is value / |value|'s. Zero: code 0, scale 0.
+struct ConstantCodes {
+  std::uint8_t code;
+  float scale;
+};
+FASTOPTIM_HD inline ConstantCodes constant_codes(float value) {
+  std::uint32_t u;
+  std::memcpy(&u, &value, sizeof u);
+  const bool is_signed = (u >> 31) != 0;
+  const float top = is_signed ? -value : value;
+  const float inverse = top > 0.0f ? 1.0f / top : 0.0f;
+  return {encode_code8(value * inverse, code_layout(is_signed)), block_scale(top, is_signed)};
+}
+
 // ---- W codes at a time: the same arithmetic lane-wise ------------------------------------------
 
 // encode_code8 of W values y, stored at dst.

@@ -19,8 +19,8 @@
 //   every call with the status of its construction. Hyperparameters change only through
 //   set_hyper(), which refuses a change of the state layout (amsgrad, momentum: slots that exist
 //   or not) and values out of range.
-// - StateFormat::eight_bit keeps the rule's moments in 8 bits (rules::eight_bit_slots: the Adam
-//   family with AdamP and Schedule-Free AdamW, LAMB, TAdam, Lion, ADOPT, Muon, SGD, RMSprop, LARS), the format of the Python classes' state_bits=8: one byte
+// - StateFormat::eight_bit keeps the rule's moments in 8 bits (those rules::eight_bit_slots lists),
+//   the format of the Python classes' state_bits=8: one byte
 //   of code per element and one float scale per block of 256 (of each row for AdamP: rules::code_grid);
 //   about a quarter of the state memory.
 // - StateFormat::bfloat16 keeps the rule's element state (moments, buffers) in bfloat16, the format of
@@ -425,20 +425,25 @@ class Optimizer {
     slots_.assign(params_.size(), fastoptim_isa::TensorSlots{});
     coeffs_.resize(params_.size());
     float* next = state;
-    // (8-bit slots start at zero, as every rule's moments do: code 0 under a scale of 0; bfloat16
-    // ones at the start value rounded to nearest even, as torch.full_like rounds it)
+    // (8-bit slots start at the start value encoded, core::constant_codes; bfloat16 ones at the start
+    // value rounded to nearest even, as torch.full_like rounds it)
     auto take = [&next](std::size_t floats, float start) {
       float* taken = next;
       for (std::size_t k = 0; k < floats; ++k) taken[k] = start;
       next += floats;
       return taken;
     };
+    const auto start_of = [this](int slot, std::size_t i) { return float(rules::initial_value<Rule>(hyper_, slot, std::int64_t(i))); };
     for (int slot = 0; slot < kAllSlots; ++slot) {
       const bool used = uses_slot(hyper_, slot);
       for (std::size_t i = 0; i < params_.size(); ++i) {
-        const float start = coded(format_, slot) ? 0.0f : float(rules::initial_value<Rule>(hyper_, slot, std::int64_t(i)));
+        const float start = start_of(slot, i);
         if (!used) {
           slots_[i].state[slot] = nullptr;
+        } else if (coded(format_, slot)) {
+          auto* codes = reinterpret_cast<std::uint8_t*>(take(slot_floats(format_, slot, params_[i]), 0.0f));
+          std::memset(codes, core::constant_codes(start).code, std::size_t(params_[i].numel));
+          slots_[i].state[slot] = codes;
         } else if (narrowed(format_, slot)) {
           auto* values = reinterpret_cast<core::bf16*>(take(slot_floats(format_, slot, params_[i]), 0.0f));
           for (std::int64_t k = 0; k < params_[i].numel; ++k) values[k] = core::float_to_bf16(start);
@@ -451,7 +456,7 @@ class Optimizer {
     for (int slot = 0; slot < kAllSlots; ++slot)
       for (std::size_t i = 0; i < params_.size(); ++i)
         if (slots_[i].state[slot] && coded(format_, slot))
-          slots_[i].state_scale[slot] = take(scale_floats(format_, slot, params_[i]), 0.0f);
+          slots_[i].state_scale[slot] = take(scale_floats(format_, slot, params_[i]), core::constant_codes(start_of(slot, i)).scale);
     for (std::size_t i = 0; i < params_.size(); ++i) {
       slots_[i].param = params_[i].data;
       slots_[i].numel = params_[i].numel;

@@ -108,7 +108,7 @@ struct RuleOptions : torch::optim::OptimizerOptions {
   }
   bool bf16_state() const { return bf16_state_; }
   // eight_bit_state(true): the rule's moments kept in 8 bits with a scale per block of 256 (the
-  // Python classes' state_bits=8; the Adam family with AdamP and Schedule-Free AdamW, LAMB, RaLars, TAdam, Lion, ADOPT, Muon, SGD, RMSprop, LARS; float32 and bf16
+  // Python classes' state_bits=8: the rules whose rules::eight_bit_slots lists slots; float32 and bf16
   // parameters; AdamP's blocks restart at each row of dim 0: rules::code_grid).
   Derived& eight_bit_state(bool on) {
     eight_bit_state_ = on;
@@ -287,10 +287,11 @@ class RuleOptimizer : public CheckedStepOptimizer<RuleOptimizer<Rule, Options>, 
         if (!st->slots[s].defined()) {
           const double start = rules::initial_value<Rule>(h, s, position);
           const bool in_codes = std::find(coded.begin(), coded.end(), int(u)) != coded.end();
-          if (in_codes) {  // (8-bit slots start at zero: code 0, scale 0)
-            st->slots[s] = at::zeros_like(p, p.options().dtype(at::kByte), at::MemoryFormat::Preserve);
+          if (in_codes) {  // (8-bit slots start at their start value encoded: zero is code 0, scale 0)
+            const core::ConstantCodes filled = core::constant_codes(float(start));
+            st->slots[s] = at::full_like(p, filled.code, p.options().dtype(at::kByte), at::MemoryFormat::Preserve);
             const std::int64_t blocks = rules::code_grid<Rule>(p.numel(), p.dim() > 1 ? p.size(0) : 1).blocks();
-            st->scales[s] = torch::zeros({blocks}, p.options().dtype(at::kFloat));
+            st->scales[s] = torch::full({blocks}, filled.scale, p.options().dtype(at::kFloat));
           } else {
             st->slots[s] = s < Rule::kStateSlots
                                ? at::full_like(p, start, p.options().dtype(options.state_dtype_for(p.scalar_type())),

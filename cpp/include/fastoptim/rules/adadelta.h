@@ -15,6 +15,7 @@ struct Adadelta {
   enum Slot { kSquareAvg, kAccDelta };
   static constexpr core::StateSlot kState[] = {{"square_avg", nullptr}, {"acc_delta", nullptr}};
   static constexpr int kStateSlots = 2;
+  static constexpr unsigned kEightBitSlots = (1u << kStateSlots) - 1;  // (its two averages: every slot)
   static constexpr bool kCountsSteps = true;
   FASTOPTIM_HD static const char* invalid_combination(const Hyper&) { return nullptr; }
 

@@ -14,6 +14,7 @@ struct Adagrad {
 
   static constexpr core::StateSlot kState[] = {{"sum", nullptr}};
   static constexpr int kStateSlots = 1;
+  static constexpr unsigned kEightBitSlots = 1;  // (its sum, from initial_accumulator_value: core::constant_codes)
   static constexpr bool kCountsSteps = true;
   FASTOPTIM_HD static const char* invalid_combination(const Hyper&) { return nullptr; }
   FASTOPTIM_HD static double initial_value(const Hyper& h, int, std::int64_t) { return h.initial_accumulator_value; }
