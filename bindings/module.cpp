@@ -190,15 +190,15 @@ PYBIND11_MODULE(_C, m) {
       "encode_eight_bit",
       [](const at::Tensor& values, std::int64_t rows) { return translating_errors([&] { return aten::encode_eight_bit(values, rows); }); },
       py::arg("values"), py::arg("rows") = 1,
-        "(codes, block scales) of a dense float tensor as 8-bit state (cpp/include/fastoptim/core/codes8.h), its blocks "
-        "restarting at each of `rows` equal rows (a per-row rule's rows of dim 0).");
+      "(codes, block scales) of a dense float tensor as 8-bit state (cpp/include/fastoptim/core/codes8.h), its blocks "
+      "restarting at each of `rows` equal rows (a per-row rule's rows of dim 0).");
   m.def(
       "decode_eight_bit",
       [](const at::Tensor& codes, const at::Tensor& scales, std::int64_t rows) {
         return translating_errors([&] { return aten::decode_eight_bit(codes, scales, rows); });
       },
       py::arg("codes"), py::arg("scales"), py::arg("rows") = 1,
-        "The float32 values of 8-bit state (codes and block scales, in blocks restarting at each of `rows` rows).");
+      "The float32 values of 8-bit state (codes and block scales, in blocks restarting at each of `rows` rows).");
   m.def("gather_group", &gather_group, py::arg("params"), py::arg("state"), py::arg("keys"), py::arg("slot_keys"),
         py::arg("row_major"), py::arg("rounding") = false,
         "The steady-state gather of a param group (every state tensor already there), or None.");

@@ -20,9 +20,9 @@
 //   set_hyper(), which refuses a change of the state layout (amsgrad, momentum: slots that exist
 //   or not) and values out of range.
 // - StateFormat::eight_bit keeps the rule's moments in 8 bits (those rules::eight_bit_slots lists),
-//   the format of the Python classes' state_bits=8: one byte
-//   of code per element and one float scale per block of 256 (of each row for AdamP: rules::code_grid);
-//   about a quarter of the state memory.
+//   the format of the Python classes' state_bits=8: one byte of code per element and one float
+//   scale per block of 256 (of each row for AdamP: rules::code_grid); about a quarter of the state
+//   memory.
 // - StateFormat::bfloat16 keeps the rule's element state (moments, buffers) in bfloat16, the format of
 //   the Python classes' state_dtype=torch.bfloat16: half the state memory; each step computes in
 //   float32 from the stored values and rounds the new state to nearest even (every rule but Adafactor).

@@ -203,9 +203,8 @@ constexpr int split_sums_of() {
 
 // The state slots a rule may keep in 8 bits (state_bits=8), as a bit mask over its slots: its
 // moments (kEightBitSlots), each starting at its start value, encoded (core::constant_codes). Not
-// copies of the parameter or of the gradient
-// (Schedule-Free's z, Adan's previous gradient), whose 8-bit error would not average out; 0 (none)
-// unless the rule says so. A two-pass rule may say so too: its first pass decodes the codes, and
+// copies of the parameter or of the gradient (Schedule-Free's z, Adan's previous gradient), whose
+// 8-bit error would not average out; 0 (none) unless the rule says so. A two-pass rule may say so too: its first pass decodes the codes, and
 // its second stores them (the driver's StateInSecondPass).
 template <class Rule, class = void>
 struct eight_bit_slots : std::integral_constant<unsigned, 0> {};
