@@ -139,8 +139,9 @@ FASTOPTIM_HD inline void store_codes(code8* dst, Vec<float, W> y, CodeLayout lay
     std::memcpy(&u, &y.v, sizeof u);
     const u32v magnitude = u & 0x7FFFFFFFu;
     i32v c = (i32v)((magnitude + 0x80000u) >> 20) - layout.bias;
-    c = c < 1 ? i32v{} + 1 : c;
-    c = c > layout.top ? i32v{} + layout.top : c;
+    const i32v one = i32v{} + 1, top = i32v{} + layout.top;
+    c = c > one ? c : one;  // (the forms a compiler takes for a lane-wise max and min)
+    c = c < top ? c : top;
     const u32v code = (u32v)c | ((u >> 24) & layout.sign_mask);
     store_narrowed<W>(&dst->bits, magnitude < layout.least_half ? u32v{} : code);
   }
