@@ -194,8 +194,11 @@ def test_first_indices_key_a_shard_as_part_of_the_whole_on_the_gpu(name):
 @pytest.mark.parametrize("name, dtype, options", [("AdamW", torch.float32, {}), ("Adan", torch.float32, {}),
                                                   ("LAMB", torch.float32, {}), ("TAdam", torch.float32, {}),
                                                   ("Lion", torch.float32, {}), ("AdamP", torch.float32, {}),
+                                                  ("SGD", torch.float32, {}),
+                                                  ("Adagrad", torch.float32, dict(initial_accumulator_value=0.5)),
                                                   ("AdamW", torch.bfloat16, dict(stochastic_rounding=True))],
-                         ids=["AdamW", "Adan", "LAMB", "TAdam", "Lion", "AdamP", "AdamW-bf16-stochastic_rounding"])
+                         ids=["AdamW", "Adan", "LAMB", "TAdam", "Lion", "AdamP", "SGD", "Adagrad-nonzero-start",
+                              "AdamW-bf16-stochastic_rounding"])
 def test_eight_bit_state_on_the_gpu_is_the_cpu_step(name, dtype, options):
     """state_bits=8 on the GPU: a CUDA block codes a block of 256 elements as the CPU does (the same
     block edges, largest magnitudes and nearest codes; AdamP's restarting at each row), so the codes are
