@@ -327,7 +327,7 @@ class FusedOptimizer(torch.optim.Optimizer):
     without the option widened, and back narrowed. None: the parameter's dtype, as torch.optim.
 
     ``state_bits=8`` (a keyword of the Adam family with AdamP and Schedule-Free AdamW, LAMB, RaLars, TAdam, Lion,
-    ADOPT, Muon, SGD, RMSprop, LARS, Adagrad and Adadelta; a group key) keeps the moments and momentum buffers of
+    ADOPT, Muon, SGD, RMSprop, LARS, Adagrad, Adadelta, SophiaG, SophiaH, AdaHessian and SophiaOptim; a group key) keeps the moments and momentum buffers of
     float32 and bfloat16 parameters in 8 bits: per state tensor ``<name>`` a uint8 tensor of codes of the
     parameter's shape and ``<name>_scale``, a float32 scale per block of 256 elements (in memory order; AdamP's
     blocks restart at each row of dim 0, its channels, so ``rows x ceil(row / 256)`` scales), starting at the

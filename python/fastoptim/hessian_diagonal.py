@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from . import _C
-from ._base import FusedOptimizer, check_positive_int, in_layout_of, is_dtensor, local_of, to_float
+from ._base import FusedOptimizer, check_positive_int, decode_eight_bit, in_layout_of, is_dtensor, local_of, scale_key, to_float
 from .hessian import DISTRIBUTIONS, OUT_OF_THE_GRAPH, gauss_newton_bartlett, hutchinson, spatial_average
 from .wrappers import EMA, with_lookahead
 
@@ -317,7 +317,8 @@ class Sophia(HessianDiagonalOptimizer):
     @torch.no_grad()
     def win_rate(self) -> Tensor:
         """The fraction of coordinates whose last step was not clipped, |m| < c (rho bs h + eps),
-        over every parameter with state, as a 0-d tensor (no value leaves the device)."""
+        over every parameter with state, as a 0-d tensor (no value leaves the device; an 8-bit
+        momentum is decoded first)."""
         unclipped, total = torch.zeros((), dtype=torch.float64), 0
         for group in self.param_groups:
             scale = group["rho"] * self._field_value(group, "bs")
@@ -325,7 +326,10 @@ class Sophia(HessianDiagonalOptimizer):
                 state = self.state.get(p, {})
                 if "exp_avg" not in state:
                     continue
-                m = state["exp_avg"].float()
+                m = state["exp_avg"]
+                if m.dtype == torch.uint8:  # (8-bit momentum: decoded, on the CPU)
+                    m = decode_eight_bit(m, state[scale_key("exp_avg")], self._rule_of(group).per_row)
+                m = m.float()
                 if group["bias_correction"]:
                     m = m / (1 - group["betas"][0] ** state["step"].double())
                 denom = state["hessian"].float() * scale + group["eps"]
@@ -374,6 +378,8 @@ class SophiaG(Sophia):
         seed: the key of the labels an estimate samples from the logits (None: drawn from torch's generator).
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
+        state_bits: 8 keeps the momentum ``exp_avg`` in 8 bits, block-scaled (the Hessian EMA, which each refresh
+            folds estimates into, stays in full precision; see FusedOptimizer).
     """
 
     square_estimate = True
@@ -398,13 +404,14 @@ class SophiaG(Sophia):
         seed: int | None = None,
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
+        state_bits: int | None = None,
     ) -> None:
         if not bs > 0:
             raise ValueError(f"Invalid bs value: {bs} (expected a number > 0)")
         self._step_bs = None
         super().__init__(params, lr, betas, rho, weight_decay, maximize, capturable, eps, clip_threshold,
                          hessian_update_interval, bias_correction, seed, bs=bs, stochastic_rounding=stochastic_rounding,
-                         state_dtype=state_dtype)
+                         state_dtype=state_dtype, state_bits=state_bits)
 
     def _field_value(self, group: dict[str, Any], name: str) -> Any:
         if name == "bs" and self._step_bs is not None:
@@ -455,6 +462,8 @@ class SophiaH(Sophia):
         seed: the probes' key (None: drawn from torch's generator).
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
+        state_bits: 8 keeps the momentum ``exp_avg`` in 8 bits, block-scaled (the Hessian EMA, which each refresh
+            folds estimates into, stays in full precision; see FusedOptimizer).
     """
 
     square_estimate = False
@@ -480,12 +489,13 @@ class SophiaH(Sophia):
         seed: int | None = None,
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
+        state_bits: int | None = None,
     ) -> None:
         check_positive_int(n_samples=n_samples)
         _check_distribution(distribution)
         super().__init__(params, lr, betas, rho, weight_decay, maximize, capturable, eps, clip_threshold,
                          hessian_update_interval, bias_correction, seed, n_samples=n_samples, distribution=distribution,
-                         stochastic_rounding=stochastic_rounding, state_dtype=state_dtype)
+                         stochastic_rounding=stochastic_rounding, state_dtype=state_dtype, state_bits=state_bits)
 
 
 class AdaHessian(HessianDiagonalOptimizer):
@@ -526,6 +536,8 @@ class AdaHessian(HessianDiagonalOptimizer):
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
+        state_bits: 8 keeps the momentum ``exp_avg`` in 8 bits, block-scaled (the Hessian EMA, which each refresh
+            folds estimates into, stays in full precision; see FusedOptimizer).
     """
 
     rule = "adahessian"
@@ -552,6 +564,7 @@ class AdaHessian(HessianDiagonalOptimizer):
         maximize: bool = False,
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
+        state_bits: int | None = None,
     ) -> None:
         if not 0.0 <= hessian_power <= 1.0:
             raise ValueError(f"Invalid Hessian power value: {hessian_power} (expected a float in [0, 1])")
@@ -566,7 +579,7 @@ class AdaHessian(HessianDiagonalOptimizer):
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, hessian_power=hessian_power,
             spatial_average_block_size=blocks, n_samples=n_samples, hessian_update_interval=update_period,
             weight_decouple=weight_decouple, distribution=distribution, seed=_check_seed(seed), maximize=maximize,
-            hessian_clock=0, stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
+            hessian_clock=0, stochastic_rounding=stochastic_rounding, state_dtype=state_dtype, state_bits=state_bits,
         )
         super().__init__(params, defaults)
         for group in self.param_groups:
@@ -614,6 +627,8 @@ class SophiaOptim(EMA):
         stochastic_rounding: the inner step stores bfloat16 parameters rounded up or down at random (see
             FusedOptimizer); Lookahead's syncs and the EMA's swaps round to nearest.
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
+        state_bits: 8 keeps the momentum ``exp_avg`` in 8 bits, block-scaled (the Hessian EMA, which each refresh
+            folds estimates into, stays in full precision; see FusedOptimizer).
     """
 
     def __init__(
@@ -636,13 +651,14 @@ class SophiaOptim(EMA):
         maximize: bool = False,
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
+        state_bits: int | None = None,
     ) -> None:
         if isinstance(ema_decay, bool) or not isinstance(ema_decay, numbers.Real) or not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"Invalid ema_decay value: {ema_decay!r} (expected a float in [0, 1))")
         inner: torch.optim.Optimizer = SophiaH(
             params, lr, betas, rho, weight_decay, maximize=maximize, eps=eps, clip_threshold=clip_threshold,
             hessian_update_interval=hessian_update_interval, n_samples=n_samples, distribution=distribution, seed=seed,
-            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype, state_bits=state_bits,
         )
         super().__init__(with_lookahead(inner, lookahead_alpha, lookahead_k), decay=ema_decay)
 

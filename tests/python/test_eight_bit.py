@@ -5,14 +5,18 @@ AdamP's two: the sums from the decoded moments advanced, then the update that en
 code's value, nearest-code search), independent of the kernels' integer arithmetic."""
 
 import copy
+import inspect
 
 import pytest
 import torch
 
 import fastoptim
-from reference import OPTIMIZERS, SHAPES, assert_every_isa_gives_the_same_bits, assert_resumes_bit_identically, make_params, make_rich, noise_grads, takes_state_bits
+from reference import (OPTIMIZERS, SHAPES, assert_every_isa_gives_the_same_bits, assert_resumes_bit_identically, exact_estimates,
+                       given_hessian_if_needed, make_params, make_rich, noise_grads, rule_optimizer, takes_state_bits)
 
 TAKES_IT = sorted(name for name in OPTIMIZERS if takes_state_bits(name))
+# (those that step on a rule of their own; a wrapper, SophiaOptim, passes the keyword to the optimizer it wraps)
+STEP_THEIR_RULE = [name for name in TAKES_IT if hasattr(getattr(fastoptim, name), "rule")]
 # block edges (255, 256, 257) and a block-and-a-tail size, beside the SIMD tails of SHAPES; matrices whose
 # rows (AdamP's code rows) end inside a block
 EIGHT_BIT_SHAPES = SHAPES + [(255,), (256,), (257,), (4099,), (3, 300), (2, 513)]
@@ -158,26 +162,65 @@ def test_encoding_decoded_codes_gives_them_back():
 def test_the_adam_family_lamb_lion_and_adopt_take_it():
     assert TAKES_IT == sorted(["Adam", "AdamW", "AdEMAMix", "AdaBelief", "Adan", "NAdam", "RAdam", "Adamax", "ADOPT", "Lion",
                                "LAMB", "RaLars", "TAdam", "AdamP", "AdamWScheduleFree", "Muon", "SGD", "RMSprop", "LARS",
-                               "Adagrad", "Adadelta"])
-    for name in TAKES_IT:
+                               "Adagrad", "Adadelta", "SophiaG", "SophiaH", "AdaHessian", "SophiaOptim"])
+    for name in STEP_THEIR_RULE:
         assert fastoptim._base.rule_named(getattr(fastoptim, name).rule).eight_bit_state
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("name", TAKES_IT)
+def make_exact(name, params, **kwargs):
+    """make_rich's optimizer, a Hessian-diagonal one given estimates every dtype holds exactly (so a
+    bf16 step's Hessian EMA is its float32 reference's rounded once)."""
+    return given_hessian_if_needed(rule_optimizer(make_rich(name, params, **kwargs)), exact_estimates)
+
+
+def test_a_wrapper_passes_it_on():
+    """SophiaOptim (EMA over SophiaH) gives state_bits=8 to its SophiaH: the momentum in codes, the
+    Hessian EMA in full precision, and the steps SophiaH(state_bits=8) takes."""
+    params = make_params([(33, 65), (257,)], torch.float32)
+    alone = [p.detach().clone().requires_grad_() for p in params]
+    wrapped = make_rich("SophiaOptim", params, state_bits=8)
+    kwargs = {k: v for k, v in rule_optimizer(wrapped).defaults.items()
+              if k in inspect.signature(fastoptim.SophiaH).parameters and k not in ("params", "state_bits")}
+    inner = given_hessian_if_needed(fastoptim.SophiaH(alone, **kwargs, state_bits=8))
+    for step in range(3):
+        for p, q, g in zip(params, alone, noise_grads(params, step)):
+            p.grad, q.grad = g, g.clone()
+        wrapped.step()
+        inner.step()
+    sophia = rule_optimizer(wrapped)
+    state = sophia.state[params[0]]
+    assert state["exp_avg"].dtype == torch.uint8 and state["hessian"].dtype == torch.float32
+    assert all(torch.equal(p, q) for p, q in zip(params, alone))
+    # win_rate reads the momentum decoded: a full-precision SophiaH loaded with the decoded state agrees
+    decoded = fastoptim.SophiaH([p.detach().clone() for p in params], **kwargs)
+    decoded.load_state_dict(sophia.state_dict())
+    assert decoded.state[next(iter(decoded.state))]["exp_avg"].dtype == torch.float32
+    assert torch.equal(sophia.win_rate(), decoded.win_rate()) and 0 < float(decoded.win_rate()) <= 1
+
+
+# (bf16 parameters too, but for the Hessian-diagonal optimizers: their Hessian EMA stays in the parameters'
+# dtype and is folded into before the step reads it, so a float32 reference cannot give a bf16 step's bits)
+STEP_CASES = [(name, dtype) for name in STEP_THEIR_RULE for dtype in (torch.float32, torch.bfloat16)
+              if dtype == torch.float32 or not issubclass(getattr(fastoptim, name), fastoptim.hessian_diagonal.HessianDiagonalOptimizer)]
+
+
+@pytest.mark.parametrize("name, dtype", STEP_CASES, ids=[f"{n}-{'fp32' if d == torch.float32 else 'bf16'}" for n, d in STEP_CASES])
 def test_each_step_is_the_full_precision_step_between_decoding_and_encoding(name, dtype):
     """From the same parameters and state (ours in 8 bits, the reference's those codes decoded by the
     table, in float32 with float32 copies of the parameters), one step of ours stores the parameters
     the reference stores (rounded to the parameters' dtype) and the reference's new moments encoded
     as reference_encode encodes them, bit for bit, three steps running (AdamP's in blocks of each row)."""
     params = make_params(EIGHT_BIT_SHAPES, dtype)
-    ours = make_rich(name, params, state_bits=8)
+    ours = make_exact(name, params, state_bits=8)
     for p, g in zip(params, noise_grads(params, 0, dtype)):
         p.grad = g
     ours.step()  # (creates the state)
     for step in range(1, 4):
         wide = [p.detach().to(torch.float32, copy=True).requires_grad_() for p in params]
-        ref = make_rich(name, wide)
+        ref = make_exact(name, wide)
+        for ours_group, ref_group in zip(ours.param_groups, ref.param_groups):  # (where a Hessian refresh is due)
+            if "hessian_clock" in ours_group:
+                ref_group["hessian_clock"] = ours_group["hessian_clock"]
         for p, q in zip(params, wide):
             rule = rule_of(ours, p)
             for key, value in ours.state[p].items():
