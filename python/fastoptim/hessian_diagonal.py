@@ -317,8 +317,8 @@ class Sophia(HessianDiagonalOptimizer):
     @torch.no_grad()
     def win_rate(self) -> Tensor:
         """The fraction of coordinates whose last step was not clipped, |m| < c (rho bs h + eps),
-        over every parameter with state, as a 0-d tensor (no value leaves the device; an 8-bit
-        momentum is decoded first)."""
+        over every parameter with state, as a 0-d tensor (an 8-bit momentum is decoded first, by the
+        codec on the CPU)."""
         unclipped, total = torch.zeros((), dtype=torch.float64), 0
         for group in self.param_groups:
             scale = group["rho"] * self._field_value(group, "bs")
