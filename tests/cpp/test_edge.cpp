@@ -134,15 +134,23 @@ static void test_checkpoints() {
   expect(resumed.load_state(corrupt.data(), corrupt.size()) == edge::Status::bad_state, "another format version is refused");
 }
 
-// What every state format promises, for edge class Opt in `format`: state in the caller's memory
+// What every state format promises, for edge class Opt (two moment slots) in `format`: state_floats
+// counts each moment of n elements as `floats_of_moment(n)` floats; state in the caller's memory
 // (`storage`, `capacity` floats) laid out as `stored_as` says and stepping as owned state does; a
 // checkpoint written, read back and continued bit for bit; the float32 format's checkpoints refused
 // and this format's refused by a float32 optimizer.
-template <class Opt, class StoredAs>
+template <class Opt, class FloatsOfMoment, class StoredAs>
 static void test_state_format(edge::StateFormat format, const std::string& label, const typename Opt::Hyper& hyper,
-                              float* storage, std::size_t capacity, StoredAs&& stored_as) {
+                              FloatsOfMoment&& floats_of_moment, float* storage, std::size_t capacity, StoredAs&& stored_as) {
   Problem a(11), b(11);
   const std::size_t needed = Opt::state_floats(a.params(), hyper, format);
+  std::size_t elements = 0, expected = 0;
+  for (const auto& v : a.values) {
+    elements += v.size();
+    expected += floats_of_moment(v.size());
+  }
+  expect(Opt::state_floats(a.params(), hyper) == 2 * elements && needed == 2 * expected,
+         label + ": state_floats counts two moments in the format (whole floats per parameter)");
   expect(needed <= capacity, label + ": the state fits the static buffer");
   Opt in_place(a.params(), hyper, storage, needed, format);
   Opt owning(b.params(), hyper, format);
@@ -172,22 +180,14 @@ static void test_state_format(edge::StateFormat format, const std::string& label
 static void test_eight_bit_state() {
   test_rule<rules::Adam>("adam, 8-bit state", edge::StateFormat::eight_bit);
   test_rule<rules::LAMB>("lamb, 8-bit state", edge::StateFormat::eight_bit);
-  Problem a(11);
-  rules::LAMB::Hyper hyper;
-  const std::size_t full = edge::LAMB::state_floats(a.params(), hyper);
-  const std::size_t eight = edge::LAMB::state_floats(a.params(), hyper, edge::StateFormat::eight_bit);
-  std::size_t codes = 0, scales = 0;
-  for (const auto& v : a.values) {
-    codes += (v.size() + 3) / 4;
-    scales += (v.size() + 255) / 256;
-  }
-  expect(full == 2 * (1 + 15 + 17 + 1000 + 40009) && eight == 2 * (codes + scales),
-         "state_floats counts two moments' codes (whole floats per parameter) and block scales");
   static float storage[30000];
-  test_state_format<edge::LAMB>(edge::StateFormat::eight_bit, "lamb, 8-bit state", hyper, storage, 30000, [](const edge::LAMB& o) {
-    return o.state(0, 0) == nullptr && o.codes(0, 0) == reinterpret_cast<std::uint8_t*>(storage) &&
-           o.block_scales(1, 4) != nullptr && o.codes(1, 5) == nullptr;
-  });
+  const auto codes_and_scales = [](std::size_t n) { return (n + 3) / 4 + (n + 255) / 256; };
+  test_state_format<edge::LAMB>(edge::StateFormat::eight_bit, "lamb, 8-bit state", rules::LAMB::Hyper{}, codes_and_scales,
+                                storage, 30000, [](const edge::LAMB& o) {
+                                  return o.state(0, 0) == nullptr && o.codes(0, 0) == reinterpret_cast<std::uint8_t*>(storage) &&
+                                         o.block_scales(1, 4) != nullptr && o.codes(1, 5) == nullptr;
+                                });
+  Problem a(11);
   edge::Rprop no_moments(a.params(), rules::Rprop::Hyper{}, edge::StateFormat::eight_bit);
   expect(no_moments.status() == edge::Status::unsupported_format, "8-bit state for a rule without 8-bit slots is refused");
 }
@@ -199,19 +199,14 @@ static void test_bfloat16_state() {
   test_rule<rules::Adam>("adam, bfloat16 state", edge::StateFormat::bfloat16);
   test_rule<rules::LAMB>("lamb, bfloat16 state", edge::StateFormat::bfloat16);
   test_rule<rules::Adagrad>("adagrad, bfloat16 state (a nonzero start value)", edge::StateFormat::bfloat16);
-  Problem a(13);
-  rules::Adam::Hyper hyper;
-  const std::size_t full = edge::Adam::state_floats(a.params(), hyper);
-  const std::size_t half = edge::Adam::state_floats(a.params(), hyper, edge::StateFormat::bfloat16);
-  std::size_t halves = 0;
-  for (const auto& v : a.values) halves += (v.size() + 1) / 2;
-  expect(full == 2 * (1 + 15 + 17 + 1000 + 40009) && half == 2 * halves,
-         "state_floats counts two moments of two bytes per element (whole floats per parameter)");
   static float storage[42000];
-  test_state_format<edge::Adam>(edge::StateFormat::bfloat16, "adam, bfloat16 state", hyper, storage, 42000, [](const edge::Adam& o) {
-    return o.state(0, 0) == nullptr && o.bf16_state(0, 0) == reinterpret_cast<std::uint16_t*>(storage) &&
-           o.bf16_state(1, 4) != nullptr && o.codes(0, 0) == nullptr;
-  });
+  const auto halves = [](std::size_t n) { return (n + 1) / 2; };
+  test_state_format<edge::Adam>(edge::StateFormat::bfloat16, "adam, bfloat16 state", rules::Adam::Hyper{}, halves, storage,
+                                42000, [](const edge::Adam& o) {
+                                  return o.state(0, 0) == nullptr && o.bf16_state(0, 0) == reinterpret_cast<std::uint16_t*>(storage) &&
+                                         o.bf16_state(1, 4) != nullptr && o.codes(0, 0) == nullptr;
+                                });
+  Problem a(13);
   edge::Adafactor factored(a.params(), rules::Adafactor::Hyper{}, edge::StateFormat::bfloat16);
   expect(factored.status() == edge::Status::unsupported_format, "bfloat16 state for Adafactor is refused");
 }
