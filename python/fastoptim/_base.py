@@ -327,11 +327,11 @@ class FusedOptimizer(torch.optim.Optimizer):
     without the option widened, and back narrowed. None: the parameter's dtype, as torch.optim.
 
     ``state_bits=8`` (a keyword of the Adam family with AdamP and Schedule-Free AdamW, LAMB, RaLars, TAdam, Lion,
-    ADOPT, Muon, SGD, RMSprop, LARS, Adagrad, Adadelta, SophiaG, SophiaH, AdaHessian and SophiaOptim; a group key)
+    ADOPT, Muon, SGD, RMSprop, LARS, Adagrad, Adadelta, SophiaG, SophiaH, AdaHessian, SophiaOptim and AMaC; a group key)
     keeps the moments and momentum buffers of float32 and bfloat16 parameters in 8 bits: per state tensor
     ``<name>`` a uint8 tensor of codes of the parameter's shape and ``<name>_scale``, a float32 scale per block
-    of 256 elements (in memory order; AdamP's blocks restart at each row of dim 0, its channels, so
-    ``rows x ceil(row / 256)`` scales), starting at the slot's start value encoded. Each code is a small float
+    of 256 elements (in memory order; AdamP's and AMaC's blocks restart at each row of dim 0, which they step
+    row by row, so ``rows x ceil(row / 256)`` scales), starting at the slot's start value encoded. Each code is a small float
     relative to its block's largest magnitude (3 mantissa bits; 4 exponent bits and a sign for blocks with
     negative values, 5 exponent bits for blocks without: second moments keep their range down to 2^-31 of the
     block's largest), rounded to nearest (cpp/include/fastoptim/core/codes8.h). The step decodes, updates and

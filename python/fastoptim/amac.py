@@ -114,6 +114,9 @@ class AMaC(SWA):
         stochastic_rounding: the inner step stores bfloat16 parameters rounded up or down at random (see
             FusedOptimizer); Lookahead's syncs and SWA's swaps round to nearest.
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
+        state_bits: 8 keeps the moments and the momentum buffer in 8 bits, block-scaled, the blocks restarting at
+            each row of dim 0 as the centralization's rows do (None: as state_dtype says; see FusedOptimizer).
+            Lookahead's ``slow_param`` and SWA's ``swa_param``, copies of the weights, stay full precision.
     """
 
     def __init__(
@@ -142,6 +145,7 @@ class AMaC(SWA):
         maximize: bool = False,
         stochastic_rounding: bool = False,
         state_dtype: torch.dtype | None = None,
+        state_bits: int | None = None,
     ) -> None:
         # (lr, betas, eps, momentum, weight_decay, noise_factor, min_lr: the rule's field checks)
         if clip_value is not None and not clip_value > 0.0:
@@ -161,7 +165,7 @@ class AMaC(SWA):
             clip_mode=clip_mode, warmup_steps=warmup_steps, total_steps=total_steps, min_lr=min_lr,
             noise_factor=noise_factor, noise_decay_steps=noise_decay_steps,
             gradient_centralization=gradient_centralization, gc_conv_only=gc_conv_only, seed=seed, maximize=maximize,
-            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding, state_dtype=state_dtype, state_bits=state_bits,
         )
         inner = with_lookahead(AMaCUpdate(params, defaults), lookahead_alpha, lookahead_k)
         super().__init__(inner, swa_start=swa_start, swa_freq=swa_freq or lookahead_k or 1)

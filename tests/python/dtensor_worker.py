@@ -30,8 +30,8 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference import (OPTIMIZERS, make_params, make_rich, noise_grads, rule_optimizer, takes_state_bits,  # noqa: E402
-                       without_radial_part)
+from reference import (OPTIMIZERS, make_params, make_rich, noise_grads, own_rule_steppers, rule_class, rule_optimizer,  # noqa: E402
+                       takes_state_bits, without_radial_part)
 
 import fastoptim  # noqa: E402
 
@@ -327,14 +327,13 @@ def main():
         # (and shards with no slices or no rows: (1, 6, 7) on Shard(0), (2, 1, 3) on Shard(1))
         failures += run("Adafactor", placement, mesh, exact=False, shapes=[(3, 4, 5), (1, 6, 7), (2, 1, 3)])
         runs.append(f"Adafactor 3-d {placement}")
-    for name in OPTIMIZERS:
-        # (those stepping on a rule of their own: a wrapper, SophiaOptim, passes state_bits to the one it wraps)
-        if takes_state_bits(name) and hasattr(getattr(fastoptim, name), "rule"):
-            # (a per-row rule, AdamP, steps shards of whole rows only: its blocks restart at each row)
-            per_row = fastoptim._base.rule_named(getattr(fastoptim, name).rule).per_row
-            for placement in (Shard(0), Replicate() if per_row else Shard(1)):
-                failures += eight_bit(name, placement, mesh)
-                runs.append(f"{name} state_bits=8 {placement}")
+    # (those stepping on a rule of their own: a wrapper, SophiaOptim, passes state_bits to the one it wraps)
+    for name in own_rule_steppers([name for name in OPTIMIZERS if takes_state_bits(name)]):
+        # (a per-row rule, AdamP or AMaC, steps shards of whole rows only: its blocks restart at each row)
+        per_row = fastoptim._base.rule_named(rule_class(name).rule).per_row
+        for placement in (Shard(0), Replicate() if per_row else Shard(1)):
+            failures += eight_bit(name, placement, mesh)
+            runs.append(f"{name} state_bits=8 {placement}")
     for view in ("channel", "layer"):  # AdamP's projections, which need the rows' summary of every shard
         grads_of = lambda ps, step, rows=view == "channel": without_radial_part(ps, step, rows)  # noqa: E731
         failures += run("AdamP", Shard(0), mesh, exact=False, grads_of=grads_of)

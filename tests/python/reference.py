@@ -342,6 +342,18 @@ def rule_optimizer(optimizer):
     return optimizer
 
 
+def rule_class(name):
+    """The class whose rule steps optimizer `name`'s parameters (AMaC's AMaCUpdate, inside its wrappers)."""
+    return type(rule_optimizer(make_rich(name, [torch.zeros(1, requires_grad=True)])))
+
+
+def own_rule_steppers(names):
+    """Those of `names` whose rule no other one of them steps: SophiaOptim passes its keywords to the
+    SophiaH it wraps (tested as itself), while AMaC's rule, inside Lookahead and SWA, is its own."""
+    classes = {name: rule_class(name) for name in names}
+    return [name for name in names if classes[name] not in {getattr(fastoptim, other) for other in names if other != name}]
+
+
 def exact_estimates(params):
     """Estimates every dtype holds exactly (1 or 1.25, by the gradient's sign): for comparing a
     low-precision step with its float32 reference, whose estimates must be the same numbers."""

@@ -196,8 +196,9 @@ def test_first_indices_key_a_shard_as_part_of_the_whole_on_the_gpu(name):
                                                   ("Lion", torch.float32, {}), ("AdamP", torch.float32, {}),
                                                   ("SGD", torch.float32, {}),
                                                   ("Adagrad", torch.float32, dict(initial_accumulator_value=0.5)),
+                                                  ("AMaC", torch.float32, {}),
                                                   ("AdamW", torch.bfloat16, dict(stochastic_rounding=True))],
-                         ids=["AdamW", "Adan", "LAMB", "TAdam", "Lion", "AdamP", "SGD", "Adagrad-nonzero-start",
+                         ids=["AdamW", "Adan", "LAMB", "TAdam", "Lion", "AdamP", "SGD", "Adagrad-nonzero-start", "AMaC",
                               "AdamW-bf16-stochastic_rounding"])
 def test_eight_bit_state_on_the_gpu_is_the_cpu_step(name, dtype, options):
     """state_bits=8 on the GPU: a CUDA block codes a block of 256 elements as the CPU does (the same
@@ -211,9 +212,9 @@ def test_eight_bit_state_on_the_gpu_is_the_cpu_step(name, dtype, options):
     step_alike([(cpu_params, cpu), (gpu_params, gpu)], range(STEPS), dtype)
     assert_all_close(gpu_params, cpu_params, 1e-3, name)
     same = total = 0
-    for p, q in zip(gpu_params, cpu_params):
-        for key, value in cpu.state[q].items():
-            mine = gpu.state[p][key]
+    for p, q in zip(gpu_params, cpu_params):  # (AMaC's state: its rule's, inside Lookahead and SWA)
+        for key, value in rule_optimizer(cpu).state[q].items():
+            mine = rule_optimizer(gpu).state[p][key]
             assert mine.is_cuda and mine.dtype == value.dtype and mine.shape == value.shape, key
             if value.dtype == torch.uint8:
                 same, total = same + int(torch.eq(mine.cpu(), value).sum()), total + value.numel()

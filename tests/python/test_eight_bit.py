@@ -1,8 +1,9 @@
 """8-bit optimizer state (``state_bits=8``): the moments of float32 and bfloat16 parameters kept as one
-byte per element and one float32 scale per block of 256 (restarting at each row of dim 0 for AdamP, whose
-rows step as tensors of their own), decoded, updated and encoded in the step's one pass (LAMB's and
-AdamP's two: the sums from the decoded moments advanced, then the update that encodes them). The codes are checked against a reference written here from the format's definition (every
-code's value, nearest-code search), independent of the kernels' integer arithmetic."""
+byte per element and one float32 scale per block of 256 (restarting at each row of dim 0 for AdamP and AMaC,
+whose rows step as tensors of their own), decoded, updated and encoded in the step's one pass (LAMB's and
+AdamP's two: the sums from the decoded moments advanced, then the update that encodes them). The codes are
+checked against a reference written here from the format's definition (every code's value, nearest-code
+search), independent of the kernels' integer arithmetic."""
 
 import copy
 import inspect
@@ -12,11 +13,13 @@ import torch
 
 import fastoptim
 from reference import (OPTIMIZERS, SHAPES, assert_every_isa_gives_the_same_bits, assert_resumes_bit_identically, exact_estimates,
-                       given_hessian_if_needed, make_params, make_rich, noise_grads, rule_optimizer, takes_state_bits)
+                       given_hessian_if_needed, make_params, make_rich, noise_grads, own_rule_steppers, rule_class, rule_optimizer,
+                       takes_state_bits)
 
 TAKES_IT = sorted(name for name in OPTIMIZERS if takes_state_bits(name))
-# (those that step on a rule of their own; a wrapper, SophiaOptim, passes the keyword to the optimizer it wraps)
-STEP_THEIR_RULE = [name for name in TAKES_IT if hasattr(getattr(fastoptim, name), "rule")]
+
+# (SophiaOptim passes the keyword to its SophiaH; AMaC's rule is its own, inside Lookahead and SWA)
+STEP_THEIR_RULE = own_rule_steppers(TAKES_IT)
 # block edges (255, 256, 257) and a block-and-a-tail size, beside the SIMD tails of SHAPES; matrices whose
 # rows (AdamP's code rows) end inside a block
 EIGHT_BIT_SHAPES = SHAPES + [(255,), (256,), (257,), (4099,), (3, 300), (2, 513)]
@@ -162,9 +165,10 @@ def test_encoding_decoded_codes_gives_them_back():
 def test_the_adam_family_lamb_lion_and_adopt_take_it():
     assert TAKES_IT == sorted(["Adam", "AdamW", "AdEMAMix", "AdaBelief", "Adan", "NAdam", "RAdam", "Adamax", "ADOPT", "Lion",
                                "LAMB", "RaLars", "TAdam", "AdamP", "AdamWScheduleFree", "Muon", "SGD", "RMSprop", "LARS",
-                               "Adagrad", "Adadelta", "SophiaG", "SophiaH", "AdaHessian", "SophiaOptim"])
+                               "Adagrad", "Adadelta", "SophiaG", "SophiaH", "AdaHessian", "SophiaOptim", "AMaC"])
+    assert "AMaC" in STEP_THEIR_RULE and "SophiaOptim" not in STEP_THEIR_RULE
     for name in STEP_THEIR_RULE:
-        assert fastoptim._base.rule_named(getattr(fastoptim, name).rule).eight_bit_state
+        assert fastoptim._base.rule_named(rule_class(name).rule).eight_bit_state
 
 
 def make_exact(name, params, **kwargs):
@@ -201,7 +205,7 @@ def test_a_wrapper_passes_it_on():
 # (bf16 parameters too, but for the Hessian-diagonal optimizers: their Hessian EMA stays in the parameters'
 # dtype and is folded into before the step reads it, so a float32 reference cannot give a bf16 step's bits)
 STEP_CASES = [(name, dtype) for name in STEP_THEIR_RULE for dtype in (torch.float32, torch.bfloat16)
-              if dtype == torch.float32 or not issubclass(getattr(fastoptim, name), fastoptim.hessian_diagonal.HessianDiagonalOptimizer)]
+              if dtype == torch.float32 or not issubclass(rule_class(name), fastoptim.hessian_diagonal.HessianDiagonalOptimizer)]
 
 
 @pytest.mark.parametrize("name, dtype", STEP_CASES, ids=[f"{n}-{'fp32' if d == torch.float32 else 'bf16'}" for n, d in STEP_CASES])

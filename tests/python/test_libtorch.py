@@ -60,7 +60,7 @@ RUNS = (
     [(name, "plain") for name in sorted(CASES)]
     + [(name, f"rounding:{ROUNDING_SEED}") for name in ("AdamW", "LAMB", "Adafactor")]
     + [(name, "bf16-state") for name in ("AdamW", "LAMB", "Adan")]
-    + [(name, "eight-bit") for name in ("AdamW", "Adan", "LAMB", "AdamP", "Adagrad")]
+    + [(name, "eight-bit") for name in ("AdamW", "Adan", "LAMB", "AdamP", "Adagrad", "AMaC")]
 )
 
 

@@ -109,7 +109,7 @@ struct RuleOptions : torch::optim::OptimizerOptions {
   bool bf16_state() const { return bf16_state_; }
   // eight_bit_state(true): the rule's moments kept in 8 bits with a scale per block of 256 (the
   // Python classes' state_bits=8: the rules whose rules::eight_bit_slots lists slots; float32 and bf16
-  // parameters; AdamP's blocks restart at each row of dim 0: rules::code_grid).
+  // parameters; a per-row rule's (AdamP's, AMaC's) blocks restart at each row of dim 0: rules::code_grid).
   Derived& eight_bit_state(bool on) {
     eight_bit_state_ = on;
     return static_cast<Derived&>(*this);

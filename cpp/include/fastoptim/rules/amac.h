@@ -35,6 +35,7 @@ struct AMaC {
   static constexpr core::StateSlot kState[] = {
       {"exp_avg", nullptr}, {"exp_avg_sq", nullptr}, {"momentum_buffer", "momentum"}, {"noise_stream", nullptr}};
   static constexpr int kStateSlots = 3;
+  static constexpr unsigned kEightBitSlots = (1u << kStateSlots) - 1;  // (its moments and momentum: every element slot)
   static constexpr int kScalarSlots = 1;  // noise_stream: the parameter's key for the noise
   static constexpr bool kCountsSteps = true;
   static constexpr int kSums = 1;  // sum of g per row
