@@ -1106,9 +1106,10 @@ class FusedOptimizer(torch.optim.Optimizer):
         return type(error)(text)
 
     def _state_column(self, group: dict[str, Any], args, name: str) -> list[Tensor]:
-        """From a group's step arguments: the state tensors `name` of its params, in their order."""
+        """From a group's step arguments: the state tensors `name` of its params (an 8-bit slot's
+        `<name>_scale` too), in their order."""
         params, hyper, flat_state = args[0], args[5], args[2]
-        index = self._rule_of(group).used_state(hyper).index(name)
+        index = self._state_keys(group, self._rule_of(group), hyper)[0].index(name)
         return list(flat_state[index * len(params):(index + 1) * len(params)])
 
     def _commit(self, created) -> None:

@@ -268,7 +268,13 @@ class HessianDiagonalOptimizer(FusedOptimizer):
                 continue
             ema = self._state_column(group, args, self.hessian_key)
             targets = [ema[i] for i in chosen]
-            values = [in_layout_of(local_of(estimates[id(stepped[i])]).to(t.dtype), t) for i, t in zip(chosen, targets)]
+            # (the op's "params": in the EMA's dtype, or for 8-bit codes the parameter's as stepped)
+            dtypes = [args[0][i].dtype if t.dtype == torch.uint8 else t.dtype for i, t in zip(chosen, targets)]
+            values = [in_layout_of(local_of(estimates[id(stepped[i])]).to(dtype), t)
+                      for i, t, dtype in zip(chosen, targets, dtypes)]
+            if group.get("state_bits") == 8:  # (8-bit codes: the op takes their block scales after them)
+                scales = self._state_column(group, args, scale_key(self.hessian_key))
+                targets += [scales[i] for i in chosen]
             hyper = [float(group["betas"][1]), float(self.square_estimate)]
             ema_step = _HESSIAN_EMA_OP if torch.compiler.is_compiling() else _HESSIAN_EMA_DIRECT
             ema_step(values, [], targets, [], [], hyper, None)
@@ -317,7 +323,7 @@ class Sophia(HessianDiagonalOptimizer):
     @torch.no_grad()
     def win_rate(self) -> Tensor:
         """The fraction of coordinates whose last step was not clipped, |m| < c (rho bs h + eps),
-        over every parameter with state, as a 0-d tensor (an 8-bit momentum is decoded first, by the
+        over every parameter with state, as a 0-d tensor (8-bit state is decoded first, by the
         codec on the CPU)."""
         unclipped, total = torch.zeros((), dtype=torch.float64), 0
         for group in self.param_groups:
@@ -326,17 +332,22 @@ class Sophia(HessianDiagonalOptimizer):
                 state = self.state.get(p, {})
                 if "exp_avg" not in state:
                     continue
-                m = state["exp_avg"]
-                if m.dtype == torch.uint8:  # (8-bit momentum: decoded, on the CPU)
-                    m = decode_eight_bit(m, state[scale_key("exp_avg")], self._rule_of(group).per_row)
-                m = m.float()
+                m, h = (self._decoded(state, name, group) for name in ("exp_avg", "hessian"))
                 if group["bias_correction"]:
                     m = m / (1 - group["betas"][0] ** state["step"].double())
-                denom = state["hessian"].float() * scale + group["eps"]
+                denom = h * scale + group["eps"]
                 won = (denom > 0) & (m.abs() < group["clip_threshold"] * denom)
                 unclipped = unclipped + won.sum().to(torch.float64).cpu()
                 total += m.numel()
         return unclipped / max(total, 1)
+
+
+    def _decoded(self, state: dict[str, Any], name: str, group: dict[str, Any]) -> Tensor:
+        """State `name` in float32 (8-bit codes decoded, on the CPU)."""
+        value = state[name]
+        if value.dtype == torch.uint8:
+            return decode_eight_bit(value, state[scale_key(name)], self._rule_of(group).per_row)
+        return value.float()
 
 
 class SophiaG(Sophia):
@@ -378,8 +389,8 @@ class SophiaG(Sophia):
         seed: the key of the labels an estimate samples from the logits (None: drawn from torch's generator).
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
-        state_bits: 8 keeps the momentum ``exp_avg`` in 8 bits, block-scaled (the Hessian EMA, which each refresh
-            folds estimates into, stays in full precision; see FusedOptimizer).
+        state_bits: 8 keeps the momentum ``exp_avg`` and the Hessian EMA in 8 bits, block-scaled (each refresh
+            decodes the EMA, folds the estimate in and encodes it; see FusedOptimizer).
     """
 
     square_estimate = True
@@ -462,8 +473,8 @@ class SophiaH(Sophia):
         seed: the probes' key (None: drawn from torch's generator).
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
-        state_bits: 8 keeps the momentum ``exp_avg`` in 8 bits, block-scaled (the Hessian EMA, which each refresh
-            folds estimates into, stays in full precision; see FusedOptimizer).
+        state_bits: 8 keeps the momentum ``exp_avg`` and the Hessian EMA in 8 bits, block-scaled (each refresh
+            decodes the EMA, folds the estimate in and encodes it; see FusedOptimizer).
     """
 
     square_estimate = False
@@ -536,8 +547,8 @@ class AdaHessian(HessianDiagonalOptimizer):
         maximize: maximize the objective.
         stochastic_rounding: store bfloat16 parameters rounded up or down at random, in proportion (see FusedOptimizer).
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
-        state_bits: 8 keeps the momentum ``exp_avg`` in 8 bits, block-scaled (the Hessian EMA, which each refresh
-            folds estimates into, stays in full precision; see FusedOptimizer).
+        state_bits: 8 keeps the momentum ``exp_avg`` and the Hessian EMA in 8 bits, block-scaled (each refresh
+            decodes the EMA, folds the estimate in and encodes it; see FusedOptimizer).
     """
 
     rule = "adahessian"
@@ -627,8 +638,8 @@ class SophiaOptim(EMA):
         stochastic_rounding: the inner step stores bfloat16 parameters rounded up or down at random (see
             FusedOptimizer); Lookahead's syncs and the EMA's swaps round to nearest.
         state_dtype: torch.bfloat16 keeps a float32 parameter's state in bf16 (None: the parameter's dtype; see FusedOptimizer).
-        state_bits: 8 keeps the momentum ``exp_avg`` in 8 bits, block-scaled (the Hessian EMA, which each refresh
-            folds estimates into, stays in full precision; see FusedOptimizer).
+        state_bits: 8 keeps the momentum ``exp_avg`` and the Hessian EMA in 8 bits, block-scaled (each refresh
+            decodes the EMA, folds the estimate in and encodes it; see FusedOptimizer).
     """
 
     def __init__(

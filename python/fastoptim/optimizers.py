@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import FusedOptimizer, arguments_as_defaults, step_device, to_float
+from ._base import FusedOptimizer, arguments_as_defaults, scale_key, step_device, to_float
 
 
 class SGD(FusedOptimizer):
@@ -109,7 +109,9 @@ class Adagrad(FusedOptimizer):
             for p in group["params"]:
                 state = self.state[p]
                 state["step"] = torch.tensor(0.0, dtype=torch.float32, device=step_device(p))
-                state["sum"] = self._initial_state("sum", p, group)
+                # (in 8 bits, the sum's block scales too: a state dict saved before the first step loads)
+                for name in ["sum"] + ([scale_key("sum")] if group.get("state_bits") == 8 else []):
+                    state[name] = self._initial_state(name, p, group)
 
     # Group keys an older state dict may lack, filled in on load as torch.optim does.
     setstate_defaults = dict(foreach=None, maximize=False, differentiable=False, fused=None)

@@ -98,31 +98,45 @@ def eight_bit(name, placement, mesh, steps=6):
     from its first element): each step is the full-precision sharded step from the same state decoded
     (a state_bits=None optimizer loaded from the 8-bit one's state dict), whose new state, encoded
     shard by shard (an 8-bit optimizer loaded from its state dict), is the 8-bit state: bit for bit.
-    Shards of several blocks and a partial one, beside SHAPES' one-block shards."""
+    Shards of several blocks and a partial one, beside SHAPES' one-block shards. A Hessian-diagonal
+    optimizer's folds (of the gradients, update_hessian: the hessian_ema op on codes) are actions of their
+    own before each step, checked as the steps are; its steps then refresh nothing."""
     params = make_params(SHAPES + [(300, 7), (513,)], torch.float32)
     dparams = [torch.nn.Parameter(distribute_tensor(p.detach().clone(), mesh, placements_of(p.shape, placement)))
                for p in params]
-    opt = make_rich(name, dparams, state_bits=8)
+    opt = folds_apart(make_rich(name, dparams, state_bits=8))
+    actions = [("step", lambda o: o.step())]
+    if "hessian_clock" in rule_optimizer(opt).param_groups[0]:
+        actions.insert(0, ("fold", lambda o: rule_optimizer(o).update_hessian()))
     failures = []
     for step in range(steps):
         copies = [torch.nn.Parameter(p.detach().clone()) for p in dparams]
         for p, q, g in zip(dparams, copies, noise_grads(params, step)):
             p.grad = distribute_tensor(g, mesh, list(p.placements))
             q.grad = p.grad.clone()
-        wide = make_rich(name, copies)
-        if step:
-            wide.load_state_dict(copy.deepcopy(opt.state_dict()))  # (decoded shard by shard)
-        opt.step()
-        wide.step()
-        encoded = make_rich(name, copies, state_bits=8)
-        encoded.load_state_dict(copy.deepcopy(wide.state_dict()))  # (encoded shard by shard)
-        for i, (p, q) in enumerate(zip(dparams, copies)):
-            if not torch.equal(p.full_tensor(), q.full_tensor()):
-                failures.append(f"{name} state_bits=8 {placement} step {step}: parameter {i}")
-            for key, value in opt.state[p].items():
-                if not torch.equal(local_of(value), local_of(encoded.state[q][key])):
-                    failures.append(f"{name} state_bits=8 {placement} step {step}: state {key!r} of parameter {i}")
+        for action, act in actions:
+            wide = folds_apart(make_rich(name, copies))
+            if rule_optimizer(opt).state:
+                wide.load_state_dict(copy.deepcopy(opt.state_dict()))  # (decoded shard by shard)
+            act(opt)
+            act(wide)
+            encoded = make_rich(name, copies, state_bits=8)
+            encoded.load_state_dict(copy.deepcopy(wide.state_dict()))  # (encoded shard by shard)
+            for i, (p, q) in enumerate(zip(dparams, copies)):
+                if not torch.equal(p.full_tensor(), q.full_tensor()):
+                    failures.append(f"{name} state_bits=8 {placement} {action} {step}: parameter {i}")
+                for key, value in rule_optimizer(opt).state[p].items():
+                    if not torch.equal(local_of(value), local_of(rule_optimizer(encoded).state[q][key])):
+                        failures.append(f"{name} state_bits=8 {placement} {action} {step}: state {key!r} of parameter {i}")
     return failures
+
+
+def folds_apart(opt):
+    """opt, a Hessian-diagonal one set so that no step refreshes (its folds: update_hessian calls)."""
+    for group in rule_optimizer(opt).param_groups:
+        if "hessian_clock" in group:
+            group["hessian_clock"], group["hessian_update_interval"] = 1, 10**6
+    return opt
 
 
 def own_estimates(name, mesh):

@@ -196,10 +196,10 @@ def test_first_indices_key_a_shard_as_part_of_the_whole_on_the_gpu(name):
                                                   ("Lion", torch.float32, {}), ("AdamP", torch.float32, {}),
                                                   ("SGD", torch.float32, {}),
                                                   ("Adagrad", torch.float32, dict(initial_accumulator_value=0.5)),
-                                                  ("AMaC", torch.float32, {}),
+                                                  ("AMaC", torch.float32, {}), ("SophiaH", torch.float32, {}),
                                                   ("AdamW", torch.bfloat16, dict(stochastic_rounding=True))],
                          ids=["AdamW", "Adan", "LAMB", "TAdam", "Lion", "AdamP", "SGD", "Adagrad-nonzero-start", "AMaC",
-                              "AdamW-bf16-stochastic_rounding"])
+                              "SophiaH-hessian-folds", "AdamW-bf16-stochastic_rounding"])
 def test_eight_bit_state_on_the_gpu_is_the_cpu_step(name, dtype, options):
     """state_bits=8 on the GPU: a CUDA block codes a block of 256 elements as the CPU does (the same
     block edges, largest magnitudes and nearest codes; AdamP's restarting at each row), so the codes are

@@ -43,6 +43,7 @@ def test_two_ranks_step_their_shards_as_one_process_steps_the_whole_and_fsdp2_tr
     assert all(f"{name} state_bits=8 {placement}" in runs for name in ("AdamW", "LAMB", "Adan", "TAdam", "Lion")
                for placement in ("S(0)", "S(1)")), runs
     assert all(f"{name} state_bits=8 {placement}" in runs for name in ("AdamP", "AMaC") for placement in ("S(0)", "R")), runs
+    assert all(f"{name} state_bits=8 S(1)" in runs for name in ("SophiaG", "SophiaH", "AdaHessian")), runs  # (folds too)
 
 
 @pytest.fixture(scope="module")

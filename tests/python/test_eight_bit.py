@@ -178,8 +178,8 @@ def make_exact(name, params, **kwargs):
 
 
 def test_a_wrapper_passes_it_on():
-    """SophiaOptim (EMA over SophiaH) gives state_bits=8 to its SophiaH: the momentum in codes, the
-    Hessian EMA in full precision, and the steps SophiaH(state_bits=8) takes."""
+    """SophiaOptim (EMA over SophiaH) gives state_bits=8 to its SophiaH: the momentum and the Hessian
+    EMA in codes, and the steps SophiaH(state_bits=8) takes."""
     params = make_params([(33, 65), (257,)], torch.float32)
     alone = [p.detach().clone().requires_grad_() for p in params]
     wrapped = make_rich("SophiaOptim", params, state_bits=8)
@@ -193,19 +193,44 @@ def test_a_wrapper_passes_it_on():
         inner.step()
     sophia = rule_optimizer(wrapped)
     state = sophia.state[params[0]]
-    assert state["exp_avg"].dtype == torch.uint8 and state["hessian"].dtype == torch.float32
+    assert state["exp_avg"].dtype == torch.uint8 and state["hessian"].dtype == torch.uint8
     assert all(torch.equal(p, q) for p, q in zip(params, alone))
-    # win_rate reads the momentum decoded: a full-precision SophiaH loaded with the decoded state agrees
+    # win_rate reads the state decoded: a full-precision SophiaH loaded with the decoded state agrees
     decoded = fastoptim.SophiaH([p.detach().clone() for p in params], **kwargs)
     decoded.load_state_dict(sophia.state_dict())
     assert decoded.state[next(iter(decoded.state))]["exp_avg"].dtype == torch.float32
     assert torch.equal(sophia.win_rate(), decoded.win_rate()) and 0 < float(decoded.win_rate()) <= 1
 
 
-# (bf16 parameters too, but for the Hessian-diagonal optimizers: their Hessian EMA stays in the parameters'
-# dtype and is folded into before the step reads it, so a float32 reference cannot give a bf16 step's bits)
-STEP_CASES = [(name, dtype) for name in STEP_THEIR_RULE for dtype in (torch.float32, torch.bfloat16)
-              if dtype == torch.float32 or not issubclass(rule_class(name), fastoptim.hessian_diagonal.HessianDiagonalOptimizer)]
+STEP_CASES = [(name, dtype) for name in STEP_THEIR_RULE for dtype in (torch.float32, torch.bfloat16)]
+HESSIAN_DIAGONAL = [name for name in STEP_THEIR_RULE
+                    if issubclass(rule_class(name), fastoptim.hessian_diagonal.HessianDiagonalOptimizer)]
+
+
+def decoded_into(ours, ref, params, wide):
+    """ref's state: ours' (of params) with its 8-bit slots decoded by the table, in float32 (of wide)."""
+    for p, q in zip(params, wide):
+        rule = rule_of(ours, p)
+        for key, value in ours.state[p].items():
+            if key.endswith("_scale"):
+                continue
+            if key in rule.eight_bit_state:
+                value = decode_by_table(value, ours.state[p][f"{key}_scale"], code_rows(p.shape, rule))
+            ref.state[q][key] = value.to(torch.float32, copy=True) if value.is_floating_point() else value.clone()
+
+
+def assert_encoded_as(ours, ref, params, wide, keys=None):
+    """Each 8-bit slot of ours (of params; those in `keys` when given) is ref's (of wide) encoded as
+    reference_encode encodes it: the same scales and decoded values."""
+    for p, q in zip(params, wide):
+        rule = rule_of(ours, p)
+        for key in rule.eight_bit_state if keys is None else keys:
+            if key not in ref.state[q]:
+                continue
+            rows = code_rows(p.shape, rule)
+            expected, expected_scales = reference_encode(ref.state[q][key], rows)
+            assert torch.equal(ours.state[p][f"{key}_scale"], expected_scales), (key, p.shape)
+            assert torch.equal(decode_by_table(ours.state[p][key], expected_scales, rows), expected), (key, p.shape)
 
 
 @pytest.mark.parametrize("name, dtype", STEP_CASES, ids=[f"{n}-{'fp32' if d == torch.float32 else 'bf16'}" for n, d in STEP_CASES])
@@ -213,42 +238,62 @@ def test_each_step_is_the_full_precision_step_between_decoding_and_encoding(name
     """From the same parameters and state (ours in 8 bits, the reference's those codes decoded by the
     table, in float32 with float32 copies of the parameters), one step of ours stores the parameters
     the reference stores (rounded to the parameters' dtype) and the reference's new moments encoded
-    as reference_encode encodes them, bit for bit, three steps running (AdamP's in blocks of each row)."""
+    as reference_encode encodes them, bit for bit, three steps running (AdamP's and AMaC's in blocks of
+    each row). A Hessian-diagonal optimizer refreshes on the first step only (its folds: the next test),
+    so the three steps read the Hessian EMA's codes as that refresh left them."""
     params = make_params(EIGHT_BIT_SHAPES, dtype)
     ours = make_exact(name, params, state_bits=8)
     for p, g in zip(params, noise_grads(params, 0, dtype)):
         p.grad = g
     ours.step()  # (creates the state)
+    for group in ours.param_groups:
+        if "hessian_update_interval" in group:
+            group["hessian_update_interval"] = 1000
     for step in range(1, 4):
         wide = [p.detach().to(torch.float32, copy=True).requires_grad_() for p in params]
         ref = make_exact(name, wide)
-        for ours_group, ref_group in zip(ours.param_groups, ref.param_groups):  # (where a Hessian refresh is due)
-            if "hessian_clock" in ours_group:
-                ref_group["hessian_clock"] = ours_group["hessian_clock"]
-        for p, q in zip(params, wide):
-            rule = rule_of(ours, p)
-            for key, value in ours.state[p].items():
-                if key.endswith("_scale"):
-                    continue
-                if key in rule.eight_bit_state:
-                    value = decode_by_table(value, ours.state[p][f"{key}_scale"], code_rows(p.shape, rule))
-                ref.state[q][key] = value.to(torch.float32, copy=True) if value.is_floating_point() else value.clone()
+        for ours_group, ref_group in zip(ours.param_groups, ref.param_groups):
+            for key in ("hessian_clock", "hessian_update_interval"):
+                if key in ours_group:
+                    ref_group[key] = ours_group[key]
+        decoded_into(ours, ref, params, wide)
         for p, q, g in zip(params, wide, noise_grads(params, step, dtype)):
             p.grad, q.grad = g, g.float()
         ours.step()
         ref.step()
         for p, q in zip(params, wide):
             assert torch.equal(p, q.to(dtype)), (name, p.shape)
-            rule = rule_of(ours, p)
-            for key, value in ref.state[q].items():
+            for key, value in ref.state[q].items():  # (Adan's previous gradient, in full precision)
                 mine = ours.state[p][key]
-                if key in rule.eight_bit_state:
-                    rows = code_rows(p.shape, rule)
-                    expected, expected_scales = reference_encode(value, rows)
-                    assert torch.equal(ours.state[p][f"{key}_scale"], expected_scales), (key, p.shape)
-                    assert torch.equal(decode_by_table(mine, expected_scales, rows), expected), (key, p.shape)
-                elif value.is_floating_point() and value.shape == p.shape:  # (Adan's previous gradient)
+                if key not in rule_of(ours, p).eight_bit_state and value.is_floating_point() and value.shape == p.shape:
                     assert torch.equal(mine, value.to(mine.dtype)), (key, p.shape)
+        assert_encoded_as(ours, ref, params, wide)
+
+
+@pytest.mark.parametrize("name", HESSIAN_DIAGONAL)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_a_refresh_folds_the_estimate_into_the_decoded_hessian_ema_and_encodes_it(name, dtype):
+    """update_hessian with 8-bit state (the hessian_ema op on codes): the Hessian EMA becomes the
+    full-precision fold of the estimate into the decoded EMA, encoded as reference_encode encodes it,
+    three folds running, and the momentum's codes are left as they were."""
+    params = make_params(EIGHT_BIT_SHAPES, dtype)
+    ours = make_exact(name, params, state_bits=8)
+    for p, g in zip(params, noise_grads(params, 0, dtype)):
+        p.grad = g
+    ours.step()  # (creates the state, folding in a first estimate)
+    key = rule_optimizer(ours).hessian_key
+    for fold in range(1, 4):
+        wide = [p.detach().to(torch.float32, copy=True).requires_grad_() for p in params]
+        ref = rule_optimizer(make_exact(name, wide))
+        decoded_into(ours, ref, params, wide)
+        estimates = noise_grads(params, 10 + fold, dtype)  # (signed: Sophia-H's EMA of estimates goes negative too)
+        for p, q in zip(params, wide):
+            p.grad, q.grad = torch.zeros_like(p), torch.zeros_like(q)
+        codes_before = [ours.state[p]["exp_avg"].clone() for p in params]
+        rule_optimizer(ours).update_hessian(estimates)
+        ref.update_hessian([e.float() for e in estimates])
+        assert_encoded_as(ours, ref, params, wide, keys=[key])
+        assert all(torch.equal(ours.state[p]["exp_avg"], before) for p, before in zip(params, codes_before))
 
 
 @pytest.mark.parametrize("start", [0.5, 0.1, 3.0])
@@ -273,6 +318,21 @@ def test_a_nonzero_start_value_is_encoded(start):
         expected, expected_scales = reference_encode(ref.state[q]["sum"])
         assert torch.equal(ours.state[p]["sum_scale"], expected_scales)
         assert torch.equal(decode_by_table(ours.state[p]["sum"], expected_scales), expected)
+
+
+def test_a_state_dict_saved_before_the_first_step_loads():
+    """Adagrad makes its state at construction (as torch's does): in 8 bits, the sum's codes and their
+    scales, so its state dict loads before any step into a full-precision optimizer and back."""
+    params = make_params(EIGHT_BIT_SHAPES, torch.float32)
+    eight = fastoptim.Adagrad(params, initial_accumulator_value=0.5, state_bits=8)
+    full = fastoptim.Adagrad(params, initial_accumulator_value=0.5)
+    full.load_state_dict(eight.state_dict())
+    assert all(torch.equal(full.state[p]["sum"], torch.full_like(p, 0.5)) for p in params)
+    again = fastoptim.Adagrad(params, initial_accumulator_value=0.5, state_bits=8)
+    again.load_state_dict(full.state_dict())
+    for p in params:
+        assert torch.equal(again.state[p]["sum"], eight.state[p]["sum"])
+        assert torch.equal(again.state[p]["sum_scale"], eight.state[p]["sum_scale"])
 
 
 @pytest.mark.parametrize("name", ["AdamW", "Adan", "LAMB", "AdamP"])

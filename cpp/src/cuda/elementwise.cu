@@ -204,7 +204,7 @@ __device__ void update_code_block(const DeviceTensor& tensor, const Coeffs& coef
   }
   if (mine) update_element<Rule, S, true>(tensor, coeffs, i, load_grad, arrays);
   for (int j = 0; j < Rule::kStateSlots; ++j) {
-    if (!arrays.coded(j) || !t.state[j]) continue;
+    if (!arrays.coded(j) || !t.state[j] || !rules::stores_slot<Rule>(j)) continue;  // (a slot only read keeps its codes)
     std::uint32_t u = 0, largest, signs;
     if (mine) std::memcpy(&u, &arrays.fresh[j], sizeof u);
     block_extent(u & 0x7FFFFFFFu, u, largest, signs);

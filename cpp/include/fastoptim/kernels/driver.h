@@ -96,7 +96,7 @@ FASTOPTIM_HD FASTOPTIM_ALWAYS_INLINE void update_lanes(const TensorSlots& t, con
   }
   if constexpr (StoreState)
     for (int j = 0; j < kSlots; ++j)
-      if (t.state[j]) arrays.store(t, j, i, state[j]);
+      if (t.state[j] && rules::stores_slot<Rule>(j)) arrays.store(t, j, i, state[j]);
 }
 
 // Asks for element i of every array of tensor t (parameter, gradient, state) to be brought into
@@ -181,7 +181,7 @@ struct BlockOfCodes {
   // The block's new codes and scales, from the `count` fresh values of each 8-bit slot.
   void encode(const TensorSlots& t, std::int64_t count) const {
     for (int j = 0; j < Rule::kStateSlots; ++j) {
-      if (!coded(j) || !t.state[j]) continue;
+      if (!coded(j) || !t.state[j] || !rules::stores_slot<Rule>(j)) continue;  // (a slot only read keeps its codes)
       lanes[j].fold_into(extent[j]);
       t.state_scale[j][first / kCodeBlock] = encode_with_extent(fresh[j], count, extent[j], static_cast<code8*>(t.state[j]) + first);
     }
@@ -301,7 +301,7 @@ struct FirstPassTerm {
     if constexpr (Rule::kStateInFirstPass) {
       Rule::advance(p, g, state, *k);
       for (int j = 0; j < kSlots; ++j) {
-        if (!t->state[j]) continue;
+        if (!t->state[j] || !rules::stores_slot<Rule>(j)) continue;
         store<W>(static_cast<St*>(t->state[j]) + i, state[j]);
         if constexpr (!std::is_same_v<St, T>) state[j] = load<W>(static_cast<const St*>(t->state[j]) + i);
       }

@@ -26,8 +26,9 @@ struct AdaHessian {
   static constexpr core::StateSlot kState[] = {
       {"exp_avg", nullptr}, {"exp_hessian_diag_sq", nullptr}, {"hessian_step", nullptr}};
   static constexpr int kStateSlots = 2;
-  // (its momentum; the EMA of squared estimates, which the hessian_ema op folds into, stays full precision)
-  static constexpr unsigned kEightBitSlots = 1u << kExpAvg;
+  // (its momentum and the EMA of squared estimates, which the hessian_ema rule folds into and this step only reads)
+  static constexpr unsigned kEightBitSlots = (1u << kExpAvg) | (1u << kExpHessianDiagSq);
+  static constexpr unsigned kReadOnlySlots = 1u << kExpHessianDiagSq;
   static constexpr int kScalarSlots = 1;  // hessian_step: refreshes so far (read here, counted by the front end)
   static constexpr bool kCountsSteps = true;
   FASTOPTIM_HD static const char* invalid_combination(const Hyper&) { return nullptr; }

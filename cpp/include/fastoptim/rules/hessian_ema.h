@@ -16,6 +16,7 @@ struct HessianEMA {
 
   static constexpr core::StateSlot kState[] = {{"hessian", nullptr}};
   static constexpr int kStateSlots = 1;
+  static constexpr unsigned kEightBitSlots = 1;  // (the EMA, in 8 bits where the optimizer keeps it so)
   static constexpr bool kCountsSteps = false;
   static constexpr bool kReadsGrad = false;
   FASTOPTIM_HD static const char* invalid_combination(const Hyper&) { return nullptr; }

@@ -37,6 +37,9 @@
 //   next_scalars(h, s, next)  an element-wise rule's per-tensor scalars after this step (NAdam's
 //                             mu_product, ASGD's eta and mu), from those before it (s.scalar_state);
 //                             the front end stores them, and prepare sees them in s.scalar_next
+//   kReadOnlySlots = mask     element slots the step only reads (Sophia's and AdaHessian's Hessian
+//                             EMA, which the hessian_ema rule folds estimates into): the drivers do
+//                             not store them back (nor encode them again, in 8 bits)
 //   initial_value(h, slot, position)  what state slot `slot` of the parameter at `position` (its
 //                             index among all parameters of the optimizer) starts at; default 0
 //                             (Adagrad's sum, TAdam's W, AMaC's noise key)
@@ -211,6 +214,17 @@ struct eight_bit_slots : std::integral_constant<unsigned, 0> {};
 template <class Rule>
 struct eight_bit_slots<Rule, std::void_t<decltype(Rule::kEightBitSlots)>>
     : std::integral_constant<unsigned, Rule::kEightBitSlots> {};
+
+// Whether the step stores state slot j back (every element slot but those the rule only reads).
+template <class Rule, class = void>
+struct read_only_slots : std::integral_constant<unsigned, 0> {};
+template <class Rule>
+struct read_only_slots<Rule, std::void_t<decltype(Rule::kReadOnlySlots)>>
+    : std::integral_constant<unsigned, Rule::kReadOnlySlots> {};
+template <class Rule>
+FASTOPTIM_HD constexpr bool stores_slot(int j) {
+  return !(read_only_slots<Rule>::value >> j & 1u);
+}
 
 // The code grid of a tensor's 8-bit state (numel elements, `rows` rows of dim 0, 1 unless ndim > 1):
 // blocks restart at each row for a per-row rule, whose rows the driver steps as tensors of their

@@ -25,8 +25,9 @@ struct Sophia {
   enum Slot { kExpAvg, kHessian };
   static constexpr core::StateSlot kState[] = {{"exp_avg", nullptr}, {"hessian", nullptr}};
   static constexpr int kStateSlots = 2;
-  // (its momentum; the Hessian EMA, which the hessian_ema op folds estimates into, stays full precision)
-  static constexpr unsigned kEightBitSlots = 1u << kExpAvg;
+  // (its momentum and the Hessian EMA, which the hessian_ema rule folds estimates into and this step only reads)
+  static constexpr unsigned kEightBitSlots = (1u << kExpAvg) | (1u << kHessian);
+  static constexpr unsigned kReadOnlySlots = 1u << kHessian;
   static constexpr bool kCountsSteps = true;
   FASTOPTIM_HD static const char* invalid_combination(const Hyper&) { return nullptr; }
 
