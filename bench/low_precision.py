@@ -18,6 +18,9 @@ and AdamP's, the same two passes for its matrices (a vector takes one pass, 28 a
 below holds for (C)'s matrices, most of its elements, not for (A)'s one vector):
   fastoptim AdamP fp32          fastoptim.AdamP, fp32 params              40 B
   fastoptim AdamP fp32, 8-bit   fp32 params, state_bits=8                 26 B (10 + 16)
+and SophiaG's step between refreshes (given one estimate, then no refresh in the run; the Hessian EMA only read):
+  fastoptim SophiaG fp32        fastoptim.SophiaG, fp32 params            24 B (read p, g, m, h; write p, m)
+  fastoptim SophiaG fp32, 8-bit fp32 params, state_bits=8                 15 B (p, g 4 B; m 1 B both ways; h 1 B read)
 each compared with its own optimizer's fastoptim fp32 run.
 
 Peers, where torchao is installed (it is not a requirement: `pip install --no-deps torchao`; its low-bit
@@ -66,6 +69,9 @@ VARIANTS = {
     "fastoptim LAMB fp32, 8-bit state": (torch.float32, lambda ps: fastoptim.LAMB(ps, lr=1e-3, state_bits=8), 26, 2),
     "fastoptim AdamP fp32": (torch.float32, lambda ps: fastoptim.AdamP(ps, lr=1e-3), 40, 8),
     "fastoptim AdamP fp32, 8-bit state": (torch.float32, lambda ps: fastoptim.AdamP(ps, lr=1e-3, state_bits=8), 26, 2),
+    "fastoptim SophiaG fp32": (torch.float32, lambda ps: between_refreshes(fastoptim.SophiaG(ps, lr=1e-4)), 24, 8),
+    "fastoptim SophiaG fp32, 8-bit state": (
+        torch.float32, lambda ps: between_refreshes(fastoptim.SophiaG(ps, lr=1e-4, state_bits=8)), 15, 2),
 }
 try:
     from torchao.optim import AdamW8bit, _AdamW
@@ -77,9 +83,17 @@ except ImportError:
     pass
 
 
+def between_refreshes(opt):
+    """A Hessian-diagonal optimizer given one estimate (uniform in [0, 1)), whose steps then refresh nothing."""
+    opt.update_hessian([torch.rand_like(p) for group in opt.param_groups for p in group["params"]])
+    for group in opt.param_groups:
+        group["hessian_clock"], group["hessian_update_interval"] = 1, 10**9
+    return opt
+
+
 def fp32_run_of(label: str) -> str:
     """The fastoptim fp32 variant of the same optimizer (the yardstick of 'vs fastoptim fp32')."""
-    return next((f"fastoptim {name} fp32" for name in ("LAMB", "AdamP") if f" {name} " in label), "fastoptim fp32")
+    return next((f"fastoptim {name} fp32" for name in ("LAMB", "AdamP", "SophiaG") if f" {name} " in label), "fastoptim fp32")
 
 
 def main() -> None:
