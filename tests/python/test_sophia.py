@@ -210,15 +210,16 @@ def test_sophia_g_refreshes_from_sampled_labels_when_the_closure_returns_logits(
     assert opt.state[params[0]]["hessian"].abs().sum() > 0
 
 
-@pytest.mark.parametrize("name", ["SophiaH", "SophiaG"])  # (AdaHessian refreshes as SophiaH does)
-def test_refresh_steps_trace_under_torch_compile_with_fullgraph(name):
+@pytest.mark.parametrize("name, state_bits", [("SophiaH", None), ("SophiaG", None), ("SophiaH", 8)],
+                         ids=["SophiaH", "SophiaG", "SophiaH-8-bit"])  # (AdaHessian refreshes as SophiaH does)
+def test_refresh_steps_trace_under_torch_compile_with_fullgraph(name, state_bits):
     """A step that refreshes (the closure, the Hessian-vector products or sampled labels, the probes,
-    the fold) traces whole: with dynamo's trace_autograd_ops, the compiled step(closure) over
-    refresh and plain steps gives the eager bits."""
+    the fold: with 8-bit state, on the codes and their scales) traces whole: with dynamo's
+    trace_autograd_ops, the compiled step(closure) over refresh and plain steps gives the eager bits."""
     runs = []
     for compiled in (False, True):
         model, x, y = tiny_problem()
-        opt = getattr(fastoptim, name)(model.parameters(), lr=0.01, hessian_update_interval=2, seed=5)
+        opt = getattr(fastoptim, name)(model.parameters(), lr=0.01, hessian_update_interval=2, seed=5, state_bits=state_bits)
 
         def closure():
             logits = model(x)
@@ -232,7 +233,7 @@ def test_refresh_steps_trace_under_torch_compile_with_fullgraph(name):
                 opt.zero_grad()
                 step(closure)
         runs.append([p.detach().clone() for p in model.parameters()])
-        assert opt.state[next(model.parameters())][opt.hessian_key].abs().sum() > 0
+        assert opt.state[next(model.parameters())][opt.hessian_key].float().abs().sum() > 0
     assert all(torch.equal(a, b) for a, b in zip(*runs))
 
 
