@@ -341,7 +341,6 @@ class Sophia(HessianDiagonalOptimizer):
                 total += m.numel()
         return unclipped / max(total, 1)
 
-
     def _decoded(self, state: dict[str, Any], name: str, group: dict[str, Any]) -> Tensor:
         """State `name` in float32 (8-bit codes decoded, on the CPU)."""
         value = state[name]

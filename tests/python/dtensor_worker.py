@@ -30,8 +30,8 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference import (OPTIMIZERS, make_params, make_rich, noise_grads, own_rule_steppers, rule_class, rule_optimizer,  # noqa: E402
-                       takes_state_bits, without_radial_part)
+from reference import (OPTIMIZERS, folds_apart, make_params, make_rich, noise_grads, own_rule_steppers, rule_class,  # noqa: E402
+                       rule_optimizer, takes_state_bits, without_radial_part)
 
 import fastoptim  # noqa: E402
 
@@ -129,14 +129,6 @@ def eight_bit(name, placement, mesh, steps=6):
                     if not torch.equal(local_of(value), local_of(rule_optimizer(encoded).state[q][key])):
                         failures.append(f"{name} state_bits=8 {placement} {action} {step}: state {key!r} of parameter {i}")
     return failures
-
-
-def folds_apart(opt):
-    """opt, a Hessian-diagonal one set so that no step refreshes (its folds: update_hessian calls)."""
-    for group in rule_optimizer(opt).param_groups:
-        if "hessian_clock" in group:
-            group["hessian_clock"], group["hessian_update_interval"] = 1, 10**6
-    return opt
 
 
 def own_estimates(name, mesh):

@@ -342,6 +342,15 @@ def rule_optimizer(optimizer):
     return optimizer
 
 
+def folds_apart(opt):
+    """opt; a Hessian-diagonal one set so that no step of it refreshes from here on (its folds then
+    come from update_hessian calls alone)."""
+    for group in rule_optimizer(opt).param_groups:
+        if "hessian_clock" in group:
+            group["hessian_clock"], group["hessian_update_interval"] = 1, 10**6
+    return opt
+
+
 def rule_class(name):
     """The class whose rule steps optimizer `name`'s parameters (AMaC's AMaCUpdate, inside its wrappers)."""
     return type(rule_optimizer(make_rich(name, [torch.zeros(1, requires_grad=True)])))
