@@ -193,6 +193,15 @@ PYBIND11_MODULE(_C, m) {
       "(codes, block scales) of a dense float tensor as 8-bit state (cpp/include/fastoptim/core/codes8.h), its blocks "
       "restarting at each of `rows` equal rows (a per-row rule's rows of dim 0).");
   m.def(
+      "constant_codes",
+      [](double value) {
+        const core::ConstantCodes c = core::constant_codes(float(value));
+        return std::make_pair(int(c.code), double(c.scale));
+      },
+      py::arg("value"),
+      "(the code of every element, the scale of every block) of a tensor filled with `value` (float32) as 8-bit "
+      "state: what encode_eight_bit gives it, without the tensor (a state's start value).");
+  m.def(
       "decode_eight_bit",
       [](const at::Tensor& codes, const at::Tensor& scales, std::int64_t rows) {
         return translating_errors([&] { return aten::decode_eight_bit(codes, scales, rows); });

@@ -414,13 +414,14 @@ class FusedOptimizer(torch.optim.Optimizer):
             self._check_eight_bit_param(group, param)
             coded = name[: -len("_scale")] if name.endswith("_scale") else name
             if coded in rule.eight_bit_state:
-                value = self._start_value(coded, param, group, rule)
-                if value != 0:  # (Adagrad's initial_accumulator_value: the filled tensor encoded)
-                    filled = torch.full_like(param, value, memory_format=layout, dtype=torch.float32)
-                    return encode_eight_bit(filled, param, rule.per_row)[int(name != coded)]
+                # (a constant encodes as 1.0's code under a scale of the constant in every block, as
+                # core::constant_codes gives it: Adagrad's initial_accumulator_value; 0 for the others)
+                code, scale = _C.constant_codes(self._start_value(coded, param, group, rule))
                 if name != coded:
-                    return eight_bit_scales(param, rule.per_row)
-                return torch.zeros_like(param, dtype=torch.uint8, memory_format=layout)
+                    scales = eight_bit_scales(param, rule.per_row)
+                    local_scales(scales, param, rule.per_row).fill_(scale)  # (a DTensor's: its shard's blocks)
+                    return scales
+                return torch.full_like(param, code, dtype=torch.uint8, memory_format=layout)
         value = self._start_value(name, param, group, rule)
         if name in rule.scalar_state:
             return torch.full(self.scalar_state_shape, value, dtype=self._compute_dtype(param), device=param.device)

@@ -132,6 +132,15 @@ def test_codes_are_the_nearest_and_decode_by_the_table(numel):
     assert ((decoded - x).abs() <= x.abs() / 16 + floor).all()
 
 
+@pytest.mark.parametrize("value", [0.0, 0.5, 3.0, -2.5, 1e-30, 3e38, -1e-45])
+def test_a_constant_has_the_codes_of_the_filled_tensor(value):
+    """constant_codes (a start value's codes, made without the tensor) gives what encoding a tensor
+    filled with the value gives, in every block and a short last one."""
+    codes, scales = fastoptim._C.encode_eight_bit(torch.full((3 * BLOCK + 5,), value))
+    code, scale = fastoptim._C.constant_codes(value)
+    assert torch.equal(codes, torch.full_like(codes, code)) and torch.equal(scales, torch.full_like(scales, scale))
+
+
 @pytest.mark.parametrize("rows, length", [(1, 300), (3, 300), (4, 256), (2, 513), (5, 17), (3, 0)])
 def test_codes_of_rows_restart_at_each_row(rows, length):
     """A per-row rule's grid (AdamP's): each row's blocks from its own first element, a short last one
