@@ -415,8 +415,11 @@ class FusedOptimizer(torch.optim.Optimizer):
             coded = name[: -len("_scale")] if name.endswith("_scale") else name
             if coded in rule.eight_bit_state:
                 # (a constant encodes as 1.0's code under a scale of the constant in every block, as
-                # core::constant_codes gives it: Adagrad's initial_accumulator_value; 0 for the others)
-                code, scale = _C.constant_codes(self._start_value(coded, param, group, rule))
+                # core::constant_codes gives it: Adagrad's initial_accumulator_value, made at construction;
+                # zero, the others' start, is code 0 and scale 0 without the call, which torch.compile
+                # could not trace in a compiled first step)
+                value = self._start_value(coded, param, group, rule)
+                code, scale = _C.constant_codes(value) if value != 0 else (0, 0.0)
                 if name != coded:
                     scales = eight_bit_scales(param, rule.per_row)
                     local_scales(scales, param, rule.per_row).fill_(scale)  # (a DTensor's: its shard's blocks)

@@ -165,10 +165,12 @@ def test_named_parameters_are_supported():
     assert opt.param_groups[0]["param_names"] == ["weight", "bias"]
 
 
-def test_step_is_traced_by_torch_compile():
+@pytest.mark.parametrize("options", [{}, {"state_bits": 8}], ids=["fp32-state", "8-bit-state"])
+def test_step_is_traced_by_torch_compile(options):
+    """The whole step, the first one that creates the state included, traces as one graph."""
     params = make_params([(17,), (4, 4)], torch.float32)
     ref_params = clone_params(params)
-    opt, ref = fastoptim.AdamW(params), fastoptim.AdamW(ref_params)
+    opt, ref = fastoptim.AdamW(params, **options), fastoptim.AdamW(ref_params, **options)
     compiled_step = torch.compile(opt.step, backend="aot_eager", fullgraph=True)
     for step in range(3):
         set_grads([params, ref_params], step, torch.float32)
