@@ -5,11 +5,16 @@
 // before anything moves. (Its float32 results equal the Python classes': tests/python/test_edge.py.)
 #include <cmath>
 #include <cstdio>
+#include <cstdint>
 #include <cstdlib>
 #include <new>
 #include <random>
 #include <string>
 #include <vector>
+#if defined(__unix__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
 
 #include "fastoptim/edge/optimizer.h"
 
@@ -246,6 +251,42 @@ static void test_caller_owned_state() {
          "a state buffer too small is reported, and stepping it does nothing");
 }
 
+// A slot the step only reads (Sophia's Hessian EMA, rules::read_only_slots) is never written: with
+// its whole pages made read-only (caller-owned state, page-aligned), a step that stored it back, or
+// encoded its 8-bit codes again, would fault.
+static void test_read_only_slots_are_not_written() {
+#if defined(__unix__)
+  const std::size_t page = std::size_t(sysconf(_SC_PAGESIZE));
+  for (const edge::StateFormat format : {edge::StateFormat::float32, edge::StateFormat::eight_bit}) {
+    Problem a(13);
+    rules::Sophia::Hyper hyper;
+    hyper.lr = 0.01;
+    const std::size_t needed = edge::Sophia::state_floats(a.params(), hyper, format);
+    const std::size_t bytes = (needed * sizeof(float) + page - 1) / page * page;
+    auto* storage = static_cast<float*>(std::aligned_alloc(page, bytes));
+    edge::Sophia opt(a.params(), hyper, storage, needed, format);
+    const bool coded = format == edge::StateFormat::eight_bit;
+    // the largest parameter's Hessian EMA (40009 elements) and its block scales
+    const auto* first = coded ? static_cast<const void*>(opt.codes(rules::Sophia::kHessian, 4))
+                              : static_cast<const void*>(opt.state(rules::Sophia::kHessian, 4));
+    const std::size_t length = 40009 * (coded ? 1 : sizeof(float));
+    const auto begin = (reinterpret_cast<std::uintptr_t>(first) + page - 1) / page * page;
+    const auto end = (reinterpret_cast<std::uintptr_t>(first) + length) / page * page;
+    expect(end > begin, "the Hessian EMA spans whole pages");
+    expect(mprotect(reinterpret_cast<void*>(begin), end - begin, PROT_READ) == 0, "the Hessian EMA's pages made read-only");
+    const std::vector<float> before = a.values.back();
+    bool stepped = true;
+    for (unsigned step = 0; step < 3; ++step) {
+      a.fill_grads(step);
+      stepped = stepped && opt.step(a.grad_pointers().data()) == edge::Status::ok;
+    }
+    expect(stepped && a.values.back() != before, "Sophia steps with its Hessian EMA's pages read-only");
+    mprotect(reinterpret_cast<void*>(begin), end - begin, PROT_READ | PROT_WRITE);
+    std::free(storage);
+  }
+#endif
+}
+
 static void test_invalid_hyperparameters() {
   Problem a(9);
   const auto before = a.values;
@@ -402,6 +443,7 @@ int main() {
 #undef FASTOPTIM_TEST_RULE
   test_checkpoints();
   test_caller_owned_state();
+  test_read_only_slots_are_not_written();
   test_eight_bit_state();
   test_bfloat16_state();
   test_adafactor_factors_matrices();
